@@ -1,0 +1,23 @@
+# daydream: concepts -> drafts -> essays -> LLM-judged evaluations -> reports.
+# The table of contents: every rule lives in one of the files included below.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/cohort.smk"
+include: "rules/draft.smk"
+include: "rules/essay.smk"
+include: "rules/evaluation.smk"
+include: "rules/reports.smk"
+include: "rules/cross_experiment.smk"
+
+
+rule all:
+    input:
+        final_targets(),
+    default_target: True

@@ -1,0 +1,1 @@
+"""daydream: score LLM essays with several LLM judges."""

@@ -1,0 +1,100 @@
+"""Read the active cohorts' membership once per process: gen_id -> row in O(1).
+
+Snakemake calls input functions once per job; they look rows up here instead of filtering a
+table. The index reloads itself only when a membership or manifest file changes on disk (the
+checkpoint rewrote it), checked with one `stat` per file.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import threading
+from dataclasses import dataclass
+
+from daydream.cohorts import Combo
+from daydream.paths import Paths
+
+
+class UnknownGenerationError(KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class Member:
+    stage: str
+    gen_id: str
+    cohort_id: str
+    parent_gen_id: str
+    combo_id: str
+    template_id: str
+    llm_model_id: str
+    replicate: int
+
+
+class MembershipIndex:
+    def __init__(self, paths: Paths, cohort_ids: list[str]):
+        self.paths, self.cohort_ids = paths, list(cohort_ids)
+        self._lock = threading.Lock()
+        self._signature: tuple | None = None
+        self._members: dict[str, Member] = {}
+        self._by_cohort: dict[str, list[Member]] = {}
+        self._combos: dict[str, Combo] = {}
+
+    def _files(self) -> list:
+        return [p for c in self.cohort_ids for p in (self.paths.membership_csv(c), self.paths.manifest_json(c))]
+
+    def _current_signature(self) -> tuple:
+        return tuple(p.stat().st_mtime_ns if p.exists() else None for p in self._files())
+
+    def _refresh(self) -> None:
+        with self._lock:
+            signature = self._current_signature()
+            if signature != self._signature:
+                self._load()
+                self._signature = signature
+
+    def _load(self) -> None:
+        members: dict[str, Member] = {}
+        by_cohort: dict[str, list[Member]] = {}
+        combos: dict[str, Combo] = {}
+        for cohort_id in self.cohort_ids:  # first cohort wins for shared gen_ids
+            by_cohort[cohort_id] = _read_members(self.paths.membership_csv(cohort_id))
+            for member in by_cohort[cohort_id]:
+                members.setdefault(member.gen_id, member)
+            combos.update(_read_combos(self.paths.manifest_json(cohort_id)))
+        self._members, self._by_cohort, self._combos = members, by_cohort, combos
+
+    def member(self, gen_id: str) -> Member:
+        self._refresh()
+        try:
+            return self._members[gen_id]
+        except KeyError:
+            raise UnknownGenerationError(
+                f"{gen_id} is in no active cohort's membership ({', '.join(self.cohort_ids)}); "
+                "add its cohort to `cohorts` in the config") from None
+
+    def members(self, cohort_id: str, stage: str | None = None) -> list[Member]:
+        self._refresh()
+        rows = self._by_cohort.get(cohort_id, [])
+        return [m for m in rows if stage is None or m.stage == stage]
+
+    def combo(self, combo_id: str) -> Combo:
+        self._refresh()
+        return self._combos[combo_id]
+
+
+def _read_members(path) -> list[Member]:
+    if not path.exists():
+        return []
+    with path.open(newline="", encoding="utf-8") as handle:
+        return [Member(**{**row, "replicate": int(row["replicate"])}) for row in csv.DictReader(handle)]
+
+
+def _read_combos(path) -> dict[str, Combo]:
+    if not path.exists():
+        return {}
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    return {c["combo_id"]: Combo(c["combo_id"], tuple(c["concepts"]), c["level"], int(c["k"]))
+            for c in doc.get("combos", [])}

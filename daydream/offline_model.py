@@ -1,0 +1,80 @@
+"""The built-in `offline` model: deterministic, local, free (SPEC §2).
+
+It answers like a real model would for each stage, so every parser and report is exercised
+without a network or a key: drafts carry `<thinking>`, staged `<essay-idea>` blocks and an
+`<essay>` block; essays an `<essay>` block; evaluations a short judgement ending in a
+`SCORE: n` line (n in 1..9, valid on both a 0-9 and a 1-10 scale). The same prompt and model
+always give the same reply.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+_WORD = re.compile(r"[A-Za-z][A-Za-z'-]{3,}")
+_STOP = frozenset("""this that with from your their about into what when which will would
+there these those have been must each more most only other some such than then they them
+write essay draft concept concepts score stage block blocks line lines your text""".split())
+
+_OPENERS = ("Consider how", "It is striking that", "One way to see it:", "Suppose that",
+            "The useful question is whether", "Notice that")
+_LINKS = ("borrows its structure from", "can be read as a case of", "quietly depends on",
+          "turns out to mirror", "puts pressure on", "offers a test for")
+
+
+def _seed(*parts: str) -> bytes:
+    return hashlib.sha256("\x1f".join(parts).encode("utf-8")).digest()
+
+
+def _keywords(prompt: str) -> list[str]:
+    seen: dict[str, None] = {}
+    for word in _WORD.findall(prompt):
+        if word.lower() not in _STOP:
+            seen.setdefault(word.lower(), None)
+    return list(seen) or ["idea", "pattern"]
+
+
+def _sentences(words: list[str], seed: bytes, count: int) -> list[str]:
+    out = []
+    for i in range(count):
+        a, b = words[seed[i % 32] % len(words)], words[seed[(i + 7) % 32] % len(words)]
+        opener, link = _OPENERS[seed[(i + 3) % 32] % len(_OPENERS)], _LINKS[seed[(i + 5) % 32] % len(_LINKS)]
+        out.append(f"{opener} {a} {link} {b}.")
+    return out
+
+
+def _paragraph(words: list[str], seed: bytes, count: int) -> str:
+    return " ".join(_sentences(words, seed, count))
+
+
+def draft_reply(words: list[str], seed: bytes) -> str:
+    return "\n".join([
+        "<thinking>", _paragraph(words, seed[1:], 2), "</thinking>",
+        '<essay-idea stage="1">', _paragraph(words, seed[2:], 2), "</essay-idea>",
+        '<essay-idea stage="2">', _paragraph(words, seed[3:], 4), "</essay-idea>",
+        "<essay>", _paragraph(words, seed[4:], 5), "</essay>",
+    ])
+
+
+def essay_reply(words: list[str], seed: bytes) -> str:
+    body = "\n\n".join(_paragraph(words, seed[i:], 4) for i in range(3))
+    return "\n".join(["<thinking>", _paragraph(words, seed[5:], 2), "</thinking>",
+                      "<essay>", body, "</essay>"])
+
+
+def evaluation_reply(words: list[str], seed: bytes) -> str:
+    score = 1 + seed[0] % 9
+    return "\n".join(["Assessment:", _paragraph(words, seed[1:], 3), "",
+                      f"Strength: {_sentences(words, seed[2:], 1)[0]}", f"SCORE: {score}"])
+
+
+REPLIES = {"draft": draft_reply, "essay": essay_reply, "evaluation": evaluation_reply}
+
+
+def generate(prompt: str, *, stage: str, model: str) -> tuple[str, dict]:
+    """The reply text and its usage (`prompt_tokens`, `completion_tokens`, `total_tokens`)."""
+    text = REPLIES[stage](_keywords(prompt), _seed(model, stage, prompt))
+    usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": len(text.split())}
+    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+    return text, usage

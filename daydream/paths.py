@@ -1,0 +1,117 @@
+"""`Paths`: the one source of truth for every file the workflow reads or writes.
+
+Rules, scripts, reports and tests build paths only through this class, so the layout of
+SPEC §1/§5 lives here and nowhere else. Methods take plain strings, so Snakemake wildcards
+such as ``"{gen_id}"`` pass through unchanged into rule outputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+GEN_FILES = ("prompt.txt", "raw.txt", "parsed.txt", "metadata.json")
+
+
+@dataclass(frozen=True)
+class Paths:
+    data_root: Path
+
+    @classmethod
+    def from_str(cls, data_root: str | Path) -> Paths:
+        return cls(Path(data_root))
+
+    # experiment definitions (tracked) ------------------------------------------------------
+    @property
+    def raw_root(self) -> Path:
+        return self.data_root / "1_raw"
+
+    @property
+    def concepts_metadata_csv(self) -> Path:
+        """`1_raw/concepts_metadata.csv`; the original also kept it under `1_raw/concepts/`."""
+        top = self.raw_root / "concepts_metadata.csv"
+        nested = self.raw_root / "concepts" / "concepts_metadata.csv"
+        return nested if not top.exists() and nested.exists() else top
+
+    def description_path(self, level: str, concept_id: str) -> Path:
+        return self.raw_root / "concepts" / f"descriptions-{level}" / f"{concept_id}.txt"
+
+    def templates_csv(self, stage: str) -> Path:
+        return self.raw_root / f"{stage}_templates.csv"
+
+    def template_path(self, stage: str, template_id: str) -> Path:
+        return self.raw_root / "templates" / stage / f"{template_id}.txt"
+
+    @property
+    def models_csv(self) -> Path:
+        return self.raw_root / "llm_models.csv"
+
+    # cohorts --------------------------------------------------------------------------------
+    def cohort_dir(self, cohort_id: str) -> Path:
+        return self.data_root / "cohorts" / cohort_id
+
+    def membership_csv(self, cohort_id: str) -> Path:
+        return self.cohort_dir(cohort_id) / "membership.csv"
+
+    def manifest_json(self, cohort_id: str) -> Path:
+        return self.cohort_dir(cohort_id) / "manifest.json"
+
+    def reports_dir(self, cohort_id: str) -> Path:
+        return self.cohort_dir(cohort_id) / "reports"
+
+    def cohort_report(self, cohort_id: str, name: str) -> Path:
+        """A cohort report by its SPEC §9 name, e.g. `parsing/aggregated_scores.csv`."""
+        return self.reports_dir(cohort_id) / name
+
+    @property
+    def combo_mappings_csv(self) -> Path:
+        return self.data_root / "combo_mappings.csv"
+
+    # the gens store -------------------------------------------------------------------------
+    @property
+    def gens_root(self) -> Path:
+        return self.data_root / "gens"
+
+    def gen_dir(self, stage: str, gen_id: str) -> Path:
+        return self.gens_root / stage / gen_id
+
+    def prompt_path(self, stage: str, gen_id: str) -> Path:
+        return self.gen_dir(stage, gen_id) / "prompt.txt"
+
+    def raw_path(self, stage: str, gen_id: str) -> Path:
+        return self.gen_dir(stage, gen_id) / "raw.txt"
+
+    def parsed_path(self, stage: str, gen_id: str) -> Path:
+        return self.gen_dir(stage, gen_id) / "parsed.txt"
+
+    def metadata_path(self, stage: str, gen_id: str) -> Path:
+        return self.gen_dir(stage, gen_id) / "metadata.json"
+
+    # operational outputs --------------------------------------------------------------------
+    @property
+    def reporting_dir(self) -> Path:
+        return self.data_root / "7_reporting"
+
+    @property
+    def llm_calls_jsonl(self) -> Path:
+        """One line per model call made (offline included): the audit log of what was paid."""
+        return self.reporting_dir / "llm_calls.jsonl"
+
+    @property
+    def llm_errors_jsonl(self) -> Path:
+        return self.reporting_dir / "llm_errors.jsonl"
+
+    @property
+    def parse_errors_jsonl(self) -> Path:
+        return self.reporting_dir / "parse_errors.jsonl"
+
+    @property
+    def stale_generations_csv(self) -> Path:
+        return self.reporting_dir / "stale_generations.csv"
+
+    @property
+    def cross_experiment_dir(self) -> Path:
+        return self.data_root / "7_cross_experiment"
+
+    def log_path(self, rule: str, name: str) -> Path:
+        return self.data_root / "logs" / rule / f"{name}.log"

@@ -1,0 +1,257 @@
+"""What each gens-store rule does, one function per rule, for one document.
+
+Rules call exactly one of these with the shared `Runtime` and the wildcards; they never
+build paths or strings themselves. `write_response` is the only function that can spend
+money, and it spends it at most once per prompt: every paid reply is first saved under
+`.replies/` in the document's folder (never a Snakemake output, so never deleted by it) and
+reused if the same prompt is asked again, e.g. after a killed run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+from daydream import gens, llm_calls, parsers, prompts
+from daydream.experiment import Experiment, Template, load_experiment
+from daydream.membership import Member, MembershipIndex
+from daydream.paths import Paths
+
+log = logging.getLogger(__name__)
+
+
+class StepError(RuntimeError):
+    """A document that cannot be made; the message names the document, the file and the fix."""
+
+
+def cohort_list(value: object) -> list[str]:
+    """`cohorts` from config or `--config cohorts=pilot` / `'cohorts=["a","b"]'`."""
+    items = [value] if isinstance(value, str) else list(value or [])
+    return [str(item).strip() for item in items if str(item).strip()]
+
+
+class Runtime:
+    """Everything a job needs, built once per Snakemake process from the config."""
+
+    def __init__(self, config: dict):
+        self.paths = Paths.from_str(config["data_root"])
+        self.cohort_ids = cohort_list(config["cohorts"])
+        self.settings = llm_calls.LLMSettings.from_config(config)
+        self.membership = MembershipIndex(self.paths, self.cohort_ids)
+        self._experiment: Experiment | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def experiment(self) -> Experiment:
+        with self._lock:
+            if self._experiment is None:
+                self._experiment = load_experiment(self.paths)
+            return self._experiment
+
+    def template(self, member: Member) -> Template:
+        return self.experiment.templates[member.stage][member.template_id]
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def parent_stage(stage: str) -> str | None:
+    return {"essay": "draft", "evaluation": "essay"}.get(stage)
+
+
+# -- inputs -----------------------------------------------------------------------------------
+def prompt_inputs(rt: Runtime, stage: str, gen_id: str) -> dict[str, object]:
+    """Files a prompt is rendered from: its template, concept texts or the parent's parsed text."""
+    member = rt.membership.member(gen_id)
+    inputs: dict[str, object] = {}
+    if rt.template(member).generator == "llm":
+        inputs["template"] = str(rt.paths.template_path(stage, member.template_id))
+    if stage == "draft":
+        combo = rt.membership.combo(member.combo_id)
+        inputs["concepts"] = [str(rt.paths.description_path(combo.level, c)) for c in combo.concepts]
+    else:
+        inputs["parent"] = str(rt.paths.parsed_path(parent_stage(stage), member.parent_gen_id))
+    return inputs
+
+
+# -- prompt -----------------------------------------------------------------------------------
+def _concepts(rt: Runtime, combo_id: str) -> list[dict]:
+    combo = rt.membership.combo(combo_id)
+    return [{"concept_id": c, "name": rt.experiment.concepts.get(c, c),
+             "content": rt.paths.description_path(combo.level, c).read_text(encoding="utf-8").strip()}
+            for c in combo.concepts]
+
+
+def render_prompt(rt: Runtime, stage: str, gen_id: str) -> str:
+    """The prompt text of a document; a `copy` essay's prompt is its draft's parsed text."""
+    member = rt.membership.member(gen_id)
+    if stage == "draft":
+        variables = prompts.draft_variables(_concepts(rt, member.combo_id))
+    else:
+        parent = rt.paths.parsed_path(parent_stage(stage), member.parent_gen_id).read_text(encoding="utf-8")
+        if rt.template(member).generator == "copy":
+            return parent
+        variables = (prompts.essay_variables if stage == "essay" else prompts.evaluation_variables)(parent)
+    return prompts.render(rt.paths.template_path(stage, member.template_id), **variables)
+
+
+def note(log_path: str | Path | None, line: str) -> None:
+    """The job's own log file (the rule's `log:`), one line of what it did."""
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(log_path).write_text(line + "\n", encoding="utf-8")
+
+
+def write_prompt(rt: Runtime, stage: str, gen_id: str, log_path: str | None = None) -> None:
+    prompt = render_prompt(rt, stage, gen_id)
+    gens.write_text_atomic(rt.paths.prompt_path(stage, gen_id), prompt)
+    note(log_path, f"{gen_id}: prompt of {len(prompt)} characters, sha256 {sha256_text(prompt)}")
+
+
+# -- response ---------------------------------------------------------------------------------
+def saved_reply_path(paths: Paths, stage: str, gen_id: str, prompt_sha256: str) -> Path:
+    return paths.gen_dir(stage, gen_id) / ".replies" / f"{prompt_sha256[:16]}.json"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _copy_completion(text: str) -> llm_calls.Completion:
+    return llm_calls.Completion(text, "", None, {"prompt_tokens": 0, "completion_tokens": 0,
+                                                    "total_tokens": 0}, 0.0, 0.0, 0)
+
+
+def _paid_completion(rt: Runtime, member: Member, prompt: str, prompt_sha: str) -> llm_calls.Completion:
+    """A saved reply for this exact prompt if one exists, else a new (paid) call, saved at once."""
+    saved = saved_reply_path(rt.paths, member.stage, member.gen_id, prompt_sha)
+    if saved.exists():
+        log.info("reusing saved reply gen_id=%s (%s), no call made", member.gen_id, saved)
+        return llm_calls.Completion(**json.loads(saved.read_text(encoding="utf-8")))
+    row = rt.experiment.models[member.llm_model_id]
+    try:
+        done = llm_calls.call_model(row, prompt, stage=member.stage, settings=rt.settings, gen_id=member.gen_id)
+    except llm_calls.LLMCallError as error:
+        gens.append_jsonl(rt.paths.llm_errors_jsonl, {
+            "time": _now(), "gen_id": member.gen_id, "stage": member.stage, "model_id": row.id,
+            "model": llm_calls.litellm_model(row, rt.settings), "error_class": error.error_class,
+            "message": str(error), "attempts": error.attempts})
+        raise
+    gens.write_json_atomic(saved, done.__dict__, fsync=True)
+    gens.append_jsonl(rt.paths.llm_calls_jsonl, {
+        "time": _now(), "gen_id": member.gen_id, "stage": member.stage, "model": done.model,
+        "attempts": done.attempts, "usage": done.usage, "cost_usd": done.cost_usd,
+        "duration_s": done.duration_s, "finish_reason": done.finish_reason})
+    return done
+
+
+def metadata(rt: Runtime, member: Member, template: Template, done: llm_calls.Completion,
+             prompt_sha: str) -> dict:
+    stage_settings = rt.settings.stage(member.stage)
+    is_copy = template.generator == "copy"
+    return {
+        "stage": member.stage, "gen_id": member.gen_id,
+        "task_id": f"{member.parent_gen_id or member.combo_id}__{member.template_id}__{member.llm_model_id}",
+        "template_id": member.template_id, "model_id": member.llm_model_id,
+        "model": done.model, "parent_gen_id": member.parent_gen_id, "combo_id": member.combo_id,
+        "replicate": member.replicate, "cohort_id": member.cohort_id, "mode": template.generator,
+        "parser": template.parser, "finish_reason": done.finish_reason,
+        "truncated": False if is_copy else done.truncated(stage_settings.max_tokens),
+        "usage": done.usage, "cost_usd": done.cost_usd, "duration_s": done.duration_s,
+        "attempts": done.attempts,
+        "temperature": None if is_copy else stage_settings.temperature,
+        "max_tokens": None if is_copy else stage_settings.max_tokens,
+        "prompt_sha256": prompt_sha, "created_at": _now(),
+    }
+
+
+def write_response(rt: Runtime, stage: str, gen_id: str, log_path: str | None = None) -> None:
+    """raw.txt and metadata.json of one document: a model call, a saved reply, or a copy."""
+    member = rt.membership.member(gen_id)
+    template = rt.template(member)
+    prompt = rt.paths.prompt_path(stage, gen_id).read_text(encoding="utf-8")
+    prompt_sha = sha256_text(prompt)
+    done = _copy_completion(prompt) if template.generator == "copy" else _paid_completion(rt, member, prompt, prompt_sha)
+    gens.write_text_atomic(rt.paths.raw_path(stage, gen_id), done.text)
+    gens.write_json_atomic(rt.paths.metadata_path(stage, gen_id), metadata(rt, member, template, done, prompt_sha))
+    note(log_path, f"{gen_id}: {template.generator} model={done.model or '-'} attempts={done.attempts} "
+                   f"finish={done.finish_reason} usage={done.usage} cost_usd={done.cost_usd}")
+
+
+# -- parse ------------------------------------------------------------------------------------
+def _parse_failure(rt: Runtime, member: Member, parser: str, reason: str, raw: str) -> StepError:
+    tail = raw[-300:]
+    gens.append_jsonl(rt.paths.parse_errors_jsonl, {
+        "time": _now(), "gen_id": member.gen_id, "stage": member.stage, "parser": parser,
+        "reason": reason, "raw_tail": tail})
+    raw_path = rt.paths.raw_path(member.stage, member.gen_id)
+    return StepError(f"{member.gen_id}: parser {parser!r} failed: {reason}; the response is kept in "
+                     f"{raw_path}; its tail: {' '.join(tail.split())[-160:]!r}")
+
+
+def write_parsed(rt: Runtime, stage: str, gen_id: str, log_path: str | None = None) -> None:
+    """parsed.txt of one document; a truncated or unparsable reply fails with the reason."""
+    member = rt.membership.member(gen_id)
+    template = rt.template(member)
+    raw = rt.paths.raw_path(stage, gen_id).read_text(encoding="utf-8")
+    meta = gens.read_metadata(rt.paths, stage, gen_id)
+    if meta.get("truncated"):
+        raise _parse_failure(rt, member, template.parser, (
+            f"the reply was truncated (finish_reason={meta.get('finish_reason')}, "
+            f"{meta.get('usage', {}).get('completion_tokens')} completion tokens, max_tokens="
+            f"{meta.get('max_tokens')}); raise llm.stages.{stage}.max_tokens and regenerate it"), raw)
+    try:
+        parsed = parsers.parse(stage, template.parser, raw,
+                               score_min=template.score_min, score_max=template.score_max)
+    except parsers.ParseError as error:
+        raise _parse_failure(rt, member, template.parser, error.reason, raw) from error
+    gens.write_text_atomic(rt.paths.parsed_path(stage, gen_id), parsed)
+    note(log_path, f"{gen_id}: parsed with {template.parser!r}: {len(parsed)} characters")
+
+
+# -- cohorts and reports ----------------------------------------------------------------------
+COHORT_REPORTS = ("parsing/aggregated_scores.csv", "summary/generation_scores.csv")
+
+
+def cohort_file(cohorts_dir: Path, cohort_id: str) -> Path:
+    return Path(cohorts_dir) / f"{cohort_id}.yaml"
+
+
+def cohort_inputs(rt: Runtime, cohorts_dir: Path, cohort_id: str) -> dict[str, object]:
+    """The cohort file and every definition it is checked against (tables and templates)."""
+    raw = rt.paths.raw_root
+    tables = [rt.paths.concepts_metadata_csv, rt.paths.models_csv,
+              *(rt.paths.templates_csv(stage) for stage in ("draft", "essay", "evaluation"))]
+    return {"cohort_file": str(cohort_file(cohorts_dir, cohort_id)),
+            "tables": [str(t) for t in tables],
+            "templates": sorted(str(p) for p in (raw / "templates").glob("*/*.txt"))}
+
+
+def write_cohort(rt: Runtime, cohort_path: str, cohort_id: str, log_path: str | None = None) -> None:
+    """The checkpoint: validate the cohort and write its manifest and membership."""
+    from daydream import cohorts
+
+    def check_models(rows, where):
+        return llm_calls.missing_keys(rows, rt.settings, where)
+
+    rows = cohorts.build_cohort(rt.paths, cohort_id, Path(cohort_path), check_models=check_models)
+    counts = {stage: sum(r["stage"] == stage for r in rows) for stage in ("draft", "essay", "evaluation")}
+    note(log_path, f"cohort {cohort_id}: {counts}")
+
+
+def cohort_report_inputs(rt: Runtime, cohort_id: str) -> dict[str, object]:
+    evaluations = rt.membership.members(cohort_id, "evaluation")
+    return {"membership": str(rt.paths.membership_csv(cohort_id)),
+            "evaluations": [str(rt.paths.parsed_path("evaluation", m.gen_id)) for m in evaluations]}
+
+
+def write_cohort_reports(rt: Runtime, cohort_id: str, log_path: str | None = None) -> None:
+    from daydream import reports
+
+    written = reports.write_cohort_reports(rt.paths, cohort_id, rt.experiment)
+    note(log_path, f"cohort {cohort_id}: wrote {', '.join(str(p) for p in written)}")

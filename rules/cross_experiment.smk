@@ -1,0 +1,1 @@
+# Cross-experiment tables (all cohorts): see the complete-reports issue.
