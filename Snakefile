@@ -1,11 +1,13 @@
 # daydream: concepts -> drafts -> essays -> LLM-judged evaluations -> reports.
 # The table of contents: every rule lives in one of the files included below.
+from pathlib import Path
+
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+configfile: str(Path(workflow.basedir) / "config" / "config.yaml")
 
 
 include: "rules/common.smk"
@@ -19,5 +21,5 @@ include: "rules/cross_experiment.smk"
 
 rule all:
     input:
-        final_targets(),
+        final_targets,
     default_target: True

@@ -101,8 +101,10 @@ def check_stage(stage: str, spec: dict, experiment: Experiment, paths: Paths, wh
                             f"known: {', '.join(sorted(experiment.models))} ({paths.models_csv})")
 
 
-def check_descriptions(combos: list[Combo], paths: Paths, where: str, problems: list[str]) -> None:
-    for concept in sorted({c for combo in combos for c in combo.concepts}):
+def check_descriptions(combos: list[Combo], known: dict[str, str], paths: Paths, where: str,
+                       problems: list[str]) -> None:
+    """Every known concept of the combos has a description file at the cohort's level."""
+    for concept in sorted({c for combo in combos for c in combo.concepts if c in known}):
         level = combos[0].level
         if not paths.description_path(level, concept).exists():
             problems.append(f"{where}: concept {concept!r} has no {level} description; "
@@ -190,7 +192,7 @@ def plan_cohort(paths: Paths, cohort_id: str, spec: dict, experiment: Experiment
         drafts, essays = curated_rows(cohort_id, spec["essays"], paths, where, problems)
     else:
         combos = resolve_combos(spec["concepts"], experiment, where, problems)
-        check_descriptions(combos, paths, where, problems)
+        check_descriptions(combos, experiment.concepts, paths, where, problems)
         if problems:
             raise CohortError(problems)
         drafts = draft_rows(cohort_id, combos, spec["draft"])

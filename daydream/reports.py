@@ -13,8 +13,10 @@ import pandas as pd
 
 from daydream import gens
 from daydream.experiment import Experiment
+from daydream.membership import MembershipIndex
 from daydream.paths import Paths
 
+COHORT_REPORTS = ("parsing/aggregated_scores.csv", "summary/generation_scores.csv")
 AGGREGATED_COLUMNS = [
     "gen_id", "parent_gen_id", "evaluation_template", "evaluation_llm_model", "score", "error",
     "combo_id", "draft_template", "generation_template", "generation_model", "cohort_id",
@@ -70,7 +72,9 @@ def generation_scores(aggregated: pd.DataFrame) -> pd.DataFrame:
     return wide.reset_index().rename(columns={"parent_gen_id": "gen_id"})
 
 
-def write_cohort_reports(paths: Paths, cohort_id: str, experiment: Experiment) -> list[Path]:
+def write_cohort_reports(paths: Paths, cohort_id: str, experiment: Experiment,
+                         log_path: str | None = None) -> list[Path]:
+    """Every report of one cohort, from its membership and the gens store."""
     membership = pd.read_csv(paths.membership_csv(cohort_id), dtype=str, keep_default_na=False)
     aggregated = aggregated_scores(paths, membership)
     outputs = {
@@ -79,4 +83,16 @@ def write_cohort_reports(paths: Paths, cohort_id: str, experiment: Experiment) -
     }
     for path, frame in outputs.items():
         gens.write_text_atomic(path, frame.to_csv(index=False))
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(log_path).write_text(f"{cohort_id}: {len(aggregated)} evaluations, "
+                                  f"{aggregated['error'].ne('').sum()} without a score\n", encoding="utf-8")
     return list(outputs)
+
+
+def cohort_report_inputs(paths: Paths, membership: MembershipIndex, cohort_id: str) -> dict[str, object]:
+    """What a cohort's reports are built from: every evaluation's score. (The membership file
+    is read, not declared: a declared checkpoint output would make Snakemake 9 re-plan this
+    job and drop the needrun of its missing inputs; see rules/common.smk.)"""
+    evaluations = membership.members(cohort_id, "evaluation")
+    return {"evaluations": [str(paths.parsed_path("evaluation", m.gen_id)) for m in evaluations]}

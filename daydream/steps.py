@@ -19,7 +19,7 @@ from pathlib import Path
 from daydream import gens, llm_calls, parsers, prompts
 from daydream.experiment import Experiment, Template, load_experiment
 from daydream.membership import Member, MembershipIndex
-from daydream.paths import Paths
+from daydream.paths import GEN_FILES, Paths
 
 log = logging.getLogger(__name__)
 
@@ -214,10 +214,7 @@ def write_parsed(rt: Runtime, stage: str, gen_id: str, log_path: str | None = No
     note(log_path, f"{gen_id}: parsed with {template.parser!r}: {len(parsed)} characters")
 
 
-# -- cohorts and reports ----------------------------------------------------------------------
-COHORT_REPORTS = ("parsing/aggregated_scores.csv", "summary/generation_scores.csv")
-
-
+# -- cohorts ----------------------------------------------------------------------------------
 def cohort_file(cohorts_dir: Path, cohort_id: str) -> Path:
     return Path(cohorts_dir) / f"{cohort_id}.yaml"
 
@@ -232,6 +229,13 @@ def cohort_inputs(rt: Runtime, cohorts_dir: Path, cohort_id: str) -> dict[str, o
             "templates": sorted(str(p) for p in (raw / "templates").glob("*/*.txt"))}
 
 
+def cohort_targets(rt: Runtime, cohort_id: str) -> list[str]:
+    """Every gens-store file of every member of a cohort."""
+    paths = rt.paths
+    return [str(paths.gen_dir(m.stage, m.gen_id) / name)
+            for m in rt.membership.members(cohort_id) for name in GEN_FILES]
+
+
 def write_cohort(rt: Runtime, cohort_path: str, cohort_id: str, log_path: str | None = None) -> None:
     """The checkpoint: validate the cohort and write its manifest and membership."""
     from daydream import cohorts
@@ -242,16 +246,3 @@ def write_cohort(rt: Runtime, cohort_path: str, cohort_id: str, log_path: str | 
     rows = cohorts.build_cohort(rt.paths, cohort_id, Path(cohort_path), check_models=check_models)
     counts = {stage: sum(r["stage"] == stage for r in rows) for stage in ("draft", "essay", "evaluation")}
     note(log_path, f"cohort {cohort_id}: {counts}")
-
-
-def cohort_report_inputs(rt: Runtime, cohort_id: str) -> dict[str, object]:
-    evaluations = rt.membership.members(cohort_id, "evaluation")
-    return {"membership": str(rt.paths.membership_csv(cohort_id)),
-            "evaluations": [str(rt.paths.parsed_path("evaluation", m.gen_id)) for m in evaluations]}
-
-
-def write_cohort_reports(rt: Runtime, cohort_id: str, log_path: str | None = None) -> None:
-    from daydream import reports
-
-    written = reports.write_cohort_reports(rt.paths, cohort_id, rt.experiment)
-    note(log_path, f"cohort {cohort_id}: wrote {', '.join(str(p) for p in written)}")

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from daydream import steps
+from daydream import reports, steps
 from daydream.paths import Paths
 
 
@@ -20,9 +20,16 @@ wildcard_constraints:
     cohort_id=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
 
 
-def final_targets():
-    """The default target: the reports of every active cohort."""
-    return [PATHS.cohort_report(c, name) for c in RT.cohort_ids for name in steps.COHORT_REPORTS]
+def final_targets(wildcards):
+    """The default target: every gens-store file and the reports of every active cohort.
+    Gens files are targets themselves: Snakemake never remakes a missing intermediate
+    file whose consumers are up to date."""
+    targets = []
+    for cohort_id in RT.cohort_ids:
+        checkpoints.cohort_membership.get(cohort_id=cohort_id)
+        targets += steps.cohort_targets(RT, cohort_id)
+        targets += [PATHS.cohort_report(cohort_id, name) for name in reports.COHORT_REPORTS]
+    return targets
 
 
 def get_cohort_inputs(wildcards):
@@ -47,4 +54,4 @@ def get_response_inputs(stage):
 
 def get_cohort_report_inputs(wildcards):
     checkpoints.cohort_membership.get(cohort_id=wildcards.cohort_id)
-    return steps.cohort_report_inputs(RT, wildcards.cohort_id)
+    return reports.cohort_report_inputs(PATHS, RT.membership, wildcards.cohort_id)

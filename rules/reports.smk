@@ -7,4 +7,4 @@ rule cohort_reports:
     log:
         PATHS.log_path("cohort_reports", "{cohort_id}"),
     run:
-        steps.write_cohort_reports(RT, wildcards.cohort_id, log[0])
+        reports.write_cohort_reports(PATHS, wildcards.cohort_id, RT.experiment, log[0])

@@ -52,6 +52,9 @@ KIND_ERROR = "error"
 KIND_HANG = "hang"
 KIND_MALFORMED = "malformed"
 
+Headers = tuple[tuple[str, str], ...]
+_Response = tuple[int, bytes, Headers]  # status, body, extra headers
+
 
 # --------------------------------------------------------------------------- actions
 
@@ -311,11 +314,11 @@ class _Handler(BaseHTTPRequestHandler):
         length_header = self.headers.get("Content-Length") or "0"
         return self.rfile.read(int(length_header)) if length_header.isdigit() else b""
 
-    def send_json(self, status: int, obj: Any, headers: tuple[tuple[str, str], ...] = ()) -> None:
+    def send_json(self, status: int, obj: Any, headers: Headers = ()) -> None:
         """Serialize ``obj`` and send it with ``status``."""
-        self.send_raw(status, json.dumps(obj).encode("utf-8"), headers)
+        self.send_raw(status, _dumps(obj), headers)
 
-    def send_raw(self, status: int, body: bytes, headers: tuple[tuple[str, str], ...] = ()) -> None:
+    def send_raw(self, status: int, body: bytes, headers: Headers = ()) -> None:
         """Send ``body`` as application/json; a vanished client is tolerated."""
         try:
             self.send_response(status)
@@ -464,7 +467,7 @@ class FakeOpenAIServer:
 
     @property
     def in_flight(self) -> int:
-        """Chat requests currently being handled."""
+        """Chat requests currently being handled (received, reply not yet released)."""
         with self._lock:
             return self._in_flight
 
@@ -498,13 +501,21 @@ class FakeOpenAIServer:
     # ---- request handling (called from handler threads)
 
     def _handle_chat(self, handler: _Handler, raw: bytes) -> None:
-        """Record the request, run its action, then update counters and stats."""
+        """Record the request, run its action, update counters, then send the reply.
+
+        Counters and the stats file are updated *before* the reply is written,
+        so a client holding its answer always sees its request as completed.
+        """
         payload = _parse_json(raw)
         action, latency, serial = self._begin(handler, raw, payload)
         try:
-            self._perform(handler, action, latency, payload, serial)
+            response = self._respond(action, latency, payload, serial)
         finally:
             self._end()
+        if response is None:
+            handler.drop()
+        else:
+            handler.send_raw(*response)
 
     def _begin(self, handler: _Handler, raw: bytes, payload: Any) -> tuple[Action, float, int]:
         """Count and record one request and pick its action and latency."""
@@ -530,28 +541,24 @@ class FakeOpenAIServer:
             self._completed_count += 1
         self._write_stats()
 
-    def _perform(self, handler: _Handler, action: Action, latency: float, payload: Any, serial: int) -> None:
-        """Carry out ``action`` on ``handler`` after ``latency`` seconds.
+    def _respond(self, action: Action, latency: float, payload: Any, serial: int) -> _Response | None:
+        """Wait ``latency`` seconds, then return the reply for ``action`` (None = drop).
 
         A body that is not a JSON object gets a 400 whatever the action (the
         action is still consumed).  Stopping the server drops pending requests.
         """
         if self._stopping.wait(max(latency, 0.0)):
-            handler.drop()
-            return
+            return None
         if not isinstance(payload, dict):
-            handler.send_json(400, error_body(bad_request("Request body is not a JSON object")))
-            return
+            return 400, _dumps(error_body(bad_request("Request body is not a JSON object"))), ()
         if action.kind == KIND_HANG:
             if self._stopping.wait(action.hang_seconds) or not action.answer_after_hang:
-                handler.drop()
-                return
+                return None
         if action.kind == KIND_ERROR:
-            handler.send_json(action.status, error_body(action), action.headers)
-        elif action.kind == KIND_MALFORMED:
-            handler.send_raw(200, MALFORMED_BODY, action.headers)
-        else:
-            handler.send_json(200, completion_body(payload, action, serial), action.headers)
+            return action.status, _dumps(error_body(action)), action.headers
+        if action.kind == KIND_MALFORMED:
+            return 200, MALFORMED_BODY, action.headers
+        return 200, _dumps(completion_body(payload, action, serial)), action.headers
 
     def _track_connection(self, conn: socket.socket, *, add: bool) -> None:
         with self._lock:
@@ -579,6 +586,11 @@ class FakeOpenAIServer:
             with open(tmp, "w", encoding="utf-8") as fh:
                 json.dump(self.stats(), fh)
             os.replace(tmp, self._stats_file)
+
+
+def _dumps(obj: Any) -> bytes:
+    """Serialize ``obj`` as UTF-8 JSON bytes."""
+    return json.dumps(obj).encode("utf-8")
 
 
 def _parse_json(raw: bytes) -> Any:

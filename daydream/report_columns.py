@@ -1,0 +1,75 @@
+"""Column names of every report table (SPEC §9): the one place that says what each report holds.
+
+Tests, the report builders and the figures import these; a column is renamed here or nowhere.
+"""
+
+from __future__ import annotations
+
+# The lineage of an essay: what produced it. Shared by every per-essay table.
+ESSAY_COLUMNS = ("combo_id", "draft_template", "generation_template", "generation_model")
+
+# parsing/aggregated_scores.csv and 7_cross_experiment/aggregated_scores.csv: one row per
+# evaluation. `parent_gen_id` is the essay, `paths` the evaluation's gens folder, `error` is
+# empty when `score` holds a valid score.
+AGGREGATED_COLUMNS = (
+    "gen_id", "parent_gen_id", "evaluation_template", "evaluation_llm_model", "score", "error",
+    "combo_id", "draft_template", "generation_template", "generation_model", "cohort_id",
+    "replicate", "paths",
+)
+
+# The key of one evaluation task: evaluations sharing it are replicates and are averaged.
+TASK_KEYS = ("parent_gen_id", "evaluation_template", "evaluation_llm_model")
+
+# summary/generation_scores.csv: one row per essay (`gen_id`), then per evaluator
+# `<evaluation_model>_<evaluation_template>` four columns (mean, then these suffixes),
+# then `sum` (of the evaluator means) and `paths` (the essay's gens folder).
+GENERATION_SCORES_INDEX = ("gen_id", *ESSAY_COLUMNS)
+GENERATION_STAT_SUFFIXES = ("", "_min", "_max", "_n")
+GENERATION_SCORES_TAIL = ("sum", "paths")
+
+# summary/final_results.csv: one row per group of one analysis type; key columns that the
+# analysis type does not group by are empty.
+FINAL_RESULTS_KEYS = (
+    "generation_template", "generation_model", "draft_template", "evaluation_template",
+    "evaluation_llm_model", "combo_id",
+)
+FINAL_RESULTS_COLUMNS = (
+    "analysis_type", *FINAL_RESULTS_KEYS, "count", "n_evaluations", "mean", "std", "min", "max",
+    "mean_scaled", "perfect_count", "perfect_share", "high_count", "high_share", "low_count",
+    "low_share",
+)
+
+# summary/perfect_score_paths.csv: one row per evaluation that gave its template's maximum.
+PERFECT_SCORE_COLUMNS = (
+    "gen_id", "parent_gen_id", *ESSAY_COLUMNS, "evaluation_template", "evaluation_llm_model",
+    "replicate", "score", "score_max", "essay_path", "evaluation_path",
+)
+
+# analysis/variance_analysis.csv: one row per essay and comparison with at least two values;
+# `evaluation_template` / `evaluation_llm_model` are empty when they are what varies.
+VARIANCE_COLUMNS = (
+    "analysis_type", "gen_id", *ESSAY_COLUMNS, "evaluation_template", "evaluation_llm_model",
+    "n", "mean", "std", "min", "max", "range", "range_scaled", "cv", "agreement",
+)
+
+# analysis/judge_agreement.csv: one row per comparison (raters = evaluation models or
+# evaluation templates) and what is held fixed ("(all)" = pooled).
+JUDGE_AGREEMENT_COLUMNS = (
+    "comparison", "evaluation_template", "evaluation_llm_model", "raters", "n_raters", "n_units",
+    "n_complete_units", "krippendorff_alpha_interval", "icc_2_1", "scale", "note",
+)
+
+# analysis/mean_score_ci.csv: per generation model / template (and both) and evaluation
+# template, the mean essay score with a percentile-bootstrap confidence interval.
+MEAN_SCORE_CI_COLUMNS = (
+    "analysis_type", "generation_template", "generation_model", "evaluation_template", "n_essays",
+    "mean", "ci_low", "ci_high", "confidence",
+)
+
+# 7_cross_experiment/evaluation_scores_by_template_model.csv: one row per essay, then one
+# column per `<evaluation_template>__<evaluation_model>` (mean over replicates).
+CROSS_PIVOT_INDEX = ("gen_id", *ESSAY_COLUMNS)
+CROSS_PIVOT_SEPARATOR = "__"
+
+# summary/top_essays.html is built from this table (best essays first).
+TOP_ESSAY_COLUMNS = ("rank", "gen_id", *ESSAY_COLUMNS, "mean_scaled", "n_tasks", "essay_path")

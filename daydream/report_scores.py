@@ -1,0 +1,130 @@
+"""Scores shared by every report: read each evaluation's score once, check it against its
+template's scale, and average replicates into task scores.
+
+A score's scale comes from `evaluation_templates.csv` (`score_min`, `score_max`, default 0..9);
+`scaled` maps a score to 0..1 of its own template's scale so templates with different scales
+can be compared. Everything after the file reads is vectorised pandas.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from daydream.report_columns import ESSAY_COLUMNS, TASK_KEYS
+from daydream.schemas import DEFAULT_SCORE_MAX, DEFAULT_SCORE_MIN
+
+log = logging.getLogger(__name__)
+
+MISSING_SCORE = ("missing parsed.txt: the evaluation has not run or failed; see "
+                 "7_reporting/llm_errors.jsonl and parse_errors.jsonl, then rerun snakemake")
+READ_THREADS = 8
+TOLERANCE = 1e-9
+# "High" and "low" as shares of a template's scale: on 0..10 they are the original
+# pipeline's >= 8 and <= 3; on 0..9, >= 7.2 and <= 2.7.
+HIGH_SHARE = 0.8
+LOW_SHARE = 0.3
+
+
+def _read_optional(path: Path | str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+
+
+def _read_chunk(files: Sequence[Path | str]) -> list[str | None]:
+    return [_read_optional(f) for f in files]
+
+
+def read_texts(files: Sequence[Path | str]) -> list[str | None]:
+    """The text of each file in order, each read exactly once; None where a file is absent.
+
+    Reads run in `READ_THREADS` threads over contiguous chunks (file I/O releases the GIL).
+    """
+    files = list(files)
+    size = max(1, -(-len(files) // READ_THREADS))
+    chunks = [files[i:i + size] for i in range(0, len(files), size)]
+    with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
+        return [text for chunk in pool.map(_read_chunk, chunks) for text in chunk]
+
+
+def scales_from_templates(templates: Mapping[str, object]) -> pd.DataFrame:
+    """`score_min`, `score_max` indexed by evaluation template id, from Template records."""
+    rows = {tid: (float(t.score_min), float(t.score_max)) for tid, t in templates.items()}
+    frame = pd.DataFrame.from_dict(rows, orient="index", columns=["score_min", "score_max"])
+    return frame.rename_axis("evaluation_template").astype(float)
+
+
+def attach_scales(frame: pd.DataFrame, scales: pd.DataFrame) -> pd.DataFrame:
+    """`frame` plus `score_min`, `score_max`, `scale_known` and `scaled` (0..1 of the scale).
+
+    A template missing from `scales` gets the default 0..9 scale, `scale_known` False and one
+    warning naming the templates and the file to fix.
+    """
+    out = frame.copy()
+    templates = out["evaluation_template"]
+    known = templates.isin(scales.index)
+    unknown = sorted(set(templates[~known].dropna().astype(str)))
+    if unknown:
+        log.warning("evaluation template(s) %s not in evaluation_templates.csv: scored on the default "
+                    "%g..%g scale; add them with score_min,score_max to fix", ", ".join(unknown),
+                    DEFAULT_SCORE_MIN, DEFAULT_SCORE_MAX)
+    out["score_min"] = templates.map(scales["score_min"]).fillna(DEFAULT_SCORE_MIN).astype(float)
+    out["score_max"] = templates.map(scales["score_max"]).fillna(DEFAULT_SCORE_MAX).astype(float)
+    out["scale_known"] = known.to_numpy()
+    out["scaled"] = (out["score"] - out["score_min"]) / (out["score_max"] - out["score_min"])
+    return out
+
+
+def parse_scores(texts: Sequence[str | None], templates: pd.Series, scales: pd.DataFrame) -> pd.DataFrame:
+    """`score` (float or NaN) and `error` ("" when valid) for each parsed.txt text.
+
+    Errors: a missing file, a text that is not a finite number, or a score outside its
+    (known) template's scale. Vectorised: no per-row Python.
+    """
+    text = pd.Series(list(texts), index=templates.index, dtype=object)
+    missing = text.isna().to_numpy()
+    stripped = text.fillna("").astype(str).str.strip()
+    score = pd.to_numeric(stripped, errors="coerce").astype(float)
+    score[~np.isfinite(score)] = np.nan
+    scaled = attach_scales(pd.DataFrame({"evaluation_template": templates, "score": score}), scales)
+    outside = (scaled["scale_known"] & ((score < scaled["score_min"] - TOLERANCE)
+                                         | (score > scaled["score_max"] + TOLERANCE))).to_numpy()
+    not_number = "parsed.txt is not a score: " + stripped.str.slice(0, 40) + "; rerun its evaluation_parse"
+    out_of_range = ("score " + score.astype(str) + " is outside the scale " + scaled["score_min"].astype(str)
+                    + ".." + scaled["score_max"].astype(str) + " of " + templates.astype(str)
+                    + "; fix the template's score_min/score_max or re-parse")
+    error = np.select([missing, score.isna().to_numpy(), outside],
+                      [MISSING_SCORE, not_number.to_numpy(), out_of_range.to_numpy()], default="")
+    score[error != ""] = np.nan
+    return pd.DataFrame({"score": score, "error": error}, index=templates.index)
+
+
+def valid_rows(aggregated: pd.DataFrame) -> pd.DataFrame:
+    """The evaluations that have a valid score (empty `error`, non-NaN `score`)."""
+    ok = aggregated["score"].notna() & aggregated["error"].fillna("").astype(str).eq("")
+    return aggregated[ok]
+
+
+def task_scores(aggregated: pd.DataFrame, scales: pd.DataFrame) -> pd.DataFrame:
+    """One row per evaluation task (essay, evaluation template, evaluation model) with a valid
+    score: `score` = mean over its replicates, `n_evaluations`, the essay's lineage, the scale
+    columns of `attach_scales`, and flags `is_perfect` (= the template's maximum), `is_high`
+    (scaled >= `HIGH_SHARE`) and `is_low` (scaled <= `LOW_SHARE`)."""
+    keys = [*TASK_KEYS, *ESSAY_COLUMNS]
+    valid = valid_rows(aggregated)[[*keys, "score"]].copy()
+    valid[list(ESSAY_COLUMNS)] = valid[list(ESSAY_COLUMNS)].fillna("")
+    tasks = (valid.groupby(keys, sort=True, dropna=False)["score"]
+             .agg(score="mean", n_evaluations="size").reset_index())
+    tasks = attach_scales(tasks, scales)
+    tasks["is_perfect"] = np.isclose(tasks["score"], tasks["score_max"], rtol=0, atol=TOLERANCE)
+    tasks["is_high"] = tasks["scaled"] >= HIGH_SHARE - TOLERANCE
+    tasks["is_low"] = tasks["scaled"] <= LOW_SHARE + TOLERANCE
+    return tasks

@@ -1,0 +1,99 @@
+"""The real Snakefile, end to end, through Snakemake's CLI in a temp folder (offline model)."""
+
+import shutil
+
+import pandas as pd
+import pytest
+
+from daydream.paths import Paths
+from tests.conftest import REPO, count_lines, run_workflow, write_cohort
+
+pytestmark = pytest.mark.e2e
+
+
+def jobs_planned(dry_run_output: str) -> dict[str, int]:
+    """The `Job stats` table of a dry run as {rule: count}."""
+    lines = dry_run_output.splitlines()
+    if not any(line.startswith("Job stats:") for line in lines):
+        return {}
+    start = next(i for i, line in enumerate(lines) if line.startswith("Job stats:")) + 3
+    table = {}
+    for line in lines[start:]:
+        parts = line.split()
+        if len(parts) != 2 or parts[0] == "total":
+            break
+        table[parts[0]] = int(parts[1])
+    return table
+
+
+@pytest.fixture
+def finished_run(data_root, cohorts_dir):
+    run_workflow(data_root, cohorts_dir, ["tiny"])
+    return data_root, cohorts_dir
+
+
+def test_a_run_fills_the_gens_store_and_the_reports(finished_run):
+    data_root, _ = finished_run
+    paths = Paths(data_root)
+    membership = pd.read_csv(paths.membership_csv("tiny"), dtype=str, keep_default_na=False)
+    for row in membership.itertuples():
+        for name in ("prompt.txt", "raw.txt", "parsed.txt", "metadata.json"):
+            assert (paths.gen_dir(row.stage, row.gen_id) / name).stat().st_size > 0
+    scores = pd.read_csv(paths.cohort_report("tiny", "parsing/aggregated_scores.csv"))
+    evaluations = membership[membership.stage == "evaluation"]
+    assert len(scores) == len(evaluations) == 24
+    assert scores["score"].notna().all() and scores["score"].between(0, 10).all()
+    per_pair = scores.groupby(["parent_gen_id", "evaluation_template", "evaluation_llm_model"]).size()
+    assert len(per_pair) == 24
+    # copy essays make no model call: 3 drafts + 3 llm essays + 24 evaluations
+    assert count_lines(paths.llm_calls_jsonl) == 30
+
+
+def test_a_second_run_has_nothing_to_do_and_makes_no_call(finished_run):
+    data_root, cohorts_dir = finished_run
+    dry = run_workflow(data_root, cohorts_dir, ["tiny"], "-n")
+    assert "Nothing to be done" in dry.stdout + dry.stderr
+    calls = count_lines(Paths(data_root).llm_calls_jsonl)
+    run_workflow(data_root, cohorts_dir, ["tiny"])
+    assert count_lines(Paths(data_root).llm_calls_jsonl) == calls
+
+
+def test_deleting_one_parsed_evaluation_reruns_only_that_job_and_the_reports(finished_run):
+    data_root, cohorts_dir = finished_run
+    paths = Paths(data_root)
+    membership = pd.read_csv(paths.membership_csv("tiny"), dtype=str)
+    victim = membership[membership.stage == "evaluation"].gen_id.iloc[5]
+    paths.parsed_path("evaluation", victim).unlink()
+    dry = run_workflow(data_root, cohorts_dir, ["tiny"], "-n")
+    assert jobs_planned(dry.stdout + dry.stderr) == {"evaluation_parse": 1, "cohort_reports": 1, "all": 1}
+    assert victim in dry.stdout + dry.stderr
+    run_workflow(data_root, cohorts_dir, ["tiny"])
+    assert paths.parsed_path("evaluation", victim).exists()
+
+
+def test_dry_run_lists_every_model_call_before_anything_runs(data_root, cohorts_dir):
+    run_workflow(data_root, cohorts_dir, ["tiny"], "--until", "cohort_membership")
+    dry = run_workflow(data_root, cohorts_dir, ["tiny"], "-n")
+    planned = jobs_planned(dry.stdout + dry.stderr)
+    assert planned["draft_response"] == 3 and planned["essay_response"] == 6
+    assert planned["evaluation_response"] == 24
+    assert not (data_root / "gens").exists()
+
+
+def test_an_experiment_in_the_original_layout_runs_unchanged(tmp_path, cohorts_dir):
+    data_root = tmp_path / "legacy"
+    shutil.copytree(REPO / "tests" / "fixtures" / "legacy_1_raw", data_root / "1_raw")
+    write_cohort(cohorts_dir, "legacy", {
+        "concepts": {"level": "paragraph", "k": 2, "ids": "all"},
+        "draft": {"templates": ["creative-synthesis-v10"], "models": ["deepseek_r1_f"]},
+        "essay": {"templates": ["creative-synthesis-v10", "parsed-from-links-v1"], "models": ["draft"]},
+        "evaluation": {"templates": ["daydreaming-verification-v2", "gemini-prior-art-eval"],
+                       "models": ["gemini_25_pro", "sonnet-4"]},
+    })
+    run_workflow(data_root, cohorts_dir, ["legacy"])
+    paths = Paths(data_root)
+    scores = pd.read_csv(paths.cohort_report("legacy", "parsing/aggregated_scores.csv"))
+    assert len(scores) == 3 * 2 * 4 and scores["score"].notna().all()  # 3 active concepts -> 3 pairs
+    draft = pd.read_csv(paths.membership_csv("legacy")).query("stage == 'draft'").gen_id.iloc[0]
+    metadata = paths.metadata_path("draft", draft).read_text()
+    assert '"model": "offline/deepseek/deepseek-r1:free"' in metadata
