@@ -19,6 +19,14 @@ include: "rules/reports.smk"
 include: "rules/cross_experiment.smk"
 
 
+onsuccess:
+    stale.write_stale_report(RT)
+
+
+onerror:
+    stale.write_stale_report(RT)
+
+
 rule all:
     input:
         final_targets,

@@ -1,98 +1,290 @@
-"""Cohort reports (SPEC §9), built with pandas from one read of the membership and scores.
+"""Cohort reports (SPEC §9) and the entry points the report rules call.
 
-`aggregated_scores` reads each evaluation's parsed score once and joins the lineage
-(evaluation -> essay -> draft) from membership with vectorised merges; a missing or
-unparsable score becomes a row with `error` filled, never a crash.
+Every table is built with vectorised pandas from one table of scores: `aggregated_scores`
+reads each evaluation's parsed.txt exactly once and joins the lineage (evaluation -> essay ->
+draft) from the cohort's membership; a missing or unparsable score becomes a row with
+`error` filled, never a crash. Replicates of one evaluation task (same essay, evaluation
+template and evaluation model) are averaged before any summary (`report_scores.task_scores`).
+Column names live in `daydream.report_columns`.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from daydream import gens
 from daydream.experiment import Experiment
 from daydream.membership import MembershipIndex
 from daydream.paths import Paths
+from daydream.report_agreement import judge_agreement, mean_score_ci
+from daydream.report_columns import (
+    AGGREGATED_COLUMNS,
+    ESSAY_COLUMNS,
+    FINAL_RESULTS_COLUMNS,
+    FINAL_RESULTS_KEYS,
+    GENERATION_SCORES_INDEX,
+    GENERATION_SCORES_TAIL,
+    GENERATION_STAT_SUFFIXES,
+    PERFECT_SCORE_COLUMNS,
+    VARIANCE_COLUMNS,
+)
+from daydream.report_io import (
+    CROSS_AGGREGATED,
+    CROSS_PIVOT,
+    cross_table_path,
+    gen_dirs,
+    note,
+    read_membership,
+    write_csv,
+)
+from daydream.report_scores import (
+    TOLERANCE,
+    attach_scales,
+    essay_lineage,
+    parse_scores,
+    read_texts,
+    scales_from_templates,
+    task_scores,
+    valid_rows,
+)
 
-COHORT_REPORTS = ("parsing/aggregated_scores.csv", "summary/generation_scores.csv")
-AGGREGATED_COLUMNS = [
-    "gen_id", "parent_gen_id", "evaluation_template", "evaluation_llm_model", "score", "error",
-    "combo_id", "draft_template", "generation_template", "generation_model", "cohort_id",
-    "replicate", "paths",
-]
-ESSAY_KEYS = ["parent_gen_id", "combo_id", "draft_template", "generation_template", "generation_model"]
+log = logging.getLogger(__name__)
+
+COHORT_TABLES = (
+    "parsing/aggregated_scores.csv", "summary/generation_scores.csv", "summary/final_results.csv",
+    "summary/perfect_score_paths.csv", "analysis/variance_analysis.csv",
+    "analysis/judge_agreement.csv", "analysis/mean_score_ci.csv",
+)
+COHORT_FIGURES = (
+    "plots/scores_by_generation_model.png", "plots/scores_by_generation_template.png",
+    "plots/evaluator_template_heatmap.png", "analysis/judge_agreement.html", "summary/top_essays.html",
+)
+COHORT_REPORTS = COHORT_TABLES + COHORT_FIGURES
+
+# final_results.csv: analysis type -> the columns it groups by (() = every task).
+ANALYSES = {
+    "by_generation_template": ("generation_template",),
+    "by_generation_model": ("generation_model",),
+    "by_draft_template": ("draft_template",),
+    "by_evaluation_template": ("evaluation_template",),
+    "by_evaluation_model": ("evaluation_llm_model",),
+    "by_combo_id": ("combo_id",),
+    "by_generation_template_and_model": ("generation_template", "generation_model"),
+    "by_generation_vs_evaluation_model": ("generation_model", "evaluation_llm_model"),
+    "by_evaluation_model_and_template": ("evaluation_llm_model", "evaluation_template"),
+    "overall": (),
+}
+# variance_analysis.csv: analysis type -> (what is held fixed besides the essay, on replicates?)
+SPREADS = {
+    "across_evaluation_models": (("evaluation_template",), False),
+    "across_evaluation_templates": (("evaluation_llm_model",), False),
+    "across_replicates": (("evaluation_template", "evaluation_llm_model"), True),
+    "across_all": ((), False),
+}
+# Agreement label of a spread, from its range as a share of the scale (1/8, 2/8, 3/8): on a
+# 0..10 or 1..10 scale a range of 1 point is "high", 2 "moderate", 3 "low", more "poor".
+AGREEMENT_LIMITS = ((0.125, "high"), (0.25, "moderate"), (0.375, "low"))
 
 
-def read_score(path: Path) -> tuple[float | None, str]:
-    """(score, error) from an evaluation's parsed.txt."""
-    try:
-        text = path.read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        return None, "missing parsed.txt"
-    try:
-        return float(text), ""
-    except ValueError:
-        return None, f"not a score: {text[:40]!r}"
-
-
-def aggregated_scores(paths: Paths, membership: pd.DataFrame) -> pd.DataFrame:
-    """One row per evaluation of the membership, with its score and its essay's lineage."""
-    evals = membership[membership["stage"] == "evaluation"]
-    essays = membership[membership["stage"] == "essay"][["gen_id", "parent_gen_id", "template_id", "llm_model_id"]]
-    drafts = membership[membership["stage"] == "draft"][["gen_id", "template_id"]]
+# -- aggregated scores ------------------------------------------------------------------------
+def membership_lineage(membership: pd.DataFrame) -> pd.DataFrame:
+    """The membership's evaluations with their essay's and draft's lineage columns."""
+    stage = membership["stage"]
+    essays = membership.loc[stage == "essay", ["gen_id", "parent_gen_id", "template_id", "llm_model_id"]]
+    drafts = membership.loc[stage == "draft", ["gen_id", "template_id"]]
     essays = essays.rename(columns={"gen_id": "essay_id", "parent_gen_id": "draft_id",
                                     "template_id": "generation_template", "llm_model_id": "generation_model"})
     drafts = drafts.rename(columns={"gen_id": "draft_id", "template_id": "draft_template"})
-    table = (evals.rename(columns={"template_id": "evaluation_template", "llm_model_id": "evaluation_llm_model"})
-             .merge(essays, left_on="parent_gen_id", right_on="essay_id", how="left")
-             .merge(drafts, on="draft_id", how="left"))
-    folders = [paths.gen_dir("evaluation", g) for g in table["gen_id"]]
-    scores = [read_score(folder / "parsed.txt") for folder in folders]
-    table["score"] = [s for s, _ in scores]
-    table["error"] = [e for _, e in scores]
-    table["paths"] = [str(f) for f in folders]
-    return table[AGGREGATED_COLUMNS].reset_index(drop=True)
+    evals = membership[stage == "evaluation"].rename(
+        columns={"template_id": "evaluation_template", "llm_model_id": "evaluation_llm_model"})
+    return (evals.merge(essays, left_on="parent_gen_id", right_on="essay_id", how="left")
+            .merge(drafts, on="draft_id", how="left").reset_index(drop=True))
 
 
-def generation_scores(aggregated: pd.DataFrame) -> pd.DataFrame:
-    """One row per essay; per `<evaluation_model>_<evaluation_template>`: mean, min, max, n
-    over replicates, plus `sum` of the means."""
-    scored = aggregated.dropna(subset=["score"]).copy()
-    scored["evaluator"] = scored["evaluation_llm_model"] + "_" + scored["evaluation_template"]
-    stats = scored.pivot_table(index=ESSAY_KEYS, columns="evaluator", values="score",
-                               aggfunc=["mean", "min", "max", "count"])
-    means = stats["mean"]
-    wide = pd.concat({"": means, "_min": stats["min"], "_max": stats["max"], "_n": stats["count"]}, axis=1)
-    wide.columns = [f"{evaluator}{suffix}" for suffix, evaluator in wide.columns]
-    ordered = [f"{e}{s}" for e in means.columns for s in ("", "_min", "_max", "_n")]
-    wide = wide[ordered]
-    wide["sum"] = means.sum(axis=1)
-    return wide.reset_index().rename(columns={"parent_gen_id": "gen_id"})
+
+
+def aggregated_scores(paths: Paths, membership: pd.DataFrame, scales: pd.DataFrame) -> pd.DataFrame:
+    """One row per evaluation of `membership` (AGGREGATED_COLUMNS): its score, or an `error`
+    naming why there is none, and its essay's lineage. Each parsed.txt is read once."""
+    table = membership_lineage(membership)
+    table["paths"] = gen_dirs(paths, "evaluation", table["gen_id"])
+    texts = read_texts(table["paths"] + os.sep + "parsed.txt")
+    table[["score", "error"]] = parse_scores(texts, table["evaluation_template"], scales)
+    return table[list(AGGREGATED_COLUMNS)]
+
+
+
+
+# -- summaries --------------------------------------------------------------------------------
+def generation_scores(aggregated: pd.DataFrame, paths: Paths) -> pd.DataFrame:
+    """One row per essay; per evaluator `<evaluation_model>_<evaluation_template>` the mean,
+    `_min`, `_max` and `_n` of its valid scores over replicates (n = 0, others empty, when it
+    has none), then `sum` of the evaluator means and `paths`, the essay's gens folder."""
+    essays = essay_lineage(aggregated)
+    evaluator = aggregated["evaluation_llm_model"].astype(str) + "_" + aggregated["evaluation_template"].astype(str)
+    evaluators = sorted(evaluator.unique())
+    valid = valid_rows(aggregated.assign(evaluator=evaluator))
+    stats = valid.groupby(["parent_gen_id", "evaluator"])["score"].agg(["mean", "min", "max", "count"])
+    wide = stats.unstack("evaluator").reindex(
+        index=essays.index, columns=pd.MultiIndex.from_product([["mean", "min", "max", "count"], evaluators]))
+    wide["count"] = wide["count"].fillna(0).astype(int)
+    stat_of = dict(zip(GENERATION_STAT_SUFFIXES, ("mean", "min", "max", "count"), strict=True))
+    columns = {f"{name}{suffix}": wide[(stat, name)] for name in evaluators for suffix, stat in stat_of.items()}
+    out = pd.concat([essays, pd.DataFrame(columns, index=essays.index)], axis=1)
+    out["sum"] = wide["mean"].sum(axis=1, min_count=1)
+    out = out.reset_index()
+    out["paths"] = gen_dirs(paths, "essay", out["gen_id"])
+    return out[[*GENERATION_SCORES_INDEX, *columns, *GENERATION_SCORES_TAIL]]
+
+
+def summarise(tasks: pd.DataFrame, keys: tuple[str, ...]) -> pd.DataFrame:
+    """count, n_evaluations, mean, std, min, max, mean_scaled, perfect/high/low counts and
+    shares of the task scores, per group of `keys` (one row when `keys` is empty)."""
+    grouper = list(keys) if keys else np.zeros(len(tasks), dtype=int)
+    out = tasks.groupby(grouper, sort=True).agg(
+        count=("score", "size"), n_evaluations=("n_evaluations", "sum"), mean=("score", "mean"),
+        std=("score", "std"), min=("score", "min"), max=("score", "max"), mean_scaled=("scaled", "mean"),
+        perfect_count=("is_perfect", "sum"), high_count=("is_high", "sum"), low_count=("is_low", "sum"))
+    for kind in ("perfect", "high", "low"):
+        out[f"{kind}_share"] = out[f"{kind}_count"] / out["count"]
+    return out.reset_index(drop=not keys)
+
+
+def final_results(tasks: pd.DataFrame) -> pd.DataFrame:
+    """Every analysis type of `ANALYSES` stacked (FINAL_RESULTS_COLUMNS); "perfect" is the
+    template's score_max, "high"/"low" are shares of the scale (`report_scores`)."""
+    parts = [summarise(tasks, keys).assign(analysis_type=name) for name, keys in ANALYSES.items()
+             if len(tasks)]
+    if not parts:
+        return pd.DataFrame(columns=list(FINAL_RESULTS_COLUMNS))
+    out = pd.concat(parts, ignore_index=True)
+    out[list(FINAL_RESULTS_KEYS)] = out.reindex(columns=list(FINAL_RESULTS_KEYS)).fillna("")
+    return out[list(FINAL_RESULTS_COLUMNS)]
+
+
+def perfect_score_paths(aggregated: pd.DataFrame, scales: pd.DataFrame, paths: Paths) -> pd.DataFrame:
+    """Each single evaluation (replicates apart) whose score is its template's score_max, with
+    the essay's parsed.txt and the judge's full answer (raw.txt)."""
+    valid = attach_scales(valid_rows(aggregated), scales)
+    perfect = valid[np.isclose(valid["score"], valid["score_max"], rtol=0, atol=TOLERANCE)].copy()
+    perfect["essay_path"] = gen_dirs(paths, "essay", perfect["parent_gen_id"]) + os.sep + "parsed.txt"
+    perfect["evaluation_path"] = gen_dirs(paths, "evaluation", perfect["gen_id"]) + os.sep + "raw.txt"
+    return perfect[list(PERFECT_SCORE_COLUMNS)].sort_values(["parent_gen_id", "gen_id"]).reset_index(drop=True)
+
+
+def agreement_label(range_scaled: pd.Series) -> np.ndarray:
+    """"high", "moderate", "low" or "poor" from a range as a share of the scale."""
+    conditions = [range_scaled <= limit + TOLERANCE for limit, _ in AGREEMENT_LIMITS]
+    return np.select(conditions, [label for _, label in AGREEMENT_LIMITS], default="poor")
+
+
+def spread(scores: pd.DataFrame, fixed: tuple[str, ...]) -> pd.DataFrame:
+    """Per essay and `fixed` columns with at least two scores: n, mean, std, min, max, range,
+    range_scaled (on each score's own scale), cv (std / mean) and the agreement label."""
+    keys = ["parent_gen_id", *ESSAY_COLUMNS, *fixed]
+    out = scores.groupby(keys, sort=True, dropna=False).agg(
+        n=("score", "size"), mean=("score", "mean"), std=("score", "std"), min=("score", "min"),
+        max=("score", "max"), low=("scaled", "min"), high=("scaled", "max")).reset_index()
+    out = out[out["n"] >= 2].copy()
+    out["range"] = out["max"] - out["min"]
+    out["range_scaled"] = out["high"] - out["low"]
+    out["cv"] = out["std"] / out["mean"].where(out["mean"] != 0)
+    out["agreement"] = agreement_label(out["range_scaled"])
+    return out.rename(columns={"parent_gen_id": "gen_id"})
+
+
+def variance_analysis(aggregated: pd.DataFrame, tasks: pd.DataFrame, scales: pd.DataFrame) -> pd.DataFrame:
+    """Spread of scores per essay across evaluation models, templates, replicates and all of
+    them (`SPREADS`); replicates are averaged except in `across_replicates`."""
+    evaluations = attach_scales(valid_rows(aggregated), scales)
+    evaluations[list(ESSAY_COLUMNS)] = evaluations[list(ESSAY_COLUMNS)].fillna("")
+    parts = [spread(evaluations if raw else tasks, fixed).assign(analysis_type=name)
+             for name, (fixed, raw) in SPREADS.items()]
+    out = pd.concat(parts, ignore_index=True)
+    out[["evaluation_template", "evaluation_llm_model"]] = (
+        out.reindex(columns=["evaluation_template", "evaluation_llm_model"]).fillna(""))
+    return out[list(VARIANCE_COLUMNS)]
+
+
+def cohort_tables(paths: Paths, membership: pd.DataFrame, scales: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Every COHORT_TABLES report of one cohort, by report name, from its membership."""
+    aggregated = aggregated_scores(paths, membership, scales)
+    tasks = task_scores(aggregated, scales)
+    return {
+        "parsing/aggregated_scores.csv": aggregated,
+        "summary/generation_scores.csv": generation_scores(aggregated, paths),
+        "summary/final_results.csv": final_results(tasks),
+        "summary/perfect_score_paths.csv": perfect_score_paths(aggregated, scales, paths),
+        "analysis/variance_analysis.csv": variance_analysis(aggregated, tasks, scales),
+        "analysis/judge_agreement.csv": judge_agreement(tasks),
+        "analysis/mean_score_ci.csv": mean_score_ci(tasks),
+    }
+
+
+# -- writing (the rules' entry points) ----------------------------------------------------------
+
+
+
+
+def evaluation_scales(experiment: Experiment) -> pd.DataFrame:
+    return scales_from_templates(experiment.templates.get("evaluation", {}))
+
+
 
 
 def write_cohort_reports(paths: Paths, cohort_id: str, experiment: Experiment,
                          log_path: str | None = None) -> list[Path]:
-    """Every report of one cohort, from its membership and the gens store."""
-    membership = pd.read_csv(paths.membership_csv(cohort_id), dtype=str, keep_default_na=False)
-    aggregated = aggregated_scores(paths, membership)
-    outputs = {
-        paths.cohort_report(cohort_id, "parsing/aggregated_scores.csv"): aggregated,
-        paths.cohort_report(cohort_id, "summary/generation_scores.csv"): generation_scores(aggregated),
-    }
-    for path, frame in outputs.items():
-        gens.write_text_atomic(path, frame.to_csv(index=False))
-    if log_path:
-        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(log_path).write_text(f"{cohort_id}: {len(aggregated)} evaluations, "
-                                  f"{aggregated['error'].ne('').sum()} without a score\n", encoding="utf-8")
-    return list(outputs)
+    """Every COHORT_TABLES report of one cohort, from its membership and the gens store."""
+    tables = cohort_tables(paths, read_membership(paths, cohort_id), evaluation_scales(experiment))
+    for name, frame in tables.items():
+        write_csv(paths.cohort_report(cohort_id, name), frame)
+    aggregated = tables["parsing/aggregated_scores.csv"]
+    note(log_path, f"{cohort_id}: {len(aggregated)} evaluations, "
+                   f"{int(aggregated['error'].ne('').sum())} without a score; wrote {len(tables)} tables")
+    return [paths.cohort_report(cohort_id, name) for name in tables]
+
+
+def write_cohort_figures(paths: Paths, cohort_id: str, experiment: Experiment,
+                         log_path: str | None = None) -> list[Path]:
+    """The COHORT_FIGURES of one cohort (plots and HTML pages), from its report tables."""
+    from daydream import report_figures  # matplotlib is imported only when figures are made
+
+    written = report_figures.write_figures(paths, cohort_id, evaluation_scales(experiment))
+    note(log_path, f"{cohort_id}: wrote {len(written)} figures and pages")
+    return written
+
+
+def write_cross_experiment_tables(paths: Paths, log_path: str | None = None,
+                                  cohort_id: str | None = None) -> list[Path]:
+    """Both cross-experiment tables, rebuilt from every evaluation in the gens store (or only
+    those of `cohort_id`'s membership)."""
+    from daydream import report_cross
+
+    written = report_cross.write_cross_tables(paths, cohort_id)
+    note(log_path, f"cross-experiment tables: {', '.join(str(p) for p in written)}")
+    return written
 
 
 def cohort_report_inputs(paths: Paths, membership: MembershipIndex, cohort_id: str) -> dict[str, object]:
-    """What a cohort's reports are built from: every evaluation's score. (The membership file
-    is read, not declared: a declared checkpoint output would make Snakemake 9 re-plan this
-    job and drop the needrun of its missing inputs; see rules/common.smk.)"""
+    """What a cohort's reports are built from: its membership, the evaluation template table
+    (the scales) and every evaluation's score."""
     evaluations = membership.members(cohort_id, "evaluation")
-    return {"evaluations": [str(paths.parsed_path("evaluation", m.gen_id)) for m in evaluations]}
+    return {"membership": str(paths.membership_csv(cohort_id)),
+            "templates": str(paths.templates_csv("evaluation")),
+            "evaluations": [str(paths.parsed_path("evaluation", m.gen_id)) for m in evaluations]}
+
+
+def cross_experiment_table(paths: Paths, name: str) -> Path:
+    """A cross-experiment table's path (`7_cross_experiment/<name>`)."""
+    if name not in (CROSS_AGGREGATED, CROSS_PIVOT):
+        raise ValueError(f"{name!r} is not a cross-experiment table; use {CROSS_AGGREGATED} or {CROSS_PIVOT}")
+    return cross_table_path(paths, name)
+
+
+def cross_experiment_inputs(paths: Paths, cohort_ids: list[str]) -> list[str]:
+    """The cross-experiment tables run after the active cohorts' aggregated scores exist."""
+    return [str(paths.cohort_report(c, "parsing/aggregated_scores.csv")) for c in cohort_ids]

@@ -24,6 +24,17 @@ from daydream.paths import GEN_FILES, Paths
 log = logging.getLogger(__name__)
 
 
+def configure_logging(level: int = logging.INFO) -> None:
+    """Send the package's log lines (one per model call, retries, warnings) to stderr once."""
+    logger = logging.getLogger("daydream")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("daydream %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = False
+
+
 class StepError(RuntimeError):
     """A document that cannot be made; the message names the document, the file and the fix."""
 
@@ -107,6 +118,21 @@ def note(log_path: str | Path | None, line: str) -> None:
         Path(log_path).write_text(line + "\n", encoding="utf-8")
 
 
+def prompt_sources(rt: Runtime, member: Member) -> dict[str, str]:
+    """SHA-256 of what a prompt is rendered from: its template and its concepts or parent.
+    Stored in metadata, so a stale report can say *why* a prompt changed."""
+    files = prompt_inputs(rt, member.stage, member.gen_id)
+    sources = {}
+    if "template" in files:
+        sources["template"] = sha256_text(Path(files["template"]).read_text(encoding="utf-8"))
+    if "concepts" in files:
+        texts = [Path(f).read_text(encoding="utf-8") for f in files["concepts"]]
+        sources["concepts"] = sha256_text("\x1f".join(texts))
+    if "parent" in files:
+        sources["parent"] = sha256_text(Path(files["parent"]).read_text(encoding="utf-8"))
+    return sources
+
+
 def write_prompt(rt: Runtime, stage: str, gen_id: str, log_path: str | None = None) -> None:
     prompt = render_prompt(rt, stage, gen_id)
     gens.write_text_atomic(rt.paths.prompt_path(stage, gen_id), prompt)
@@ -140,20 +166,24 @@ def _paid_completion(rt: Runtime, member: Member, prompt: str, prompt_sha: str) 
         gens.append_jsonl(rt.paths.llm_errors_jsonl, {
             "time": _now(), "gen_id": member.gen_id, "stage": member.stage, "model_id": row.id,
             "model": llm_calls.litellm_model(row, rt.settings), "error_class": error.error_class,
-            "message": str(error), "attempts": error.attempts})
+            "status": error.status, "message": str(error), "attempts": error.attempts})
         raise
     gens.write_json_atomic(saved, done.__dict__, fsync=True)
     gens.append_jsonl(rt.paths.llm_calls_jsonl, {
-        "time": _now(), "gen_id": member.gen_id, "stage": member.stage, "model": done.model,
-        "attempts": done.attempts, "usage": done.usage, "cost_usd": done.cost_usd,
-        "duration_s": done.duration_s, "finish_reason": done.finish_reason})
+        "time": _now(), "gen_id": member.gen_id, "stage": member.stage, "model_id": row.id,
+        "model": done.model, "attempts": done.attempts, "wait_s": done.wait_s, "usage": done.usage,
+        "cost_usd": done.cost_usd, "duration_s": done.duration_s, "finish_reason": done.finish_reason})
     return done
 
 
 def metadata(rt: Runtime, member: Member, template: Template, done: llm_calls.Completion,
              prompt_sha: str) -> dict:
+    """metadata.json (SPEC §5). Temperature and max_tokens are those the reply was made with
+    (the config's only for replies saved before calls recorded them); never a key."""
     stage_settings = rt.settings.stage(member.stage)
     is_copy = template.generator == "copy"
+    temperature = done.temperature if done.temperature is not None else stage_settings.temperature
+    max_tokens = done.max_tokens if done.max_tokens is not None else stage_settings.max_tokens
     return {
         "stage": member.stage, "gen_id": member.gen_id,
         "task_id": f"{member.parent_gen_id or member.combo_id}__{member.template_id}__{member.llm_model_id}",
@@ -161,13 +191,25 @@ def metadata(rt: Runtime, member: Member, template: Template, done: llm_calls.Co
         "model": done.model, "parent_gen_id": member.parent_gen_id, "combo_id": member.combo_id,
         "replicate": member.replicate, "cohort_id": member.cohort_id, "mode": template.generator,
         "parser": template.parser, "finish_reason": done.finish_reason,
-        "truncated": False if is_copy else done.truncated(stage_settings.max_tokens),
+        "truncated": False if is_copy else done.truncated(max_tokens),
         "usage": done.usage, "cost_usd": done.cost_usd, "duration_s": done.duration_s,
         "attempts": done.attempts,
-        "temperature": None if is_copy else stage_settings.temperature,
-        "max_tokens": None if is_copy else stage_settings.max_tokens,
+        "temperature": None if is_copy else temperature,
+        "max_tokens": None if is_copy else max_tokens,
         "prompt_sha256": prompt_sha, "created_at": _now(),
     }
+
+
+def refuse_silent_repayment(rt: Runtime, member: Member, prompt_sha: str) -> None:
+    """A reply paid for an earlier prompt of this document exists: making it again must be a
+    deliberate regeneration, not a side effect of a deleted file or a rerun trigger."""
+    replies = rt.paths.gen_dir(member.stage, member.gen_id) / ".replies"
+    earlier = sorted(p for p in replies.glob("*.json") if p.stem != prompt_sha[:16]) if replies.exists() else []
+    if earlier and not saved_reply_path(rt.paths, member.stage, member.gen_id, prompt_sha).exists():
+        raise StepError(
+            f"{member.gen_id}: a reply was already paid for an earlier prompt ({earlier[-1]}) and the "
+            f"prompt has changed since (see {rt.paths.stale_generations_csv}); to pay for a new reply "
+            f"run: python scripts/regenerate.py --data-root {rt.paths.data_root} {member.gen_id}")
 
 
 def write_response(rt: Runtime, stage: str, gen_id: str, log_path: str | None = None) -> None:
@@ -176,6 +218,8 @@ def write_response(rt: Runtime, stage: str, gen_id: str, log_path: str | None = 
     template = rt.template(member)
     prompt = rt.paths.prompt_path(stage, gen_id).read_text(encoding="utf-8")
     prompt_sha = sha256_text(prompt)
+    if template.generator == "llm":
+        refuse_silent_repayment(rt, member, prompt_sha)
     done = _copy_completion(prompt) if template.generator == "copy" else _paid_completion(rt, member, prompt, prompt_sha)
     gens.write_text_atomic(rt.paths.raw_path(stage, gen_id), done.text)
     gens.write_json_atomic(rt.paths.metadata_path(stage, gen_id), metadata(rt, member, template, done, prompt_sha))
@@ -227,6 +271,17 @@ def cohort_inputs(rt: Runtime, cohorts_dir: Path, cohort_id: str) -> dict[str, o
     return {"cohort_file": str(cohort_file(cohorts_dir, cohort_id)),
             "tables": [str(t) for t in tables],
             "templates": sorted(str(p) for p in (raw / "templates").glob("*/*.txt"))}
+
+
+def cohort_is_current(rt: Runtime, cohorts_dir: Path, cohort_id: str) -> bool:
+    """True when membership and manifest exist and are newer than every checkpoint input."""
+    outputs = [rt.paths.membership_csv(cohort_id), rt.paths.manifest_json(cohort_id)]
+    if not all(p.exists() for p in outputs):
+        return False
+    sources = cohort_inputs(rt, cohorts_dir, cohort_id)
+    files = [Path(sources["cohort_file"]), *map(Path, sources["tables"]), *map(Path, sources["templates"])]
+    newest_input = max((f.stat().st_mtime for f in files if f.exists()), default=0.0)
+    return min(p.stat().st_mtime for p in outputs) >= newest_input
 
 
 def cohort_targets(rt: Runtime, cohort_id: str) -> list[str]:

@@ -4,12 +4,13 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from daydream import reports, steps
+from daydream import reports, stale, steps
 from daydream.paths import Paths
 
 
 validate(config, schema=str(Path(workflow.basedir) / "config" / "schema" / "config.schema.yaml"))
 
+steps.configure_logging()
 RT = steps.Runtime(config)
 PATHS = RT.paths
 COHORTS_DIR = Path(config.get("cohorts_dir") or Path(workflow.basedir) / "config" / "cohorts")
@@ -26,10 +27,20 @@ def final_targets(wildcards):
     file whose consumers are up to date."""
     targets = []
     for cohort_id in RT.cohort_ids:
-        checkpoints.cohort_membership.get(cohort_id=cohort_id)
-        targets += steps.cohort_targets(RT, cohort_id)
-        targets += [PATHS.cohort_report(cohort_id, name) for name in reports.COHORT_REPORTS]
+        targets += cohort_final_targets(cohort_id)
     return targets
+
+
+def cohort_final_targets(cohort_id):
+    """Snakemake 9 treats a checkpoint whose outputs exist as done when it plans, even if
+    its inputs changed. So while a cohort's membership is out of date, the target is the
+    membership itself (a plain file, remade by mtime); once the checkpoint has run,
+    Snakemake re-evaluates this function and gets the documents."""
+    if not steps.cohort_is_current(RT, COHORTS_DIR, cohort_id):
+        return [PATHS.membership_csv(cohort_id), PATHS.manifest_json(cohort_id)]
+    checkpoints.cohort_membership.get(cohort_id=cohort_id)
+    reports_files = [PATHS.cohort_report(cohort_id, name) for name in reports.COHORT_REPORTS]
+    return steps.cohort_targets(RT, cohort_id) + reports_files
 
 
 def get_cohort_inputs(wildcards):
@@ -37,14 +48,18 @@ def get_cohort_inputs(wildcards):
 
 
 def get_prompt_inputs(stage):
+    """Template, concept texts or parent text, all marked ancient: a prompt is made once and
+    kept as the record of what was sent; later edits show up in the stale report instead."""
+
     def inputs(wildcards):
-        return steps.prompt_inputs(RT, stage, wildcards.gen_id)
+        files = steps.prompt_inputs(RT, stage, wildcards.gen_id)
+        return {name: ancient(value) for name, value in files.items()}
 
     return inputs
 
 
 def get_response_inputs(stage):
-    """The prompt, marked ancient: a re-rendered prompt never re-requests a paid reply."""
+    """The prompt, marked ancient: nothing but a missing raw.txt makes a model call."""
 
     def inputs(wildcards):
         return {"prompt": ancient(PATHS.prompt_path(stage, wildcards.gen_id))}

@@ -1,0 +1,89 @@
+"""Regenerate chosen documents on purpose (SPEC §8), never by accident.
+
+`archive_for_regeneration` moves a document's files, and those of every descendant (essays of
+a draft, evaluations of those essays), into `<gen_dir>/.history/<timestamp>/`. Nothing paid for
+is deleted; the next `snakemake` run sees the files missing and makes exactly those documents
+again (a new, paid call for each LLM document).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+from daydream.ids import STAGES
+from daydream.paths import GEN_FILES, Paths
+
+HISTORY = ".history"
+ARCHIVED = (*GEN_FILES, ".replies")
+
+
+def stage_of(gen_id: str) -> str:
+    prefixes = {"d_": "draft", "e_": "essay", "v_": "evaluation"}
+    try:
+        return prefixes[gen_id[:2]]
+    except KeyError:
+        raise ValueError(f"{gen_id!r} is not a gen_id (d_..., e_... or v_...)") from None
+
+
+def children_index(paths: Paths) -> dict[str, list[str]]:
+    """parent gen_id -> child gen_ids, from every metadata.json in the gens store."""
+    children: dict[str, list[str]] = defaultdict(list)
+    for stage in STAGES[1:]:
+        for meta_path in sorted((paths.gens_root / stage).glob("*/metadata.json")):
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            if meta.get("parent_gen_id"):
+                children[meta["parent_gen_id"]].append(meta_path.parent.name)
+    return children
+
+
+def with_descendants(paths: Paths, gen_ids: list[str]) -> list[str]:
+    """The chosen documents and all their descendants, parents first, each once."""
+    children = children_index(paths)
+    ordered: list[str] = []
+    queue = list(dict.fromkeys(gen_ids))
+    while queue:
+        gen_id = queue.pop(0)
+        if gen_id not in ordered:
+            ordered.append(gen_id)
+            queue.extend(children.get(gen_id, []))
+    return ordered
+
+
+def archive_document(paths: Paths, gen_id: str, stamp: str) -> Path | None:
+    """Move a document's files into its .history/<stamp>/ folder; None when it has none."""
+    folder = paths.gen_dir(stage_of(gen_id), gen_id)
+    present = [folder / name for name in ARCHIVED if (folder / name).exists()]
+    if not present:
+        return None
+    target = folder / HISTORY / stamp
+    target.mkdir(parents=True, exist_ok=False)
+    for item in present:
+        shutil.move(str(item), str(target / item.name))
+    return target
+
+
+def archive_for_regeneration(paths: Paths, gen_ids: list[str], *, dry_run: bool = False) -> list[str]:
+    """Archive the chosen documents and their descendants; return the gen_ids affected."""
+    for gen_id in gen_ids:
+        stage_of(gen_id)
+    chosen = with_descendants(paths, gen_ids)
+    if not dry_run:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        for gen_id in chosen:
+            archive_document(paths, gen_id, stamp)
+    return chosen
+
+
+def stale_gen_ids(paths: Paths) -> list[str]:
+    """The gen_ids listed in the last stale report."""
+    import csv
+
+    report = paths.stale_generations_csv
+    if not report.exists():
+        raise FileNotFoundError(f"{report} not found: run snakemake once to build the stale report")
+    with report.open(newline="", encoding="utf-8") as handle:
+        return [row["gen_id"] for row in csv.DictReader(handle)]

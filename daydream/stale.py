@@ -1,0 +1,63 @@
+"""Stale documents (SPEC §8): responses whose prompt would be different today.
+
+A paid response is never re-requested because a template, a concept text or a parent changed;
+instead it is listed in `data/7_reporting/stale_generations.csv`, rebuilt at the end of every
+run, with the reason and both prompt hashes. `scripts/regenerate.py` re-makes chosen ones.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from daydream import gens, steps
+from daydream.membership import Member
+
+log = logging.getLogger(__name__)
+
+STALE_COLUMNS = ("stage", "gen_id", "cohort_id", "template_id", "reason",
+                 "stored_prompt_sha256", "current_prompt_sha256")
+REASONS = {"template": "template changed", "concepts": "concepts changed", "parent": "parent changed"}
+
+
+def stale_reason(stored: dict, current: dict) -> str:
+    """Which prompt source changed, from the source hashes in metadata and now."""
+    changed = [REASONS[key] for key in REASONS if key in stored and stored.get(key) != current.get(key)]
+    return "; ".join(changed) or "prompt changed"
+
+
+def check_member(rt: steps.Runtime, member: Member) -> dict | None:
+    """A stale-report row for one document, or None when it is current or not made yet."""
+    try:
+        meta = gens.read_metadata(rt.paths, member.stage, member.gen_id)
+        current = steps.sha256_text(steps.render_prompt(rt, member.stage, member.gen_id))
+    except FileNotFoundError:
+        return None  # not made yet, or its parent is missing: nothing paid to be stale
+    if meta.get("prompt_sha256") == current:
+        return None
+    return {"stage": member.stage, "gen_id": member.gen_id, "cohort_id": member.cohort_id,
+            "template_id": member.template_id,
+            "reason": stale_reason(meta.get("prompt_sources") or {}, steps.prompt_sources(rt, member)),
+            "stored_prompt_sha256": meta.get("prompt_sha256", ""), "current_prompt_sha256": current}
+
+
+def stale_rows(rt: steps.Runtime) -> list[dict]:
+    seen: set[str] = set()
+    rows = []
+    for cohort_id in rt.cohort_ids:
+        for member in rt.membership.members(cohort_id):
+            if member.gen_id not in seen:
+                seen.add(member.gen_id)
+                row = check_member(rt, member)
+                if row:
+                    rows.append(row)
+    return rows
+
+
+def write_stale_report(rt: steps.Runtime) -> int:
+    """Rebuild stale_generations.csv for the active cohorts; return the number of stale rows."""
+    rows = stale_rows(rt)
+    gens.write_csv_atomic(rt.paths.stale_generations_csv, STALE_COLUMNS, rows)
+    if rows:
+        log.warning("%d stale document(s): see %s; regenerate chosen ones with scripts/regenerate.py",
+                    len(rows), rt.paths.stale_generations_csv)
+    return len(rows)

@@ -1,0 +1,26 @@
+#!/usr/bin/env python3
+"""Regenerate chosen documents and their descendants: archive them, then rerun snakemake.
+
+Example: python scripts/regenerate.py --stale       # every document in stale_generations.csv
+         python scripts/regenerate.py d_5ezrffv9uf3lr37d e_sq5klak2lljyyom --dry-run
+"""
+
+import argparse
+
+from daydream.paths import Paths
+from daydream.regenerate import archive_for_regeneration, stale_gen_ids
+
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument("gen_ids", nargs="*", help="documents to regenerate (d_..., e_..., v_...)")
+parser.add_argument("--stale", action="store_true", help="add every document of the stale report")
+parser.add_argument("--data-root", default="data", help="the workflow's data_root (default: data)")
+parser.add_argument("--dry-run", action="store_true", help="list what would be archived, change nothing")
+args = parser.parse_args()
+paths = Paths.from_str(args.data_root)
+chosen = args.gen_ids + (stale_gen_ids(paths) if args.stale else [])
+if not chosen:
+    parser.error("name gen_ids or use --stale")
+affected = archive_for_regeneration(paths, chosen, dry_run=args.dry_run)
+verb = "would archive" if args.dry_run else "archived (into each folder's .history/)"
+print(f"{verb} {len(affected)} document(s): {' '.join(affected)}")
+print("next: snakemake --cores N   (makes them again; `snakemake -n` shows the calls)")
