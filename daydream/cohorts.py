@@ -16,6 +16,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from daydream import combos as combo_register
 from daydream import gens, ids, prompts
 from daydream.experiment import Experiment, ExperimentError, load_experiment
 from daydream.paths import Paths
@@ -170,6 +171,20 @@ def curated_rows(cohort_id: str, essay_ids: list[str], paths: Paths, where: str,
     return list(drafts.values()), essays
 
 
+def curated_combos(drafts: list[dict], paths: Paths, where: str, problems: list[str]) -> list[Combo]:
+    """The combos of existing drafts, from the append-only combo register."""
+    known = combo_register.registered_combos(paths)
+    combos = {}
+    for combo_id in sorted({d["combo_id"] for d in drafts}):
+        if combo_id not in known:
+            problems.append(f"{where}: combo {combo_id} of a listed essay is not in {paths.combo_mappings_csv}; "
+                            "bring that file along with the gens store")
+            continue
+        concepts, level, k = known[combo_id]
+        combos[combo_id] = Combo(combo_id, concepts, level, k)
+    return list(combos.values())
+
+
 def check_duplicates(rows: list[dict], where: str, problems: list[str]) -> None:
     seen: set[str] = set()
     for item in rows:
@@ -190,6 +205,7 @@ def plan_cohort(paths: Paths, cohort_id: str, spec: dict, experiment: Experiment
     combos: list[Combo] = []
     if "essays" in spec:
         drafts, essays = curated_rows(cohort_id, spec["essays"], paths, where, problems)
+        combos = curated_combos(drafts, paths, where, problems)
     else:
         combos = resolve_combos(spec["concepts"], experiment, where, problems)
         check_descriptions(combos, experiment.concepts, paths, where, problems)
@@ -236,9 +252,7 @@ def build_cohort(paths: Paths, cohort_id: str, cohort_file: Path, check_models=N
         problems = check_models([experiment.models[m] for m in used if m in experiment.models], where)
         if problems:
             raise CohortError(problems)
-    from daydream import combos as combo_store
-
-    combo_store.append_combo_mappings(paths, combos)
+    combo_register.append_combo_mappings(paths, combos)
     gens.write_text_atomic(paths.manifest_json(cohort_id), json.dumps(doc, indent=2) + "\n")
     gens.write_csv_atomic(paths.membership_csv(cohort_id), MEMBERSHIP_COLUMNS, rows)
     return rows

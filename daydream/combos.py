@@ -63,3 +63,16 @@ def append_combo_mappings(paths: Paths, combos: list[Combo]) -> int:
         handle.flush()
         fcntl.flock(handle, fcntl.LOCK_UN)
     return added
+
+
+def registered_combos(paths: Paths) -> dict[str, tuple[tuple[str, ...], str, int]]:
+    """combo_id -> (concept ids in registered order, description level, k) from the register."""
+    path = paths.combo_mappings_csv
+    if not path.exists():
+        return {}
+    found: dict[str, tuple[list[str], str, int]] = {}
+    with path.open(newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            entry = found.setdefault(row["combo_id"], ([], row["description_level"], int(row["k_max"])))
+            entry[0].append(row["concept_id"])
+    return {key: (tuple(concepts), level, k) for key, (concepts, level, k) in found.items()}

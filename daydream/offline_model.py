@@ -4,13 +4,16 @@ It answers like a real model would for each stage, so every parser and report is
 without a network or a key: drafts carry `<thinking>`, staged `<essay-idea>` blocks and an
 `<essay>` block; essays an `<essay>` block; evaluations a short judgement ending in a
 `SCORE: n` line (n in 1..9, valid on both a 0-9 and a 1-10 scale). The same prompt and model
-always give the same reply.
+always give the same reply. `DAYDREAM_OFFLINE_LATENCY_S` makes each call take that long, to
+rehearse a run's concurrency and resumption with calls in flight.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import time
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]{3,}")
 _STOP = frozenset("""this that with from your their about into what when which will would
@@ -74,6 +77,9 @@ REPLIES = {"draft": draft_reply, "essay": essay_reply, "evaluation": evaluation_
 
 def generate(prompt: str, *, stage: str, model: str) -> tuple[str, dict]:
     """The reply text and its usage (`prompt_tokens`, `completion_tokens`, `total_tokens`)."""
+    latency = float(os.environ.get("DAYDREAM_OFFLINE_LATENCY_S") or 0)
+    if latency > 0:
+        time.sleep(latency)
     text = REPLIES[stage](_keywords(prompt), _seed(model, stage, prompt))
     usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": len(text.split())}
     usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]

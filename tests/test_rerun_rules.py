@@ -1,0 +1,166 @@
+"""SPEC §8: nothing paid for is re-requested, overwritten or lost; stale work is reported and
+regenerated only on purpose; a killed run resumes without paying twice."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pandas as pd
+import pytest
+
+from daydream.paths import Paths
+from daydream.steps import sha256_text
+from tests.conftest import REPO, SNAKEMAKE, TINY_COHORT, count_lines, run_workflow, write_cohort
+
+pytestmark = pytest.mark.e2e
+
+
+def calls(paths: Paths) -> list[dict]:
+    if not paths.llm_calls_jsonl.exists():
+        return []
+    return [json.loads(line) for line in paths.llm_calls_jsonl.read_text().splitlines()]
+
+
+def members(paths: Paths, cohort_id: str) -> pd.DataFrame:
+    return pd.read_csv(paths.membership_csv(cohort_id), dtype=str, keep_default_na=False)
+
+
+def raw_mtimes(paths: Paths) -> dict[str, int]:
+    return {p.parent.name: p.stat().st_mtime_ns for p in paths.gens_root.glob("*/*/raw.txt")}
+
+
+@pytest.fixture
+def finished_run(data_root, cohorts_dir):
+    run_workflow(data_root, cohorts_dir, ["tiny"])
+    return data_root, cohorts_dir, Paths(data_root)
+
+
+def test_metadata_holds_the_sha256_of_the_prompt_sent(finished_run):
+    _, _, paths = finished_run
+    for meta_path in paths.gens_root.glob("*/*/metadata.json"):
+        meta = json.loads(meta_path.read_text())
+        assert meta["prompt_sha256"] == sha256_text((meta_path.parent / "prompt.txt").read_text())
+
+
+def test_an_edited_template_makes_no_call_and_is_reported_stale_then_regenerated_on_purpose(finished_run):
+    data_root, cohorts_dir, paths = finished_run
+    before_calls, before_raw = len(calls(paths)), raw_mtimes(paths)
+    template = data_root / "1_raw" / "templates" / "draft" / "idea-sketch.txt"
+    template.write_text(template.read_text() + "\nKeep every idea under fifty words.\n")
+
+    run_workflow(data_root, cohorts_dir, ["tiny"])
+    assert len(calls(paths)) == before_calls
+    assert raw_mtimes(paths) == before_raw
+    stale = pd.read_csv(paths.stale_generations_csv)
+    drafts = set(members(paths, "tiny").query("stage == 'draft'").gen_id)
+    assert set(stale.gen_id) == drafts and set(stale.stage) == {"draft"}
+    assert (stale.stored_prompt_sha256 != stale.current_prompt_sha256).all()
+
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "regenerate.py"), "--stale",
+                           "--data-root", str(data_root)], capture_output=True, text=True, check=True)
+    assert "archived" in done.stdout
+    run_workflow(data_root, cohorts_dir, ["tiny"])
+    new_calls = calls(paths)[before_calls:]
+    table = members(paths, "tiny")
+    essays = table[table.parent_gen_id.isin(drafts)]
+    evaluations = table[table.parent_gen_id.isin(essays.gen_id)]
+    llm_essays = essays[essays.template_id != "copy-draft"]
+    expected = drafts | set(llm_essays.gen_id) | set(evaluations.gen_id)
+    assert sorted(c["gen_id"] for c in new_calls) == sorted(expected)
+    assert pd.read_csv(paths.stale_generations_csv).empty
+    archived = list(paths.gens_root.glob("draft/*/.history/*/raw.txt"))
+    assert len(archived) == len(drafts)  # the old paid replies are kept
+
+
+def test_a_deleted_raw_file_is_restored_from_the_saved_reply_without_a_call(finished_run):
+    data_root, cohorts_dir, paths = finished_run
+    draft = members(paths, "tiny").query("stage == 'draft'").gen_id.iloc[0]
+    original = paths.raw_path("draft", draft).read_text()
+    paths.raw_path("draft", draft).unlink()
+    before = len(calls(paths))
+    run_workflow(data_root, cohorts_dir, ["tiny"])
+    assert paths.raw_path("draft", draft).read_text() == original
+    assert len(calls(paths)) == before
+
+
+def test_a_changed_prompt_never_silently_pays_again_for_a_deleted_response(finished_run):
+    data_root, cohorts_dir, paths = finished_run
+    draft = members(paths, "tiny").query("stage == 'draft'").gen_id.iloc[0]
+    paths.prompt_path("draft", draft).unlink()
+    paths.raw_path("draft", draft).unlink()
+    template = data_root / "1_raw" / "templates" / "draft" / "idea-sketch.txt"
+    template.write_text(template.read_text() + "\nA changed instruction.\n")
+    before = len(calls(paths))
+    done = run_workflow(data_root, cohorts_dir, ["tiny"], check=False)
+    assert done.returncode != 0
+    assert "scripts/regenerate.py" in done.stderr and draft in done.stderr
+    assert len(calls(paths)) == before
+
+
+def test_a_second_cohort_sharing_drafts_makes_no_call_for_them(finished_run):
+    data_root, cohorts_dir, paths = finished_run
+    first_calls = {c["gen_id"] for c in calls(paths)}
+    write_cohort(cohorts_dir, "second", {**TINY_COHORT, "evaluation": {
+        "templates": ["novelty-judge"], "models": ["offline_b"], "replicates": 2}})
+    run_workflow(data_root, cohorts_dir, ["second"])
+    second = members(paths, "second")
+    shared = set(second.query("stage != 'evaluation'").gen_id)
+    assert shared <= first_calls | set(second.query("template_id == 'copy-draft'").gen_id)
+    new = [c["gen_id"] for c in calls(paths) if c["gen_id"] not in first_calls]
+    assert not shared & set(new)
+    # 6 essays x novelty-judge x offline_b x 2 replicates; replicate 1 exists from `tiny`
+    assert Counter(c["gen_id"][:2] for c in calls(paths)[len(first_calls):]) == {"v_": 6}
+
+
+def test_a_curated_cohort_reuses_existing_essays_and_adds_only_missing_evaluations(finished_run):
+    data_root, cohorts_dir, paths = finished_run
+    table = members(paths, "tiny")
+    essays = list(table.query("stage == 'essay'").gen_id[:2])
+    before = len(calls(paths))
+    write_cohort(cohorts_dir, "rejudge", {"essays": essays, "evaluation": {
+        "templates": ["novelty-judge", "rigor-judge"], "models": ["offline_a"], "replicates": 2}})
+    run_workflow(data_root, cohorts_dir, ["rejudge"])
+    new = calls(paths)[before:]
+    # replicate 1 of each (essay, template, offline_a) exists from the tiny cohort
+    assert [c["gen_id"][:2] for c in new] == ["v_"] * 4
+    scores = pd.read_csv(paths.cohort_report("rejudge", "parsing/aggregated_scores.csv"))
+    assert len(scores) == 8 and scores.score.notna().all()
+
+
+def test_a_killed_run_resumes_without_paying_twice_or_leaving_partial_files(data_root, cohorts_dir):
+    paths = Paths(data_root)
+    spec = {**TINY_COHORT, "concepts": {"level": "paragraph", "k": 2, "ids": "all"}}
+    write_cohort(cohorts_dir, "big", spec)  # 66 drafts, 132 essays, 528 evaluations
+    command = [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--cores", "8", "--config", f"data_root={data_root}",
+               f"cohorts_dir={cohorts_dir}", "cohorts=big", "offline=true"]
+    env = {**os.environ, "DAYDREAM_OFFLINE_LATENCY_S": "0.05"}
+    run = subprocess.Popen(command, cwd=data_root.parent, env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while count_lines(paths.llm_calls_jsonl) < 40 and time.monotonic() < deadline and run.poll() is None:
+        time.sleep(0.05)
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    killed_at = count_lines(paths.llm_calls_jsonl)
+    assert 40 <= killed_at < 300, "the run must be killed with calls still to make"
+
+    subprocess.run([*command, "--unlock"], cwd=data_root.parent, check=True,
+                   capture_output=True)
+    run_workflow(data_root, cohorts_dir, ["big"])
+    table = members(paths, "big")
+    for row in table.itertuples():
+        folder = paths.gen_dir(row.stage, row.gen_id)
+        assert (folder / "raw.txt").read_text().strip()
+        assert (folder / "parsed.txt").read_text().strip()
+        json.loads((folder / "metadata.json").read_text())
+        assert not list(folder.glob(".*.tmp"))
+    paid = Counter(c["gen_id"] for c in calls(paths))
+    llm_documents = table[table.template_id != "copy-draft"]
+    assert set(paid) == set(llm_documents.gen_id)
+    saved_replies = list(paths.gens_root.glob("*/*/.replies/*.json"))
+    assert len(saved_replies) == len(llm_documents)
+    assert max(paid.values()) == 1, "a completed document was paid twice"
