@@ -133,12 +133,6 @@ def prompt_sources(rt: Runtime, member: Member) -> dict[str, str]:
     return sources
 
 
-def write_prompt(rt: Runtime, stage: str, gen_id: str, log_path: str | None = None) -> None:
-    prompt = render_prompt(rt, stage, gen_id)
-    gens.write_text_atomic(rt.paths.prompt_path(stage, gen_id), prompt)
-    note(log_path, f"{gen_id}: prompt of {len(prompt)} characters, sha256 {sha256_text(prompt)}")
-
-
 # -- response ---------------------------------------------------------------------------------
 def saved_reply_path(paths: Paths, stage: str, gen_id: str, prompt_sha256: str) -> Path:
     return paths.gen_dir(stage, gen_id) / ".replies" / f"{prompt_sha256[:16]}.json"
@@ -213,11 +207,13 @@ def refuse_silent_repayment(rt: Runtime, member: Member, prompt_sha: str) -> Non
 
 
 def write_response(rt: Runtime, stage: str, gen_id: str, log_path: str | None = None) -> None:
-    """raw.txt and metadata.json of one document: a model call, a saved reply, or a copy."""
+    """prompt.txt, raw.txt and metadata.json of one document: the prompt is rendered now and
+    answered by a model call, a reply saved earlier for the same prompt, or a copy."""
     member = rt.membership.member(gen_id)
     template = rt.template(member)
-    prompt = rt.paths.prompt_path(stage, gen_id).read_text(encoding="utf-8")
+    prompt = render_prompt(rt, stage, gen_id)
     prompt_sha = sha256_text(prompt)
+    gens.write_text_atomic(rt.paths.prompt_path(stage, gen_id), prompt)
     if template.generator == "llm":
         refuse_silent_repayment(rt, member, prompt_sha)
     done = _copy_completion(prompt) if template.generator == "copy" else _paid_completion(rt, member, prompt, prompt_sha)

@@ -48,21 +48,13 @@ def get_cohort_inputs(wildcards):
 
 
 def get_prompt_inputs(stage):
-    """Template, concept texts or parent text, all marked ancient: a prompt is made once and
-    kept as the record of what was sent; later edits show up in the stale report instead."""
+    """What a prompt is rendered from (template, concept texts or the parent's parsed text),
+    all marked ancient: only a missing output makes a response job, so a later edit never
+    re-renders a prompt or re-requests a paid reply; it shows in the stale report instead."""
 
     def inputs(wildcards):
         files = steps.prompt_inputs(RT, stage, wildcards.gen_id)
         return {name: ancient(value) for name, value in files.items()}
-
-    return inputs
-
-
-def get_response_inputs(stage):
-    """The prompt, marked ancient: nothing but a missing raw.txt makes a model call."""
-
-    def inputs(wildcards):
-        return {"prompt": ancient(PATHS.prompt_path(stage, wildcards.gen_id))}
 
     return inputs
 

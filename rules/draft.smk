@@ -1,18 +1,8 @@
-rule draft_prompt:
+rule draft_response:
     input:
         unpack(get_prompt_inputs("draft")),
     output:
         prompt=PATHS.prompt_path("draft", "{gen_id}"),
-    log:
-        PATHS.log_path("draft_prompt", "{gen_id}"),
-    run:
-        steps.write_prompt(RT, "draft", wildcards.gen_id, log[0])
-
-
-rule draft_response:
-    input:
-        unpack(get_response_inputs("draft")),
-    output:
         raw=PATHS.raw_path("draft", "{gen_id}"),
         metadata=PATHS.metadata_path("draft", "{gen_id}"),
     log:

@@ -1,18 +1,8 @@
-rule essay_prompt:
+rule essay_response:
     input:
         unpack(get_prompt_inputs("essay")),
     output:
         prompt=PATHS.prompt_path("essay", "{gen_id}"),
-    log:
-        PATHS.log_path("essay_prompt", "{gen_id}"),
-    run:
-        steps.write_prompt(RT, "essay", wildcards.gen_id, log[0])
-
-
-rule essay_response:
-    input:
-        unpack(get_response_inputs("essay")),
-    output:
         raw=PATHS.raw_path("essay", "{gen_id}"),
         metadata=PATHS.metadata_path("essay", "{gen_id}"),
     log:

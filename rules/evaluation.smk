@@ -1,18 +1,8 @@
-rule evaluation_prompt:
+rule evaluation_response:
     input:
         unpack(get_prompt_inputs("evaluation")),
     output:
         prompt=PATHS.prompt_path("evaluation", "{gen_id}"),
-    log:
-        PATHS.log_path("evaluation_prompt", "{gen_id}"),
-    run:
-        steps.write_prompt(RT, "evaluation", wildcards.gen_id, log[0])
-
-
-rule evaluation_response:
-    input:
-        unpack(get_response_inputs("evaluation")),
-    output:
         raw=PATHS.raw_path("evaluation", "{gen_id}"),
         metadata=PATHS.metadata_path("evaluation", "{gen_id}"),
     log:
