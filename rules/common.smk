@@ -5,15 +5,18 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from daydream import reports, stale, steps
-from daydream.paths import Paths
 
-
-validate(config, schema=str(Path(workflow.basedir) / "config" / "schema" / "config.schema.yaml"))
+validate(
+    config,
+    schema=str(Path(workflow.basedir) / "config" / "schema" / "config.schema.yaml"),
+)
 
 steps.configure_logging()
 RT = steps.Runtime(config)
 PATHS = RT.paths
-COHORTS_DIR = Path(config.get("cohorts_dir") or Path(workflow.basedir) / "config" / "cohorts")
+COHORTS_DIR = Path(
+    config.get("cohorts_dir") or Path(workflow.basedir) / "config" / "cohorts"
+)
 
 
 wildcard_constraints:
@@ -39,7 +42,9 @@ def cohort_final_targets(cohort_id):
     if not steps.cohort_is_current(RT, COHORTS_DIR, cohort_id):
         return [PATHS.membership_csv(cohort_id), PATHS.manifest_json(cohort_id)]
     checkpoints.cohort_membership.get(cohort_id=cohort_id)
-    reports_files = [PATHS.cohort_report(cohort_id, name) for name in reports.COHORT_REPORTS]
+    reports_files = [
+        PATHS.cohort_report(cohort_id, name) for name in reports.COHORT_REPORTS
+    ]
     return steps.cohort_targets(RT, cohort_id) + reports_files
 
 
@@ -50,7 +55,8 @@ def get_cohort_inputs(wildcards):
 def get_prompt_inputs(stage):
     """What a prompt is rendered from (template, concept texts or the parent's parsed text),
     all marked ancient: only a missing output makes a response job, so a later edit never
-    re-renders a prompt or re-requests a paid reply; it shows in the stale report instead."""
+    re-renders a prompt or re-requests a paid reply; it shows in the stale report instead.
+    """
 
     def inputs(wildcards):
         files = steps.prompt_inputs(RT, stage, wildcards.gen_id)
