@@ -5,18 +5,30 @@
   (`--force-use-threads`), so thousands of calls share one import and one set of limits.
 - Concurrency: a global semaphore caps calls in flight; each model has its own cap
   (`max_concurrency` column). One function, `concurrency_key`, says which calls share a cap.
-- Retries: tenacity, exponential backoff with jitter on 429, 5xx, timeouts and connection
-  errors, honouring `Retry-After`; capped attempts and capped total wait; other errors are final.
-- Keys come only from the environment and are never logged or returned.
+  A slot is held for one HTTP attempt only, never while sleeping between attempts, so a
+  rate-limited model does not starve the others. litellm's HTTP client holds at most 100
+  connections per endpoint, key and timeout: a cap above 100 queues calls there instead.
+- Retries: tenacity, exponential backoff with jitter on 429, 5xx, timeouts, dropped
+  connections, malformed and empty replies, honouring `Retry-After` (and `retry-after-ms`);
+  at most `llm.max_attempts` attempts and at most `llm.max_total_wait_s` seconds of waiting
+  between them (a wait that would pass the budget ends the call at once). Other errors
+  (400, 401, 403, 404, 422, ...) are final after one request. litellm's and the OpenAI
+  SDK's own retries are off: every attempt counted here is exactly one HTTP request.
+- Keys come only from the environment and are never logged, returned or written: error
+  messages are scrubbed of the key before they go anywhere.
 """
 
 from __future__ import annotations
 
+import email.utils
 import logging
 import os
+import random
+import re
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import tenacity
 
@@ -32,15 +44,23 @@ KEY_ENV_BY_ROUTE = {
     "deepseek": "DEEPSEEK_API_KEY", "together_ai": "TOGETHERAI_API_KEY", "xai": "XAI_API_KEY",
 }
 NO_KEY_ROUTES = frozenset({OFFLINE_ROUTE, "ollama", "ollama_chat", "hosted_vllm", "lm_studio"})
+LONG_WAIT_S = 10.0  # retries waiting this long or longer are logged as warnings
 
 
 class LLMCallError(RuntimeError):
     """A call that failed for good; the message is one line: gen_id, model, error class, reason."""
 
-    def __init__(self, message: str, *, error_class: str, attempts: int):
+    def __init__(self, message: str, *, error_class: str, attempts: int, status: int | None = None):
         super().__init__(message)
         self.error_class = error_class
         self.attempts = attempts
+        self.status = status
+
+
+class EmptyReplyError(Exception):
+    """HTTP 200 without any text, and not because the token limit was reached: retried."""
+
+    status_code = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +105,9 @@ def as_bool(value: object) -> bool:
 
 @dataclass
 class Completion:
+    """One reply. `temperature` and `max_tokens` are those the call was made with (None in
+    replies saved before they were recorded); `wait_s` is the time slept between attempts."""
+
     text: str
     model: str
     finish_reason: str | None
@@ -92,10 +115,16 @@ class Completion:
     cost_usd: float | None
     duration_s: float
     attempts: int
+    temperature: float | None = None
+    max_tokens: int | None = None
+    wait_s: float = 0.0
 
-    def truncated(self, max_tokens: int) -> bool:
+    def truncated(self, max_tokens: int | None = None) -> bool:
+        """`finish_reason == "length"`, or completion tokens reaching the call's max_tokens
+        (`max_tokens` is only used when the reply does not record its own)."""
+        limit = self.max_tokens or max_tokens
         completion_tokens = (self.usage or {}).get("completion_tokens") or 0
-        return self.finish_reason == "length" or completion_tokens >= max_tokens
+        return self.finish_reason == "length" or bool(limit and completion_tokens >= limit)
 
 
 def route_of(row: ModelRow, settings: LLMSettings) -> str:
@@ -130,9 +159,25 @@ def missing_keys(rows: list[ModelRow], settings: LLMSettings, where: str) -> lis
     return problems
 
 
+def api_key(row: ModelRow, settings: LLMSettings) -> str | None:
+    """The key from the environment; a placeholder for keyless OpenAI-compatible servers."""
+    var = key_env_var(row, settings)
+    if var is None:
+        return "no-key" if row.api_base else None
+    key = os.environ.get(var)
+    if not key:
+        raise LLMCallError(f"model {row.id} ({litellm_model(row, settings)}): environment variable {var} "
+                           f"is not set; export {var}=... (or run with --config offline=true)",
+                           error_class="MissingKey", attempts=0)
+    return key
+
+
 # -- concurrency ------------------------------------------------------------------------------
 class ConcurrencyLimits:
-    """A global cap on calls in flight plus one cap per concurrency key, shared by all threads."""
+    """A global cap on calls in flight plus one cap per concurrency key, shared by all threads.
+
+    The first call of a key fixes that key's cap (`max_concurrency` of its row, at most the
+    global cap)."""
 
     def __init__(self, global_cap: int):
         self.global_cap = global_cap
@@ -146,20 +191,24 @@ class ConcurrencyLimits:
                 self._per_key[key] = threading.BoundedSemaphore(min(cap or self.global_cap, self.global_cap))
             return self._per_key[key]
 
-    def slot(self, key: str, cap: int | None):
-        return _Slot(self._global, self.for_key(key, cap))
+    def slot(self, key: str, cap: int | None) -> _Slot:
+        return _Slot(self.for_key(key, cap), self._global)
 
 
 class _Slot:
+    """Holds the per-model semaphore, then a global one (always in that order: no deadlock,
+    and no global slot is held while waiting for a busy model)."""
+
     def __init__(self, *semaphores: threading.BoundedSemaphore):
         self._semaphores = semaphores
 
-    def __enter__(self):
-        for semaphore in reversed(self._semaphores):  # per-model first, then a global slot
-            semaphore.acquire()
-
-    def __exit__(self, *exc):
+    def __enter__(self) -> _Slot:
         for semaphore in self._semaphores:
+            semaphore.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for semaphore in reversed(self._semaphores):
             semaphore.release()
 
 
@@ -177,8 +226,9 @@ def limits(settings: LLMSettings) -> ConcurrencyLimits:
 
 
 def concurrency_key(row: ModelRow, settings: LLMSettings) -> str:
-    """Calls to the same model string at the same endpoint share one per-model cap."""
-    return f"{litellm_model(row, settings)}@{row.api_base}"
+    """Calls to the same model string, at the same endpoint, with the same key variable (the
+    same account) share one per-model cap."""
+    return f"{litellm_model(row, settings)}@{row.api_base or '-'}#{key_env_var(row, settings) or '-'}"
 
 
 # -- litellm ----------------------------------------------------------------------------------
@@ -191,7 +241,7 @@ def litellm_module():
     global _LITELLM
     with _LITELLM_LOCK:
         if _LITELLM is None:
-            os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+            os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
             import litellm
 
             litellm.suppress_debug_info = True
@@ -200,7 +250,28 @@ def litellm_module():
         return _LITELLM
 
 
-RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 520, 522, 524, 529})
+def provider_errors() -> tuple[type[BaseException], ...]:
+    """What a provider call can raise: litellm's exceptions (all OpenAI SDK errors), HTTP
+    transport errors and an empty reply. Anything else is a bug and propagates as it is."""
+    import httpx
+    import openai
+
+    return openai.OpenAIError, httpx.HTTPError, EmptyReplyError
+
+
+# -- retry policy -----------------------------------------------------------------------------
+TRANSIENT_ERRORS = frozenset({"Timeout", "APITimeoutError", "APIConnectionError", "InternalServerError",
+                              "ServiceUnavailableError", "BadGatewayError", "EmptyReplyError"})
+TRANSIENT_STATUS = frozenset({408, 409, 425, 429})
+
+
+@dataclass(frozen=True)
+class RetryDecision:
+    """Why a failed attempt may be tried again: `rate_limit` (429) or `transient`, and how long
+    the server asked us to wait (`Retry-After`), if it said."""
+
+    kind: str
+    retry_after_s: float | None = None
 
 
 def status_of(error: BaseException) -> int | None:
@@ -208,130 +279,225 @@ def status_of(error: BaseException) -> int | None:
     return status if isinstance(status, int) else None
 
 
+def retry_decision(error: BaseException) -> RetryDecision | None:
+    """None for a final error (other 4xx, or anything that is not a provider error)."""
+    status, name = status_of(error), type(error).__name__
+    if status == 429 or name == "RateLimitError":
+        return RetryDecision("rate_limit", retry_after_s(error))
+    transient = (name in TRANSIENT_ERRORS or status in TRANSIENT_STATUS
+                 or (status is not None and 500 <= status < 600 and status not in (501, 505)))
+    return RetryDecision("transient", retry_after_s(error)) if transient else None
+
+
 def is_retryable(error: BaseException) -> bool:
-    """429, 5xx, timeouts and connection failures are transient; other errors are final."""
-    name = type(error).__name__
-    if name in ("Timeout", "APIConnectionError", "RateLimitError", "InternalServerError",
-                "ServiceUnavailableError"):
-        return True
-    status = status_of(error)
-    return status in RETRYABLE_STATUS if status is not None else False
+    return retry_decision(error) is not None
+
+
+def _headers(error: BaseException) -> dict[str, str]:
+    """The HTTP response headers carried by a litellm/OpenAI SDK error, lower-cased."""
+    for source in (getattr(error, "litellm_response_headers", None),
+                   getattr(getattr(error, "response", None), "headers", None),
+                   getattr(error, "headers", None)):
+        if source:
+            return {str(k).lower(): str(v) for k, v in source.items()}
+    return {}
 
 
 def retry_after_s(error: BaseException) -> float | None:
-    """Seconds from a `Retry-After` header on the error's HTTP response, if any."""
-    headers = getattr(error, "litellm_response_headers", None) or getattr(
-        getattr(error, "response", None), "headers", None)
-    value = headers.get("retry-after") if headers is not None else None
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except (TypeError, ValueError):
+    """Seconds the server asked us to wait: `retry-after-ms`, or `Retry-After` given as seconds
+    or as an HTTP date; None when absent or unreadable."""
+    headers = _headers(error)
+    if "retry-after-ms" in headers:
+        try:
+            return max(0.0, float(headers["retry-after-ms"]) / 1000)
+        except ValueError:
+            pass  # an unreadable header falls through to Retry-After, then to plain backoff
+    value = headers.get("retry-after")
+    if value is None:
         return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        when = email.utils.parsedate_to_datetime(value) if email.utils.parsedate_tz(value) else None
+        return max(0.0, (when - datetime.now(UTC)).total_seconds()) if when and when.tzinfo else None
 
 
-class _WaitRetryAfter(tenacity.wait.wait_base):
-    """Exponential backoff with full jitter, or the server's Retry-After when it says more."""
+class _WaitBackoffOrRetryAfter(tenacity.wait.wait_base):
+    """`initial * 2**(attempt-1)` plus up to `initial` of jitter, capped at `maximum`; or the
+    server's Retry-After (plus the same jitter, so waiting calls do not return in a herd)
+    when that is longer. Retry-After may exceed `maximum`: the total wait budget bounds it."""
 
     def __init__(self, initial: float, maximum: float):
-        self._backoff = tenacity.wait_random_exponential(multiplier=initial, max=maximum)
+        self._initial, self._maximum = initial, maximum
+        self._exponential = tenacity.wait_exponential(multiplier=initial, max=maximum)
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
-        backoff = self._backoff(retry_state)
+        backoff = min(self._maximum, self._exponential(retry_state) + random.uniform(0, self._initial))
         error = retry_state.outcome.exception() if retry_state.outcome else None
         hinted = retry_after_s(error) if error is not None else None
-        return max(backoff, hinted) if hinted is not None else backoff
+        return max(backoff, hinted + random.uniform(0, self._initial)) if hinted is not None else backoff
+
+
+class _StopWhenWaitBudgetSpent(tenacity.stop.stop_base):
+    """Stop when the waits so far plus the coming one would pass the budget (seconds)."""
+
+    def __init__(self, budget_s: float):
+        self.budget_s = budget_s
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        return retry_state.idle_for + retry_state.upcoming_sleep > self.budget_s
 
 
 def _log_retry(gen_id: str, model: str):
     def before_sleep(state: tenacity.RetryCallState) -> None:
         error = state.outcome.exception()
         wait = state.next_action.sleep if state.next_action else 0.0
-        level = logging.WARNING if wait >= 10 else logging.INFO
-        log.log(level, "retry gen_id=%s model=%s attempt=%d error=%s status=%s wait=%.1fs",
+        log.log(logging.WARNING if wait >= LONG_WAIT_S else logging.INFO,
+                "retry gen_id=%s model=%s attempt=%d error=%s status=%s wait=%.2fs",
                 gen_id, model, state.attempt_number, type(error).__name__, status_of(error), wait)
     return before_sleep
-
-
-def cost_usd(row: ModelRow, usage: dict, response: object | None) -> float | None:
-    """Cost from the model row's per-million-token prices, else litellm's price map, else None."""
-    if row.input_cost_per_mtok is not None and row.output_cost_per_mtok is not None:
-        return (usage.get("prompt_tokens", 0) * row.input_cost_per_mtok
-                + usage.get("completion_tokens", 0) * row.output_cost_per_mtok) / 1e6
-    if response is None:
-        return None
-    try:
-        return float(litellm_module().completion_cost(completion_response=response))
-    except Exception as error:  # litellm raises plain Exception for models without a price
-        log.debug("no price for %s: %s", getattr(response, "model", "?"), error)
-        return None
-
-
-def api_key(row: ModelRow, settings: LLMSettings) -> str | None:
-    """The key from the environment; a placeholder for keyless OpenAI-compatible servers."""
-    var = key_env_var(row, settings)
-    if var is None:
-        return "no-key" if row.api_base else None
-    key = os.environ.get(var)
-    if not key:
-        raise LLMCallError(f"model {row.id}: environment variable {var} is not set; export it",
-                           error_class="MissingKey", attempts=0)
-    return key
-
-
-def _litellm_once(row: ModelRow, settings: LLMSettings, prompt: str, stage: StageSettings):
-    """One HTTP call through litellm (its own retries off: ours are the only ones)."""
-    extra = {"api_base": row.api_base} if row.api_base else {}
-    response = litellm_module().completion(
-        model=litellm_model(row, settings), messages=[{"role": "user", "content": prompt}],
-        temperature=stage.temperature, max_tokens=stage.max_tokens, timeout=stage.timeout_s,
-        num_retries=0, max_retries=0, api_key=api_key(row, settings), **extra)
-    choice = response.choices[0]
-    usage = getattr(response, "usage", None)
-    counts = {k: int(getattr(usage, k, 0) or 0) for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
-    return choice.message.content or "", choice.finish_reason, counts, response
-
-
-def _offline_once(row: ModelRow, prompt: str, stage_name: str):
-    text, usage = offline_model.generate(prompt, stage=stage_name, model=row.model)
-    return text, "stop", usage, None
 
 
 def _retrying(settings: LLMSettings, gen_id: str, model: str) -> tenacity.Retrying:
     return tenacity.Retrying(
         retry=tenacity.retry_if_exception(is_retryable),
-        wait=_WaitRetryAfter(settings.backoff_initial_s, settings.backoff_max_s),
+        wait=_WaitBackoffOrRetryAfter(settings.backoff_initial_s, settings.backoff_max_s),
         stop=(tenacity.stop_after_attempt(settings.max_attempts)
-              | tenacity.stop_after_delay(settings.max_total_wait_s)),
+              | _StopWhenWaitBudgetSpent(settings.max_total_wait_s)),
         before_sleep=_log_retry(gen_id, model), reraise=True)
+
+
+# -- one attempt ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Reply:
+    text: str
+    finish_reason: str | None
+    usage: dict
+    response: object | None
+
+
+def usage_counts(usage: object | None) -> dict:
+    """`prompt_tokens, completion_tokens, total_tokens` as ints, None where the provider gave none."""
+    counts = {}
+    for name in ("prompt_tokens", "completion_tokens", "total_tokens"):
+        value = getattr(usage, name, None) if usage is not None else None
+        counts[name] = int(value) if value is not None else None
+    if counts["total_tokens"] is None and None not in (counts["prompt_tokens"], counts["completion_tokens"]):
+        counts["total_tokens"] = counts["prompt_tokens"] + counts["completion_tokens"]
+    return counts
+
+
+def _litellm_once(row: ModelRow, settings: LLMSettings, prompt: str, stage: StageSettings,
+                  key: str | None) -> _Reply:
+    """One HTTP request through litellm (its retries and the OpenAI SDK's are off)."""
+    extra = {"api_base": row.api_base} if row.api_base else {}
+    response = litellm_module().completion(
+        model=litellm_model(row, settings), messages=[{"role": "user", "content": prompt}],
+        temperature=stage.temperature, max_tokens=stage.max_tokens, timeout=stage.timeout_s,
+        num_retries=0, max_retries=0, api_key=key, **extra)
+    choices = getattr(response, "choices", None) or []
+    if not choices:
+        raise EmptyReplyError("the reply has no choices")
+    message = getattr(choices[0], "message", None)
+    text, finish = (getattr(message, "content", None) or ""), choices[0].finish_reason
+    if not text.strip() and finish != "length":
+        raise EmptyReplyError(f"the reply has no text (finish_reason={finish})")
+    return _Reply(text, finish, usage_counts(getattr(response, "usage", None)), response)
+
+
+def _offline_once(row: ModelRow, prompt: str, stage_name: str) -> _Reply:
+    text, usage = offline_model.generate(prompt, stage=stage_name, model=row.model)
+    return _Reply(text, "stop", usage, None)
+
+
+def cost_usd(row: ModelRow, route: str, usage: dict, response: object | None) -> float | None:
+    """The call's cost in USD: 0 for the offline model; the row's `input_cost_per_mtok` and
+    `output_cost_per_mtok` when both are set (they win: they are the researcher's own
+    prices, e.g. a self-hosted model or a negotiated rate); else litellm's price map;
+    else None (unknown, never 0)."""
+    if route == OFFLINE_ROUTE:
+        return 0.0
+    prompt_tokens, completion_tokens = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    if row.input_cost_per_mtok is not None and row.output_cost_per_mtok is not None:
+        if prompt_tokens is None or completion_tokens is None:
+            return None
+        return (prompt_tokens * row.input_cost_per_mtok + completion_tokens * row.output_cost_per_mtok) / 1e6
+    if response is None:
+        return None
+    try:
+        return float(litellm_module().completion_cost(completion_response=response))
+    # litellm raises plain Exception (or ModelNotMappedError) for a model it has no price for;
+    # the reply is already paid for and must not be lost over its price: the cost is unknown.
+    except Exception as error:
+        log.debug("no price in litellm's map for %s: %s", getattr(response, "model", "?"), error)
+        return None
+
+
+# -- the entry point --------------------------------------------------------------------------
+def _one_line(text: str, secret: str | None, limit: int = 300) -> str:
+    """Whitespace collapsed, litellm's `litellm.X: X:` prefixes dropped, the key masked."""
+    line = " ".join(text.split())
+    if secret and secret != "no-key":
+        line = line.replace(secret, "***")
+    line = re.sub(r"^litellm\.\w+:\s*", "", line)
+    line = re.sub(r"^(\w+Error|Timeout):\s*", "", line)
+    return line[:limit]
+
+
+def _why_it_stopped(error: BaseException, state: tenacity.RetryCallState | None, settings: LLMSettings,
+                    key_var: str | None) -> str:
+    if not is_retryable(error):
+        status = status_of(error)
+        hint = f"; check the key in ${key_var}" if status in (401, 403) and key_var else ""
+        return f"not retried (a final error){hint}"
+    if state is not None and state.attempt_number < settings.max_attempts:
+        return (f"gave up: the next wait of {state.upcoming_sleep:.1f}s would pass "
+                f"llm.max_total_wait_s={settings.max_total_wait_s:g}; rerun later")
+    return f"gave up after llm.max_attempts={settings.max_attempts}; rerun later"
+
+
+def _failure(error: BaseException, state: tenacity.RetryCallState | None, row: ModelRow,
+             settings: LLMSettings, gen_id: str, key: str | None) -> LLMCallError:
+    model, attempts = litellm_model(row, settings), state.attempt_number if state else 1
+    status, name = status_of(error), type(error).__name__
+    http = f" (HTTP {status})" if status else ""
+    message = (f"{gen_id}: model {model} ({row.id}) failed after {attempts} attempt(s): {name}{http}: "
+               f"{_one_line(str(error), key)}; {_why_it_stopped(error, state, settings, key_env_var(row, settings))}")
+    log.warning("failed gen_id=%s model=%s attempts=%d error=%s status=%s", gen_id, model, attempts, name, status)
+    return LLMCallError(message, error_class=name, attempts=attempts, status=status)
 
 
 def call_model(row: ModelRow, prompt: str, *, stage: str, settings: LLMSettings, gen_id: str) -> Completion:
     """Ask `row`'s model for a reply to `prompt`, within the limits and the retry policy.
 
-    Raises LLMCallError (one-line message: gen_id, model, error class, reason) after the last
-    attempt; the caller writes nothing for a failed call.
+    Raises LLMCallError (one-line message: gen_id, model, error class, status, reason) after
+    the last attempt, or at once for a final error or a missing key; the caller writes
+    nothing for a failed call. Bugs (errors that are not provider errors) propagate as they are.
     """
-    model, stage_settings = litellm_model(row, settings), settings.stage(stage)
-    retrying, started = _retrying(settings, gen_id, model), time.monotonic()
-    with limits(settings).slot(concurrency_key(row, settings), row.max_concurrency):
-        try:
-            for attempt in retrying:
-                with attempt:
-                    if route_of(row, settings) == OFFLINE_ROUTE:
-                        text, finish, usage, response = _offline_once(row, prompt, stage)
-                    else:
-                        text, finish, usage, response = _litellm_once(row, settings, prompt, stage_settings)
-        except LLMCallError:
-            raise
-        except Exception as error:  # every provider error class ends here, classified and logged
-            attempts = retrying.statistics.get("attempt_number", 1)
-            reason = " ".join(str(error).split())[:300]
-            raise LLMCallError(f"{gen_id}: model {model} failed after {attempts} attempt(s): "
-                               f"{type(error).__name__}: {reason}",
-                               error_class=type(error).__name__, attempts=attempts) from error
-    attempts = retrying.statistics.get("attempt_number", 1)
-    done = Completion(text, model, finish, usage, cost_usd(row, usage, response),
-                      round(time.monotonic() - started, 3), attempts)
-    log.info("call gen_id=%s model=%s attempts=%d finish=%s tokens=%s cost=%s duration=%.2fs",
-             gen_id, model, attempts, finish, usage.get("total_tokens"), done.cost_usd, done.duration_s)
+    model, stage_settings, route = litellm_model(row, settings), settings.stage(stage), route_of(row, settings)
+    key = api_key(row, settings)
+    if route != OFFLINE_ROUTE:
+        litellm_module()  # the one-off import is not part of any call's duration
+    cap_key, retrying = concurrency_key(row, settings), _retrying(settings, gen_id, model)
+    state: tenacity.RetryCallState | None = None
+    started = None  # when the first attempt got its slot: waiting for a slot is not duration
+    try:
+        for attempt in retrying:
+            state = attempt.retry_state
+            with attempt, limits(settings).slot(cap_key, row.max_concurrency):
+                started = time.monotonic() if started is None else started
+                if route == OFFLINE_ROUTE:
+                    reply = _offline_once(row, prompt, stage)
+                else:
+                    reply = _litellm_once(row, settings, prompt, stage_settings, key)
+    except provider_errors() as error:
+        raise _failure(error, state, row, settings, gen_id, key) from error
+    attempts = state.attempt_number if state else 1
+    done = Completion(reply.text, model, reply.finish_reason, reply.usage,
+                      cost_usd(row, route, reply.usage, reply.response), round(time.monotonic() - started, 3),
+                      attempts, stage_settings.temperature, stage_settings.max_tokens,
+                      round(state.idle_for if state else 0.0, 3))
+    log.info("call gen_id=%s model=%s attempts=%d status=ok finish=%s tokens=%s cost=%s wait=%.2fs duration=%.2fs",
+             gen_id, model, attempts, reply.finish_reason, reply.usage.get("total_tokens"), done.cost_usd,
+             done.wait_s, done.duration_s)
     return done

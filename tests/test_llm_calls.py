@@ -1,0 +1,331 @@
+"""`llm_calls.call_model` against the loopback OpenAI-protocol server: every fault, with the exact
+number of HTTP requests it costs; retry classification with real litellm exceptions; cost;
+concurrency caps; keys never logged."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import httpx
+import pytest
+
+from daydream import llm_calls
+from daydream.experiment import ModelRow
+from daydream.llm_calls import LLMCallError, LLMSettings, StageSettings, call_model
+from tests.openai_server import (
+    FakeOpenAIServer,
+    bad_request,
+    empty,
+    hang,
+    length,
+    malformed,
+    rate_limit,
+    reply,
+    server_error,
+    unauthorized,
+)
+
+pytest_plugins = ["tests.openai_fixtures"]
+
+PROMPT = "Write about tidal pools and weak ties."
+KEY = "sk-loopback-0123456789abcdef-SECRET"
+FAST = LLMSettings(max_concurrency=8, max_attempts=4, max_total_wait_s=30, backoff_initial_s=0.01,
+                   backoff_max_s=0.05, stages={"draft": StageSettings(temperature=0.5, max_tokens=100, timeout_s=2)})
+
+
+def loop_row(server: FakeOpenAIServer, **overrides) -> ModelRow:
+    fields = dict(id="loop", model="fake-model", provider="test", display_name="Loopback", route="openai",
+                  api_base=server.base_url)
+    return ModelRow(**{**fields, **overrides})
+
+
+def ask(server: FakeOpenAIServer, settings: LLMSettings = FAST, **row_overrides) -> llm_calls.Completion:
+    return call_model(loop_row(server, **row_overrides), PROMPT, stage="draft", settings=settings, gen_id="d_test1")
+
+
+def failure(server: FakeOpenAIServer, settings: LLMSettings = FAST, **row_overrides) -> LLMCallError:
+    with pytest.raises(LLMCallError) as caught:
+        ask(server, settings, **row_overrides)
+    return caught.value
+
+
+# -- the fault matrix -------------------------------------------------------------------------
+def test_two_rate_limits_then_a_reply_cost_three_requests_and_three_attempts(openai_server):
+    openai_server.enqueue(rate_limit(), rate_limit(), reply("third time lucky"))
+    done = ask(openai_server)
+    assert openai_server.request_count == 3
+    assert done.attempts == 3 and done.text == "third time lucky" and done.finish_reason == "stop"
+
+
+def test_retry_after_is_waited_for_before_the_next_request(openai_server):
+    openai_server.enqueue(rate_limit(retry_after=1), reply())
+    started = time.monotonic()
+    done = ask(openai_server)
+    elapsed = time.monotonic() - started
+    assert openai_server.request_count == 2 and done.attempts == 2
+    assert 1.0 <= done.wait_s <= 1.02  # Retry-After (1 s) plus at most backoff_initial_s of jitter
+    assert 1.0 <= elapsed < 1.5  # the backoff alone would have waited about 0.02 s
+
+
+def test_retry_after_beyond_the_wait_budget_ends_the_call_at_once(openai_server):
+    openai_server.enqueue(rate_limit(retry_after=60))
+    started = time.monotonic()
+    error = failure(openai_server, replace(FAST, max_total_wait_s=5))
+    assert time.monotonic() - started < 1.0 and openai_server.request_count == 1
+    assert error.error_class == "RateLimitError" and error.status == 429 and error.attempts == 1
+    assert "llm.max_total_wait_s=5" in str(error)
+
+
+def test_server_errors_500_and_503_are_retried(openai_server):
+    openai_server.enqueue(server_error(500), server_error(503), reply())
+    assert ask(openai_server).attempts == 3
+    assert openai_server.request_count == 3
+
+
+def test_persistent_server_errors_fail_after_max_attempts_with_a_one_line_reason(openai_server):
+    openai_server.set_default(server_error(503))
+    error = failure(openai_server, replace(FAST, max_attempts=3))
+    assert openai_server.request_count == 3
+    assert error.error_class == "ServiceUnavailableError" and error.attempts == 3 and error.status == 503
+    message = str(error)
+    assert "\n" not in message and len(message) < 500
+    assert message.startswith("d_test1: model openai/fake-model (loop) failed after 3 attempt(s): "
+                              "ServiceUnavailableError (HTTP 503): ")
+    assert "llm.max_attempts=3" in message
+
+
+def test_a_bad_request_is_final_after_one_request(openai_server):
+    openai_server.enqueue(bad_request("max_tokens is too large"), reply())
+    error = failure(openai_server)
+    assert openai_server.request_count == 1
+    assert error.error_class == "BadRequestError" and error.status == 400 and error.attempts == 1
+    assert "max_tokens is too large" in str(error) and "not retried" in str(error)
+
+
+def test_unauthorized_is_final_and_names_the_key_variable_not_the_key(openai_server, monkeypatch):
+    monkeypatch.setenv("LOOP_API_KEY", KEY)
+    openai_server.enqueue(unauthorized())
+    error = failure(openai_server, api_key_env="LOOP_API_KEY")
+    assert openai_server.request_count == 1 and error.error_class == "AuthenticationError"
+    assert "$LOOP_API_KEY" in str(error) and KEY not in str(error)
+
+
+def test_a_hang_past_the_timeout_is_retried(openai_server):
+    openai_server.enqueue(hang(5), reply())
+    settings = replace(FAST, stages={"draft": StageSettings(timeout_s=0.3)})
+    started = time.monotonic()
+    done = ask(openai_server, settings)
+    assert openai_server.request_count == 2 and done.attempts == 2
+    assert time.monotonic() - started < 2.0
+
+
+def test_a_hang_on_every_attempt_fails_as_a_timeout(openai_server):
+    openai_server.set_default(hang(5))
+    settings = replace(FAST, max_attempts=2, stages={"draft": StageSettings(timeout_s=0.3)})
+    error = failure(openai_server, settings)
+    assert openai_server.request_count == 2 and error.error_class == "Timeout" and error.attempts == 2
+
+
+def test_malformed_json_is_retried(openai_server):
+    openai_server.enqueue(malformed(), reply("fine now"))
+    done = ask(openai_server)
+    assert openai_server.request_count == 2 and done.attempts == 2 and done.text == "fine now"
+
+
+def test_malformed_json_on_every_attempt_fails_as_a_server_error(openai_server):
+    openai_server.set_default(malformed())
+    error = failure(openai_server, replace(FAST, max_attempts=2))
+    assert openai_server.request_count == 2 and error.error_class == "InternalServerError"
+
+
+def test_empty_content_is_retried(openai_server):
+    openai_server.enqueue(empty(), reply("something"))
+    done = ask(openai_server)
+    assert openai_server.request_count == 2 and done.attempts == 2 and done.text == "something"
+
+
+def test_empty_content_on_every_attempt_fails_as_an_empty_reply(openai_server):
+    openai_server.set_default(empty())
+    error = failure(openai_server, replace(FAST, max_attempts=2))
+    assert openai_server.request_count == 2
+    assert error.error_class == "EmptyReplyError" and "no text (finish_reason=stop)" in str(error)
+
+
+def test_finish_reason_length_is_kept_and_marked_truncated(openai_server):
+    openai_server.enqueue(length("cut off mid-sen"))
+    done = ask(openai_server)
+    assert openai_server.request_count == 1 and done.text == "cut off mid-sen"
+    assert done.finish_reason == "length" and done.truncated()
+
+
+def test_reaching_max_tokens_marks_a_reply_truncated_even_when_it_says_stop(openai_server):
+    openai_server.enqueue(reply("x", usage={"completion_tokens": 100}), reply("y", usage={"completion_tokens": 99}))
+    assert ask(openai_server).truncated()  # max_tokens of the draft stage is 100
+    assert not ask(openai_server).truncated()
+
+
+def test_litellm_and_sdk_retries_are_off_so_one_attempt_is_one_request(openai_server):
+    one_attempt = replace(FAST, max_attempts=1)
+    for fault in (rate_limit(), server_error(500), server_error(503), malformed()):
+        openai_server.reset()
+        openai_server.enqueue(fault, reply())
+        failure(openai_server, one_attempt)
+        assert openai_server.request_count == 1, fault
+
+
+def test_the_wait_budget_caps_the_sleep_between_attempts(openai_server):
+    openai_server.set_default(server_error(500))
+    settings = replace(FAST, max_attempts=50, backoff_initial_s=0.1, backoff_max_s=0.1, max_total_wait_s=0.35)
+    error = failure(openai_server, settings)
+    # every wait is 0.1 s (backoff_max_s): three fit in 0.35 s, a fourth would not
+    assert openai_server.request_count == 4 and error.attempts == 4
+    assert "llm.max_total_wait_s=0.35" in str(error)
+
+
+# -- what a successful call records -----------------------------------------------------------
+def test_usage_comes_from_the_reply_and_the_call_settings_are_recorded(openai_server):
+    openai_server.enqueue(reply("a b c", usage={"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14}))
+    done = ask(openai_server)
+    assert done.usage == {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14}
+    assert (done.temperature, done.max_tokens, done.model) == (0.5, 100, "openai/fake-model")
+    body = openai_server.requests[0]["body"]
+    assert body["temperature"] == 0.5 and body["max_tokens"] == 100 and body["messages"][0]["content"] == PROMPT
+
+
+def test_cost_comes_from_litellms_price_map_when_the_row_has_no_prices(openai_server):
+    import litellm
+
+    openai_server.enqueue(reply("a b c", usage={"prompt_tokens": 1000, "completion_tokens": 200, "total_tokens": 1200}))
+    done = ask(openai_server, model="gpt-4o-mini")
+    price = litellm.model_cost["gpt-4o-mini"]
+    expected = 1000 * price["input_cost_per_token"] + 200 * price["output_cost_per_token"]
+    assert done.cost_usd == pytest.approx(expected) and done.cost_usd > 0
+
+
+def test_the_rows_prices_win_over_the_price_map(openai_server):
+    openai_server.enqueue(reply("a b c", usage={"prompt_tokens": 1000, "completion_tokens": 200, "total_tokens": 1200}))
+    done = ask(openai_server, model="gpt-4o-mini", input_cost_per_mtok=3.0, output_cost_per_mtok=15.0)
+    assert done.cost_usd == pytest.approx((1000 * 3.0 + 200 * 15.0) / 1e6)
+
+
+def test_cost_is_null_not_zero_for_a_model_without_a_price(openai_server):
+    assert ask(openai_server).cost_usd is None
+
+
+def test_the_offline_model_is_free_and_makes_no_request(openai_server):
+    row = ModelRow(id="offline_a", model="daydream-offline-a", provider="daydream", display_name="A", route="offline")
+    done = call_model(row, PROMPT, stage="draft", settings=FAST, gen_id="d_test1")
+    assert done.attempts == 1 and done.cost_usd == 0.0 and done.model == "offline/daydream-offline-a"
+    assert openai_server.request_count == 0
+
+
+# -- classification, with real litellm exceptions ----------------------------------------------
+def _response(status: int, headers: dict | None = None) -> httpx.Response:
+    return httpx.Response(status, headers=headers or {}, request=httpx.Request("POST", "http://127.0.0.1/v1"))
+
+
+def test_rate_limits_5xx_timeouts_and_connection_errors_are_retried_other_4xx_are_final():
+    import litellm
+
+    retried = [litellm.RateLimitError("slow", "openai", "m", response=_response(429)),
+               litellm.InternalServerError("boom", "openai", "m", response=_response(500)),
+               litellm.BadGatewayError("gw", "openai", "m", response=_response(502)),
+               litellm.ServiceUnavailableError("busy", "openai", "m", response=_response(503)),
+               litellm.Timeout("slow", model="m", llm_provider="openai"),
+               litellm.APIConnectionError("reset", "openai", "m")]
+    final = [litellm.BadRequestError("bad", "m", "openai", response=_response(400)),
+             litellm.AuthenticationError("key", "openai", "m", response=_response(401)),
+             litellm.NotFoundError("gone", "m", "openai", response=_response(404)),
+             litellm.ContextWindowExceededError("long", "m", "openai", response=_response(400)),
+             litellm.UnprocessableEntityError("odd", "m", "openai", response=_response(422)),
+             ValueError("a bug, not a provider error")]
+    assert [llm_calls.retry_decision(e).kind for e in retried] == ["rate_limit"] + ["transient"] * 5
+    assert [llm_calls.retry_decision(e) for e in final] == [None] * len(final)
+
+
+def test_retry_after_is_read_as_seconds_as_an_http_date_and_as_milliseconds():
+    import litellm
+
+    def limited(headers):
+        return litellm.RateLimitError("slow", "openai", "m", response=_response(429, headers))
+
+    later = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    assert llm_calls.retry_after_s(limited({"Retry-After": "7"})) == 7.0
+    assert 28 <= llm_calls.retry_after_s(limited({"Retry-After": later})) <= 30
+    assert llm_calls.retry_after_s(limited({"retry-after-ms": "1500", "retry-after": "9"})) == 1.5
+    assert llm_calls.retry_after_s(limited({})) is None
+    assert llm_calls.retry_after_s(limited({"Retry-After": "soon"})) is None
+    assert llm_calls.retry_decision(limited({"Retry-After": "7"})).retry_after_s == 7.0
+
+
+# -- concurrency ------------------------------------------------------------------------------
+def run_in_threads(calls: list, threads: int = 64) -> None:
+    with ThreadPoolExecutor(threads) as pool:
+        for future in [pool.submit(call) for call in calls]:
+            future.result()
+
+
+def test_the_global_cap_holds_with_64_threads(openai_server):
+    openai_server.set_latency(0.1)
+    run_in_threads([lambda: ask(openai_server, replace(FAST, max_concurrency=8))] * 40)
+    assert openai_server.request_count == 40 and openai_server.peak_in_flight == 8
+
+
+def test_a_models_own_cap_holds_alongside_the_global_cap():
+    settings = replace(FAST, max_concurrency=6)
+    with FakeOpenAIServer(latency=0.1) as capped, FakeOpenAIServer(latency=0.1) as free:
+        peak_total, stop = [0], threading.Event()
+
+        def watch():
+            while not stop.is_set():
+                peak_total[0] = max(peak_total[0], capped.in_flight + free.in_flight)
+                time.sleep(0.005)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            run_in_threads([lambda: ask(capped, settings, id="capped", max_concurrency=2),
+                            lambda: ask(free, settings, id="free")] * 12)
+        finally:
+            stop.set()
+            watcher.join()
+    assert capped.request_count == free.request_count == 12
+    assert capped.peak_in_flight == 2 and free.peak_in_flight <= 6 and peak_total[0] <= 6
+
+
+def test_a_call_waiting_to_retry_gives_its_slot_to_others(openai_server):
+    openai_server.enqueue(rate_limit(retry_after=1))
+    row_cap = {"id": "solo", "max_concurrency": 1}
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(ask, openai_server, FAST, **row_cap)
+        time.sleep(0.3)  # the first call is now sleeping out its Retry-After
+        started = time.monotonic()
+        pool.submit(ask, openai_server, FAST, **row_cap).result()
+        assert time.monotonic() - started < 0.5
+        assert first.result().attempts == 2
+
+
+# -- keys -------------------------------------------------------------------------------------
+def test_the_key_is_sent_but_never_logged_or_put_in_an_error(openai_server, monkeypatch, caplog):
+    monkeypatch.setenv("LOOP_API_KEY", KEY)
+    caplog.set_level(logging.DEBUG)
+    openai_server.enqueue(rate_limit(), reply(), bad_request(f"you sent {KEY}"))
+    ask(openai_server, api_key_env="LOOP_API_KEY")
+    error = failure(openai_server, api_key_env="LOOP_API_KEY")
+    assert [r["authorization"] for r in openai_server.requests] == [f"Bearer {KEY}"] * 3
+    assert KEY not in str(error) and "***" in str(error)
+    assert "retry gen_id=d_test1 model=openai/fake-model attempt=1 error=RateLimitError status=429 wait=" in caplog.text
+    assert KEY not in caplog.text
+
+
+def test_a_missing_key_fails_before_any_request(openai_server, monkeypatch):
+    monkeypatch.delenv("LOOP_API_KEY", raising=False)
+    error = failure(openai_server, api_key_env="LOOP_API_KEY")
+    assert error.error_class == "MissingKey" and "export LOOP_API_KEY=" in str(error)
+    assert openai_server.request_count == 0
