@@ -9,6 +9,7 @@ can be compared. Everything after the file reads is vectorised pandas.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 
 MISSING_SCORE = ("missing parsed.txt: the evaluation has not run or failed; see "
                  "7_reporting/llm_errors.jsonl and parse_errors.jsonl, then rerun snakemake")
+REPARSE = "delete that parsed.txt and rerun snakemake to parse the response again"
 READ_THREADS = 8
 TOLERANCE = 1e-9
 # "High" and "low" as shares of a template's scale: on 0..10 they are the original
@@ -32,11 +34,18 @@ LOW_SHARE = 0.3
 
 
 def _read_optional(path: Path | str) -> str | None:
+    """A file's UTF-8 text, None when it does not exist (raw fd reads: ~2x faster than open())."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
+        handle = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         return None
+    try:
+        chunks = []
+        while chunk := os.read(handle, 1 << 16):
+            chunks.append(chunk)
+    finally:
+        os.close(handle)
+    return b"".join(chunks).decode("utf-8", errors="replace")
 
 
 def _read_chunk(files: Sequence[Path | str]) -> list[str | None]:
@@ -62,17 +71,17 @@ def scales_from_templates(templates: Mapping[str, object]) -> pd.DataFrame:
     return frame.rename_axis("evaluation_template").astype(float)
 
 
-def attach_scales(frame: pd.DataFrame, scales: pd.DataFrame) -> pd.DataFrame:
+def attach_scales(frame: pd.DataFrame, scales: pd.DataFrame, *, warn: bool = False) -> pd.DataFrame:
     """`frame` plus `score_min`, `score_max`, `scale_known` and `scaled` (0..1 of the scale).
 
-    A template missing from `scales` gets the default 0..9 scale, `scale_known` False and one
-    warning naming the templates and the file to fix.
+    A template missing from `scales` gets the default 0..9 scale and `scale_known` False; with
+    `warn`, one warning names those templates and the file to fix.
     """
     out = frame.copy()
     templates = out["evaluation_template"]
     known = templates.isin(scales.index)
-    unknown = sorted(set(templates[~known].dropna().astype(str)))
-    if unknown:
+    unknown = sorted(set(templates[~known].dropna().astype(str)) - {""})
+    if unknown and warn:
         log.warning("evaluation template(s) %s not in evaluation_templates.csv: scored on the default "
                     "%g..%g scale; add them with score_min,score_max to fix", ", ".join(unknown),
                     DEFAULT_SCORE_MIN, DEFAULT_SCORE_MAX)
@@ -87,30 +96,39 @@ def parse_scores(texts: Sequence[str | None], templates: pd.Series, scales: pd.D
     """`score` (float or NaN) and `error` ("" when valid) for each parsed.txt text.
 
     Errors: a missing file, a text that is not a finite number, or a score outside its
-    (known) template's scale. Vectorised: no per-row Python.
+    (known) template's scale. Vectorised: no per-row Python; messages are built for the
+    failing rows only.
     """
     text = pd.Series(list(texts), index=templates.index, dtype=object)
-    missing = text.isna().to_numpy()
+    missing = text.isna()
     stripped = text.fillna("").astype(str).str.strip()
     score = pd.to_numeric(stripped, errors="coerce").astype(float)
     score[~np.isfinite(score)] = np.nan
-    scaled = attach_scales(pd.DataFrame({"evaluation_template": templates, "score": score}), scales)
-    outside = (scaled["scale_known"] & ((score < scaled["score_min"] - TOLERANCE)
-                                         | (score > scaled["score_max"] + TOLERANCE))).to_numpy()
-    not_number = "parsed.txt is not a score: " + stripped.str.slice(0, 40) + "; rerun its evaluation_parse"
-    out_of_range = ("score " + score.astype(str) + " is outside the scale " + scaled["score_min"].astype(str)
-                    + ".." + scaled["score_max"].astype(str) + " of " + templates.astype(str)
-                    + "; fix the template's score_min/score_max or re-parse")
-    error = np.select([missing, score.isna().to_numpy(), outside],
-                      [MISSING_SCORE, not_number.to_numpy(), out_of_range.to_numpy()], default="")
+    scaled = attach_scales(pd.DataFrame({"evaluation_template": templates, "score": score}), scales, warn=True)
+    outside = scaled["scale_known"] & ((score < scaled["score_min"] - TOLERANCE)
+                                       | (score > scaled["score_max"] + TOLERANCE))
+    error = pd.Series("", index=templates.index, dtype=object)
+    error[missing] = MISSING_SCORE
+    unparsable = score.isna() & ~missing
+    error[unparsable] = "parsed.txt is not a score: '" + stripped[unparsable].str.slice(0, 40) + "'; " + REPARSE
+    bad = scaled[outside]
+    error[outside] = ("score " + bad["score"].astype(str) + " is outside the scale " + bad["score_min"].astype(str)
+                      + ".." + bad["score_max"].astype(str) + " of " + bad["evaluation_template"].astype(str)
+                      + "; fix score_min/score_max in evaluation_templates.csv, or " + REPARSE)
     score[error != ""] = np.nan
-    return pd.DataFrame({"score": score, "error": error}, index=templates.index)
+    return pd.DataFrame({"score": score, "error": error.astype(str)}, index=templates.index)
 
 
 def valid_rows(aggregated: pd.DataFrame) -> pd.DataFrame:
     """The evaluations that have a valid score (empty `error`, non-NaN `score`)."""
     ok = aggregated["score"].notna() & aggregated["error"].fillna("").astype(str).eq("")
     return aggregated[ok]
+
+
+def essay_lineage(aggregated: pd.DataFrame) -> pd.DataFrame:
+    """One row per essay evaluated in `aggregated`, indexed by essay id, with its lineage."""
+    essays = aggregated.drop_duplicates("parent_gen_id").set_index("parent_gen_id")
+    return essays[list(ESSAY_COLUMNS)].fillna("").rename_axis("gen_id").sort_index()
 
 
 def task_scores(aggregated: pd.DataFrame, scales: pd.DataFrame) -> pd.DataFrame:

@@ -105,8 +105,6 @@ def membership_lineage(membership: pd.DataFrame) -> pd.DataFrame:
             .merge(drafts, on="draft_id", how="left").reset_index(drop=True))
 
 
-
-
 def aggregated_scores(paths: Paths, membership: pd.DataFrame, scales: pd.DataFrame) -> pd.DataFrame:
     """One row per evaluation of `membership` (AGGREGATED_COLUMNS): its score, or an `error`
     naming why there is none, and its essay's lineage. Each parsed.txt is read once."""
@@ -115,8 +113,6 @@ def aggregated_scores(paths: Paths, membership: pd.DataFrame, scales: pd.DataFra
     texts = read_texts(table["paths"] + os.sep + "parsed.txt")
     table[["score", "error"]] = parse_scores(texts, table["evaluation_template"], scales)
     return table[list(AGGREGATED_COLUMNS)]
-
-
 
 
 # -- summaries --------------------------------------------------------------------------------
@@ -155,13 +151,14 @@ def summarise(tasks: pd.DataFrame, keys: tuple[str, ...]) -> pd.DataFrame:
 
 
 def final_results(tasks: pd.DataFrame) -> pd.DataFrame:
-    """Every analysis type of `ANALYSES` stacked (FINAL_RESULTS_COLUMNS); "perfect" is the
-    template's score_max, "high"/"low" are shares of the scale (`report_scores`)."""
-    parts = [summarise(tasks, keys).assign(analysis_type=name) for name, keys in ANALYSES.items()
-             if len(tasks)]
-    if not parts:
+    """Every analysis type of `ANALYSES` stacked (FINAL_RESULTS_COLUMNS). `count` counts tasks
+    (replicates averaged), `n_evaluations` the evaluations behind them; "perfect" is a task
+    score equal to its template's score_max, "high"/"low" are shares of the scale
+    (`report_scores.HIGH_SHARE`, `LOW_SHARE`); `mean_scaled` averages the shares."""
+    if tasks.empty:
         return pd.DataFrame(columns=list(FINAL_RESULTS_COLUMNS))
-    out = pd.concat(parts, ignore_index=True)
+    out = pd.concat([summarise(tasks, keys).assign(analysis_type=name) for name, keys in ANALYSES.items()],
+                    ignore_index=True)
     out[list(FINAL_RESULTS_KEYS)] = out.reindex(columns=list(FINAL_RESULTS_KEYS)).fillna("")
     return out[list(FINAL_RESULTS_COLUMNS)]
 
@@ -228,12 +225,9 @@ def cohort_tables(paths: Paths, membership: pd.DataFrame, scales: pd.DataFrame) 
 # -- writing (the rules' entry points) ----------------------------------------------------------
 
 
-
-
 def evaluation_scales(experiment: Experiment) -> pd.DataFrame:
+    """The score scale of each evaluation template of the experiment."""
     return scales_from_templates(experiment.templates.get("evaluation", {}))
-
-
 
 
 def write_cohort_reports(paths: Paths, cohort_id: str, experiment: Experiment,

@@ -1,0 +1,152 @@
+"""Cross-experiment tables (SPEC §9), rebuilt from the gens store itself, across all cohorts.
+
+`cross_aggregated` lists every folder under `gens/evaluation/` (or only the evaluations of one
+cohort's membership), reads each evaluation's metadata.json and parsed.txt once, then the
+metadata.json of just the essays and drafts they descend from, and joins them with vectorised
+merges. The result has the columns of a cohort's `parsing/aggregated_scores.csv`.
+`evaluation_scores_by_template_model` pivots it: one row per essay, one column per
+`<evaluation_template>__<evaluation_model>` (mean over replicates).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from daydream.experiment import load_templates
+from daydream.paths import Paths
+from daydream.report_columns import AGGREGATED_COLUMNS, CROSS_PIVOT_INDEX, CROSS_PIVOT_SEPARATOR
+from daydream.report_io import (
+    CROSS_AGGREGATED,
+    CROSS_PIVOT,
+    cross_table_path,
+    read_aggregated,
+    read_membership,
+    write_csv,
+)
+from daydream.report_scores import essay_lineage, parse_scores, read_texts, scales_from_templates, valid_rows
+
+log = logging.getLogger(__name__)
+
+META_KEYS = ("template_id", "model_id", "parent_gen_id", "combo_id", "replicate", "cohort_id")
+
+
+def list_gen_ids(paths: Paths, stage: str) -> list[str]:
+    """Every document folder of a stage in the gens store, sorted (hidden entries skipped)."""
+    root = paths.gens_root / stage
+    if not root.is_dir():
+        return []
+    with os.scandir(root) as entries:
+        return sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+
+
+def _metadata_record(text: str | None, path: str) -> dict:
+    if text is None:
+        return {}
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        log.warning("%s is not valid JSON (%s): its lineage columns are empty; regenerate the document "
+                    "or fix the file", path, error)
+        return {}
+
+
+def read_metadata(paths: Paths, stage: str, gen_ids: list[str]) -> pd.DataFrame:
+    """META_KEYS of each document's metadata.json (read once) indexed by gen_id; documents
+    without one get empty cells and `has_metadata` False."""
+    base = str(paths.gens_root / stage) + os.sep
+    files = [base + g + os.sep + "metadata.json" for g in gen_ids]
+    texts = read_texts(files)
+    records = [_metadata_record(t, f) for t, f in zip(texts, files, strict=True)]
+    frame = pd.DataFrame.from_records(records, columns=list(META_KEYS)).reindex(range(len(gen_ids)))
+    frame = frame.astype(object).where(frame.notna(), "").astype(str)
+    frame.index = pd.Index(gen_ids, name="gen_id", dtype=str)
+    frame["has_metadata"] = np.array([t is not None for t in texts], dtype=bool)
+    return frame
+
+
+def evaluation_template_scales(paths: Paths) -> pd.DataFrame:
+    """Score scales of the evaluation templates in `1_raw/evaluation_templates.csv`."""
+    problems: list[str] = []
+    templates = load_templates(paths, "evaluation", problems)
+    for problem in problems:
+        log.warning("%s (templates without a readable scale use the default)", problem)
+    return scales_from_templates(templates)
+
+
+def lineage(paths: Paths, parent_ids: pd.Series) -> pd.DataFrame:
+    """Essay lineage (ESSAY_COLUMNS) for each essay id, from essay and draft metadata."""
+    essays = read_metadata(paths, "essay", sorted(set(parent_ids) - {""}))
+    drafts = read_metadata(paths, "draft", sorted(set(essays["parent_gen_id"]) - {""}))
+    out = pd.DataFrame({"generation_template": essays["template_id"], "generation_model": essays["model_id"],
+                        "combo_id": essays["combo_id"]}, index=essays.index)
+    out["draft_template"] = essays["parent_gen_id"].map(drafts["template_id"]).fillna("")
+    missing = essays.index[~essays["has_metadata"]]
+    if len(missing):
+        log.warning("%d essay(s) have no metadata.json (e.g. %s): their evaluations' lineage is empty; "
+                    "rerun their essay_response", len(missing), paths.metadata_path("essay", missing[0]))
+    return out
+
+
+def cross_aggregated(paths: Paths, scales: pd.DataFrame, gen_ids: list[str] | None = None) -> pd.DataFrame:
+    """AGGREGATED_COLUMNS for `gen_ids` (default: every evaluation folder in the gens store)."""
+    if not paths.gens_root.is_dir():
+        raise FileNotFoundError(f"{paths.gens_root} does not exist; pass the data folder that holds gens/ "
+                                "(--data-root) or run the workflow first")
+    gen_ids = list_gen_ids(paths, "evaluation") if gen_ids is None else sorted(gen_ids)
+    evals = read_metadata(paths, "evaluation", gen_ids).reset_index()
+    evals["paths"] = str(paths.gens_root / "evaluation") + os.sep + evals["gen_id"]
+    texts = read_texts(evals["paths"] + os.sep + "parsed.txt")
+    evals = evals.rename(columns={"template_id": "evaluation_template", "model_id": "evaluation_llm_model"})
+    evals[["score", "error"]] = parse_scores(texts, evals["evaluation_template"], scales)
+    essays = lineage(paths, evals["parent_gen_id"])
+    table = evals.merge(essays, left_on="parent_gen_id", right_index=True, how="left", suffixes=("", "_essay"))
+    table["combo_id"] = table["combo_id"].where(table["combo_id"] != "", table["combo_id_essay"])
+    return table.reindex(columns=list(AGGREGATED_COLUMNS)).fillna({"draft_template": "", "combo_id": "",
+                                                                     "generation_template": "", "generation_model": ""})
+
+
+def evaluation_scores_by_template_model(aggregated: pd.DataFrame) -> pd.DataFrame:
+    """One row per evaluated essay (CROSS_PIVOT_INDEX), one column per
+    `<evaluation_template>__<evaluation_model>` present in `aggregated`, holding the mean valid
+    score over replicates (empty when that judge gave the essay no valid score)."""
+    column = (aggregated["evaluation_template"].astype(str) + CROSS_PIVOT_SEPARATOR
+              + aggregated["evaluation_llm_model"].astype(str))
+    columns = sorted(column.unique())
+    valid = valid_rows(aggregated.assign(column=column))
+    means = valid.groupby(["parent_gen_id", "column"])["score"].mean().unstack("column")
+    out = essay_lineage(aggregated).join(means.reindex(columns=columns))
+    return out.reset_index()[[*CROSS_PIVOT_INDEX, *columns]]
+
+
+def cohort_evaluation_ids(paths: Paths, cohort_id: str) -> list[str]:
+    membership = read_membership(paths, cohort_id)
+    return membership.loc[membership["stage"] == "evaluation", "gen_id"].tolist()
+
+
+def write_cross_aggregated(paths: Paths, cohort_id: str | None = None) -> Path:
+    """Rebuild and write the cross-experiment aggregated_scores.csv; return its path."""
+    gen_ids = cohort_evaluation_ids(paths, cohort_id) if cohort_id else None
+    table = cross_aggregated(paths, evaluation_template_scales(paths), gen_ids)
+    target = cross_table_path(paths, CROSS_AGGREGATED, cohort_id)
+    write_csv(target, table)
+    log.info("%s: %d evaluations, %d without a score", target, len(table), int(table["error"].ne("").sum()))
+    return target
+
+
+def write_cross_pivot(paths: Paths, cohort_id: str | None = None) -> Path:
+    """Write evaluation_scores_by_template_model.csv from the aggregated table beside it."""
+    aggregated = read_aggregated(cross_table_path(paths, CROSS_AGGREGATED, cohort_id))
+    target = cross_table_path(paths, CROSS_PIVOT, cohort_id)
+    write_csv(target, evaluation_scores_by_template_model(aggregated))
+    return target
+
+
+def write_cross_tables(paths: Paths, cohort_id: str | None = None) -> list[Path]:
+    """Both cross-experiment tables, aggregated first."""
+    return [write_cross_aggregated(paths, cohort_id), write_cross_pivot(paths, cohort_id)]

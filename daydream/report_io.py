@@ -1,0 +1,90 @@
+"""Where report files live and how they are read and written.
+
+Every report write is atomic (temp file + rename), so a killed run never leaves a
+half-written table that looks complete. Paths are built from `Paths` only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from daydream import gens
+from daydream.paths import Paths
+
+log = logging.getLogger(__name__)
+
+DECIMALS = 10
+CROSS_AGGREGATED = "aggregated_scores.csv"
+CROSS_PIVOT = "evaluation_scores_by_template_model.csv"
+
+
+def gen_dirs(paths: Paths, stage: str, gen_ids: pd.Series) -> pd.Series:
+    """Each document's gens folder as a string (a vectorised `paths.gen_dir`)."""
+    return str(paths.gens_root / stage) + os.sep + gen_ids.astype(str)
+
+
+def cross_table_path(paths: Paths, name: str, cohort_id: str | None = None) -> Path:
+    """`7_cross_experiment/<name>`, or `7_cross_experiment/by_cohort/<cohort_id>/<name>` for
+    the tables restricted to one cohort's membership."""
+    base = paths.cross_experiment_dir
+    return base / name if cohort_id is None else base / "by_cohort" / cohort_id / name
+
+
+def write_csv(path: Path, frame: pd.DataFrame) -> None:
+    """A report CSV, written atomically; floats rounded to `DECIMALS` places (no 0.1 + 0.2
+    noise), empty cells for NaN."""
+    gens.write_text_atomic(Path(path), frame.round(DECIMALS).to_csv(index=False))
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write `data` through a temp file in the same folder and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def note(log_path: str | Path | None, line: str) -> None:
+    """One line to the rule's log file (when given) and to the logger."""
+    log.info(line)
+    if log_path:
+        gens.write_text_atomic(Path(log_path), line + "\n")
+
+
+def read_aggregated(path: Path) -> pd.DataFrame:
+    """An aggregated_scores.csv as written: ids as text, `score` float, `error` "" when valid."""
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} does not exist; build it first (snakemake for a cohort, "
+                                "scripts/aggregate_scores.py for the cross-experiment table)") from None
+    frame["score"] = pd.to_numeric(frame["score"], errors="coerce")
+    return frame
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """A report CSV with empty cells as NaN in numeric columns and "" in text columns."""
+    frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    text = frame.select_dtypes(exclude="number").columns
+    frame[text] = frame[text].fillna("")
+    return frame
+
+
+def read_membership(paths: Paths, cohort_id: str) -> pd.DataFrame:
+    """A cohort's membership.csv as text; a clear error when the cohort was never built."""
+    path = paths.membership_csv(cohort_id)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; build the cohort first: snakemake {path}")
+    return pd.read_csv(path, dtype=str, keep_default_na=False)

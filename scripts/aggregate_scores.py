@@ -1,0 +1,26 @@
+#!/usr/bin/env python3
+"""Rebuild 7_cross_experiment/aggregated_scores.csv from every evaluation in the gens store
+(metadata.json + parsed.txt of each, joined with its essay's and draft's metadata)."""
+
+import argparse
+import logging
+
+from daydream.paths import Paths
+from daydream.report_cross import write_cross_aggregated
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data-root", default="data", help="folder holding gens/ and cohorts/ (default: data)")
+    parser.add_argument("--cohort-id", help="only the evaluations in this cohort's membership.csv; "
+                        "written to 7_cross_experiment/by_cohort/<cohort_id>/")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        print(write_cross_aggregated(Paths.from_str(args.data_root), args.cohort_id))
+    except FileNotFoundError as error:
+        parser.exit(1, f"error: {error}\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+#!/usr/bin/env python3
+"""Write 7_cross_experiment/evaluation_scores_by_template_model.csv (one row per essay, one
+column per <evaluation_template>__<evaluation_model>, replicates averaged) from the
+aggregated_scores.csv that scripts/aggregate_scores.py wrote."""
+
+import argparse
+import logging
+
+from daydream.paths import Paths
+from daydream.report_cross import write_cross_pivot
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data-root", default="data", help="folder holding 7_cross_experiment/ (default: data)")
+    parser.add_argument("--cohort-id", help="use 7_cross_experiment/by_cohort/<cohort_id>/aggregated_scores.csv "
+                        "(made by aggregate_scores.py --cohort-id) and write beside it")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        print(write_cross_pivot(Paths.from_str(args.data_root), args.cohort_id))
+    except FileNotFoundError as error:
+        parser.exit(1, f"error: {error}\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""The Snakemake HTML report: built from a tiny offline run, then opened in headless Chromium.
+
+Chromium runs with a new profile folder, no network services and no sandbox (root in CI); it
+prints the page's console messages to stderr, where an uncaught JavaScript error would show.
+The test skips, saying why, only when no Chromium binary is installed.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from matplotlib.image import imread
+
+from daydream import reports
+from daydream.paths import Paths
+from tests.conftest import REPO, TINY_COHORT, run_workflow, write_cohort
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary on PATH (apt-get install chromium)")
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--enable-logging=stderr", "--v=0", "--virtual-time-budget=8000"]
+
+
+def chromium(page: Path, profile: Path, *args: str) -> subprocess.CompletedProcess:
+    profile.mkdir(parents=True, exist_ok=True)
+    command = [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args, page.as_uri()]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+def screenshot(page: Path, png: Path, profile: Path, size: str = "1400,900") -> subprocess.CompletedProcess:
+    done = chromium(page, profile, f"--screenshot={png}", f"--window-size={size}")
+    assert png.exists(), f"no screenshot of {page}: {done.stderr[-2000:]}"
+    return done
+
+
+def javascript_errors(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "CONSOLE" in line and ("Uncaught" in line or "Error" in line)]
+
+
+def embedded_result(report_html: str, name: str) -> bytes:
+    """The bytes of a result embedded (as a data URI) in a self-contained Snakemake report."""
+    results = json.loads(re.search(r"var results = (\{.*?\});\n", report_html, re.S).group(1))
+    uri = next(r["data_uri"] for r in results.values() if r["filename"] == name)
+    return base64.b64decode(uri.split(",", 1)[1])
+
+
+def assert_not_blank(png: Path) -> None:
+    pixels = imread(png)
+    assert pixels.shape[0] > 100 and pixels.shape[1] > 100
+    assert pixels[..., :3].std() > 0.02, f"{png} is a blank image"
+
+
+@pytest.fixture(scope="module")
+def report_run(tmp_path_factory):
+    """A finished tiny run (the sample experiment, offline model) and its HTML report."""
+    root = tmp_path_factory.mktemp("report_run")
+    shutil.copytree(REPO / "data" / "1_raw", root / "data" / "1_raw")
+    (root / "cohorts").mkdir()
+    write_cohort(root / "cohorts", "tiny", TINY_COHORT)
+    run_workflow(root / "data", root / "cohorts", ["tiny"])
+    report = root / "report.html"
+    run_workflow(root / "data", root / "cohorts", ["tiny"], "--report", str(report))
+    return Paths(root / "data"), report
+
+
+def test_a_run_writes_every_cohort_report(report_run):
+    paths, _ = report_run
+    missing = [name for name in reports.COHORT_REPORTS if not paths.cohort_report("tiny", name).exists()]
+    assert missing == []
+
+
+def test_the_report_is_self_contained_and_embeds_figures_and_pages(report_run):
+    _, report = report_run
+    text = report.read_text(encoding="utf-8")
+    assert not re.search(r"<(script|link|img)[^>]+(src|href)=\"https?://", text)
+    for name in ("scores_by_generation_model.png", "evaluator_template_heatmap.png", "judge_agreement.html",
+                 "top_essays.html", "final_results.csv"):
+        assert embedded_result(text, name)
+    top = embedded_result(text, "top_essays.html").decode("utf-8")
+    links = re.findall(r'href="#(essay-e_[0-9a-z]+)"', top)
+    assert links and all(f'id="{anchor}"' in top for anchor in links)
+
+
+@needs_chromium
+def test_chromium_renders_the_report_without_javascript_errors(report_run, tmp_path):
+    _, report = report_run
+    dom = chromium(report, tmp_path / "profile-dom", "--dump-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert javascript_errors(dom.stderr) == []
+    for category in ("Scores", "Judges", "Essays", "Tables"):
+        assert category in dom.stdout, f"category {category} missing from the rendered report"
+    shot = screenshot(report, tmp_path / "report.png", tmp_path / "profile-shot")
+    assert javascript_errors(shot.stderr) == []
+    assert_not_blank(tmp_path / "report.png")
+
+
+@needs_chromium
+def test_chromium_renders_the_embedded_top_essays_page(report_run, tmp_path):
+    _, report = report_run
+    page = tmp_path / "top_essays.html"
+    page.write_bytes(embedded_result(report.read_text(encoding="utf-8"), "top_essays.html"))
+    dom = chromium(page, tmp_path / "profile-top-dom", "--dump-dom")
+    assert "Top essays: cohort tiny" in dom.stdout and javascript_errors(dom.stderr) == []
+    screenshot(page, tmp_path / "top_essays.png", tmp_path / "profile-top", "1200,1000")
+    assert_not_blank(tmp_path / "top_essays.png")
