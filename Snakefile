@@ -28,6 +28,7 @@ onsuccess:
 
 onerror:
     stale.write_stale_report(RT)
+    reports.write_reports_despite_failures(PATHS, RT.cohort_ids, RT.experiment)
 
 
 rule all:

@@ -20,7 +20,6 @@ import pandas as pd
 from daydream.experiment import Experiment
 from daydream.membership import MembershipIndex
 from daydream.paths import Paths
-from daydream.report_agreement import judge_agreement, mean_score_ci
 from daydream.report_columns import (
     AGGREGATED_COLUMNS,
     ESSAY_COLUMNS,
@@ -209,6 +208,8 @@ def variance_analysis(aggregated: pd.DataFrame, tasks: pd.DataFrame, scales: pd.
 
 def cohort_tables(paths: Paths, membership: pd.DataFrame, scales: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Every COHORT_TABLES report of one cohort, by report name, from its membership."""
+    from daydream.report_agreement import judge_agreement, mean_score_ci  # scipy: only when needed
+
     aggregated = aggregated_scores(paths, membership, scales)
     tasks = task_scores(aggregated, scales)
     return {
@@ -240,6 +241,18 @@ def write_cohort_reports(paths: Paths, cohort_id: str, experiment: Experiment,
     note(log_path, f"{cohort_id}: {len(aggregated)} evaluations, "
                    f"{int(aggregated['error'].ne('').sum())} without a score; wrote {len(tables)} tables")
     return [paths.cohort_report(cohort_id, name) for name in tables]
+
+
+def write_reports_despite_failures(paths: Paths, cohort_ids: list[str], experiment: Experiment) -> list[str]:
+    """After a run with failed documents (the `onerror` hook): the report tables of every
+    cohort whose membership exists, with `error` filled for the missing or failed scores.
+    The next run remakes them once the failed documents are fixed."""
+    built = []
+    for cohort_id in cohort_ids:
+        if paths.membership_csv(cohort_id).exists():
+            write_cohort_reports(paths, cohort_id, experiment)
+            built.append(cohort_id)
+    return built
 
 
 def write_cohort_figures(paths: Paths, cohort_id: str, experiment: Experiment,

@@ -112,3 +112,18 @@ def test_an_experiment_in_the_original_layout_runs_unchanged(tmp_path, cohorts_d
     draft = pd.read_csv(paths.membership_csv("legacy")).query("stage == 'draft'").gen_id.iloc[0]
     metadata = paths.metadata_path("draft", draft).read_text()
     assert '"model": "offline/deepseek/deepseek-r1:free"' in metadata
+
+
+def test_failed_evaluations_still_get_reports_with_the_error_filled(data_root, cohorts_dir):
+    templates = data_root / "1_raw" / "evaluation_templates.csv"
+    lines = templates.read_text().splitlines()
+    lines = [line.replace(",0,9", ",0,4") if line.startswith("novelty-judge") else line for line in lines]
+    templates.write_text("\n".join(lines) + "\n")  # offline judges score 1..9: some now out of range
+    done = run_workflow(data_root, cohorts_dir, ["tiny"], check=False)
+    assert done.returncode != 0
+    scores = pd.read_csv(Paths(data_root).cohort_report("tiny", "parsing/aggregated_scores.csv"),
+                         keep_default_na=False)
+    failed = scores[scores.error != ""]
+    assert len(scores) == 24 and 0 < len(failed) < 24
+    assert set(failed.evaluation_template) == {"novelty-judge"}
+    assert (pd.to_numeric(scores[scores.error == ""].score) <= 10).all()
