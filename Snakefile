@@ -22,10 +22,6 @@ include: "rules/reports.smk"
 include: "rules/cross_experiment.smk"
 
 
-onsuccess:
-    stale.write_stale_report(RT)
-
-
 onerror:
     stale.write_stale_report(RT)
     reports.write_reports_despite_failures(PATHS, RT.cohort_ids, RT.experiment)

@@ -53,10 +53,27 @@ def stale_rows(rt: steps.Runtime) -> list[dict]:
     return rows
 
 
-def write_stale_report(rt: steps.Runtime) -> int:
+def stale_report_inputs(rt: steps.Runtime) -> list[str]:
+    """Every file a stale verdict depends on: the stored metadata of each document, the parsed
+    parents, templates and concept texts. Any of them changing rebuilds the report."""
+    files: set[str] = {str(p) for p in rt.paths.raw_root.glob("templates/*/*.txt")}
+    for cohort_id in rt.cohort_ids:
+        files.add(str(rt.paths.membership_csv(cohort_id)))
+        for member in rt.membership.members(cohort_id):
+            files.add(str(rt.paths.metadata_path(member.stage, member.gen_id)))
+            if member.stage == "draft":
+                combo = rt.membership.combo(member.combo_id)
+                files.update(str(rt.paths.description_path(combo.level, c)) for c in combo.concepts)
+            else:
+                files.add(str(rt.paths.parsed_path(steps.parent_stage(member.stage), member.parent_gen_id)))
+    return sorted(files)
+
+
+def write_stale_report(rt: steps.Runtime, log_path: str | None = None) -> int:
     """Rebuild stale_generations.csv for the active cohorts; return the number of stale rows."""
     rows = stale_rows(rt)
     gens.write_csv_atomic(rt.paths.stale_generations_csv, STALE_COLUMNS, rows)
+    steps.note(log_path, f"{len(rows)} stale document(s) in {rt.paths.stale_generations_csv}")
     if rows:
         log.warning("%d stale document(s): see %s; regenerate chosen ones with scripts/regenerate.py",
                     len(rows), rt.paths.stale_generations_csv)

@@ -190,7 +190,7 @@ def metadata(rt: Runtime, member: Member, template: Template, done: llm_calls.Co
         "attempts": done.attempts,
         "temperature": None if is_copy else temperature,
         "max_tokens": None if is_copy else max_tokens,
-        "prompt_sha256": prompt_sha, "created_at": _now(),
+        "prompt_sha256": prompt_sha, "prompt_sources": prompt_sources(rt, member), "created_at": _now(),
     }
 
 

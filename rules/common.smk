@@ -31,6 +31,8 @@ def final_targets(wildcards):
     targets = []
     for cohort_id in RT.cohort_ids:
         targets += cohort_final_targets(cohort_id)
+    if all(steps.cohort_is_current(RT, COHORTS_DIR, c) for c in RT.cohort_ids):
+        targets.append(PATHS.stale_generations_csv)
     return targets
 
 
@@ -63,6 +65,12 @@ def get_prompt_inputs(stage):
         return {name: ancient(value) for name, value in files.items()}
 
     return inputs
+
+
+def get_stale_report_inputs(wildcards):
+    for cohort_id in RT.cohort_ids:
+        checkpoints.cohort_membership.get(cohort_id=cohort_id)
+    return stale.stale_report_inputs(RT)
 
 
 def get_cohort_report_inputs(wildcards):

@@ -106,3 +106,14 @@ rule cohort_report_figures:
         PATHS.log_path("cohort_report_figures", "{cohort_id}"),
     run:
         reports.write_cohort_figures(PATHS, wildcards.cohort_id, RT.experiment, log[0])
+
+
+rule stale_generations:
+    input:
+        get_stale_report_inputs,
+    output:
+        PATHS.stale_generations_csv,
+    log:
+        PATHS.log_path("stale_generations", "stale_generations"),
+    run:
+        stale.write_stale_report(RT, log[0])

@@ -58,6 +58,7 @@ def test_an_edited_template_makes_no_call_and_is_reported_stale_then_regenerated
     stale = pd.read_csv(paths.stale_generations_csv)
     drafts = set(members(paths, "tiny").query("stage == 'draft'").gen_id)
     assert set(stale.gen_id) == drafts and set(stale.stage) == {"draft"}
+    assert set(stale.reason) == {"template changed"}
     assert (stale.stored_prompt_sha256 != stale.current_prompt_sha256).all()
 
     done = subprocess.run([sys.executable, str(REPO / "scripts" / "regenerate.py"), "--stale",
@@ -74,6 +75,17 @@ def test_an_edited_template_makes_no_call_and_is_reported_stale_then_regenerated
     assert pd.read_csv(paths.stale_generations_csv).empty
     archived = list(paths.gens_root.glob("draft/*/.history/*/raw.txt"))
     assert len(archived) == len(drafts)  # the old paid replies are kept
+
+
+def test_a_changed_concept_text_is_reported_as_such_and_costs_nothing(finished_run):
+    data_root, cohorts_dir, paths = finished_run
+    before = len(calls(paths))
+    concept = data_root / "1_raw" / "concepts" / "descriptions-paragraph" / "weak-ties.txt"
+    concept.write_text(concept.read_text() + " Granovetter measured this in job searches.")
+    run_workflow(data_root, cohorts_dir, ["tiny"])
+    stale = pd.read_csv(paths.stale_generations_csv)
+    assert len(stale) == 2 and set(stale.reason) == {"concepts changed"}  # the 2 combos with weak-ties
+    assert len(calls(paths)) == before
 
 
 def test_a_deleted_raw_file_is_restored_from_the_saved_reply_without_a_call(finished_run):
