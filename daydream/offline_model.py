@@ -30,18 +30,31 @@ def _seed(*parts: str) -> bytes:
     return hashlib.sha256("\x1f".join(parts).encode("utf-8")).digest()
 
 
+_TAG = re.compile(r"<[^>]+>")
+_PHRASE = re.compile(r"\b[A-Z][a-z]+(?:[ -][A-Z][a-z]+){1,3}\b")
+_TERM = re.compile(r"\b[a-z]+(?:-[a-z]+){1,3}\b")
+
+
 def _keywords(prompt: str) -> list[str]:
-    seen: dict[str, None] = {}
-    for word in _WORD.findall(prompt):
-        if word.lower() not in _STOP:
-            seen.setdefault(word.lower(), None)
-    return list(seen) or ["idea", "pattern"]
+    """The prompt's topics: Title Case phrases and hyphenated terms (concept names and ids),
+    else its longer words, so replies talk about the concepts the prompt is about."""
+    text = _TAG.sub(" ", prompt)
+    seen: dict[str, str] = {}
+    for phrase in _PHRASE.findall(text) + [t.replace("-", " ").title() for t in _TERM.findall(text)]:
+        seen.setdefault(phrase.lower(), phrase)
+    if len(seen) < 2:
+        for word in _WORD.findall(text):
+            if word.lower() not in _STOP:
+                seen.setdefault(word.lower(), word.lower())
+    return list(seen.values()) or ["idea", "pattern"]
 
 
 def _sentences(words: list[str], seed: bytes, count: int) -> list[str]:
     out = []
     for i in range(count):
-        a, b = words[seed[i % 32] % len(words)], words[seed[(i + 7) % 32] % len(words)]
+        first = seed[i % 32] % len(words)
+        second = (first + 1 + seed[(i + 7) % 32] % max(1, len(words) - 1)) % len(words)
+        a, b = words[first], words[second]
         opener, link = _OPENERS[seed[(i + 3) % 32] % len(_OPENERS)], _LINKS[seed[(i + 5) % 32] % len(_LINKS)]
         out.append(f"{opener} {a} {link} {b}.")
     return out
