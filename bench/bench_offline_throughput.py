@@ -4,7 +4,9 @@ Builds a cohort of 66 drafts, 132 essays (half of them copies) and 528 evaluatio
 documents) in a temp folder, runs `snakemake --cores 2` with the shipped profile, and prints
 documents per second, plus the dry-run planning time and a no-op rerun. Numbers only: the
 goal (>= 20 documents/s on a 2-core machine) is read off the output, never asserted.
-Usage: python bench/bench_offline_throughput.py [--cores 2] [--keep DIR]
+`--evaluation-replicates 5` scales the cohort to 2,838 documents, to see how the per-document
+cost grows with the size of the DAG.
+Usage: python bench/bench_offline_throughput.py [--cores 2] [--evaluation-replicates 1] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -40,13 +42,15 @@ def snakemake(workdir: Path, cores: int, *extra: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--evaluation-replicates", type=int, default=1)
     parser.add_argument("--keep", type=Path, help="run in this folder and keep it")
     args = parser.parse_args()
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="daydream-bench-"))
     shutil.rmtree(workdir / "data", ignore_errors=True)
     shutil.copytree(REPO / "data" / "1_raw", workdir / "data" / "1_raw")
     (workdir / "cohorts").mkdir(parents=True, exist_ok=True)
-    (workdir / "cohorts" / "bench.yaml").write_text(yaml.safe_dump(COHORT))
+    cohort = {**COHORT, "evaluation": {**COHORT["evaluation"], "replicates": args.evaluation_replicates}}
+    (workdir / "cohorts" / "bench.yaml").write_text(yaml.safe_dump(cohort))
     snakemake(workdir, args.cores, "--until", "cohort_membership")
     membership = (workdir / "data" / "cohorts" / "bench" / "membership.csv").read_text().splitlines()
     documents = len(membership) - 1
