@@ -167,3 +167,15 @@ def test_bad_input_fails_at_the_checkpoint_before_any_model_call(data_root, coho
     assert item in output and str(cohort_path) in output
     assert not (data_root / "gens").exists()
     assert not Paths(data_root).llm_calls_jsonl.exists()
+
+
+def test_a_missing_api_key_fails_at_the_checkpoint_naming_the_variable(data_root, cohorts_dir):
+    spec = json.loads(json.dumps(TINY_COHORT))
+    spec["evaluation"]["models"] = ["offline_a", "deepseek_r1_free"]  # an OpenRouter model
+    write_cohort(cohorts_dir, "paid", spec)
+    done = run_workflow(data_root, cohorts_dir, ["paid"], offline=False, check=False)
+    assert done.returncode != 0
+    assert "export OPENROUTER_API_KEY=" in done.stderr and "deepseek_r1_free" in done.stderr
+    assert not (data_root / "gens").exists()
+    rehearsal = run_workflow(data_root, cohorts_dir, ["paid"], offline=True)  # no key needed offline
+    assert rehearsal.returncode == 0
