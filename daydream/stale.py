@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from daydream import gens, steps
+from daydream import gens, llm_calls, steps
 from daydream.membership import Member
 
 log = logging.getLogger(__name__)
@@ -32,12 +32,25 @@ def check_member(rt: steps.Runtime, member: Member) -> dict | None:
         current = steps.sha256_text(steps.render_prompt(rt, member.stage, member.gen_id))
     except FileNotFoundError:
         return None  # not made yet, or its parent is missing: nothing paid to be stale
-    if meta.get("prompt_sha256") == current:
+    reasons = []
+    if meta.get("prompt_sha256") != current:
+        reasons.append(stale_reason(meta.get("prompt_sources") or {}, steps.prompt_sources(rt, member)))
+    model_now = current_model(rt, member)
+    if meta.get("model") and model_now and meta["model"] != model_now:
+        reasons.append(f"model changed (made by {meta['model']}, now {model_now})")
+    if not reasons:
         return None
     return {"stage": member.stage, "gen_id": member.gen_id, "cohort_id": member.cohort_id,
-            "template_id": member.template_id,
-            "reason": stale_reason(meta.get("prompt_sources") or {}, steps.prompt_sources(rt, member)),
+            "template_id": member.template_id, "reason": "; ".join(reasons),
             "stored_prompt_sha256": meta.get("prompt_sha256", ""), "current_prompt_sha256": current}
+
+
+def current_model(rt: steps.Runtime, member: Member) -> str | None:
+    """The model string a new call would use (None for copies): a document made by the
+    offline rehearsal model is stale for a real run."""
+    if rt.template(member).generator != "llm" or member.llm_model_id not in rt.experiment.models:
+        return None
+    return llm_calls.litellm_model(rt.experiment.models[member.llm_model_id], rt.settings)
 
 
 def stale_rows(rt: steps.Runtime) -> list[dict]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,6 +56,10 @@ class Runtime:
         self.membership = MembershipIndex(self.paths, self.cohort_ids)
         self._experiment: Experiment | None = None
         self._lock = threading.Lock()
+        if self.settings.offline and self.paths.data_root.resolve() == Path("data").resolve():
+            log.warning("offline=true writes rehearsal replies into %s; they would stand in for paid "
+                        "ones (the stale report flags them). Use --config data_root=<another folder>.",
+                        self.paths.data_root)
 
     @property
     def experiment(self) -> Experiment:
@@ -287,6 +292,14 @@ def cohort_targets(rt: Runtime, cohort_id: str) -> list[str]:
             for m in rt.membership.members(cohort_id) for name in GEN_FILES]
 
 
+def drop_derived_reports(rt: Runtime, cohort_id: str) -> None:
+    """A new membership outdates the cohort's reports and the stale report. Snakemake 9 does
+    not rerun jobs it adds after a checkpoint when their outputs exist but are older than
+    their inputs, so these derived (free to rebuild) files are removed and made again."""
+    shutil.rmtree(rt.paths.reports_dir(cohort_id), ignore_errors=True)
+    rt.paths.stale_generations_csv.unlink(missing_ok=True)
+
+
 def write_cohort(rt: Runtime, cohort_path: str, cohort_id: str, log_path: str | None = None) -> None:
     """The checkpoint: validate the cohort and write its manifest and membership."""
     from daydream import cohorts
@@ -295,5 +308,6 @@ def write_cohort(rt: Runtime, cohort_path: str, cohort_id: str, log_path: str | 
         return llm_calls.missing_keys(rows, rt.settings, where)
 
     rows = cohorts.build_cohort(rt.paths, cohort_id, Path(cohort_path), check_models=check_models)
+    drop_derived_reports(rt, cohort_id)
     counts = {stage: sum(r["stage"] == stage for r in rows) for stage in ("draft", "essay", "evaluation")}
     note(log_path, f"cohort {cohort_id}: {counts}")

@@ -176,3 +176,17 @@ def test_a_killed_run_resumes_without_paying_twice_or_leaving_partial_files(data
     saved_replies = list(paths.gens_root.glob("*/*/.replies/*.json"))
     assert len(saved_replies) == len(llm_documents)
     assert max(paid.values()) == 1, "a completed document was paid twice"
+
+
+def test_documents_made_by_the_offline_rehearsal_are_stale_for_a_real_run(finished_run, monkeypatch):
+    data_root, cohorts_dir, paths = finished_run
+    models = data_root / "1_raw" / "llm_models.csv"
+    text = models.read_text().replace("Daydream Offline B,offline,", "Daydream Offline B,openai,")
+    assert text != models.read_text()
+    models.write_text(text)  # offline_b now names a real (keyed) route
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-never-used")
+    run_workflow(data_root, cohorts_dir, ["tiny"], offline=False)
+    stale = pd.read_csv(paths.stale_generations_csv)
+    judged_by_b = members(paths, "tiny").query("llm_model_id == 'offline_b'")
+    assert set(stale.gen_id) == set(judged_by_b.gen_id)
+    assert stale.reason.str.startswith("model changed (made by offline/daydream-offline-b").all()
