@@ -22,6 +22,22 @@ include: "rules/reports.smk"
 include: "rules/cross_experiment.smk"
 
 
+# Under a cluster executor (profiles/slurm) only the batches of model calls (<stage>_replies)
+# are submitted; everything else is cheap and runs in the main Snakemake process.
+localrules:
+    cohort_membership,
+    draft_response,
+    draft_parse,
+    essay_response,
+    essay_parse,
+    evaluation_response,
+    evaluation_parse,
+    cohort_reports,
+    cohort_report_figures,
+    stale_generations,
+    cross_experiment_tables,
+
+
 onerror:
     stale.write_stale_report(RT)
     reports.write_reports_despite_failures(PATHS, RT.cohort_ids, RT.experiment)

@@ -80,6 +80,11 @@ class MembershipIndex:
         rows = self._by_cohort.get(cohort_id, [])
         return [m for m in rows if stage is None or m.stage == stage]
 
+    def signature(self) -> tuple:
+        """Changes whenever the index reloads (the checkpoint rewrote a membership or manifest)."""
+        self._refresh()
+        return self._signature
+
     def combo(self, combo_id: str) -> Combo:
         self._refresh()
         return self._combos[combo_id]

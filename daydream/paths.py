@@ -109,6 +109,11 @@ class Paths:
     def stale_generations_csv(self) -> Path:
         return self.reporting_dir / "stale_generations.csv"
 
+    def reply_batch_path(self, stage: str, batch_id: str) -> Path:
+        """Cluster runs: the record of one batch of model calls (one Slurm job): per document
+        `called` or `reused`. Written only when every call of the batch succeeded."""
+        return self.reporting_dir / "reply_batches" / stage / f"{batch_id}.json"
+
     @property
     def cross_experiment_dir(self) -> Path:
         return self.data_root / "7_cross_experiment"

@@ -54,6 +54,8 @@ class Runtime:
         self.cohort_ids = cohort_list(config["cohorts"])
         self.settings = llm_calls.LLMSettings.from_config(config)
         self.membership = MembershipIndex(self.paths, self.cohort_ids)
+        self.reply_batch_size = int(config.get("reply_batch_size") or 0)  # cluster runs: see batches
+        self.batch_cache: dict[tuple, tuple[dict[str, list[str]], dict[str, str]]] = {}
         self._experiment: Experiment | None = None
         self._lock = threading.Lock()
         if self.settings.offline and self.paths.data_root.resolve() == Path("data").resolve():
@@ -143,7 +145,7 @@ def saved_reply_path(paths: Paths, stage: str, gen_id: str, prompt_sha256: str) 
     return paths.gen_dir(stage, gen_id) / ".replies" / f"{prompt_sha256[:16]}.json"
 
 
-def _now() -> str:
+def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
@@ -152,7 +154,7 @@ def _copy_completion(text: str) -> llm_calls.Completion:
                                                     "total_tokens": 0}, 0.0, 0.0, 0)
 
 
-def _paid_completion(rt: Runtime, member: Member, prompt: str, prompt_sha: str) -> llm_calls.Completion:
+def paid_completion(rt: Runtime, member: Member, prompt: str, prompt_sha: str) -> llm_calls.Completion:
     """A saved reply for this exact prompt if one exists, else a new (paid) call, saved at once."""
     saved = saved_reply_path(rt.paths, member.stage, member.gen_id, prompt_sha)
     if saved.exists():
@@ -163,13 +165,13 @@ def _paid_completion(rt: Runtime, member: Member, prompt: str, prompt_sha: str) 
         done = llm_calls.call_model(row, prompt, stage=member.stage, settings=rt.settings, gen_id=member.gen_id)
     except llm_calls.LLMCallError as error:
         gens.append_jsonl(rt.paths.llm_errors_jsonl, {
-            "time": _now(), "gen_id": member.gen_id, "stage": member.stage, "model_id": row.id,
+            "time": now_iso(), "gen_id": member.gen_id, "stage": member.stage, "model_id": row.id,
             "model": llm_calls.litellm_model(row, rt.settings), "error_class": error.error_class,
             "status": error.status, "message": str(error), "attempts": error.attempts})
         raise
     gens.write_json_atomic(saved, done.__dict__, fsync=True)
     gens.append_jsonl(rt.paths.llm_calls_jsonl, {
-        "time": _now(), "gen_id": member.gen_id, "stage": member.stage, "model_id": row.id,
+        "time": now_iso(), "gen_id": member.gen_id, "stage": member.stage, "model_id": row.id,
         "model": done.model, "attempts": done.attempts, "wait_s": done.wait_s, "usage": done.usage,
         "cost_usd": done.cost_usd, "duration_s": done.duration_s, "finish_reason": done.finish_reason})
     return done
@@ -195,7 +197,7 @@ def metadata(rt: Runtime, member: Member, template: Template, done: llm_calls.Co
         "attempts": done.attempts,
         "temperature": None if is_copy else temperature,
         "max_tokens": None if is_copy else max_tokens,
-        "prompt_sha256": prompt_sha, "prompt_sources": prompt_sources(rt, member), "created_at": _now(),
+        "prompt_sha256": prompt_sha, "prompt_sources": prompt_sources(rt, member), "created_at": now_iso(),
     }
 
 
@@ -221,7 +223,7 @@ def write_response(rt: Runtime, stage: str, gen_id: str, log_path: str | None = 
     gens.write_text_atomic(rt.paths.prompt_path(stage, gen_id), prompt)
     if template.generator == "llm":
         refuse_silent_repayment(rt, member, prompt_sha)
-    done = _copy_completion(prompt) if template.generator == "copy" else _paid_completion(rt, member, prompt, prompt_sha)
+    done = _copy_completion(prompt) if template.generator == "copy" else paid_completion(rt, member, prompt, prompt_sha)
     gens.write_text_atomic(rt.paths.raw_path(stage, gen_id), done.text)
     gens.write_json_atomic(rt.paths.metadata_path(stage, gen_id), metadata(rt, member, template, done, prompt_sha))
     note(log_path, f"{gen_id}: {template.generator} model={done.model or '-'} attempts={done.attempts} "
@@ -232,7 +234,7 @@ def write_response(rt: Runtime, stage: str, gen_id: str, log_path: str | None = 
 def _parse_failure(rt: Runtime, member: Member, parser: str, reason: str, raw: str) -> StepError:
     tail = raw[-300:]
     gens.append_jsonl(rt.paths.parse_errors_jsonl, {
-        "time": _now(), "gen_id": member.gen_id, "stage": member.stage, "parser": parser,
+        "time": now_iso(), "gen_id": member.gen_id, "stage": member.stage, "parser": parser,
         "reason": reason, "raw_tail": tail})
     raw_path = rt.paths.raw_path(member.stage, member.gen_id)
     return StepError(f"{member.gen_id}: parser {parser!r} failed: {reason}; the response is kept in "

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from daydream import reports, stale, steps
+from daydream import batches, reports, stale, steps
 
 validate(
     config,
@@ -22,6 +22,7 @@ COHORTS_DIR = Path(
 wildcard_constraints:
     gen_id=r"[dev]_[0-9a-z]+",
     cohort_id=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    batch_id=r"[0-9]{4}_[0-9a-f]{10}",
 
 
 def final_targets(wildcards):
@@ -61,7 +62,17 @@ def get_prompt_inputs(stage):
     """
 
     def inputs(wildcards):
-        files = steps.prompt_inputs(RT, stage, wildcards.gen_id)
+        files = batches.response_inputs(RT, stage, wildcards.gen_id)
+        return {name: ancient(value) for name, value in files.items()}
+
+    return inputs
+
+
+def get_reply_batch_inputs(stage):
+    """Cluster runs: the prompt inputs of a batch's documents, ancient as for one response."""
+
+    def inputs(wildcards):
+        files = batches.reply_batch_inputs(RT, stage, wildcards.batch_id)
         return {name: ancient(value) for name, value in files.items()}
 
     return inputs

@@ -21,3 +21,17 @@ rule evaluation_parse:
         PATHS.log_path("evaluation_parse", "{gen_id}"),
     run:
         steps.write_parsed(RT, "evaluation", wildcards.gen_id, log[0])
+
+
+# Cluster runs (reply_batch_size > 0): one job makes the model calls of a batch of documents.
+rule evaluation_replies:
+    input:
+        unpack(get_reply_batch_inputs("evaluation")),
+    output:
+        batch=PATHS.reply_batch_path("evaluation", "{batch_id}"),
+    log:
+        PATHS.log_path("evaluation_replies", "{batch_id}"),
+    run:
+        batches.write_reply_batch(
+            RT, "evaluation", wildcards.batch_id, output.batch, log[0]
+        )

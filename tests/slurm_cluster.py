@@ -12,6 +12,11 @@ munge runtime directory: ``munged`` runs as the ``munge`` user, which cannot ent
 temp dirs, so by default it gets a private directory under /tmp (removed on exit, its log copied
 to ``work_dir/log/munged.log``). It uses its own socket and key, so it never touches a system
 munged. Slurm daemons listen on free ports picked at start. Needs root (daemons run as root/munge).
+
+Clients must see ``SLURM_CONF``: pass ``cluster.env`` to subprocesses or call
+``cluster.apply_env()``. Both also put ``work_dir/bin`` first on PATH; it holds wrappers for
+srun/sbatch/squeue/... that pin SLURM_CONF, because snakemake's slurm-jobstep plugin strips all
+SLURM_* variables before running srun inside a job.
 """
 
 from __future__ import annotations
@@ -35,14 +40,31 @@ log = logging.getLogger(__name__)
 MUNGE_USER = "munge"
 SBIN_DIRS = ("/usr/sbin", "/sbin", "/usr/local/sbin")
 REQUIRED_BINARIES = (
-    "munged", "munge", "unmunge", "slurmctld", "slurmd",
-    "sinfo", "squeue", "sbatch", "scancel", "scontrol",
+    "munged",
+    "munge",
+    "unmunge",
+    "slurmctld",
+    "slurmd",
+    "sinfo",
+    "squeue",
+    "sbatch",
+    "scancel",
+    "scontrol",
 )
 SLURM_DAEMONS = ("slurmctld", "slurmd")
-TERMINAL_JOB_STATES = frozenset({
-    "BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED",
-    "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "TIMEOUT",
-})
+TERMINAL_JOB_STATES = frozenset(
+    {
+        "BOOT_FAIL",
+        "CANCELLED",
+        "COMPLETED",
+        "DEADLINE",
+        "FAILED",
+        "NODE_FAIL",
+        "OUT_OF_MEMORY",
+        "PREEMPTED",
+        "TIMEOUT",
+    }
+)
 CGROUP_CONF = "CgroupPlugin=cgroup/v1\nCgroupAutomount=no\n"
 # Client commands get wrappers that pin SLURM_CONF: snakemake's slurm-jobstep plugin (0.6.1)
 # drops every SLURM_* variable before calling srun inside the job, so srun would otherwise look
@@ -154,8 +176,7 @@ def stop_pid(pid: int, name: str, timeout: float) -> None:
     if not pid_alive(pid):
         return
     if process_name(pid) != name:
-        log.warning("pid %d is no longer %s (now %s); not signalling it", pid, name,
-                    process_name(pid))
+        log.warning("pid %d is no longer %s (now %s); not signalling it", pid, name, process_name(pid))
         return
     log.info("stopping %s (pid %d)", name, pid)
     os.kill(pid, signal.SIGTERM)
@@ -227,10 +248,8 @@ class SlurmCluster:
     @property
     def extra_env(self) -> dict[str, str]:
         """What clients need: ``SLURM_CONF`` and ``PATH`` led by the client wrappers' dir."""
-        path = [p for p in os.environ.get("PATH", "").split(os.pathsep)
-                if p and p != str(self.bin_dir)]
-        return {"SLURM_CONF": str(self.conf_path),
-                "PATH": os.pathsep.join([str(self.bin_dir), *path])}
+        path = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p and p != str(self.bin_dir)]
+        return {"SLURM_CONF": str(self.conf_path), "PATH": os.pathsep.join([str(self.bin_dir), *path])}
 
     @property
     def env(self) -> dict[str, str]:
@@ -261,14 +280,13 @@ class SlurmCluster:
 
     # -- client commands ---------------------------------------------------------------------
 
-    def run(self, *args: str, check: bool = True, timeout: float = 30.0,
-            **kwargs) -> subprocess.CompletedProcess[str]:
+    def run(self, *args: str, check: bool = True, timeout: float = 30.0, **kwargs) -> subprocess.CompletedProcess[str]:
         """Run a Slurm client command against this cluster, capturing text output."""
-        proc = subprocess.run(list(args), env=self.env, capture_output=True, text=True,
-                              timeout=timeout, check=False, **kwargs)
+        proc = subprocess.run(
+            list(args), env=self.env, capture_output=True, text=True, timeout=timeout, check=False, **kwargs
+        )
         if check and proc.returncode != 0:
-            raise SlurmClusterError(
-                f"{' '.join(args)} exited {proc.returncode}: {proc.stderr.strip()}")
+            raise SlurmClusterError(f"{' '.join(args)} exited {proc.returncode}: {proc.stderr.strip()}")
         return proc
 
     def submit(self, *sbatch_args: str) -> int:
@@ -292,8 +310,7 @@ class SlurmCluster:
             return state is None or state in TERMINAL_JOB_STATES
 
         if not wait_until(finished, timeout, interval=0.5):
-            raise SlurmClusterError(f"job {job_id} not finished after {timeout:.0f} s "
-                                    f"(state {state})")
+            raise SlurmClusterError(f"job {job_id} not finished after {timeout:.0f} s (state {state})")
         return state
 
     def node_state(self) -> str:
@@ -305,11 +322,12 @@ class SlurmCluster:
     def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
-    def start(self) -> SlurmCluster:
+    def start(self) -> Self:
         """Start munged, slurmctld and slurmd and wait until the node is idle."""
         ok, why = slurm_available()
         if not ok:
@@ -324,10 +342,18 @@ class SlurmCluster:
             self._start_slurm_daemon("slurmd", "slurmd.pid", "slurmd.log")
             self._wait_node_idle()
         except BaseException:
-            self.stop()
+            try:
+                self.stop()
+            except SlurmClusterError as exc:
+                log.error("cleanup after failed start also failed: %s", exc)
             raise
-        log.info("slurm cluster up in %s (node %s, %d CPUs, %d MB)", self.work_dir,
-                 self.node_name, self.cpus, self.real_memory)
+        log.info(
+            "slurm cluster up in %s (node %s, %d CPUs, %d MB)",
+            self.work_dir,
+            self.node_name,
+            self.cpus,
+            self.real_memory,
+        )
         return self
 
     def stop(self) -> None:
@@ -353,8 +379,7 @@ class SlurmCluster:
 
     def _refuse_other_slurm_daemons(self) -> None:
         others = {name: find_processes(name) for name in SLURM_DAEMONS}
-        found = [f"{name} pid {pid} ({process_cmdline(pid)})"
-                 for name, pids in others.items() for pid in pids]
+        found = [f"{name} pid {pid} ({process_cmdline(pid)})" for name, pids in others.items() for pid in pids]
         if not found:
             return
         if self.allow_other_slurm_daemons:
@@ -363,11 +388,11 @@ class SlurmCluster:
         raise SlurmClusterError(
             "slurm daemons already running (left over from a crashed test?): "
             + "; ".join(found)
-            + ". Stop them (kill <pid>) or pass allow_other_slurm_daemons=True.")
+            + ". Stop them (kill <pid>) or pass allow_other_slurm_daemons=True."
+        )
 
     def _make_dirs(self) -> None:
-        for path in (self.conf_dir, self.log_dir, self.run_dir, self.ctld_spool,
-                     self.slurmd_spool):
+        for path in (self.conf_dir, self.log_dir, self.run_dir, self.ctld_spool, self.slurmd_spool):
             path.mkdir(parents=True, exist_ok=True)
         if self.munge_dir is None:
             self.munge_dir = Path(tempfile.mkdtemp(prefix="munge-", dir="/tmp"))
@@ -392,37 +417,48 @@ class SlurmCluster:
         pid_file = self.munge_dir / "munged.pid"
         old = self._read_pid(pid_file)
         if old and pid_alive(old) and process_name(old) == "munged":
-            log.info("reusing munged pid %d already serving %s (not stopped on exit)",
-                     old, self.munge_socket)
+            log.info("reusing munged pid %d already serving %s (not stopped on exit)", old, self.munge_socket)
             return
         log_file = self.munge_dir / "munged.log"
-        cmd = [which("munged"), f"--socket={self.munge_socket}",
-               f"--key-file={self.munge_dir / 'munge.key'}", f"--log-file={log_file}",
-               f"--pid-file={pid_file}", f"--seed-file={self.munge_dir / 'munged.seed'}"]
+        cmd = [
+            which("munged"),
+            f"--socket={self.munge_socket}",
+            f"--key-file={self.munge_dir / 'munge.key'}",
+            f"--log-file={log_file}",
+            f"--pid-file={pid_file}",
+            f"--seed-file={self.munge_dir / 'munged.seed'}",
+        ]
         log.debug("starting %s", " ".join(cmd))
-        proc = subprocess.run(cmd, user=MUNGE_USER, group=MUNGE_USER, extra_groups=[],
-                              cwd=self.munge_dir, capture_output=True, text=True, timeout=30,
-                              check=False)
+        proc = subprocess.run(
+            cmd,
+            user=MUNGE_USER,
+            group=MUNGE_USER,
+            extra_groups=[],
+            cwd=self.munge_dir,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
         if proc.returncode != 0:
-            raise SlurmClusterError(f"munged exited {proc.returncode}: {proc.stderr.strip()}\n"
-                                    + log_tail(log_file))
+            raise SlurmClusterError(f"munged exited {proc.returncode}: {proc.stderr.strip()}\n" + log_tail(log_file))
         self.pids["munged"] = self._wait_pid_file("munged", pid_file, log_file)
 
     def _check_munge(self) -> None:
         sock = f"--socket={self.munge_socket}"
-        cred = subprocess.run([which("munge"), sock, "-n"], capture_output=True, text=True,
-                              timeout=30, check=False)
-        decoded = subprocess.run([which("unmunge"), sock], input=cred.stdout,
-                                 capture_output=True, text=True, timeout=30, check=False)
+        cred = subprocess.run([which("munge"), sock, "-n"], capture_output=True, text=True, timeout=30, check=False)
+        decoded = subprocess.run(
+            [which("unmunge"), sock], input=cred.stdout, capture_output=True, text=True, timeout=30, check=False
+        )
         if cred.returncode != 0 or decoded.returncode != 0:
             raise SlurmClusterError(
                 f"munge -n | unmunge failed: {cred.stderr.strip()} {decoded.stderr.strip()}\n"
-                + log_tail(self.munge_dir / "munged.log"))
+                + log_tail(self.munge_dir / "munged.log")
+            )
         log.debug("munge round trip ok")
 
     def _detect_node(self) -> None:
-        proc = subprocess.run([which("slurmd"), "-C"], capture_output=True, text=True,
-                              timeout=30, check=False)
+        proc = subprocess.run([which("slurmd"), "-C"], capture_output=True, text=True, timeout=30, check=False)
         if proc.returncode != 0 or "NodeName=" not in proc.stdout:
             raise SlurmClusterError(f"slurmd -C failed ({proc.returncode}): {proc.stderr}")
         fields = parse_node_line(proc.stdout)
@@ -434,10 +470,11 @@ class SlurmCluster:
 
     def _node_line(self) -> str:
         keep = ("Boards", "SocketsPerBoard", "CoresPerSocket", "ThreadsPerCore")
-        topology = " ".join(f"{k}={self._node_fields[k]}" for k in keep
-                            if k in self._node_fields)
-        return (f"NodeName={self.node_name} NodeAddr=127.0.0.1 CPUs={self.cpus} {topology} "
-                f"RealMemory={self.real_memory} State=UNKNOWN")
+        topology = " ".join(f"{k}={self._node_fields[k]}" for k in keep if k in self._node_fields)
+        return (
+            f"NodeName={self.node_name} NodeAddr=127.0.0.1 CPUs={self.cpus} {topology} "
+            f"RealMemory={self.real_memory} State=UNKNOWN"
+        )
 
     def _slurm_conf(self) -> str:
         host = socket.gethostname().split(".")[0]
@@ -475,8 +512,7 @@ class SlurmCluster:
             "KillWait=5",
             "MailProg=/bin/true",
             self._node_line(),
-            (f"PartitionName={self.partition} Nodes={self.node_name} Default=YES "
-             "MaxTime=INFINITE State=UP"),
+            (f"PartitionName={self.partition} Nodes={self.node_name} Default=YES MaxTime=INFINITE State=UP"),
         ]
         return "\n".join(lines) + "\n" + self.extra_conf
 
@@ -495,31 +531,29 @@ class SlurmCluster:
             if real is None:
                 continue
             wrapper = self.bin_dir / name
-            wrapper.write_text(f"#!/bin/sh\n{WRAPPER_MARK}\n"
-                               f"export SLURM_CONF='{self.conf_path}'\n"
-                               f"exec '{real}' \"$@\"\n")
+            wrapper.write_text(
+                f"#!/bin/sh\n{WRAPPER_MARK}\nexport SLURM_CONF='{self.conf_path}'\nexec '{real}' \"$@\"\n"
+            )
             wrapper.chmod(0o755)
 
     def _start_slurm_daemon(self, name: str, pid_name: str, log_name: str) -> None:
         log_file = self.log_dir / log_name
         cmd = [which(name), "-f", str(self.conf_path)]
         log.debug("starting %s", " ".join(cmd))
-        proc = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=60,
-                              check=False)
+        proc = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=60, check=False)
         if proc.returncode != 0:
-            raise SlurmClusterError(f"{name} exited {proc.returncode}: "
-                                    f"{proc.stderr.strip()}\n" + log_tail(log_file))
+            raise SlurmClusterError(f"{name} exited {proc.returncode}: {proc.stderr.strip()}\n" + log_tail(log_file))
         self.pids[name] = self._wait_pid_file(name, self.run_dir / pid_name, log_file)
 
     def _wait_pid_file(self, name: str, pid_file: Path, log_file: Path) -> int:
         """Wait for a daemon's pid file to name a live process; return that pid."""
+
         def ready() -> bool:
             pid = self._read_pid(pid_file)
             return bool(pid) and pid_alive(pid)
 
         if not wait_until(ready, 15.0):
-            raise SlurmClusterError(f"{name} did not come up (no live pid in {pid_file})\n"
-                                    + log_tail(log_file))
+            raise SlurmClusterError(f"{name} did not come up (no live pid in {pid_file})\n" + log_tail(log_file))
         pid = self._read_pid(pid_file)
         log.info("%s running as pid %d", name, pid)
         return pid
@@ -542,14 +576,15 @@ class SlurmCluster:
             raise SlurmClusterError(
                 f"node {self.node_name} not idle after {self.start_timeout:.0f} s "
                 f"(state {self.node_state()!r})\n{reason}\n"
-                + log_tail(self.log_dir / "slurmctld.log") + "\n"
-                + log_tail(self.log_dir / "slurmd.log"))
+                + log_tail(self.log_dir / "slurmctld.log")
+                + "\n"
+                + log_tail(self.log_dir / "slurmd.log")
+            )
 
     def _check_daemons_alive(self) -> None:
         for name, pid in self.pids.items():
             if not pid_alive(pid):
-                log_file = (self.munge_dir / "munged.log" if name == "munged"
-                            else self.log_dir / f"{name}.log")
+                log_file = self.munge_dir / "munged.log" if name == "munged" else self.log_dir / f"{name}.log"
                 raise SlurmClusterError(f"{name} (pid {pid}) died\n" + log_tail(log_file))
 
     # -- stop steps --------------------------------------------------------------------------
@@ -562,8 +597,11 @@ class SlurmCluster:
                 return
             log.info("cancelling leftover jobs %s", " ".join(jobs))
             self.run("scancel", *jobs, check=False, timeout=10)
-            wait_until(lambda: not self.run("squeue", "-h", "-o", "%i", check=False,
-                                            timeout=10).stdout.split(), 15.0, interval=0.5)
+            wait_until(
+                lambda: not self.run("squeue", "-h", "-o", "%i", check=False, timeout=10).stdout.split(),
+                15.0,
+                interval=0.5,
+            )
         except (OSError, subprocess.SubprocessError) as exc:
             log.warning("could not cancel leftover jobs: %s", exc)
 

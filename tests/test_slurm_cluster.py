@@ -18,8 +18,7 @@ def test_cluster_runs_a_job_and_stops_its_daemons(tmp_path):
         assert set(pids) == {"munged", "slurmctld", "slurmd"}
         assert cluster.node_state() == "idle"
 
-        job_id = cluster.submit("--wrap", "hostname > out.txt", f"--chdir={tmp_path}",
-                                "--job-name=hostname-test")
+        job_id = cluster.submit("--wrap", "hostname > out.txt", f"--chdir={tmp_path}", "--job-name=hostname-test")
         state = cluster.wait_for_job(job_id, timeout=60)
         assert state in (None, "COMPLETED")
         running = cluster.run("squeue", "-h", "-o", "%i").stdout.split()
