@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,slurm]'
 	touch $@
 
 run: $(BIN)/.installed
@@ -20,7 +20,7 @@ dry-run: $(BIN)/.installed
 	$(BIN)/snakemake -n --cores $(CORES)
 
 test: $(BIN)/.installed
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -rs
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check daydream scripts tests bench
