@@ -38,6 +38,15 @@ def write_text_atomic(path: Path, text: str, *, fsync: bool = False) -> None:
         raise
 
 
+def clear_temp_files(folder: Path) -> int:
+    """Remove temp files a killed run left in a document's folder (and its .replies/).
+    Only the job that (re)makes the document calls this, so no live write is touched."""
+    leftovers = [*Path(folder).glob(".*.tmp"), *Path(folder).glob(".replies/.*.tmp")]
+    for path in leftovers:
+        path.unlink(missing_ok=True)
+    return len(leftovers)
+
+
 def write_json_atomic(path: Path, data: dict, *, fsync: bool = False) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n", fsync=fsync)
 

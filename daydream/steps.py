@@ -220,6 +220,7 @@ def write_response(rt: Runtime, stage: str, gen_id: str, log_path: str | None = 
     template = rt.template(member)
     prompt = render_prompt(rt, stage, gen_id)
     prompt_sha = sha256_text(prompt)
+    gens.clear_temp_files(rt.paths.gen_dir(stage, gen_id))
     gens.write_text_atomic(rt.paths.prompt_path(stage, gen_id), prompt)
     if template.generator == "llm":
         refuse_silent_repayment(rt, member, prompt_sha)
@@ -245,6 +246,7 @@ def write_parsed(rt: Runtime, stage: str, gen_id: str, log_path: str | None = No
     """parsed.txt of one document; a truncated or unparsable reply fails with the reason."""
     member = rt.membership.member(gen_id)
     template = rt.template(member)
+    gens.clear_temp_files(rt.paths.gen_dir(stage, gen_id))
     raw = rt.paths.raw_path(stage, gen_id).read_text(encoding="utf-8")
     meta = gens.read_metadata(rt.paths, stage, gen_id)
     if meta.get("truncated"):

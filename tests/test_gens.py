@@ -62,3 +62,13 @@ def test_jsonl_appends_one_line_per_record(tmp_path):
     for i in range(3):
         gens.append_jsonl(log, {"i": i})
     assert [json.loads(line)["i"] for line in log.read_text().splitlines()] == [0, 1, 2]
+
+
+def test_temp_files_left_by_a_killed_write_are_cleared_but_complete_files_kept(tmp_path):
+    folder = tmp_path / "gens" / "draft" / "d_x"
+    gens.write_text_atomic(folder / "raw.txt", "paid")
+    (folder / ".prompt.txt.abc123.tmp").write_text("half a prom")
+    (folder / ".replies").mkdir()
+    (folder / ".replies" / ".0123.json.xyz.tmp").write_text("{")
+    assert gens.clear_temp_files(folder) == 2
+    assert sorted(p.name for p in folder.rglob("*")) == [".replies", "raw.txt"]
