@@ -20,15 +20,15 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def write_text_atomic(path: Path, text: str, *, fsync: bool = False) -> None:
-    """Write `text` to `path` through a temp file in the same folder and an atomic rename."""
+def write_bytes_atomic(path: Path, data: bytes, *, fsync: bool = False) -> None:
+    """Write `data` to `path` through a temp file in the same folder and an atomic rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual mode
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
             if fsync:
                 out.flush()
                 os.fsync(out.fileno())
@@ -36,6 +36,11 @@ def write_text_atomic(path: Path, text: str, *, fsync: bool = False) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(path: Path, text: str, *, fsync: bool = False) -> None:
+    """`write_bytes_atomic` for UTF-8 text."""
+    write_bytes_atomic(path, text.encode("utf-8"), fsync=fsync)
 
 
 def clear_temp_files(folder: Path) -> int:

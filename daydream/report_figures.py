@@ -18,9 +18,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from daydream.gens import write_bytes_atomic
 from daydream.paths import Paths
 from daydream.report_columns import ESSAY_COLUMNS, TOP_ESSAY_COLUMNS
-from daydream.report_io import gen_dirs, read_aggregated, read_table, write_bytes_atomic
+from daydream.report_io import gen_dirs, read_aggregated, read_table
 from daydream.report_scores import read_texts, task_scores
 from daydream.reports import COHORT_FIGURES
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -39,21 +38,6 @@ def write_csv(path: Path, frame: pd.DataFrame) -> None:
     """A report CSV, written atomically; floats rounded to `DECIMALS` places (no 0.1 + 0.2
     noise), empty cells for NaN."""
     gens.write_text_atomic(Path(path), frame.round(DECIMALS).to_csv(index=False))
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write `data` through a temp file in the same folder and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def note(log_path: str | Path | None, line: str) -> None:
