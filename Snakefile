@@ -15,23 +15,17 @@ report: "report/workflow.rst"
 
 include: "rules/common.smk"
 include: "rules/cohort.smk"
-include: "rules/draft.smk"
-include: "rules/essay.smk"
-include: "rules/evaluation.smk"
+include: "rules/gens.smk"
 include: "rules/reports.smk"
 include: "rules/cross_experiment.smk"
 
 
-# Under a cluster executor (profiles/slurm) only the batches of model calls (<stage>_replies)
-# are submitted; everything else is cheap and runs in the main Snakemake process.
+# Under a cluster executor (profiles/slurm) only the batches of model calls (gen_replies) are
+# submitted; everything else is cheap and runs in the main Snakemake process.
 localrules:
     cohort_membership,
-    draft_response,
-    draft_parse,
-    essay_response,
-    essay_parse,
-    evaluation_response,
-    evaluation_parse,
+    gen_response,
+    gen_parse,
     cohort_reports,
     cohort_report_figures,
     stale_generations,

@@ -1,43 +1,38 @@
 """Cohorts (SPEC §3): read a cohort definition, check it, and write its membership.
 
-`build_cohort` is what the `cohort_membership` checkpoint runs: it validates the cohort file
+`write_cohort` is what the `cohort_membership` checkpoint runs: it validates the cohort file
 against `config/schema/cohort.schema.yaml` and against the experiment tables, collects every
 problem into one CohortError (file, item, fix), and only then writes `manifest.json`,
-`membership.csv` and new rows of the append-only `combo_mappings.csv`.
+`membership.csv` and new rows of the append-only `combo_mappings.csv`. Rows are built stage
+by stage from the stage registry: the root stage from the combos, every other stage from its
+parent's rows (or, in a curated cohort, from documents already in the gens store).
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-from dataclasses import dataclass
+import shutil
 from pathlib import Path
 
 import jsonschema
 import yaml
 
+from daydream import calls, ids, prompts, stages, store
 from daydream import combos as combo_register
-from daydream import gens, ids, prompts
+from daydream.columns import MEMBERSHIP_COLUMNS
+from daydream.combos import Combo
 from daydream.experiment import Experiment, ExperimentError, load_experiment
-from daydream.paths import Paths
-from daydream.schemas import MEMBERSHIP_COLUMNS
+from daydream.paths import Paths, schema_path
+from daydream.runtime import Runtime
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "config" / "schema" / "cohort.schema.yaml"
+# A curated cohort lists existing documents of the stage the scored stage reads.
+CURATED_KEY = "essays"
+CURATED_STAGE = stages.SCORED.parent
 
 
 class CohortError(ExperimentError):
     """Bad cohort input; one line per problem, each naming the file and the item."""
-
-
-@dataclass(frozen=True)
-class Combo:
-    combo_id: str
-    concepts: tuple[str, ...]
-    level: str
-    k: int
-
-    def as_dict(self) -> dict:
-        return {"combo_id": self.combo_id, "concepts": list(self.concepts), "level": self.level, "k": self.k}
 
 
 def load_cohort_spec(path: Path) -> dict:
@@ -48,15 +43,15 @@ def load_cohort_spec(path: Path) -> dict:
         spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as error:
         raise CohortError([f"{path}: not valid YAML: {error}"]) from error
-    schema = yaml.safe_load(SCHEMA_PATH.read_text(encoding="utf-8"))
+    schema = yaml.safe_load(schema_path("cohort").read_text(encoding="utf-8"))
     validator = jsonschema.Draft202012Validator(schema)
     problems = [f"{path}: {'/'.join(map(str, e.absolute_path)) or '(top level)'}: {e.message}"
                 for e in validator.iter_errors(spec)]
     if problems:
         raise CohortError(problems)
-    for stage in ids.STAGES:
-        if stage in spec:
-            spec[stage].setdefault("replicates", 1)
+    for stage in stages.STAGES:
+        if stage.config_section in spec:
+            spec[stage.config_section].setdefault("replicates", 1)
     return spec
 
 
@@ -82,23 +77,24 @@ def resolve_combos(spec: dict, experiment: Experiment, where: str, problems: lis
     return [combos[key] for key in sorted(combos)]
 
 
-def check_stage(stage: str, spec: dict, experiment: Experiment, paths: Paths, where: str,
+def check_stage(stage: stages.Stage, spec: dict, experiment: Experiment, paths: Paths, where: str,
                 problems: list[str]) -> None:
-    """Known templates with readable, renderable files, and known models."""
-    table = experiment.templates[stage]
+    """Known templates with readable, renderable files, and known models (a child stage may
+    name its parent stage as a model: the parent document's own model)."""
+    table = experiment.templates[stage.name]
     for template_id in spec["templates"]:
         template = table.get(template_id)
         if template is None:
-            problems.append(f"{where}: {stage}.templates: unknown template {template_id!r}; "
-                            f"known: {', '.join(sorted(table)) or 'none'} ({paths.templates_csv(stage)})")
+            problems.append(f"{where}: {stage.config_section}.templates: unknown template {template_id!r}; "
+                            f"known: {', '.join(sorted(table)) or 'none'} ({paths.templates_csv(stage.name)})")
         elif template.generator == "llm":
             try:
-                prompts.check_template(stage, paths.template_path(stage, template_id))
+                prompts.check_template(stage.name, paths.template_path(stage.name, template_id))
             except prompts.PromptError as error:
-                problems.append(f"{where}: {stage} template {template_id!r}: {error}")
+                problems.append(f"{where}: {stage.name} template {template_id!r}: {error}")
     for model_id in spec["models"]:
-        if model_id not in experiment.models and not (stage == "essay" and model_id == "draft"):
-            problems.append(f"{where}: {stage}.models: unknown model {model_id!r}; "
+        if model_id not in experiment.models and not (stage.parent and model_id == stage.parent):
+            problems.append(f"{where}: {stage.config_section}.models: unknown model {model_id!r}; "
                             f"known: {', '.join(sorted(experiment.models))} ({paths.models_csv})")
 
 
@@ -118,67 +114,72 @@ def row(stage: str, gen_id: str, cohort_id: str, parent: str, combo_id: str, tem
                                          model_id, int(replicate)), strict=True))
 
 
-def draft_rows(cohort_id: str, combos: list[Combo], spec: dict) -> list[dict]:
+def root_rows(cohort_id: str, combos: list[Combo], spec: dict) -> list[dict]:
+    """The root stage's documents: every combo x template x model x replicate."""
+    name = stages.ROOT.name
     return [
-        row("draft", ids.gen_id("draft", combo.combo_id, template, model, rep), cohort_id, "",
+        row(name, ids.document_id(name, combo.combo_id, template, model, rep), cohort_id, "",
             combo.combo_id, template, model, rep)
         for combo in combos for template in spec["templates"] for model in spec["models"]
         for rep in range(1, spec["replicates"] + 1)
     ]
 
 
-def essay_rows(cohort_id: str, drafts: list[dict], spec: dict, experiment: Experiment) -> list[dict]:
-    """Essays per draft; a `copy` template makes one essay per draft (model = the draft's)."""
+def child_rows(stage: stages.Stage, cohort_id: str, parents: list[dict], spec: dict,
+               experiment: Experiment) -> list[dict]:
+    """A child stage's documents: per parent, template, model and replicate. A `copy` template
+    makes one document per parent with the parent's model; the model name equal to the parent
+    stage's name also means the parent's model."""
     rows = []
-    for draft in drafts:
+    for parent in parents:
         for template in spec["templates"]:
-            is_copy = experiment.templates["essay"][template].generator == "copy"
-            models = ["draft"] if is_copy else spec["models"]
-            for model in models:
-                model_id = draft["llm_model_id"] if model == "draft" else model
+            is_copy = experiment.templates[stage.name][template].generator == "copy"
+            for model in ([stage.parent] if is_copy else spec["models"]):
+                model_id = parent["llm_model_id"] if model == stage.parent else model
                 for rep in range(1, (1 if is_copy else spec["replicates"]) + 1):
-                    gid = ids.essay_gen_id(draft["gen_id"], template, rep, model_id, draft["llm_model_id"])
-                    rows.append(row("essay", gid, cohort_id, draft["gen_id"], draft["combo_id"],
+                    gid = ids.document_id(stage.name, parent["gen_id"], template, model_id, rep,
+                                          parent["llm_model_id"])
+                    rows.append(row(stage.name, gid, cohort_id, parent["gen_id"], parent["combo_id"],
                                     template, model_id, rep))
     return rows
 
 
-def evaluation_rows(cohort_id: str, essays: list[dict], spec: dict) -> list[dict]:
-    return [
-        row("evaluation", ids.gen_id("evaluation", essay["gen_id"], template, model, rep), cohort_id,
-            essay["gen_id"], essay["combo_id"], template, model, rep)
-        for essay in essays for template in spec["templates"] for model in spec["models"]
-        for rep in range(1, spec["replicates"] + 1)
-    ]
+def stored_row(paths: Paths, stage: str, gen_id: str, cohort_id: str) -> dict:
+    """The membership row of a document already in the gens store, from its metadata."""
+    meta = store.read_metadata(paths, stage, gen_id)
+    return row(stage, gen_id, cohort_id, meta["parent_gen_id"], meta["combo_id"], meta["template_id"],
+               meta["model_id"], meta["replicate"])
 
 
-def curated_rows(cohort_id: str, essay_ids: list[str], paths: Paths, where: str,
-                 problems: list[str]) -> tuple[list[dict], list[dict]]:
-    """Draft and essay rows of existing essays, read from their metadata in the gens store."""
-    drafts, essays = {}, []
-    for essay_id in essay_ids:
+def curated_rows(cohort_id: str, gen_ids: list[str], paths: Paths, where: str,
+                 problems: list[str]) -> list[list[dict]]:
+    """Rows of existing documents and all their ancestors, per stage (root first), read from
+    their metadata in the gens store."""
+    chain = list(reversed(stages.lineage(CURATED_STAGE)))
+    per_stage: list[dict[str, dict]] = [{} for _ in chain]
+    for gen_id in gen_ids:
         try:
-            essay = gens.read_metadata(paths, "essay", essay_id)
-            draft = gens.read_metadata(paths, "draft", essay["parent_gen_id"])
+            found, current = [], gen_id
+            for index in range(len(chain) - 1, -1, -1):
+                found.append((index, stored_row(paths, chain[index].name, current, cohort_id)))
+                current = found[-1][1]["parent_gen_id"]
         except (FileNotFoundError, KeyError, ValueError) as error:
-            problems.append(f"{where}: essays: {essay_id!r} is not a complete essay in "
-                            f"{paths.gens_root} ({error}); list only essays that exist")
+            problems.append(f"{where}: {CURATED_KEY}: {gen_id!r} is not a complete {CURATED_STAGE} in "
+                            f"{paths.gens_root} ({error}); list only documents that exist")
             continue
-        essays.append(row("essay", essay_id, cohort_id, draft["gen_id"], essay["combo_id"],
-                          essay["template_id"], essay["model_id"], essay["replicate"]))
-        drafts[draft["gen_id"]] = row("draft", draft["gen_id"], cohort_id, "", draft["combo_id"],
-                                      draft["template_id"], draft["model_id"], draft["replicate"])
-    return list(drafts.values()), essays
+        for index, item in found:
+            per_stage[index].setdefault(item["gen_id"], item)
+    return [list(rows.values()) for rows in per_stage]
 
 
-def curated_combos(drafts: list[dict], paths: Paths, where: str, problems: list[str]) -> list[Combo]:
-    """The combos of existing drafts, from the append-only combo register."""
+def curated_combos(roots: list[dict], paths: Paths, where: str, problems: list[str]) -> list[Combo]:
+    """The combos of existing root documents, from the append-only combo register."""
     known = combo_register.registered_combos(paths)
     combos = {}
-    for combo_id in sorted({d["combo_id"] for d in drafts}):
+    for combo_id in sorted({d["combo_id"] for d in roots}):
         if combo_id not in known:
-            problems.append(f"{where}: combo {combo_id} of a listed essay is not in {paths.combo_mappings_csv}; "
-                            "bring that file along with the gens store")
+            problems.append(f"{where}: combo {combo_id} of a listed {CURATED_STAGE} is not in "
+                            f"{paths.combo_mappings_csv}; bring that file along with the gens store")
             continue
         concepts, level, k = known[combo_id]
         combos[combo_id] = Combo(combo_id, concepts, level, k)
@@ -195,50 +196,52 @@ def check_duplicates(rows: list[dict], where: str, problems: list[str]) -> None:
         seen.add(item["gen_id"])
 
 
+def _raise_if(problems: list[str]) -> None:
+    if problems:
+        raise CohortError(problems)
+
+
 def plan_cohort(paths: Paths, cohort_id: str, spec: dict, experiment: Experiment,
                 where: str) -> tuple[dict, list[dict], list[Combo]]:
     """Manifest, membership rows and combos of a cohort; CohortError lists every problem."""
     problems: list[str] = []
-    stages = [s for s in ids.STAGES if s in spec]
-    for stage in stages:
-        check_stage(stage, spec[stage], experiment, paths, where, problems)
-    combos: list[Combo] = []
-    if "essays" in spec:
-        drafts, essays = curated_rows(cohort_id, spec["essays"], paths, where, problems)
-        combos = curated_combos(drafts, paths, where, problems)
+    for stage in stages.STAGES:
+        if stage.config_section in spec:
+            check_stage(stage, spec[stage.config_section], experiment, paths, where, problems)
+    if CURATED_KEY in spec:
+        per_stage = curated_rows(cohort_id, spec[CURATED_KEY], paths, where, problems)
+        combos = curated_combos(per_stage[0], paths, where, problems)
     else:
         combos = resolve_combos(spec["concepts"], experiment, where, problems)
         check_descriptions(combos, experiment.concepts, paths, where, problems)
-        if problems:
-            raise CohortError(problems)
-        drafts = draft_rows(cohort_id, combos, spec["draft"])
-        essays = essay_rows(cohort_id, drafts, spec["essay"], experiment)
-    if problems:
-        raise CohortError(problems)
-    rows = drafts + essays + evaluation_rows(cohort_id, essays, spec["evaluation"])
+        _raise_if(problems)
+        per_stage = [root_rows(cohort_id, combos, spec[stages.ROOT.config_section])]
+    _raise_if(problems)
+    for stage in stages.STAGES[len(per_stage):]:
+        per_stage.append(child_rows(stage, cohort_id, per_stage[-1], spec[stage.config_section], experiment))
+    rows = [item for stage_rows in per_stage for item in stage_rows]
     check_duplicates(rows, where, problems)
-    if problems:
-        raise CohortError(problems)
+    _raise_if(problems)
     return manifest(cohort_id, spec, combos), rows, combos
 
 
 def manifest(cohort_id: str, spec: dict, combos: list[Combo]) -> dict:
     doc: dict = {"cohort_id": cohort_id, "combos": [c.as_dict() for c in combos]}
-    for stage in ids.STAGES:
-        if stage in spec:
-            doc[stage] = {"templates": sorted(spec[stage]["templates"]),
-                          "models": sorted(spec[stage]["models"]),
-                          "replicates": spec[stage]["replicates"]}
-    if "essays" in spec:
-        doc["essays"] = sorted(spec["essays"])
+    for stage in stages.STAGES:
+        section = spec.get(stage.config_section)
+        if section:
+            doc[stage.config_section] = {"templates": sorted(section["templates"]),
+                                         "models": sorted(section["models"]), "replicates": section["replicates"]}
+    if CURATED_KEY in spec:
+        doc[CURATED_KEY] = sorted(spec[CURATED_KEY])
     return doc
 
 
 def build_cohort(paths: Paths, cohort_id: str, cohort_file: Path, check_models=None) -> list[dict]:
     """Validate a cohort and write its manifest, membership and combo mappings.
 
-    `check_models(model_ids, where) -> list[str]` may add problems about models that cannot be
-    called (e.g. a missing API key), so they also fail here, before any model call.
+    `check_models(model_rows, where) -> list[str]` may add problems about models that cannot
+    be called (e.g. a missing API key), so they also fail here, before any model call.
     """
     where = str(cohort_file)
     try:
@@ -249,10 +252,27 @@ def build_cohort(paths: Paths, cohort_id: str, cohort_file: Path, check_models=N
     doc, rows, combos = plan_cohort(paths, cohort_id, spec, experiment, where)
     if check_models is not None:
         used = sorted({r["llm_model_id"] for r in rows})
-        problems = check_models([experiment.models[m] for m in used if m in experiment.models], where)
-        if problems:
-            raise CohortError(problems)
+        _raise_if(check_models([experiment.models[m] for m in used if m in experiment.models], where))
     combo_register.append_combo_mappings(paths, combos)
-    gens.write_text_atomic(paths.manifest_json(cohort_id), json.dumps(doc, indent=2) + "\n")
-    gens.write_csv_atomic(paths.membership_csv(cohort_id), MEMBERSHIP_COLUMNS, rows)
+    store.write_text_atomic(paths.manifest_json(cohort_id), json.dumps(doc, indent=2) + "\n")
+    store.write_csv_atomic(paths.membership_csv(cohort_id), MEMBERSHIP_COLUMNS, rows)
     return rows
+
+
+def drop_derived_reports(paths: Paths, cohort_id: str) -> None:
+    """A new membership outdates the cohort's reports and the stale report. Snakemake 9 does
+    not rerun jobs it adds after a checkpoint when their outputs exist but are older than
+    their inputs, so these derived (free to rebuild) files are removed and made again."""
+    shutil.rmtree(paths.reports_dir(cohort_id), ignore_errors=True)
+    paths.stale_generations_csv.unlink(missing_ok=True)
+
+
+def write_cohort(rt: Runtime, cohort_id: str, log_path: str | None = None) -> None:
+    """The checkpoint: validate the cohort and write its manifest and membership."""
+    def check_models(rows, where):
+        return calls.missing_keys(rows, rt.settings, where)
+
+    rows = build_cohort(rt.paths, cohort_id, rt.paths.cohort_file(cohort_id), check_models=check_models)
+    drop_derived_reports(rt.paths, cohort_id)
+    counts = {stage: sum(r["stage"] == stage for r in rows) for stage in stages.NAMES}
+    store.write_job_log(log_path, f"cohort {cohort_id}: {counts}")

@@ -8,16 +8,26 @@ from __future__ import annotations
 
 import csv
 import fcntl
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
+from daydream.columns import COMBO_MAPPING_COLUMNS
 from daydream.paths import Paths
-from daydream.schemas import COMBO_MAPPING_COLUMNS
-
-if TYPE_CHECKING:
-    from daydream.cohorts import Combo
 
 VERSION = "v1"
+
+
+@dataclass(frozen=True)
+class Combo:
+    """One combination of concepts: its id, concept ids (in combo order), level and size."""
+
+    combo_id: str
+    concepts: tuple[str, ...]
+    level: str
+    k: int
+
+    def as_dict(self) -> dict:
+        return {"combo_id": self.combo_id, "concepts": list(self.concepts), "level": self.level, "k": self.k}
 
 
 class ComboClashError(ValueError):

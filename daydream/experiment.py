@@ -11,17 +11,21 @@ import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from daydream import parsers
-from daydream.ids import STAGES
-from daydream.paths import Paths
-from daydream.schemas import (
+from daydream import parsers, stages
+from daydream.columns import (
     CONCEPT_COLUMNS,
     DEFAULT_SCORE_MAX,
     DEFAULT_SCORE_MIN,
     GENERATORS,
+    LEGACY_MODEL_COLUMNS,
     MODEL_COLUMNS,
+    OPTIONAL_CONCEPT_COLUMNS,
+    OPTIONAL_EVALUATION_TEMPLATE_COLUMNS,
+    OPTIONAL_MODEL_COLUMNS,
+    OPTIONAL_TEMPLATE_COLUMNS,
     TEMPLATE_COLUMNS,
 )
+from daydream.paths import Paths
 
 
 class ExperimentError(ValueError):
@@ -66,17 +70,26 @@ class Experiment:
     inactive_concepts: set[str] = field(default_factory=set)
 
 
-def read_csv_rows(path: Path, required: tuple[str, ...], problems: list[str]) -> list[dict]:
-    """Rows of a CSV as dicts of stripped strings; missing file or columns go to `problems`."""
+def read_csv_rows(path: Path, required: tuple[str, ...], optional: tuple[str, ...],
+                  problems: list[str]) -> list[dict]:
+    """Rows of a CSV as dicts of stripped strings. A missing file, a missing required column or
+    a column that is neither required nor optional (a typo such as `max_concurency`) goes to
+    `problems`, naming the file and the known columns."""
     if not path.exists():
         problems.append(f"{path}: file not found; create it with columns {', '.join(required)}")
         return []
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
-        missing = [c for c in required if c not in (reader.fieldnames or [])]
+        header = list(reader.fieldnames or [])
+        missing = [c for c in required if c not in header]
+        unknown = [c for c in header if c not in required and c not in optional]
         if missing:
             problems.append(f"{path}: missing column(s) {', '.join(missing)}; "
                             f"the header must include {', '.join(required)}")
+        if unknown:
+            problems.append(f"{path}: unknown column(s) {', '.join(map(repr, unknown))}; "
+                            f"known columns: {', '.join((*required, *optional))}")
+        if missing or unknown:
             return []
         return [{k: (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
 
@@ -108,7 +121,7 @@ def _check_unique(rows: list[dict], key: str, path: Path, problems: list[str]) -
 
 def load_concepts(paths: Paths, problems: list[str]) -> tuple[dict[str, str], set[str]]:
     path = paths.concepts_metadata_csv
-    rows = read_csv_rows(path, CONCEPT_COLUMNS, problems)
+    rows = read_csv_rows(path, CONCEPT_COLUMNS, OPTIONAL_CONCEPT_COLUMNS, problems)
     _check_unique(rows, "concept_id", path, problems)
     active = {r["concept_id"]: r["name"] for r in rows if is_active(r)}
     return active, {r["concept_id"] for r in rows if not is_active(r)}
@@ -118,7 +131,9 @@ def _template_from_row(stage: str, row: dict, where: str, problems: list[str]) -
     generator = row.get("generator") or "llm"
     if generator not in GENERATORS:
         problems.append(f"{where}: generator {generator!r} must be one of {', '.join(GENERATORS)}")
-    parser = row.get("parser") or ("identity" if stage != "evaluation" else "")
+    elif generator == "copy" and not stages.get(stage).allows_copy:
+        problems.append(f"{where}: a {stage} cannot be a copy (generator `copy`); use `llm`")
+    parser = row.get("parser") or stages.get(stage).default_parser or ""
     try:
         parsers.check_parser(stage, parser)
     except ValueError as error:
@@ -133,7 +148,8 @@ def _template_from_row(stage: str, row: dict, where: str, problems: list[str]) -
 
 def load_templates(paths: Paths, stage: str, problems: list[str]) -> dict[str, Template]:
     path = paths.templates_csv(stage)
-    rows = read_csv_rows(path, TEMPLATE_COLUMNS, problems)
+    optional = OPTIONAL_TEMPLATE_COLUMNS + (OPTIONAL_EVALUATION_TEMPLATE_COLUMNS if stages.get(stage).scored else ())
+    rows = read_csv_rows(path, TEMPLATE_COLUMNS, optional, problems)
     _check_unique(rows, "template_id", path, problems)
     return {
         row["template_id"]: _template_from_row(stage, row, f"{path} row {line} ({row['template_id']})", problems)
@@ -155,7 +171,7 @@ def _model_from_row(row: dict, where: str, problems: list[str]) -> ModelRow:
 
 def load_models(paths: Paths, problems: list[str]) -> dict[str, ModelRow]:
     path = paths.models_csv
-    rows = read_csv_rows(path, MODEL_COLUMNS, problems)
+    rows = read_csv_rows(path, MODEL_COLUMNS, OPTIONAL_MODEL_COLUMNS + LEGACY_MODEL_COLUMNS, problems)
     _check_unique(rows, "id", path, problems)
     models = {}
     for line, row in enumerate(rows, start=2):
@@ -170,7 +186,7 @@ def load_experiment(paths: Paths) -> Experiment:
     """Read every definition table; raise ExperimentError listing all problems found."""
     problems: list[str] = []
     concepts, inactive = load_concepts(paths, problems)
-    templates = {stage: load_templates(paths, stage, problems) for stage in STAGES}
+    templates = {stage: load_templates(paths, stage, problems) for stage in stages.NAMES}
     models = load_models(paths, problems)
     if problems:
         raise ExperimentError(problems)

@@ -2,6 +2,7 @@
 
 Both functions are pure and stable across machines, cohorts and Python versions: a change here
 would orphan every existing gens store, so the formats below are a compatibility contract.
+A gen_id's prefix and its signature parts come from the stage registry (`daydream.stages`).
 """
 
 from __future__ import annotations
@@ -9,9 +10,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
-STAGES = ("draft", "essay", "evaluation")
-STAGE_PREFIX = {"draft": "d_", "essay": "e_", "evaluation": "v_"}
+from daydream import stages
+
 COMBO_PREFIX = "combo_v1_"
+COHORT_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
 _BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
@@ -32,22 +34,27 @@ def _base36(number: int) -> str:
 def gen_id(stage: str, *parts: object) -> str:
     """Stage prefix + base36 of a 10-byte BLAKE2b digest over the signature parts.
 
-    Parts are stripped, lower-cased and joined with `|`, in the order of SPEC §4:
-    draft (combo_id, template_id, llm_model_id, replicate); essay (draft_gen_id, template_id,
-    replicate[, essay model when it differs from the draft's]); evaluation (essay_gen_id,
-    template_id, llm_model_id, replicate).
+    Parts are stripped, lower-cased and joined with `|`, in the order of SPEC §4 (see
+    `document_id` for the parts of each stage).
     """
-    if stage not in STAGE_PREFIX:
-        raise ValueError(f"unknown stage {stage!r}: expected one of {', '.join(STAGES)}")
+    prefix = stages.get(stage).prefix
     signature = "|".join(str(part).strip().lower() for part in parts)
     digest = hashlib.blake2b(signature.encode("utf-8"), digest_size=10).digest()
-    return STAGE_PREFIX[stage] + _base36(int.from_bytes(digest, "big"))
+    return prefix + _base36(int.from_bytes(digest, "big"))
+
+
+def document_id(stage: str, anchor: str, template_id: str, model_id: str, replicate: int,
+                parent_model_id: str | None = None) -> str:
+    """A document's gen_id from its lineage: `anchor` is the combo_id of a root-stage document
+    or the parent's gen_id; the stage registry says which parts enter the hash: draft
+    (combo_id, template_id, llm_model_id, replicate); essay (draft_gen_id, template_id,
+    replicate[, essay model when it differs from the draft's]); evaluation (essay_gen_id,
+    template_id, llm_model_id, replicate)."""
+    parts = stages.get(stage).id_parts(anchor, template_id, model_id, int(replicate), parent_model_id)
+    return gen_id(stage, *parts)
 
 
 def essay_gen_id(draft_gen_id: str, template_id: str, replicate: int, model_id: str,
                  draft_model_id: str) -> str:
-    """Essay id: the essay model is a 4th signature part only when it differs from the draft's."""
-    parts: list[object] = [draft_gen_id, template_id, replicate]
-    if model_id != draft_model_id:
-        parts.append(model_id)
-    return gen_id("essay", *parts)
+    """Essay id (kept for callers of the original API): see `document_id`."""
+    return document_id("essay", draft_gen_id, template_id, model_id, replicate, draft_model_id)

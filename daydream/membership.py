@@ -12,7 +12,7 @@ import json
 import threading
 from dataclasses import dataclass
 
-from daydream.cohorts import Combo
+from daydream.combos import Combo
 from daydream.paths import Paths
 
 

@@ -15,6 +15,8 @@ import os
 import re
 import time
 
+from daydream import stages
+
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]{3,}")
 _STOP = frozenset("""this that with from your their about into what when which will would
 there these those have been must each more most only other some such than then they them
@@ -85,15 +87,14 @@ def evaluation_reply(words: list[str], seed: bytes) -> str:
                       f"Strength: {_sentences(words, seed[2:], 1)[0]}", f"SCORE: {score}"])
 
 
-REPLIES = {"draft": draft_reply, "essay": essay_reply, "evaluation": evaluation_reply}
-
-
 def generate(prompt: str, *, stage: str, model: str) -> tuple[str, dict]:
-    """The reply text and its usage (`prompt_tokens`, `completion_tokens`, `total_tokens`)."""
+    """The reply text and its usage (`prompt_tokens`, `completion_tokens`, `total_tokens`);
+    the stage registry names the reply function of each stage."""
+    reply = globals()[stages.get(stage).offline_reply]
     latency = float(os.environ.get("DAYDREAM_OFFLINE_LATENCY_S") or 0)
     if latency > 0:
         time.sleep(latency)
-    text = REPLIES[stage](_keywords(prompt), _seed(model, stage, prompt))
+    text = reply(_keywords(prompt), _seed(model, stage, prompt))
     usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": len(text.split())}
     usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
     return text, usage

@@ -20,20 +20,11 @@ import logging
 import re
 from collections.abc import Callable
 
+from daydream import stages
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["PARSERS_BY_STAGE", "ParseError", "check_parser", "parse", "resolve_parser"]
-
-_TEXT_PARSER_NAMES = frozenset(
-    {"identity", "essay_block", "essay_block_lenient", "essay_idea_last"}
-)
-_SCORE_PARSER_NAMES = frozenset({"in_last_line", "complex"})
-PARSERS_BY_STAGE: dict[str, frozenset[str]] = {
-    "draft": _TEXT_PARSER_NAMES,
-    "essay": _TEXT_PARSER_NAMES,
-    "evaluation": _SCORE_PARSER_NAMES,
-}
-_DEFAULT_TEXT_PARSER = "identity"
+__all__ = ["ParseError", "allowed_parsers", "check_parser", "parse", "resolve_parser"]
 
 _ESSAY_OPEN = re.compile(r"<essay(?:\s[^>]*)?>", re.IGNORECASE)
 _ESSAY_CLOSE = re.compile(r"</essay\s*>", re.IGNORECASE)
@@ -77,19 +68,22 @@ def _normalise(parser_name: object) -> str:
     return "" if parser_name is None else str(parser_name).strip()
 
 
+def allowed_parsers(stage: str) -> frozenset[str]:
+    """The parsers of the kind the stage keeps (text or score, per the stage registry)."""
+    return frozenset(_PARSERS_BY_KIND[stages.get(stage).keeps])
+
+
 def check_parser(stage: str, parser_name: str | None) -> None:
     """Raise ValueError unless `parser_name` is valid for `stage`.
 
-    The message lists the valid names. A blank/None name is valid for draft and essay (it means
-    `identity`) but not for evaluation, whose parsed text must be a score.
+    The message lists the valid names. A blank/None name means the stage's default parser
+    (`identity` for text stages); a stage that keeps a score has none and must name one.
     """
-    valid = PARSERS_BY_STAGE.get(stage)
-    if valid is None:
-        raise ValueError(f"unknown stage {stage!r}; expected one of: {', '.join(PARSERS_BY_STAGE)}")
+    valid = allowed_parsers(stage)
     name = _normalise(parser_name)
     listing = ", ".join(sorted(valid))
-    if not name and stage == "evaluation":
-        raise ValueError(f"an evaluation needs a score parser; valid parsers: {listing}")
+    if not name and stages.get(stage).default_parser is None:
+        raise ValueError(f"a {stage} needs a score parser; valid parsers: {listing}")
     if name and name not in valid:
         raise ValueError(
             f"parser {name!r} is not valid for stage {stage!r}; valid parsers: {listing}"
@@ -97,9 +91,9 @@ def check_parser(stage: str, parser_name: str | None) -> None:
 
 
 def resolve_parser(stage: str, parser_name: str | None) -> str:
-    """The parser name actually used for `stage`: checked, with blank meaning `identity`."""
+    """The parser name actually used for `stage`: checked, blank meaning the stage's default."""
     check_parser(stage, parser_name)
-    return _normalise(parser_name) or _DEFAULT_TEXT_PARSER
+    return _normalise(parser_name) or stages.get(stage).default_parser
 
 
 # --------------------------------------------------------------------------- text parsers
@@ -233,6 +227,9 @@ _SCORE_PARSERS: dict[str, Callable[[str, float, float], str]] = {
 }
 
 
+_PARSERS_BY_KIND: dict[str, dict] = {stages.TEXT: _TEXT_PARSERS, stages.SCORE: _SCORE_PARSERS}
+
+
 # --------------------------------------------------------------------------- entry point
 
 
@@ -254,7 +251,7 @@ def parse(
     """
     name = resolve_parser(stage, parser_name)
     raw = text or ""
-    if stage == "evaluation":
+    if stages.get(stage).scored:
         return _SCORE_PARSERS[name](raw, score_min, score_max)
     result = _TEXT_PARSERS[name](raw).strip()
     if not result:

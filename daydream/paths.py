@@ -2,7 +2,9 @@
 
 Rules, scripts, reports and tests build paths only through this class, so the layout of
 SPEC §1/§5 lives here and nowhere else. Methods take plain strings, so Snakemake wildcards
-such as ``"{gen_id}"`` pass through unchanged into rule outputs.
+such as ``"{gen_id}"`` pass through unchanged into rule outputs. Besides the data root it
+knows the folder of cohort files (default: `config/cohorts/` of this checkout) and the
+config schemas shipped with the package.
 """
 
 from __future__ import annotations
@@ -11,15 +13,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 GEN_FILES = ("prompt.txt", "raw.txt", "parsed.txt", "metadata.json")
+REPLIES = ".replies"
+HISTORY = ".history"
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = REPO_ROOT / "config"
+DEFAULT_COHORTS_DIR = CONFIG_DIR / "cohorts"
+
+
+def schema_path(name: str) -> Path:
+    """A JSON Schema of `config/schema/`, e.g. `schema_path("cohort")` (cohort.schema.yaml)."""
+    return CONFIG_DIR / "schema" / f"{name}.schema.yaml"
 
 
 @dataclass(frozen=True)
 class Paths:
     data_root: Path
+    cohorts_dir: Path = DEFAULT_COHORTS_DIR
 
     @classmethod
-    def from_str(cls, data_root: str | Path) -> Paths:
-        return cls(Path(data_root))
+    def from_str(cls, data_root: str | Path, cohorts_dir: str | Path | None = None) -> Paths:
+        return cls(Path(data_root), Path(cohorts_dir) if cohorts_dir else DEFAULT_COHORTS_DIR)
 
     # experiment definitions (tracked) ------------------------------------------------------
     @property
@@ -42,11 +56,19 @@ class Paths:
     def template_path(self, stage: str, template_id: str) -> Path:
         return self.raw_root / "templates" / stage / f"{template_id}.txt"
 
+    def template_files(self) -> list[Path]:
+        """Every template file of every stage, sorted."""
+        return sorted((self.raw_root / "templates").glob("*/*.txt"))
+
     @property
     def models_csv(self) -> Path:
         return self.raw_root / "llm_models.csv"
 
     # cohorts --------------------------------------------------------------------------------
+    def cohort_file(self, cohort_id: str) -> Path:
+        """The cohort's definition, `<cohorts_dir>/<cohort_id>.yaml`."""
+        return self.cohorts_dir / f"{cohort_id}.yaml"
+
     def cohort_dir(self, cohort_id: str) -> Path:
         return self.data_root / "cohorts" / cohort_id
 
@@ -72,6 +94,9 @@ class Paths:
     def gens_root(self) -> Path:
         return self.data_root / "gens"
 
+    def stage_dir(self, stage: str) -> Path:
+        return self.gens_root / stage
+
     def gen_dir(self, stage: str, gen_id: str) -> Path:
         return self.gens_root / stage / gen_id
 
@@ -86,6 +111,19 @@ class Paths:
 
     def metadata_path(self, stage: str, gen_id: str) -> Path:
         return self.gen_dir(stage, gen_id) / "metadata.json"
+
+    def replies_dir(self, stage: str, gen_id: str) -> Path:
+        """The document's paid-reply ledger: one file per prompt ever answered (never a
+        Snakemake output, so Snakemake never deletes it)."""
+        return self.gen_dir(stage, gen_id) / REPLIES
+
+    def reply_path(self, stage: str, gen_id: str, prompt_sha256: str) -> Path:
+        """The saved reply to one prompt, named by the prompt's SHA-256 (first 16 hex)."""
+        return self.replies_dir(stage, gen_id) / f"{prompt_sha256[:16]}.json"
+
+    def history_dir(self, stage: str, gen_id: str, stamp: str) -> Path:
+        """Where a deliberate regeneration moves the document's earlier files."""
+        return self.gen_dir(stage, gen_id) / HISTORY / stamp
 
     # operational outputs --------------------------------------------------------------------
     @property
@@ -118,5 +156,13 @@ class Paths:
     def cross_experiment_dir(self) -> Path:
         return self.data_root / "7_cross_experiment"
 
-    def log_path(self, rule: str, name: str) -> Path:
-        return self.data_root / "logs" / rule / f"{name}.log"
+    def cross_table(self, name: str, cohort_id: str | None = None) -> Path:
+        """`7_cross_experiment/<name>`, or `7_cross_experiment/by_cohort/<cohort_id>/<name>` for
+        the tables restricted to one cohort's membership."""
+        base = self.cross_experiment_dir
+        return base / name if cohort_id is None else base / "by_cohort" / cohort_id / name
+
+    def log_path(self, rule: str, *names: str) -> Path:
+        """A job's log: `logs/<rule>/<name>/.../<last>.log`."""
+        *folders, last = names
+        return self.data_root.joinpath("logs", rule, *folders, f"{last}.log")

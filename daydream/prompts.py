@@ -1,73 +1,137 @@
-"""Render stage prompts from Jinja2 templates (SPEC §2), with StrictUndefined.
+"""Prompts (SPEC §2): Jinja2 templates rendered with StrictUndefined, and the assembly of a
+document's prompt from its sources.
 
-Template variables: draft `concepts` (list of {concept_id, name, content} in combo order);
-essay `draft_block` and `links_block` (both the parent draft's parsed text); evaluation
-`response` (the parent essay's parsed text). Compiled templates are cached per file and
-modification time, so a process renders thousands of prompts from one parse of each file.
+`build_prompt` reads each source of a document exactly once (its template, its concept texts
+or its parent's parsed text) and returns the prompt text together with the SHA-256 of the
+prompt and of each source, taken from that same read: the stale report compares them later.
+The variables each stage renders with come from the stage registry. Compiled templates are
+cached per file and modification time, so a process parses each template file once.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import jinja2
 
+from daydream import stages
+
 _ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
                           autoescape=False)
+# The concept texts of a combo are hashed as one source, joined by this separator.
+CONCEPT_SEPARATOR = "\x1f"
 
 
 class PromptError(ValueError):
     """A template that does not parse or does not render; the message names the file."""
 
 
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class LoadedTemplate:
+    path: str
+    compiled: jinja2.Template
+    sha256: str
+
+
 @functools.lru_cache(maxsize=256)
-def _compiled(path: str, mtime_ns: int) -> jinja2.Template:
+def _compiled(path: str, mtime_ns: int) -> LoadedTemplate:
     text = Path(path).read_text(encoding="utf-8")
     try:
-        return _ENV.from_string(text)
+        return LoadedTemplate(path, _ENV.from_string(text), sha256_text(text))
     except jinja2.TemplateSyntaxError as error:
         raise PromptError(f"{path} line {error.lineno}: Jinja2 syntax error: {error.message}; "
                           "fix the template (use {% raw %} around literal braces)") from error
 
 
-def load_template(path: Path) -> jinja2.Template:
-    """The compiled template at `path`; PromptError names the file on a missing file or bad syntax."""
+def load_template(path: Path) -> LoadedTemplate:
+    """The compiled template at `path` and the hash of its text; PromptError names the file on
+    a missing file or bad syntax."""
     try:
-        mtime_ns = path.stat().st_mtime_ns
+        mtime_ns = Path(path).stat().st_mtime_ns
     except FileNotFoundError as error:
         raise PromptError(f"{path}: template file not found; create it or fix the template id") from error
     return _compiled(str(path), mtime_ns)
 
 
-def render(path: Path, **variables: object) -> str:
-    """Render the template at `path`; an undefined variable raises PromptError naming both."""
+def render(template: LoadedTemplate, variables: dict) -> str:
+    """Render a loaded template; an undefined variable raises PromptError naming both."""
     try:
-        return load_template(path).render(**variables)
+        return template.compiled.render(**variables)
     except jinja2.UndefinedError as error:
         names = ", ".join(sorted(variables))
-        raise PromptError(f"{path}: {error.message}; the variables for this stage are: {names}") from error
+        raise PromptError(f"{template.path}: {error.message}; the variables for this stage are: {names}") from error
 
 
-def draft_variables(concepts: list[dict]) -> dict:
-    return {"concepts": concepts}
+@dataclass(frozen=True)
+class Concept:
+    concept_id: str
+    name: str
+    path: Path
 
 
-def essay_variables(draft_text: str) -> dict:
-    return {"draft_block": draft_text, "links_block": draft_text}
+@dataclass(frozen=True)
+class PromptFiles:
+    """What a document's prompt is made from: its template (None for a copy), and the
+    concepts (root stage) or the parent's parsed text (child stages)."""
+
+    stage: str
+    template: Path | None
+    concepts: tuple[Concept, ...] = ()
+    parent: Path | None = None
+
+    def as_inputs(self) -> dict[str, object]:
+        """The files as named Snakemake inputs."""
+        inputs: dict[str, object] = {}
+        if self.template is not None:
+            inputs["template"] = str(self.template)
+        if self.concepts:
+            inputs["concepts"] = [str(c.path) for c in self.concepts]
+        if self.parent is not None:
+            inputs["parent"] = str(self.parent)
+        return inputs
 
 
-def evaluation_variables(essay_text: str) -> dict:
-    return {"response": essay_text}
+@dataclass(frozen=True)
+class Prompt:
+    text: str
+    sha256: str
+    sources: dict[str, str] = field(default_factory=dict)  # source name -> SHA-256 of its text
 
 
-SAMPLE_VARIABLES = {
-    "draft": draft_variables([{"concept_id": "sample", "name": "Sample", "content": "Sample text."}]),
-    "essay": essay_variables("A sample draft."),
-    "evaluation": evaluation_variables("A sample essay."),
-}
+def _concept_variables(concepts: Sequence[Concept], sources: dict[str, str]) -> list[dict]:
+    texts = [c.path.read_text(encoding="utf-8") for c in concepts]
+    sources["concepts"] = sha256_text(CONCEPT_SEPARATOR.join(texts))
+    return [{"concept_id": c.concept_id, "name": c.name, "content": text.strip()}
+            for c, text in zip(concepts, texts, strict=True)]
+
+
+def build_prompt(files: PromptFiles) -> Prompt:
+    """Read each source once and render the prompt; a copy (no template) is its parent's text."""
+    stage, sources = stages.get(files.stage), {}
+    concepts = _concept_variables(files.concepts, sources) if files.concepts else []
+    parent = files.parent.read_text(encoding="utf-8") if files.parent is not None else None
+    if parent is not None:
+        sources["parent"] = sha256_text(parent)
+    if files.template is None:
+        return Prompt(parent or "", sha256_text(parent or ""), sources)
+    template = load_template(files.template)
+    sources["template"] = template.sha256
+    text = render(template, stage.variables(concepts, parent))
+    return Prompt(text, sha256_text(text), sources)
+
+
+SAMPLE_CONCEPTS = ({"concept_id": "sample", "name": "Sample", "content": "Sample text."},)
+SAMPLE_PARENT = "A sample parent text."
 
 
 def check_template(stage: str, path: Path) -> None:
     """Parse and trial-render a template with sample variables, so bad templates fail early."""
-    render(path, **SAMPLE_VARIABLES[stage])
+    render(load_template(path), stages.get(stage).variables(SAMPLE_CONCEPTS, SAMPLE_PARENT))

@@ -8,32 +8,26 @@ again (a new, paid call for each LLM document).
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from daydream.ids import STAGES
-from daydream.paths import GEN_FILES, Paths
+from daydream import stages
+from daydream.paths import GEN_FILES, REPLIES, Paths
 
-HISTORY = ".history"
-ARCHIVED = (*GEN_FILES, ".replies")
-
-
-def stage_of(gen_id: str) -> str:
-    prefixes = {"d_": "draft", "e_": "essay", "v_": "evaluation"}
-    try:
-        return prefixes[gen_id[:2]]
-    except KeyError:
-        raise ValueError(f"{gen_id!r} is not a gen_id (d_..., e_... or v_...)") from None
+ARCHIVED = (*GEN_FILES, REPLIES)
 
 
 def children_index(paths: Paths) -> dict[str, list[str]]:
-    """parent gen_id -> child gen_ids, from every metadata.json in the gens store."""
+    """parent gen_id -> child gen_ids, from every metadata.json of the child stages."""
     children: dict[str, list[str]] = defaultdict(list)
-    for stage in STAGES[1:]:
-        for meta_path in sorted((paths.gens_root / stage).glob("*/metadata.json")):
+    for stage in stages.STAGES:
+        if stage.is_root:
+            continue
+        for meta_path in sorted(paths.stage_dir(stage.name).glob("*/metadata.json")):
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
             if meta.get("parent_gen_id"):
                 children[meta["parent_gen_id"]].append(meta_path.parent.name)
@@ -55,11 +49,12 @@ def with_descendants(paths: Paths, gen_ids: list[str]) -> list[str]:
 
 def archive_document(paths: Paths, gen_id: str, stamp: str) -> Path | None:
     """Move a document's files into its .history/<stamp>/ folder; None when it has none."""
-    folder = paths.gen_dir(stage_of(gen_id), gen_id)
+    stage = stages.of_gen_id(gen_id).name
+    folder = paths.gen_dir(stage, gen_id)
     present = [folder / name for name in ARCHIVED if (folder / name).exists()]
     if not present:
         return None
-    target = folder / HISTORY / stamp
+    target = paths.history_dir(stage, gen_id, stamp)
     target.mkdir(parents=True, exist_ok=False)
     for item in present:
         shutil.move(str(item), str(target / item.name))
@@ -69,7 +64,7 @@ def archive_document(paths: Paths, gen_id: str, stamp: str) -> Path | None:
 def archive_for_regeneration(paths: Paths, gen_ids: list[str], *, dry_run: bool = False) -> list[str]:
     """Archive the chosen documents and their descendants; return the gen_ids affected."""
     for gen_id in gen_ids:
-        stage_of(gen_id)
+        stages.of_gen_id(gen_id)
     chosen = with_descendants(paths, gen_ids)
     if not dry_run:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
@@ -80,8 +75,6 @@ def archive_for_regeneration(paths: Paths, gen_ids: list[str], *, dry_run: bool 
 
 def stale_gen_ids(paths: Paths) -> list[str]:
     """The gen_ids listed in the last stale report."""
-    import csv
-
     report = paths.stale_generations_csv
     if not report.exists():
         raise FileNotFoundError(f"{report} not found: run snakemake once to build the stale report")

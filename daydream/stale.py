@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 
-from daydream import gens, llm_calls, steps
+from daydream import calls, documents, store
+from daydream.columns import STALE_COLUMNS
 from daydream.membership import Member
+from daydream.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-STALE_COLUMNS = ("stage", "gen_id", "cohort_id", "template_id", "reason",
-                 "stored_prompt_sha256", "current_prompt_sha256")
+# A source of a prompt (see daydream.prompts.build_prompt) and the reason its change gives.
 REASONS = {"template": "template changed", "concepts": "concepts changed", "parent": "parent changed"}
 
 
@@ -25,16 +26,24 @@ def stale_reason(stored: dict, current: dict) -> str:
     return "; ".join(changed) or "prompt changed"
 
 
-def check_member(rt: steps.Runtime, member: Member) -> dict | None:
+def current_model(rt: Runtime, member: Member) -> str | None:
+    """The model string a new call would use (None for copies): a document made by the
+    offline rehearsal model is stale for a real run."""
+    if rt.template(member).generator != "llm" or member.llm_model_id not in rt.experiment.models:
+        return None
+    return calls.model_string(rt.experiment.models[member.llm_model_id], rt.settings)
+
+
+def check_member(rt: Runtime, member: Member) -> dict | None:
     """A stale-report row for one document, or None when it is current or not made yet."""
     try:
-        meta = gens.read_metadata(rt.paths, member.stage, member.gen_id)
-        current = steps.sha256_text(steps.render_prompt(rt, member.stage, member.gen_id))
+        meta = store.read_metadata(rt.paths, member.stage, member.gen_id)
+        current = documents.document_prompt(rt, member)
     except FileNotFoundError:
         return None  # not made yet, or its parent is missing: nothing paid to be stale
     reasons = []
-    if meta.get("prompt_sha256") != current:
-        reasons.append(stale_reason(meta.get("prompt_sources") or {}, steps.prompt_sources(rt, member)))
+    if meta.get("prompt_sha256") != current.sha256:
+        reasons.append(stale_reason(meta.get("prompt_sources") or {}, current.sources))
     model_now = current_model(rt, member)
     if meta.get("model") and model_now and meta["model"] != model_now:
         reasons.append(f"model changed (made by {meta['model']}, now {model_now})")
@@ -42,18 +51,10 @@ def check_member(rt: steps.Runtime, member: Member) -> dict | None:
         return None
     return {"stage": member.stage, "gen_id": member.gen_id, "cohort_id": member.cohort_id,
             "template_id": member.template_id, "reason": "; ".join(reasons),
-            "stored_prompt_sha256": meta.get("prompt_sha256", ""), "current_prompt_sha256": current}
+            "stored_prompt_sha256": meta.get("prompt_sha256", ""), "current_prompt_sha256": current.sha256}
 
 
-def current_model(rt: steps.Runtime, member: Member) -> str | None:
-    """The model string a new call would use (None for copies): a document made by the
-    offline rehearsal model is stale for a real run."""
-    if rt.template(member).generator != "llm" or member.llm_model_id not in rt.experiment.models:
-        return None
-    return llm_calls.litellm_model(rt.experiment.models[member.llm_model_id], rt.settings)
-
-
-def stale_rows(rt: steps.Runtime) -> list[dict]:
+def stale_rows(rt: Runtime) -> list[dict]:
     seen: set[str] = set()
     rows = []
     for cohort_id in rt.cohort_ids:
@@ -66,27 +67,11 @@ def stale_rows(rt: steps.Runtime) -> list[dict]:
     return rows
 
 
-def stale_report_inputs(rt: steps.Runtime) -> list[str]:
-    """Every file a stale verdict depends on: the stored metadata of each document, the parsed
-    parents, templates and concept texts. Any of them changing rebuilds the report."""
-    files: set[str] = {str(p) for p in rt.paths.raw_root.glob("templates/*/*.txt")}
-    for cohort_id in rt.cohort_ids:
-        files.add(str(rt.paths.membership_csv(cohort_id)))
-        for member in rt.membership.members(cohort_id):
-            files.add(str(rt.paths.metadata_path(member.stage, member.gen_id)))
-            if member.stage == "draft":
-                combo = rt.membership.combo(member.combo_id)
-                files.update(str(rt.paths.description_path(combo.level, c)) for c in combo.concepts)
-            else:
-                files.add(str(rt.paths.parsed_path(steps.parent_stage(member.stage), member.parent_gen_id)))
-    return sorted(files)
-
-
-def write_stale_report(rt: steps.Runtime, log_path: str | None = None) -> int:
+def write_stale_report(rt: Runtime, log_path: str | None = None) -> int:
     """Rebuild stale_generations.csv for the active cohorts; return the number of stale rows."""
     rows = stale_rows(rt)
-    gens.write_csv_atomic(rt.paths.stale_generations_csv, STALE_COLUMNS, rows)
-    steps.note(log_path, f"{len(rows)} stale document(s) in {rt.paths.stale_generations_csv}")
+    store.write_csv_atomic(rt.paths.stale_generations_csv, STALE_COLUMNS, rows)
+    store.write_job_log(log_path, f"{len(rows)} stale document(s) in {rt.paths.stale_generations_csv}")
     if rows:
         log.warning("%d stale document(s): see %s; regenerate chosen ones with scripts/regenerate.py",
                     len(rows), rt.paths.stale_generations_csv)

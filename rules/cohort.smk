@@ -1,3 +1,7 @@
+# The cohort checkpoint (SPEC §3): validates a cohort before any model call and writes its
+# manifest and membership; the documents it lists become the gens-store targets.
+
+
 checkpoint cohort_membership:
     input:
         unpack(get_cohort_inputs),
@@ -7,4 +11,4 @@ checkpoint cohort_membership:
     log:
         PATHS.log_path("cohort_membership", "{cohort_id}"),
     run:
-        steps.write_cohort(RT, input.cohort_file, wildcards.cohort_id, log[0])
+        cohorts.write_cohort(RT, wildcards.cohort_id, log[0])

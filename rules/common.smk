@@ -1,89 +1,95 @@
-# Config validation, the one Paths object, the shared Runtime and the input functions.
-# No rules here. Logic that is worth a test lives in the daydream package.
-from pathlib import Path
+# The shared Runtime (config validated against config/schema/config.schema.yaml, defaults
+# filled in), the one Paths object, wildcard constraints from the stage registry and the input
+# functions. No rules here; the logic behind each function lives in daydream.targets.
+from daydream import batches, cohorts, documents, ids, reports, stages, stale, targets
+from daydream.runtime import Runtime, configure_logging
 
-from snakemake.utils import validate
-
-from daydream import batches, reports, stale, steps
-
-validate(
-    config,
-    schema=str(Path(workflow.basedir) / "config" / "schema" / "config.schema.yaml"),
-)
-
-steps.configure_logging()
-RT = steps.Runtime(config)
+configure_logging()
+RT = Runtime(config)
 PATHS = RT.paths
-COHORTS_DIR = Path(
-    config.get("cohorts_dir") or Path(workflow.basedir) / "config" / "cohorts"
-)
 
 
 wildcard_constraints:
-    gen_id=r"[dev]_[0-9a-z]+",
-    cohort_id=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
-    batch_id=r"[0-9]{4}_[0-9a-f]{10}",
+    stage=stages.STAGE_PATTERN,
+    gen_id=stages.GEN_ID_PATTERN,
+    cohort_id=ids.COHORT_ID_PATTERN,
+    batch_id=batches.BATCH_ID_PATTERN,
 
 
 def final_targets(wildcards):
-    """The default target: every gens-store file and the reports of every active cohort.
-    Gens files are targets themselves: Snakemake never remakes a missing intermediate
-    file whose consumers are up to date."""
-    targets = []
-    for cohort_id in RT.cohort_ids:
-        targets += cohort_final_targets(cohort_id)
-    if all(steps.cohort_is_current(RT, COHORTS_DIR, c) for c in RT.cohort_ids):
-        targets.append(PATHS.stale_generations_csv)
-    return targets
+    """The default target: every gens-store file and the reports of every active cohort, then
+    the stale report once every membership is current."""
+    files = [f for cohort_id in RT.cohort_ids for f in cohort_final_targets(cohort_id)]
+    if all(targets.cohort_is_current(RT, c) for c in RT.cohort_ids):
+        files.append(PATHS.stale_generations_csv)
+    return files
 
 
 def cohort_final_targets(cohort_id):
-    """Snakemake 9 treats a checkpoint whose outputs exist as done when it plans, even if
-    its inputs changed. So while a cohort's membership is out of date, the target is the
-    membership itself (a plain file, remade by mtime); once the checkpoint has run,
-    Snakemake re-evaluates this function and gets the documents."""
-    if not steps.cohort_is_current(RT, COHORTS_DIR, cohort_id):
-        return [PATHS.membership_csv(cohort_id), PATHS.manifest_json(cohort_id)]
+    """While a membership is older than its definitions, the membership itself (Snakemake 9
+    plans a checkpoint whose outputs exist as done); once the checkpoint has run, Snakemake
+    re-evaluates this and gets the documents and reports."""
+    if not targets.cohort_is_current(RT, cohort_id):
+        return targets.outdated_membership(RT, cohort_id)
     checkpoints.cohort_membership.get(cohort_id=cohort_id)
-    reports_files = [
-        PATHS.cohort_report(cohort_id, name) for name in reports.COHORT_REPORTS
-    ]
-    return steps.cohort_targets(RT, cohort_id) + reports_files
+    return targets.cohort_outputs(RT, cohort_id)
 
 
 def get_cohort_inputs(wildcards):
-    return steps.cohort_inputs(RT, COHORTS_DIR, wildcards.cohort_id)
+    return targets.cohort_inputs(RT, wildcards.cohort_id)
 
 
-def get_prompt_inputs(stage):
-    """What a prompt is rendered from (template, concept texts or the parent's parsed text),
-    all marked ancient: only a missing output makes a response job, so a later edit never
-    re-renders a prompt or re-requests a paid reply; it shows in the stale report instead.
+def ancient_all(files):
+    """Inputs marked ancient: only a missing output makes the job, so an edited template or
+    concept never re-renders a prompt or re-requests a paid reply (the stale report says so).
     """
-
-    def inputs(wildcards):
-        files = batches.response_inputs(RT, stage, wildcards.gen_id)
-        return {name: ancient(value) for name, value in files.items()}
-
-    return inputs
+    return {name: ancient(value) for name, value in files.items()}
 
 
-def get_reply_batch_inputs(stage):
-    """Cluster runs: the prompt inputs of a batch's documents, ancient as for one response."""
+def get_response_inputs(wildcards):
+    return ancient_all(targets.response_inputs(RT, wildcards.stage, wildcards.gen_id))
 
-    def inputs(wildcards):
-        files = batches.reply_batch_inputs(RT, stage, wildcards.batch_id)
-        return {name: ancient(value) for name, value in files.items()}
 
-    return inputs
+def get_reply_batch_inputs(wildcards):
+    return ancient_all(
+        targets.reply_batch_inputs(RT, wildcards.stage, wildcards.batch_id)
+    )
 
 
 def get_stale_report_inputs(wildcards):
     for cohort_id in RT.cohort_ids:
         checkpoints.cohort_membership.get(cohort_id=cohort_id)
-    return stale.stale_report_inputs(RT)
+    return targets.stale_report_inputs(RT)
 
 
 def get_cohort_report_inputs(wildcards):
     checkpoints.cohort_membership.get(cohort_id=wildcards.cohort_id)
-    return reports.cohort_report_inputs(PATHS, RT.membership, wildcards.cohort_id)
+    return targets.cohort_report_inputs(RT, wildcards.cohort_id)
+
+
+def report_outputs(group):
+    """A report rule's outputs, from the report registry: each shown in the HTML report where
+    the registry says."""
+    return {r.key: html_report_entry(r) for r in reports.in_group(group)}
+
+
+def html_report_entry(entry):
+    path = PATHS.cohort_report("{cohort_id}", entry.name)
+    if entry.caption is None:
+        return path
+    return report(
+        path,
+        caption=f"../report/{entry.caption}",
+        category=entry.category,
+        subcategory="{cohort_id}",
+        labels={"cohort": "{cohort_id}", entry.kind: entry.title},
+    )
+
+
+def report_files(group):
+    """A report group's files of the cohort `{cohort_id}` (the figures read the tables)."""
+    return [PATHS.cohort_report("{cohort_id}", r.name) for r in reports.in_group(group)]
+
+
+def cross_table_outputs():
+    return {r.key: PATHS.cross_table(r.name) for r in reports.in_group("cross")}

@@ -6,12 +6,9 @@
 
 rule cross_experiment_tables:
     input:
-        cohort_scores=reports.cross_experiment_inputs(PATHS, RT.cohort_ids),
+        cohort_scores=targets.cross_experiment_inputs(RT),
     output:
-        aggregated=reports.cross_experiment_table(PATHS, "aggregated_scores.csv"),
-        pivot=reports.cross_experiment_table(
-            PATHS, "evaluation_scores_by_template_model.csv"
-        ),
+        **cross_table_outputs(),
     log:
         PATHS.log_path("cross_experiment_tables", "all"),
     run:

@@ -6,8 +6,8 @@ aggregated_scores.csv that scripts/aggregate_scores.py wrote."""
 import argparse
 import logging
 
+from daydream import reports
 from daydream.paths import Paths
-from daydream.report_cross import write_cross_pivot
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
-        print(write_cross_pivot(Paths.from_str(args.data_root), args.cohort_id))
+        print(reports.write_cross_table(Paths.from_str(args.data_root), reports.CROSS_PIVOT, args.cohort_id))
     except FileNotFoundError as error:
         parser.exit(1, f"error: {error}\n")
 

@@ -3,14 +3,18 @@ files, a runner for the real Snakefile, and a guard that fails any non-loopback 
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
 import yaml
+
+from daydream import settings
 
 REPO = Path(__file__).resolve().parent.parent
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -76,3 +80,23 @@ def run_workflow(data_root: Path, cohorts_dir: Path, cohorts: list[str], *args: 
 
 def count_lines(path: Path) -> int:
     return len(path.read_text(encoding="utf-8").splitlines()) if path.exists() else 0
+
+
+def llm_settings(**llm) -> settings.LLMSettings:
+    """Model-call settings with the schema's defaults for every key not given."""
+    config = settings.validated({"data_root": "data", "cohorts": ["tiny"], "llm": llm})
+    return settings.LLMSettings.from_config(config)
+
+
+def planned_by_stage(dry_run_output: str) -> Counter:
+    """(rule, stage) -> how many jobs a dry run lists, from each job's `wildcards:` line."""
+    counts: Counter = Counter()
+    rule = None
+    for line in dry_run_output.splitlines():
+        started = re.match(r"^(?:local)?(?:rule|checkpoint) (\w+):", line)
+        if started:
+            rule = started.group(1)
+        stage = re.match(r"^\s+wildcards:.*\bstage=(\w+)", line)
+        if stage and rule:
+            counts[(rule, stage.group(1))] += 1
+    return counts

@@ -7,13 +7,14 @@ import shutil
 import pandas as pd
 import pytest
 
-from daydream import batches, steps
+from daydream import batches, targets
 from daydream.paths import Paths
+from daydream.runtime import Runtime
 from tests.conftest import count_lines, run_workflow
 
 
-def runtime(data_root, batch_size: int) -> steps.Runtime:
-    return steps.Runtime({"data_root": str(data_root), "cohorts": ["tiny"], "offline": True,
+def runtime(data_root, batch_size: int) -> Runtime:
+    return Runtime({"data_root": str(data_root), "cohorts": ["tiny"], "offline": True,
                           "reply_batch_size": batch_size})
 
 
@@ -40,16 +41,16 @@ def test_copy_essays_are_in_no_batch(planned):
 
 def test_a_response_waits_for_its_batch_only_in_cluster_runs_and_while_raw_is_missing(planned):
     draft = next(iter(batches.reply_batches(runtime(planned, 2), "draft")[1]))
-    assert "replies" not in batches.response_inputs(runtime(planned, 0), "draft", draft)
-    assert "replies" in batches.response_inputs(runtime(planned, 2), "draft", draft)
+    assert "replies" not in targets.response_inputs(runtime(planned, 0), "draft", draft)
+    assert "replies" in targets.response_inputs(runtime(planned, 2), "draft", draft)
     raw = Paths(planned).raw_path("draft", draft)
     raw.parent.mkdir(parents=True)
     raw.write_text("done")
-    assert "replies" not in batches.response_inputs(runtime(planned, 2), "draft", draft)
+    assert "replies" not in targets.response_inputs(runtime(planned, 2), "draft", draft)
 
 
 def test_an_unknown_batch_fails_naming_the_setting(planned):
-    with pytest.raises(steps.StepError, match="reply_batch_size=2"):
+    with pytest.raises(batches.BatchError, match="reply_batch_size=2"):
         batches.pending_in_batch(runtime(planned, 2), "draft", "0009_0123456789")
 
 

@@ -6,8 +6,8 @@ import json
 import pytest
 
 from daydream import cohorts, ids
+from daydream.columns import MEMBERSHIP_COLUMNS
 from daydream.paths import Paths
-from daydream.schemas import MEMBERSHIP_COLUMNS
 from tests.conftest import TINY_COHORT, count_lines, run_workflow, write_cohort
 
 

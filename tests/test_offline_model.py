@@ -18,7 +18,7 @@ def test_models_and_prompts_change_the_reply():
     assert reply != offline_model.generate(PROMPT + "!", stage="essay", model="a")[0]
 
 
-@pytest.mark.parametrize("parser", sorted(parsers.PARSERS_BY_STAGE["draft"]))
+@pytest.mark.parametrize("parser", sorted(parsers.allowed_parsers("draft")))
 def test_draft_replies_satisfy_every_draft_parser(parser):
     text, _ = offline_model.generate(PROMPT, stage="draft", model="a")
     assert parsers.parse("draft", parser, text).strip()

@@ -33,11 +33,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from daydream import report_figures, reports
-from daydream.experiment import Template
-from daydream.paths import Paths
-from daydream.report_agreement import judge_agreement, mean_score_ci
-from daydream.report_columns import (
+from daydream import reports
+from daydream.columns import (
     AGGREGATED_COLUMNS,
     FINAL_RESULTS_COLUMNS,
     JUDGE_AGREEMENT_COLUMNS,
@@ -45,14 +42,13 @@ from daydream.report_columns import (
     PERFECT_SCORE_COLUMNS,
     VARIANCE_COLUMNS,
 )
-from daydream.report_cross import (
-    cross_aggregated,
-    evaluation_scores_by_template_model,
-    evaluation_template_scales,
-    write_cross_tables,
-)
-from daydream.report_io import cross_table_path, read_aggregated, write_csv
-from daydream.report_scores import MISSING_SCORE, parse_scores, scales_from_templates, task_scores
+from daydream.experiment import Template
+from daydream.paths import Paths
+from daydream.reports.agreement import judge_agreement, mean_score_ci
+from daydream.reports.cross import cross_aggregated, evaluation_scores_by_template_model, evaluation_template_scales
+from daydream.reports.io import read_aggregated, read_membership, write_csv
+from daydream.reports.pages import top_essays
+from daydream.reports.scores import MISSING_SCORE, parse_scores, scales_from_templates, task_scores
 
 REPO = Path(__file__).resolve().parent.parent
 COHORT = "mini"
@@ -119,7 +115,7 @@ def scales() -> pd.DataFrame:
 
 @pytest.fixture
 def tables(store, scales) -> dict[str, pd.DataFrame]:
-    return reports.cohort_tables(store, reports.read_membership(store, COHORT), scales)
+    return reports.build_cohort_tables(store, COHORT, scales)
 
 
 def row_of(frame: pd.DataFrame, **where) -> pd.Series:
@@ -315,7 +311,7 @@ def test_write_cohort_reports_writes_every_table_that_reads_back_the_same(store,
         "rigor": Template("evaluation", "rigor", "", "complex", "llm", True, 1, 10)}}})()
     log = store.data_root / "logs" / "cohort_reports" / "mini.log"
     written = reports.write_cohort_reports(store, COHORT, experiment, str(log))
-    assert [p.relative_to(store.reports_dir(COHORT)).as_posix() for p in written] == list(reports.COHORT_TABLES)
+    assert [p.relative_to(store.reports_dir(COHORT)).as_posix() for p in written] == [r.name for r in reports.in_group("tables")]
     back = read_aggregated(store.cohort_report(COHORT, "parsing/aggregated_scores.csv"))
     assert back["score"].tolist()[:4] == [9.0, 7.0, 9.0, 10.0] and back["error"].ne("").sum() == 2
     assert log.read_text() == "mini: 9 evaluations, 2 without a score; wrote 7 tables\n"
@@ -323,7 +319,7 @@ def test_write_cohort_reports_writes_every_table_that_reads_back_the_same(store,
 
 def test_a_cohort_without_membership_fails_naming_the_file_and_the_fix(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"membership.csv does not exist; build the cohort first"):
-        reports.read_membership(Paths(tmp_path), "nope")
+        read_membership(Paths(tmp_path), "nope")
 
 
 # -- cross-experiment ----------------------------------------------------------------------------
@@ -365,8 +361,8 @@ def test_pivot_has_one_row_per_essay_and_one_column_per_template_and_model(store
 
 def test_cross_tables_for_one_cohort_skip_other_cohorts(store):
     add_foreign_evaluations(store)
-    aggregated_path, pivot_path = write_cross_tables(store, COHORT)
-    assert aggregated_path == cross_table_path(store, "aggregated_scores.csv", COHORT)
+    aggregated_path, pivot_path = reports.write_cross_experiment_tables(store, cohort_id=COHORT)
+    assert aggregated_path == store.cross_table("aggregated_scores.csv", COHORT)
     assert len(read_aggregated(aggregated_path)) == 9
     assert "novelty__jC" not in pd.read_csv(pivot_path).columns
 
@@ -408,7 +404,7 @@ def test_scripts_fail_with_the_missing_file_and_the_fix(tmp_path):
 def test_a_cohort_without_any_valid_score_still_gets_every_report(store, scales):
     for gen_id, *_ in EVALUATIONS:
         store.parsed_path("evaluation", gen_id).unlink(missing_ok=True)
-    tables = reports.cohort_tables(store, reports.read_membership(store, COHORT), scales)
+    tables = reports.build_cohort_tables(store, COHORT, scales)
     assert (tables["parsing/aggregated_scores.csv"]["error"] == MISSING_SCORE).all()
     assert tables["summary/generation_scores.csv"]["jA_novelty_n"].tolist() == [0, 0]
     for name in ("summary/final_results.csv", "summary/perfect_score_paths.csv", "analysis/variance_analysis.csv",
@@ -416,7 +412,7 @@ def test_a_cohort_without_any_valid_score_still_gets_every_report(store, scales)
         assert tables[name].empty, name
     for name, frame in tables.items():
         write_csv(store.cohort_report(COHORT, name), frame)
-    written = report_figures.write_figures(store, COHORT, scales)
+    written = reports.write_cohort_group(store, COHORT, scales, "figures")
     assert all(path.stat().st_size > 0 for path in written)
     assert "No essay has a valid score yet" in store.cohort_report(COHORT, "summary/top_essays.html").read_text()
 
@@ -424,10 +420,10 @@ def test_a_cohort_without_any_valid_score_still_gets_every_report(store, scales)
 def test_figures_rank_top_essays_by_mean_share_of_scale_and_link_their_text(store, tables, scales):
     for name, frame in tables.items():
         write_csv(store.cohort_report(COHORT, name), frame)
-    written = report_figures.write_figures(store, COHORT, scales)
-    assert [p.relative_to(store.reports_dir(COHORT)).as_posix() for p in written] == list(reports.COHORT_FIGURES)
+    written = reports.write_cohort_group(store, COHORT, scales, "figures")
+    assert [p.relative_to(store.reports_dir(COHORT)).as_posix() for p in written] == [r.name for r in reports.in_group("figures")]
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written if p.suffix == ".png")
-    top = report_figures.top_essays(task_scores(tables["parsing/aggregated_scores.csv"], scales), store)
+    top = top_essays(task_scores(tables["parsing/aggregated_scores.csv"], scales), store)
     assert top["gen_id"].tolist() == ["e_1", "e_2"] and top["rank"].tolist() == [1, 2]
     assert top["mean_scaled"].tolist() == [pytest.approx(26 / 27), pytest.approx(10 / 27)]
     assert top["n_tasks"].tolist() == [3, 3]
@@ -440,7 +436,7 @@ def test_figures_rank_top_essays_by_mean_share_of_scale_and_link_their_text(stor
 def test_cross_tables_of_a_store_without_evaluations_are_headers_only(tmp_path):
     paths = Paths(tmp_path / "data")
     paths.gens_root.mkdir(parents=True)
-    aggregated_path, pivot_path = write_cross_tables(paths)
+    aggregated_path, pivot_path = reports.write_cross_experiment_tables(paths)
     assert aggregated_path.read_text().strip() == ",".join(AGGREGATED_COLUMNS)
     assert pd.read_csv(pivot_path).columns.tolist() == ["gen_id", "combo_id", "draft_template",
                                                         "generation_template", "generation_model"]

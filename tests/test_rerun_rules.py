@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from daydream.paths import Paths
-from daydream.steps import sha256_text
+from daydream.prompts import sha256_text
 from tests.conftest import REPO, SNAKEMAKE, TINY_COHORT, count_lines, run_workflow, write_cohort
 
 pytestmark = pytest.mark.e2e

@@ -4,7 +4,7 @@ One cluster (tests/slurm_cluster.py) serves the module. A cohort of 21 documents
 (the reference) and on Slurm; the offline model is deterministic, so every prompt, reply, parsed
 text and report score must be equal. The Slurm jobs are counted through the cluster (squeue keeps
 finished jobs for MinJobAge=600 s) and written to the test log with the sbatch submissions: one
-job per batch of model calls (`<stage>_replies`), everything else runs in the main process.
+job per batch of model calls (`gen_replies`), everything else runs in the main process.
 A second cohort judges four essays again: its batch job is cancelled mid-run, which must leave
 no gens file behind (only whole saved replies), and the rerun must pay only the missing calls.
 """
@@ -25,7 +25,7 @@ import pandas as pd
 import pytest
 
 from daydream.paths import GEN_FILES, Paths
-from tests.conftest import REPO, SNAKEMAKE, run_workflow, write_cohort
+from tests.conftest import REPO, SNAKEMAKE, planned_by_stage, run_workflow, write_cohort
 from tests.slurm_cluster import SlurmCluster, slurm_available
 
 pytestmark = pytest.mark.slurm
@@ -34,7 +34,7 @@ PROFILE = REPO / "profiles" / "slurm"
 STAGES = ("draft", "essay", "evaluation")
 # What a cluster run needs from the workflow: the batch rules, and every other rule local (a rule
 # that is not would send one Slurm job per document or per cohort).
-BATCH_RULES = tuple(f"{stage}_replies" for stage in STAGES)
+BATCH_RULES = ("gen_replies",)
 # 3 drafts, 6 essays (3 of them copies: no call), 12 evaluations: 18 calls.
 SMALL = {
     "concepts": {"level": "paragraph", "k": 2, "ids": ["default-mode-network", "exaptation", "weak-ties"]},
@@ -185,7 +185,7 @@ def cancel_when_replies_saved(cluster: SlurmCluster, paths: Paths, gen_ids: set[
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         running = [job_id for job_id, job in slurm_jobs(cluster).items()
-                   if job["state"] == "RUNNING" and job["comment"].startswith("rule_evaluation_replies")]
+                   if job["state"] == "RUNNING" and job["comment"].startswith("rule_gen_replies_wildcards_evaluation")]
         if running and saved_replies(paths, "evaluation", gen_ids):
             cluster.run("scancel", str(running[0]))
             cluster.wait_for_job(running[0], timeout=60)
@@ -246,10 +246,10 @@ def test_dry_run_prints_the_plan_without_a_cluster(tmp_path, cohorts):
                           capture_output=True, text=True, timeout=120)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-4000:]
-    planned = {"draft_replies": 1, "essay_replies": 1, "evaluation_replies": 1,
-               "draft_response": 3, "essay_response": 6, "evaluation_response": 12}
-    for rule, count in planned.items():
-        assert re.search(rf"^{rule}\s+{count}$", output, re.M), f"{rule} x{count} not in the plan:\n{output[-3000:]}"
+    planned = planned_by_stage(output)
+    expected = {("gen_replies", stage): 1 for stage in STAGES}
+    expected.update({("gen_response", "draft"): 3, ("gen_response", "essay"): 6, ("gen_response", "evaluation"): 12})
+    assert {key: planned[key] for key in expected} == expected, output[-3000:]
     assert not (tmp_path / ".snakemake" / "slurm_logs").exists()
 
 
@@ -260,7 +260,7 @@ def test_slurm_run_equals_the_local_run_in_far_fewer_jobs_than_documents(slurm_r
     assert all(job["state"] == "COMPLETED" for job in jobs.values()), jobs
     assert {job["comment"].split("_wildcards_")[0] for job in jobs.values()} == {f"rule_{r}" for r in BATCH_RULES}
     assert len(jobs) <= documents // 4, f"{len(jobs)} Slurm jobs for {documents} documents"
-    for rule in ("localcheckpoint cohort_membership", "localrule draft_response", "localrule evaluation_parse"):
+    for rule in ("localcheckpoint cohort_membership", "localrule gen_response", "localrule gen_parse"):
         assert rule in output
 
     expected = gens_texts(reference, "small")
@@ -312,7 +312,7 @@ def test_a_cancelled_batch_leaves_no_gens_file_and_the_rerun_pays_only_the_missi
     done = run_on_slurm(cluster, root, cohorts, ["small", "rejudge"])
     jobs = new_jobs(cluster, before)
     log_jobs(request, jobs, len(new_docs), time.monotonic() - started)
-    assert len(jobs) == 1 and "localrule evaluation_response" in done.stderr + done.stdout
+    assert len(jobs) == 1 and "localrule gen_response" in done.stderr + done.stdout
     records = batch_records(root, "evaluation")
     assert {g: records[g] for g in new_docs} == {g: "reused" if g in saved else "called" for g in new_docs}
 

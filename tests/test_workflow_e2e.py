@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from daydream.paths import Paths
-from tests.conftest import REPO, TINY_COHORT, count_lines, run_workflow, write_cohort
+from tests.conftest import REPO, TINY_COHORT, count_lines, planned_by_stage, run_workflow, write_cohort
 
 pytestmark = pytest.mark.e2e
 
@@ -67,7 +67,8 @@ def test_deleting_one_parsed_evaluation_reruns_only_that_job_and_the_reports(fin
     dry = run_workflow(data_root, cohorts_dir, ["tiny"], "-n")
     planned = jobs_planned(dry.stdout + dry.stderr)
     gens_jobs = {rule: n for rule, n in planned.items() if not rule.startswith("cohort_report")}
-    assert gens_jobs == {"evaluation_parse": 1, "all": 1}
+    assert gens_jobs == {"gen_parse": 1, "all": 1}
+    assert planned_by_stage(dry.stdout + dry.stderr) == {("gen_parse", "evaluation"): 1}
     assert planned["cohort_reports"] == 1
     assert victim in dry.stdout + dry.stderr
     run_workflow(data_root, cohorts_dir, ["tiny"])
@@ -89,9 +90,9 @@ def test_editing_the_cohort_file_makes_only_the_new_documents(finished_run):
 def test_dry_run_lists_every_model_call_before_anything_runs(data_root, cohorts_dir):
     run_workflow(data_root, cohorts_dir, ["tiny"], "--until", "cohort_membership")
     dry = run_workflow(data_root, cohorts_dir, ["tiny"], "-n")
-    planned = jobs_planned(dry.stdout + dry.stderr)
-    assert planned["draft_response"] == 3 and planned["essay_response"] == 6
-    assert planned["evaluation_response"] == 24
+    planned = planned_by_stage(dry.stdout + dry.stderr)
+    assert planned[("gen_response", "draft")] == 3 and planned[("gen_response", "essay")] == 6
+    assert planned[("gen_response", "evaluation")] == 24
     assert not (data_root / "gens").exists()
 
 

@@ -17,8 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from daydream.report_columns import ESSAY_COLUMNS, TASK_KEYS
-from daydream.schemas import DEFAULT_SCORE_MAX, DEFAULT_SCORE_MIN
+from daydream.columns import DEFAULT_SCORE_MAX, DEFAULT_SCORE_MIN, ESSAY_COLUMNS, TASK_KEYS
 
 log = logging.getLogger(__name__)
 

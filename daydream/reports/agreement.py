@@ -1,6 +1,6 @@
 """Statistics researchers ask for: judge agreement and means with bootstrap intervals.
 
-Both work on task scores (`report_scores.task_scores`: one replicate-averaged score per
+Both work on task scores (`reports.scores.task_scores`: one replicate-averaged score per
 essay, evaluation template and evaluation model) and call `daydream.stats`, which is tested
 against published worked examples.
 
@@ -22,7 +22,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from daydream.report_columns import JUDGE_AGREEMENT_COLUMNS, MEAN_SCORE_CI_COLUMNS
+from daydream.columns import JUDGE_AGREEMENT_COLUMNS, MEAN_SCORE_CI_COLUMNS
 from daydream.stats import bootstrap_mean_ci, icc_2_1, krippendorff_alpha_interval
 
 POINTS = "points"
@@ -100,3 +100,12 @@ def mean_score_ci(tasks: pd.DataFrame, confidence: float = CONFIDENCE) -> pd.Dat
     out = pd.DataFrame(rows, columns=list(MEAN_SCORE_CI_COLUMNS))
     out[["generation_template", "generation_model"]] = out[["generation_template", "generation_model"]].fillna("")
     return out
+
+
+# -- the builders the report registry names ------------------------------------------------------
+def judge_agreement_table(ctx) -> pd.DataFrame:
+    return judge_agreement(ctx.tasks)
+
+
+def mean_score_ci_table(ctx) -> pd.DataFrame:
+    return mean_score_ci(ctx.tasks)

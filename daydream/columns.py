@@ -1,10 +1,54 @@
-"""Column names of every report table (SPEC §9): the one place that says what each report holds.
+"""Column names and keys of every table and record the workflow reads or writes: the one place.
 
-Tests, the report builders and the figures import these; a column is renamed here or nowhere.
+Definition tables (`data/1_raw/`), the cohort membership, the combo register, metadata.json,
+the stale report and every report table. A column is renamed here or nowhere; readers check
+a table's header against the known columns listed here.
 """
 
 from __future__ import annotations
 
+# -- experiment definitions (data/1_raw/) -------------------------------------------------------
+CONCEPT_COLUMNS = ("concept_id", "name")
+OPTIONAL_CONCEPT_COLUMNS = ("active",)
+
+TEMPLATE_COLUMNS = ("template_id",)
+OPTIONAL_TEMPLATE_COLUMNS = ("template_name", "description", "parser", "generator", "active")
+OPTIONAL_EVALUATION_TEMPLATE_COLUMNS = ("score_min", "score_max")
+# The scale of an evaluation template whose `score_min` / `score_max` cells are empty (SPEC §2).
+DEFAULT_SCORE_MIN = 0.0
+DEFAULT_SCORE_MAX = 9.0
+
+MODEL_COLUMNS = ("id", "model", "provider", "display_name")
+OPTIONAL_MODEL_COLUMNS = (
+    "route", "api_base", "api_key_env", "max_concurrency",
+    "input_cost_per_mtok", "output_cost_per_mtok",
+)
+# Columns of the original pipeline's llm_models.csv that are accepted and not used.
+LEGACY_MODEL_COLUMNS = ("specialization", "for_generation", "for_evaluation", "active")
+
+GENERATORS = ("llm", "copy")
+
+# -- cohorts --------------------------------------------------------------------------------------
+MEMBERSHIP_COLUMNS = (
+    "stage", "gen_id", "cohort_id", "parent_gen_id", "combo_id",
+    "template_id", "llm_model_id", "replicate",
+)
+COMBO_MAPPING_COLUMNS = ("combo_id", "version", "concept_id", "description_level", "k_max", "created_at")
+
+# -- the gens store ---------------------------------------------------------------------------------
+# Keys every metadata.json carries (SPEC §5); config/schema/metadata.schema.yaml gives their types.
+METADATA_KEYS = (
+    "stage", "gen_id", "task_id", "template_id", "model_id", "model", "parent_gen_id",
+    "combo_id", "replicate", "cohort_id", "mode", "parser", "finish_reason", "truncated",
+    "usage", "cost_usd", "duration_s", "attempts", "temperature", "max_tokens",
+    "prompt_sha256", "prompt_sources", "created_at",
+)
+
+# data/7_reporting/stale_generations.csv
+STALE_COLUMNS = ("stage", "gen_id", "cohort_id", "template_id", "reason",
+                 "stored_prompt_sha256", "current_prompt_sha256")
+
+# -- reports (SPEC §9) ------------------------------------------------------------------------------
 # The lineage of an essay: what produced it. Shared by every per-essay table.
 ESSAY_COLUMNS = ("combo_id", "draft_template", "generation_template", "generation_model")
 

@@ -1,6 +1,6 @@
-"""Where report files live and how they are read and written.
+"""How report files are read and written.
 
-Every report write is atomic (temp file + rename), so a killed run never leaves a
+Every report write is atomic (through `daydream.store`), so a killed run never leaves a
 half-written table that looks complete. Paths are built from `Paths` only.
 """
 
@@ -12,39 +12,23 @@ from pathlib import Path
 
 import pandas as pd
 
-from daydream import gens
+from daydream import store
 from daydream.paths import Paths
 
 log = logging.getLogger(__name__)
 
 DECIMALS = 10
-CROSS_AGGREGATED = "aggregated_scores.csv"
-CROSS_PIVOT = "evaluation_scores_by_template_model.csv"
 
 
 def gen_dirs(paths: Paths, stage: str, gen_ids: pd.Series) -> pd.Series:
     """Each document's gens folder as a string (a vectorised `paths.gen_dir`)."""
-    return str(paths.gens_root / stage) + os.sep + gen_ids.astype(str)
-
-
-def cross_table_path(paths: Paths, name: str, cohort_id: str | None = None) -> Path:
-    """`7_cross_experiment/<name>`, or `7_cross_experiment/by_cohort/<cohort_id>/<name>` for
-    the tables restricted to one cohort's membership."""
-    base = paths.cross_experiment_dir
-    return base / name if cohort_id is None else base / "by_cohort" / cohort_id / name
+    return str(paths.stage_dir(stage)) + os.sep + gen_ids.astype(str)
 
 
 def write_csv(path: Path, frame: pd.DataFrame) -> None:
     """A report CSV, written atomically; floats rounded to `DECIMALS` places (no 0.1 + 0.2
     noise), empty cells for NaN."""
-    gens.write_text_atomic(Path(path), frame.round(DECIMALS).to_csv(index=False))
-
-
-def note(log_path: str | Path | None, line: str) -> None:
-    """One line to the rule's log file (when given) and to the logger."""
-    log.info(line)
-    if log_path:
-        gens.write_text_atomic(Path(log_path), line + "\n")
+    store.write_text_atomic(Path(path), frame.round(DECIMALS).to_csv(index=False))
 
 
 def read_aggregated(path: Path) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""`llm_calls.call_model` against the loopback OpenAI-protocol server: every fault, with the exact
+"""`calls.call_model` against the loopback OpenAI-protocol server: every fault, with the exact
 number of HTTP requests it costs; retry classification with real litellm exceptions; cost;
 concurrency caps; keys never logged."""
 
@@ -9,15 +9,14 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
 
-import httpx
 import pytest
 
-from daydream import llm_calls
+from daydream import calls
+from daydream.calls import LLMCallError, call_model
 from daydream.experiment import ModelRow
-from daydream.llm_calls import LLMCallError, LLMSettings, StageSettings, call_model
+from daydream.settings import LLMSettings
+from tests.conftest import llm_settings
 from tests.openai_server import (
     FakeOpenAIServer,
     bad_request,
@@ -35,8 +34,8 @@ pytest_plugins = ["tests.openai_fixtures"]
 
 PROMPT = "Write about tidal pools and weak ties."
 KEY = "sk-loopback-0123456789abcdef-SECRET"
-FAST = LLMSettings(max_concurrency=8, max_attempts=4, max_total_wait_s=30, backoff_initial_s=0.01,
-                   backoff_max_s=0.05, stages={"draft": StageSettings(temperature=0.5, max_tokens=100, timeout_s=2)})
+FAST = llm_settings(max_concurrency=8, max_attempts=4, max_total_wait_s=30, backoff_initial_s=0.01,
+                    backoff_max_s=0.05, stages={"draft": {"temperature": 0.5, "max_tokens": 100, "timeout_s": 2}})
 
 
 def loop_row(server: FakeOpenAIServer, **overrides) -> ModelRow:
@@ -45,7 +44,7 @@ def loop_row(server: FakeOpenAIServer, **overrides) -> ModelRow:
     return ModelRow(**{**fields, **overrides})
 
 
-def ask(server: FakeOpenAIServer, settings: LLMSettings = FAST, **row_overrides) -> llm_calls.Completion:
+def ask(server: FakeOpenAIServer, settings: LLMSettings = FAST, **row_overrides) -> calls.Completion:
     return call_model(loop_row(server, **row_overrides), PROMPT, stage="draft", settings=settings, gen_id="d_test1")
 
 
@@ -118,7 +117,7 @@ def test_unauthorized_is_final_and_names_the_key_variable_not_the_key(openai_ser
 
 def test_a_hang_past_the_timeout_is_retried(openai_server):
     openai_server.enqueue(hang(5), reply())
-    settings = replace(FAST, stages={"draft": StageSettings(timeout_s=0.3)})
+    settings = replace(FAST, stages={**FAST.stages, "draft": replace(FAST.stages["draft"], timeout_s=0.3)})
     started = time.monotonic()
     done = ask(openai_server, settings)
     assert openai_server.request_count == 2 and done.attempts == 2
@@ -127,7 +126,7 @@ def test_a_hang_past_the_timeout_is_retried(openai_server):
 
 def test_a_hang_on_every_attempt_fails_as_a_timeout(openai_server):
     openai_server.set_default(hang(5))
-    settings = replace(FAST, max_attempts=2, stages={"draft": StageSettings(timeout_s=0.3)})
+    settings = replace(FAST, max_attempts=2, stages={**FAST.stages, "draft": replace(FAST.stages["draft"], timeout_s=0.3)})
     error = failure(openai_server, settings)
     assert openai_server.request_count == 2 and error.error_class == "Timeout" and error.attempts == 2
 
@@ -223,45 +222,6 @@ def test_the_offline_model_is_free_and_makes_no_request(openai_server):
     done = call_model(row, PROMPT, stage="draft", settings=FAST, gen_id="d_test1")
     assert done.attempts == 1 and done.cost_usd == 0.0 and done.model == "offline/daydream-offline-a"
     assert openai_server.request_count == 0
-
-
-# -- classification, with real litellm exceptions ----------------------------------------------
-def _response(status: int, headers: dict | None = None) -> httpx.Response:
-    return httpx.Response(status, headers=headers or {}, request=httpx.Request("POST", "http://127.0.0.1/v1"))
-
-
-def test_rate_limits_5xx_timeouts_and_connection_errors_are_retried_other_4xx_are_final():
-    import litellm
-
-    retried = [litellm.RateLimitError("slow", "openai", "m", response=_response(429)),
-               litellm.InternalServerError("boom", "openai", "m", response=_response(500)),
-               litellm.BadGatewayError("gw", "openai", "m", response=_response(502)),
-               litellm.ServiceUnavailableError("busy", "openai", "m", response=_response(503)),
-               litellm.Timeout("slow", model="m", llm_provider="openai"),
-               litellm.APIConnectionError("reset", "openai", "m")]
-    final = [litellm.BadRequestError("bad", "m", "openai", response=_response(400)),
-             litellm.AuthenticationError("key", "openai", "m", response=_response(401)),
-             litellm.NotFoundError("gone", "m", "openai", response=_response(404)),
-             litellm.ContextWindowExceededError("long", "m", "openai", response=_response(400)),
-             litellm.UnprocessableEntityError("odd", "m", "openai", response=_response(422)),
-             ValueError("a bug, not a provider error")]
-    assert [llm_calls.retry_decision(e).kind for e in retried] == ["rate_limit"] + ["transient"] * 5
-    assert [llm_calls.retry_decision(e) for e in final] == [None] * len(final)
-
-
-def test_retry_after_is_read_as_seconds_as_an_http_date_and_as_milliseconds():
-    import litellm
-
-    def limited(headers):
-        return litellm.RateLimitError("slow", "openai", "m", response=_response(429, headers))
-
-    later = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
-    assert llm_calls.retry_after_s(limited({"Retry-After": "7"})) == 7.0
-    assert 28 <= llm_calls.retry_after_s(limited({"Retry-After": later})) <= 30
-    assert llm_calls.retry_after_s(limited({"retry-after-ms": "1500", "retry-after": "9"})) == 1.5
-    assert llm_calls.retry_after_s(limited({})) is None
-    assert llm_calls.retry_after_s(limited({"Retry-After": "soon"})) is None
-    assert llm_calls.retry_decision(limited({"Retry-After": "7"})).retry_after_s == 7.0
 
 
 # -- concurrency ------------------------------------------------------------------------------

@@ -13,32 +13,29 @@ from __future__ import annotations
 import json
 import logging
 import os
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from daydream import stages
+from daydream.columns import AGGREGATED_COLUMNS, CROSS_PIVOT_INDEX, CROSS_PIVOT_SEPARATOR
 from daydream.experiment import load_templates
 from daydream.paths import Paths
-from daydream.report_columns import AGGREGATED_COLUMNS, CROSS_PIVOT_INDEX, CROSS_PIVOT_SEPARATOR
-from daydream.report_io import (
-    CROSS_AGGREGATED,
-    CROSS_PIVOT,
-    cross_table_path,
-    read_aggregated,
-    read_membership,
-    write_csv,
-)
-from daydream.report_scores import essay_lineage, parse_scores, read_texts, scales_from_templates, valid_rows
+from daydream.reports import CROSS_AGGREGATED
+from daydream.reports.io import read_aggregated, read_membership
+from daydream.reports.scores import essay_lineage, parse_scores, read_texts, scales_from_templates, valid_rows
 
 log = logging.getLogger(__name__)
+
+SCORED, GENERATION, ROOT = (stage.name for stage in stages.lineage(stages.SCORED.name))
 
 META_KEYS = ("template_id", "model_id", "parent_gen_id", "combo_id", "replicate", "cohort_id")
 
 
 def list_gen_ids(paths: Paths, stage: str) -> list[str]:
     """Every document folder of a stage in the gens store, sorted (hidden entries skipped)."""
-    root = paths.gens_root / stage
+    root = paths.stage_dir(stage)
     if not root.is_dir():
         return []
     with os.scandir(root) as entries:
@@ -59,7 +56,7 @@ def _metadata_record(text: str | None, path: str) -> dict:
 def read_metadata(paths: Paths, stage: str, gen_ids: list[str]) -> pd.DataFrame:
     """META_KEYS of each document's metadata.json (read once) indexed by gen_id; documents
     without one get empty cells and `has_metadata` False."""
-    base = str(paths.gens_root / stage) + os.sep
+    base = str(paths.stage_dir(stage)) + os.sep
     files = [base + g + os.sep + "metadata.json" for g in gen_ids]
     texts = read_texts(files)
     records = [_metadata_record(t, f) for t, f in zip(texts, files, strict=True)]
@@ -73,7 +70,7 @@ def read_metadata(paths: Paths, stage: str, gen_ids: list[str]) -> pd.DataFrame:
 def evaluation_template_scales(paths: Paths) -> pd.DataFrame:
     """Score scales of the evaluation templates in `1_raw/evaluation_templates.csv`."""
     problems: list[str] = []
-    templates = load_templates(paths, "evaluation", problems)
+    templates = load_templates(paths, SCORED, problems)
     for problem in problems:
         log.warning("%s (templates without a readable scale use the default)", problem)
     return scales_from_templates(templates)
@@ -81,15 +78,15 @@ def evaluation_template_scales(paths: Paths) -> pd.DataFrame:
 
 def lineage(paths: Paths, parent_ids: pd.Series) -> pd.DataFrame:
     """Essay lineage (ESSAY_COLUMNS) for each essay id, from essay and draft metadata."""
-    essays = read_metadata(paths, "essay", sorted(set(parent_ids) - {""}))
-    drafts = read_metadata(paths, "draft", sorted(set(essays["parent_gen_id"]) - {""}))
+    essays = read_metadata(paths, GENERATION, sorted(set(parent_ids) - {""}))
+    drafts = read_metadata(paths, ROOT, sorted(set(essays["parent_gen_id"]) - {""}))
     out = pd.DataFrame({"generation_template": essays["template_id"], "generation_model": essays["model_id"],
                         "combo_id": essays["combo_id"]}, index=essays.index)
     out["draft_template"] = essays["parent_gen_id"].map(drafts["template_id"]).fillna("")
     missing = essays.index[~essays["has_metadata"]]
     if len(missing):
         log.warning("%d essay(s) have no metadata.json (e.g. %s): their evaluations' lineage is empty; "
-                    "rerun their essay_response", len(missing), paths.metadata_path("essay", missing[0]))
+                    "make them again", len(missing), paths.metadata_path(GENERATION, missing[0]))
     return out
 
 
@@ -98,9 +95,9 @@ def cross_aggregated(paths: Paths, scales: pd.DataFrame, gen_ids: list[str] | No
     if not paths.gens_root.is_dir():
         raise FileNotFoundError(f"{paths.gens_root} does not exist; pass the data folder that holds gens/ "
                                 "(--data-root) or run the workflow first")
-    gen_ids = list_gen_ids(paths, "evaluation") if gen_ids is None else sorted(gen_ids)
-    evals = read_metadata(paths, "evaluation", gen_ids).reset_index()
-    evals["paths"] = str(paths.gens_root / "evaluation") + os.sep + evals["gen_id"]
+    gen_ids = list_gen_ids(paths, SCORED) if gen_ids is None else sorted(gen_ids)
+    evals = read_metadata(paths, SCORED, gen_ids).reset_index()
+    evals["paths"] = str(paths.stage_dir(SCORED)) + os.sep + evals["gen_id"]
     texts = read_texts(evals["paths"] + os.sep + "parsed.txt")
     evals = evals.rename(columns={"template_id": "evaluation_template", "model_id": "evaluation_llm_model"})
     evals[["score", "error"]] = parse_scores(texts, evals["evaluation_template"], scales)
@@ -126,27 +123,26 @@ def evaluation_scores_by_template_model(aggregated: pd.DataFrame) -> pd.DataFram
 
 def cohort_evaluation_ids(paths: Paths, cohort_id: str) -> list[str]:
     membership = read_membership(paths, cohort_id)
-    return membership.loc[membership["stage"] == "evaluation", "gen_id"].tolist()
+    return membership.loc[membership["stage"] == SCORED, "gen_id"].tolist()
 
 
-def write_cross_aggregated(paths: Paths, cohort_id: str | None = None) -> Path:
-    """Rebuild and write the cross-experiment aggregated_scores.csv; return its path."""
-    gen_ids = cohort_evaluation_ids(paths, cohort_id) if cohort_id else None
-    table = cross_aggregated(paths, evaluation_template_scales(paths), gen_ids)
-    target = cross_table_path(paths, CROSS_AGGREGATED, cohort_id)
-    write_csv(target, table)
-    log.info("%s: %d evaluations, %d without a score", target, len(table), int(table["error"].ne("").sum()))
-    return target
+@dataclass(frozen=True)
+class CrossContext:
+    """The cross-experiment tables of the whole gens store, or of one cohort's evaluations."""
+
+    paths: Paths
+    cohort_id: str | None = None
 
 
-def write_cross_pivot(paths: Paths, cohort_id: str | None = None) -> Path:
-    """Write evaluation_scores_by_template_model.csv from the aggregated table beside it."""
-    aggregated = read_aggregated(cross_table_path(paths, CROSS_AGGREGATED, cohort_id))
-    target = cross_table_path(paths, CROSS_PIVOT, cohort_id)
-    write_csv(target, evaluation_scores_by_template_model(aggregated))
-    return target
+# -- the builders the report registry names ------------------------------------------------------
+def aggregated_table(ctx: CrossContext) -> pd.DataFrame:
+    """Every evaluation of the gens store (or of the cohort), rebuilt from the store itself."""
+    gen_ids = cohort_evaluation_ids(ctx.paths, ctx.cohort_id) if ctx.cohort_id else None
+    table = cross_aggregated(ctx.paths, evaluation_template_scales(ctx.paths), gen_ids)
+    log.info("%d evaluations, %d without a score", len(table), int(table["error"].ne("").sum()))
+    return table
 
 
-def write_cross_tables(paths: Paths, cohort_id: str | None = None) -> list[Path]:
-    """Both cross-experiment tables, aggregated first."""
-    return [write_cross_aggregated(paths, cohort_id), write_cross_pivot(paths, cohort_id)]
+def pivot_table(ctx: CrossContext) -> pd.DataFrame:
+    """The pivot of the aggregated table written beside it."""
+    return evaluation_scores_by_template_model(read_aggregated(ctx.paths.cross_table(CROSS_AGGREGATED, ctx.cohort_id)))

@@ -1,20 +1,30 @@
-"""The gens store (SPEC §5): `data/gens/<stage>/<gen_id>/{prompt,raw,parsed}.txt, metadata.json`.
+"""The gens store (SPEC §5): `data/gens/<stage>/<gen_id>/{prompt,raw,parsed}.txt, metadata.json`,
+and the one atomic writer every file of the workflow goes through.
 
-Every write goes through `write_text_atomic` (a temp file in the same folder, then
+Every write goes through `write_bytes_atomic` (a temp file in the same folder, then
 `os.replace`), so a killed run leaves either the old complete file or none, never a
-half-written file that looks complete.
+half-written file that looks complete. metadata.json is checked against
+`config/schema/metadata.schema.yaml` before it is written.
 """
 
 from __future__ import annotations
 
 import csv
+import fcntl
+import functools
 import io
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
 
-from daydream.paths import Paths
+import jsonschema
+import yaml
+
+from daydream.paths import Paths, schema_path
+
+log = logging.getLogger(__name__)
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -64,6 +74,25 @@ def write_csv_atomic(path: Path, columns: tuple[str, ...], rows: list[dict]) -> 
     write_text_atomic(path, buffer.getvalue())
 
 
+@functools.lru_cache(maxsize=1)
+def _metadata_validator() -> jsonschema.Draft202012Validator:
+    schema = yaml.safe_load(schema_path("metadata").read_text(encoding="utf-8"))
+    return jsonschema.Draft202012Validator(schema)
+
+
+class MetadataError(ValueError):
+    """metadata.json content that does not fit its schema: a bug in what writes it."""
+
+
+def write_metadata(paths: Paths, stage: str, gen_id: str, metadata: dict) -> None:
+    """Check a document's metadata against its schema, then write it atomically."""
+    problems = [f"{'/'.join(map(str, e.absolute_path)) or '(top level)'}: {e.message}"
+                for e in _metadata_validator().iter_errors(metadata)]
+    if problems:
+        raise MetadataError(f"{gen_id}: metadata does not fit {schema_path('metadata')}: " + "; ".join(problems))
+    write_json_atomic(paths.metadata_path(stage, gen_id), metadata)
+
+
 def read_metadata(paths: Paths, stage: str, gen_id: str) -> dict:
     """A document's metadata.json; FileNotFoundError when the document has none."""
     return json.loads(paths.metadata_path(stage, gen_id).read_text(encoding="utf-8"))
@@ -92,8 +121,6 @@ def load_generation(gens_root: str | Path, stage: str, gen_id: str) -> dict:
 
 def append_jsonl(path: Path, record: dict) -> None:
     """Append one JSON line under an exclusive lock (safe across threads and processes)."""
-    import fcntl
-
     path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps(record, sort_keys=True) + "\n"
     with path.open("a", encoding="utf-8") as out:
@@ -103,3 +130,10 @@ def append_jsonl(path: Path, record: dict) -> None:
             out.flush()
         finally:
             fcntl.flock(out, fcntl.LOCK_UN)
+
+
+def write_job_log(log_path: str | Path | None, line: str) -> None:
+    """One line of what a job did: to the package's logger and to the rule's `log:` file."""
+    log.debug(line)
+    if log_path:
+        write_text_atomic(Path(log_path), line + "\n")

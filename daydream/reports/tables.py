@@ -1,26 +1,24 @@
-"""Cohort reports (SPEC §9) and the entry points the report rules call.
+"""The cohort report tables (SPEC §9), built with vectorised pandas from one table of scores.
 
-Every table is built with vectorised pandas from one table of scores: `aggregated_scores`
-reads each evaluation's parsed.txt exactly once and joins the lineage (evaluation -> essay ->
-draft) from the cohort's membership; a missing or unparsable score becomes a row with
-`error` filled, never a crash. Replicates of one evaluation task (same essay, evaluation
-template and evaluation model) are averaged before any summary (`report_scores.task_scores`).
-Column names live in `daydream.report_columns`.
+`aggregated_scores` reads each evaluation's parsed.txt exactly once and joins the lineage
+(evaluation -> essay -> draft, from the stage registry) from the cohort's membership; a
+missing or unparsable score becomes a row with `error` filled, never a crash. Replicates of
+one evaluation task (same essay, evaluation template and evaluation model) are averaged
+before any summary (`scores.task_scores`). Every builder takes a `CohortContext`; the report
+registry (`daydream.reports`) says which file each one makes.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from daydream.experiment import Experiment
-from daydream.membership import MembershipIndex
-from daydream.paths import Paths
-from daydream.report_columns import (
+from daydream import stages
+from daydream.columns import (
     AGGREGATED_COLUMNS,
     ESSAY_COLUMNS,
     FINAL_RESULTS_COLUMNS,
@@ -31,38 +29,14 @@ from daydream.report_columns import (
     PERFECT_SCORE_COLUMNS,
     VARIANCE_COLUMNS,
 )
-from daydream.report_io import (
-    CROSS_AGGREGATED,
-    CROSS_PIVOT,
-    cross_table_path,
-    gen_dirs,
-    note,
-    read_membership,
-    write_csv,
-)
-from daydream.report_scores import (
-    TOLERANCE,
-    attach_scales,
-    essay_lineage,
-    parse_scores,
-    read_texts,
-    scales_from_templates,
-    task_scores,
-    valid_rows,
-)
+from daydream.paths import Paths
+from daydream.reports.io import gen_dirs
+from daydream.reports.scores import TOLERANCE, attach_scales, essay_lineage, parse_scores, read_texts, valid_rows
+
+if TYPE_CHECKING:
+    from daydream.reports.context import CohortContext
 
 log = logging.getLogger(__name__)
-
-COHORT_TABLES = (
-    "parsing/aggregated_scores.csv", "summary/generation_scores.csv", "summary/final_results.csv",
-    "summary/perfect_score_paths.csv", "analysis/variance_analysis.csv",
-    "analysis/judge_agreement.csv", "analysis/mean_score_ci.csv",
-)
-COHORT_FIGURES = (
-    "plots/scores_by_generation_model.png", "plots/scores_by_generation_template.png",
-    "plots/evaluator_template_heatmap.png", "analysis/judge_agreement.html", "summary/top_essays.html",
-)
-COHORT_REPORTS = COHORT_TABLES + COHORT_FIGURES
 
 # final_results.csv: analysis type -> the columns it groups by (() = every task).
 ANALYSES = {
@@ -90,15 +64,18 @@ AGREEMENT_LIMITS = ((0.125, "high"), (0.25, "moderate"), (0.375, "low"))
 
 
 # -- aggregated scores ------------------------------------------------------------------------
+SCORED, GENERATION, ROOT = (stage.name for stage in stages.lineage(stages.SCORED.name))
+
+
 def membership_lineage(membership: pd.DataFrame) -> pd.DataFrame:
     """The membership's evaluations with their essay's and draft's lineage columns."""
     stage = membership["stage"]
-    essays = membership.loc[stage == "essay", ["gen_id", "parent_gen_id", "template_id", "llm_model_id"]]
-    drafts = membership.loc[stage == "draft", ["gen_id", "template_id"]]
+    essays = membership.loc[stage == GENERATION, ["gen_id", "parent_gen_id", "template_id", "llm_model_id"]]
+    drafts = membership.loc[stage == ROOT, ["gen_id", "template_id"]]
     essays = essays.rename(columns={"gen_id": "essay_id", "parent_gen_id": "draft_id",
                                     "template_id": "generation_template", "llm_model_id": "generation_model"})
     drafts = drafts.rename(columns={"gen_id": "draft_id", "template_id": "draft_template"})
-    evals = membership[stage == "evaluation"].rename(
+    evals = membership[stage == SCORED].rename(
         columns={"template_id": "evaluation_template", "llm_model_id": "evaluation_llm_model"})
     return (evals.merge(essays, left_on="parent_gen_id", right_on="essay_id", how="left")
             .merge(drafts, on="draft_id", how="left").reset_index(drop=True))
@@ -108,7 +85,7 @@ def aggregated_scores(paths: Paths, membership: pd.DataFrame, scales: pd.DataFra
     """One row per evaluation of `membership` (AGGREGATED_COLUMNS): its score, or an `error`
     naming why there is none, and its essay's lineage. Each parsed.txt is read once."""
     table = membership_lineage(membership)
-    table["paths"] = gen_dirs(paths, "evaluation", table["gen_id"])
+    table["paths"] = gen_dirs(paths, SCORED, table["gen_id"])
     texts = read_texts(table["paths"] + os.sep + "parsed.txt")
     table[["score", "error"]] = parse_scores(texts, table["evaluation_template"], scales)
     return table[list(AGGREGATED_COLUMNS)]
@@ -132,7 +109,7 @@ def generation_scores(aggregated: pd.DataFrame, paths: Paths) -> pd.DataFrame:
     out = pd.concat([essays, pd.DataFrame(columns, index=essays.index)], axis=1)
     out["sum"] = wide["mean"].sum(axis=1, min_count=1)
     out = out.reset_index()
-    out["paths"] = gen_dirs(paths, "essay", out["gen_id"])
+    out["paths"] = gen_dirs(paths, GENERATION, out["gen_id"])
     return out[[*GENERATION_SCORES_INDEX, *columns, *GENERATION_SCORES_TAIL]]
 
 
@@ -153,7 +130,7 @@ def final_results(tasks: pd.DataFrame) -> pd.DataFrame:
     """Every analysis type of `ANALYSES` stacked (FINAL_RESULTS_COLUMNS). `count` counts tasks
     (replicates averaged), `n_evaluations` the evaluations behind them; "perfect" is a task
     score equal to its template's score_max, "high"/"low" are shares of the scale
-    (`report_scores.HIGH_SHARE`, `LOW_SHARE`); `mean_scaled` averages the shares."""
+    (`scores.HIGH_SHARE`, `LOW_SHARE`); `mean_scaled` averages the shares."""
     if tasks.empty:
         return pd.DataFrame(columns=list(FINAL_RESULTS_COLUMNS))
     out = pd.concat([summarise(tasks, keys).assign(analysis_type=name) for name, keys in ANALYSES.items()],
@@ -167,8 +144,8 @@ def perfect_score_paths(aggregated: pd.DataFrame, scales: pd.DataFrame, paths: P
     the essay's parsed.txt and the judge's full answer (raw.txt)."""
     valid = attach_scales(valid_rows(aggregated), scales)
     perfect = valid[np.isclose(valid["score"], valid["score_max"], rtol=0, atol=TOLERANCE)].copy()
-    perfect["essay_path"] = gen_dirs(paths, "essay", perfect["parent_gen_id"]) + os.sep + "parsed.txt"
-    perfect["evaluation_path"] = gen_dirs(paths, "evaluation", perfect["gen_id"]) + os.sep + "raw.txt"
+    perfect["essay_path"] = gen_dirs(paths, GENERATION, perfect["parent_gen_id"]) + os.sep + "parsed.txt"
+    perfect["evaluation_path"] = gen_dirs(paths, SCORED, perfect["gen_id"]) + os.sep + "raw.txt"
     return perfect[list(PERFECT_SCORE_COLUMNS)].sort_values(["parent_gen_id", "gen_id"]).reset_index(drop=True)
 
 
@@ -206,92 +183,22 @@ def variance_analysis(aggregated: pd.DataFrame, tasks: pd.DataFrame, scales: pd.
     return out[list(VARIANCE_COLUMNS)]
 
 
-def cohort_tables(paths: Paths, membership: pd.DataFrame, scales: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Every COHORT_TABLES report of one cohort, by report name, from its membership."""
-    from daydream.report_agreement import judge_agreement, mean_score_ci  # scipy: only when needed
-
-    aggregated = aggregated_scores(paths, membership, scales)
-    tasks = task_scores(aggregated, scales)
-    return {
-        "parsing/aggregated_scores.csv": aggregated,
-        "summary/generation_scores.csv": generation_scores(aggregated, paths),
-        "summary/final_results.csv": final_results(tasks),
-        "summary/perfect_score_paths.csv": perfect_score_paths(aggregated, scales, paths),
-        "analysis/variance_analysis.csv": variance_analysis(aggregated, tasks, scales),
-        "analysis/judge_agreement.csv": judge_agreement(tasks),
-        "analysis/mean_score_ci.csv": mean_score_ci(tasks),
-    }
+# -- the builders the report registry names ------------------------------------------------------
+def aggregated_table(ctx: CohortContext) -> pd.DataFrame:
+    return ctx.aggregated
 
 
-# -- writing (the rules' entry points) ----------------------------------------------------------
+def generation_scores_table(ctx: CohortContext) -> pd.DataFrame:
+    return generation_scores(ctx.aggregated, ctx.paths)
 
 
-def evaluation_scales(experiment: Experiment) -> pd.DataFrame:
-    """The score scale of each evaluation template of the experiment."""
-    return scales_from_templates(experiment.templates.get("evaluation", {}))
+def final_results_table(ctx: CohortContext) -> pd.DataFrame:
+    return final_results(ctx.tasks)
 
 
-def write_cohort_reports(paths: Paths, cohort_id: str, experiment: Experiment,
-                         log_path: str | None = None) -> list[Path]:
-    """Every COHORT_TABLES report of one cohort, from its membership and the gens store."""
-    tables = cohort_tables(paths, read_membership(paths, cohort_id), evaluation_scales(experiment))
-    for name, frame in tables.items():
-        write_csv(paths.cohort_report(cohort_id, name), frame)
-    aggregated = tables["parsing/aggregated_scores.csv"]
-    note(log_path, f"{cohort_id}: {len(aggregated)} evaluations, "
-                   f"{int(aggregated['error'].ne('').sum())} without a score; wrote {len(tables)} tables")
-    return [paths.cohort_report(cohort_id, name) for name in tables]
+def perfect_score_paths_table(ctx: CohortContext) -> pd.DataFrame:
+    return perfect_score_paths(ctx.aggregated, ctx.scales, ctx.paths)
 
 
-def write_reports_despite_failures(paths: Paths, cohort_ids: list[str], experiment: Experiment) -> list[str]:
-    """After a run with failed documents (the `onerror` hook): the report tables of every
-    cohort whose membership exists, with `error` filled for the missing or failed scores.
-    The next run remakes them once the failed documents are fixed."""
-    built = []
-    for cohort_id in cohort_ids:
-        if paths.membership_csv(cohort_id).exists():
-            write_cohort_reports(paths, cohort_id, experiment)
-            built.append(cohort_id)
-    return built
-
-
-def write_cohort_figures(paths: Paths, cohort_id: str, experiment: Experiment,
-                         log_path: str | None = None) -> list[Path]:
-    """The COHORT_FIGURES of one cohort (plots and HTML pages), from its report tables."""
-    from daydream import report_figures  # matplotlib is imported only when figures are made
-
-    written = report_figures.write_figures(paths, cohort_id, evaluation_scales(experiment))
-    note(log_path, f"{cohort_id}: wrote {len(written)} figures and pages")
-    return written
-
-
-def write_cross_experiment_tables(paths: Paths, log_path: str | None = None,
-                                  cohort_id: str | None = None) -> list[Path]:
-    """Both cross-experiment tables, rebuilt from every evaluation in the gens store (or only
-    those of `cohort_id`'s membership)."""
-    from daydream import report_cross
-
-    written = report_cross.write_cross_tables(paths, cohort_id)
-    note(log_path, f"cross-experiment tables: {', '.join(str(p) for p in written)}")
-    return written
-
-
-def cohort_report_inputs(paths: Paths, membership: MembershipIndex, cohort_id: str) -> dict[str, object]:
-    """What a cohort's reports are built from: its membership, the evaluation template table
-    (the scales) and every evaluation's score."""
-    evaluations = membership.members(cohort_id, "evaluation")
-    return {"membership": str(paths.membership_csv(cohort_id)),
-            "templates": str(paths.templates_csv("evaluation")),
-            "evaluations": [str(paths.parsed_path("evaluation", m.gen_id)) for m in evaluations]}
-
-
-def cross_experiment_table(paths: Paths, name: str) -> Path:
-    """A cross-experiment table's path (`7_cross_experiment/<name>`)."""
-    if name not in (CROSS_AGGREGATED, CROSS_PIVOT):
-        raise ValueError(f"{name!r} is not a cross-experiment table; use {CROSS_AGGREGATED} or {CROSS_PIVOT}")
-    return cross_table_path(paths, name)
-
-
-def cross_experiment_inputs(paths: Paths, cohort_ids: list[str]) -> list[str]:
-    """The cross-experiment tables run after the active cohorts' aggregated scores exist."""
-    return [str(paths.cohort_report(c, "parsing/aggregated_scores.csv")) for c in cohort_ids]
+def variance_analysis_table(ctx: CohortContext) -> pd.DataFrame:
+    return variance_analysis(ctx.aggregated, ctx.tasks, ctx.scales)

@@ -1,0 +1,235 @@
+"""Calling models (SPEC §7): one entry point, `call_model`, whatever the provider.
+
+The provider for a model row comes from the registry by route (`daydream.providers`); this
+module owns what is the same for all of them:
+- the route (`route` column, else `llm.default_route`; every call goes to the offline model
+  under `offline=true`) and the resolved model string `<route>/<model>`;
+- keys, only from the environment, never logged, returned or written (messages are scrubbed);
+- the concurrency caps (`daydream.limits`), one slot per attempt;
+- retries with tenacity: exponential backoff with jitter while the provider's
+  `retry_decision` says so, honouring the wait the server asked for; at most
+  `llm.max_attempts` attempts and `llm.max_total_wait_s` seconds of waiting between them (a
+  wait that would pass the budget ends the call at once);
+- one log line per call and per retry: gen_id, model, attempt, status or error, wait, tokens,
+  cost, duration.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import time
+from dataclasses import dataclass
+
+import tenacity
+
+from daydream.experiment import ModelRow
+from daydream.limits import limits
+from daydream.providers import OFFLINE_ROUTE, CallRequest, Provider, Reply, provider_for
+from daydream.providers.http_errors import status_of
+from daydream.settings import LLMSettings
+
+log = logging.getLogger(__name__)
+
+LONG_WAIT_S = 10.0  # retries waiting this long or longer are logged as warnings
+
+
+class LLMCallError(RuntimeError):
+    """A call that failed for good; the message is one line: gen_id, model, error class, reason."""
+
+    def __init__(self, message: str, *, error_class: str, attempts: int, status: int | None = None):
+        super().__init__(message)
+        self.error_class = error_class
+        self.attempts = attempts
+        self.status = status
+
+
+@dataclass
+class Completion:
+    """One reply. `temperature` and `max_tokens` are those the call was made with (None in
+    replies saved before they were recorded); `wait_s` is the time slept between attempts."""
+
+    text: str
+    model: str
+    finish_reason: str | None
+    usage: dict
+    cost_usd: float | None
+    duration_s: float
+    attempts: int
+    temperature: float | None = None
+    max_tokens: int | None = None
+    wait_s: float = 0.0
+
+    def truncated(self, max_tokens: int | None = None) -> bool:
+        """`finish_reason == "length"`, or completion tokens reaching the call's max_tokens
+        (`max_tokens` is only used when the reply does not record its own)."""
+        limit = self.max_tokens or max_tokens
+        completion_tokens = (self.usage or {}).get("completion_tokens") or 0
+        return self.finish_reason == "length" or bool(limit and completion_tokens >= limit)
+
+
+def route_of(row: ModelRow, settings: LLMSettings) -> str:
+    return OFFLINE_ROUTE if settings.offline else (row.route or settings.default_route)
+
+
+def model_string(row: ModelRow, settings: LLMSettings) -> str:
+    """The resolved model string: `<route>/<model>` (SPEC §2)."""
+    return f"{route_of(row, settings)}/{row.model}"
+
+
+def provider_of(row: ModelRow, settings: LLMSettings) -> Provider:
+    return provider_for(route_of(row, settings))
+
+
+def key_env_var(row: ModelRow, settings: LLMSettings) -> str | None:
+    """The environment variable holding this model's key, or None when it needs none."""
+    route = route_of(row, settings)
+    return provider_for(route).key_env_var(row, route)
+
+
+def missing_keys(rows: list[ModelRow], settings: LLMSettings, where: str) -> list[str]:
+    """One problem line per model whose key variable is unset (checked before any call)."""
+    problems = []
+    for row in rows:
+        var = key_env_var(row, settings)
+        if var and not os.environ.get(var):
+            problems.append(f"{where}: model {row.id!r} ({model_string(row, settings)}) needs an API key: "
+                            f"export {var}=... (or run with --config offline=true)")
+    return problems
+
+
+def api_key(row: ModelRow, settings: LLMSettings) -> str | None:
+    """The key from the environment, None when the route needs none."""
+    var = key_env_var(row, settings)
+    if var is None:
+        return None
+    key = os.environ.get(var)
+    if not key:
+        raise LLMCallError(f"model {row.id} ({model_string(row, settings)}): environment variable {var} "
+                           f"is not set; export {var}=... (or run with --config offline=true)",
+                           error_class="MissingKey", attempts=0)
+    return key
+
+
+def concurrency_key(row: ModelRow, settings: LLMSettings) -> str:
+    """Calls to the same model string, at the same endpoint, with the same key variable (the
+    same account) share one per-model cap."""
+    return f"{model_string(row, settings)}@{row.api_base or '-'}#{key_env_var(row, settings) or '-'}"
+
+
+# -- retry policy -----------------------------------------------------------------------------
+class _WaitBackoffOrRetryAfter(tenacity.wait.wait_base):
+    """`initial * 2**(attempt-1)` plus up to `initial` of jitter, capped at `maximum`; or the
+    server's Retry-After (plus the same jitter, so waiting calls do not return in a herd)
+    when that is longer. Retry-After may exceed `maximum`: the total wait budget bounds it."""
+
+    def __init__(self, provider: Provider, initial: float, maximum: float):
+        self._provider, self._initial, self._maximum = provider, initial, maximum
+        self._exponential = tenacity.wait_exponential(multiplier=initial, max=maximum)
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        backoff = min(self._maximum, self._exponential(retry_state) + random.uniform(0, self._initial))
+        error = retry_state.outcome.exception() if retry_state.outcome else None
+        decision = self._provider.retry_decision(error) if error is not None else None
+        hinted = decision.retry_after_s if decision else None
+        return max(backoff, hinted + random.uniform(0, self._initial)) if hinted is not None else backoff
+
+
+class _StopWhenWaitBudgetSpent(tenacity.stop.stop_base):
+    """Stop when the waits so far plus the coming one would pass the budget (seconds)."""
+
+    def __init__(self, budget_s: float):
+        self.budget_s = budget_s
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        return retry_state.idle_for + retry_state.upcoming_sleep > self.budget_s
+
+
+def _log_retry(gen_id: str, model: str):
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        error = state.outcome.exception()
+        wait = state.next_action.sleep if state.next_action else 0.0
+        log.log(logging.WARNING if wait >= LONG_WAIT_S else logging.INFO,
+                "retry gen_id=%s model=%s attempt=%d error=%s status=%s wait=%.2fs",
+                gen_id, model, state.attempt_number, type(error).__name__, status_of(error), wait)
+    return before_sleep
+
+
+def _retrying(provider: Provider, settings: LLMSettings, gen_id: str, model: str) -> tenacity.Retrying:
+    return tenacity.Retrying(
+        retry=tenacity.retry_if_exception(lambda error: provider.retry_decision(error) is not None),
+        wait=_WaitBackoffOrRetryAfter(provider, settings.backoff_initial_s, settings.backoff_max_s),
+        stop=(tenacity.stop_after_attempt(settings.max_attempts)
+              | _StopWhenWaitBudgetSpent(settings.max_total_wait_s)),
+        before_sleep=_log_retry(gen_id, model), reraise=True)
+
+
+# -- failures ---------------------------------------------------------------------------------
+def _one_line(text: str, secret: str | None, limit: int = 300) -> str:
+    """Whitespace collapsed, litellm's `litellm.X: X:` prefixes dropped, the key masked."""
+    line = " ".join(text.split())
+    if secret:
+        line = line.replace(secret, "***")
+    line = re.sub(r"^litellm\.\w+:\s*", "", line)
+    line = re.sub(r"^(\w+Error|Timeout):\s*", "", line)
+    return line[:limit]
+
+
+def _why_it_stopped(provider: Provider, error: BaseException, state: tenacity.RetryCallState | None,
+                    settings: LLMSettings, key_var: str | None) -> str:
+    if provider.retry_decision(error) is None:
+        status = status_of(error)
+        hint = f"; check the key in ${key_var}" if status in (401, 403) and key_var else ""
+        return f"not retried (a final error){hint}"
+    if state is not None and state.attempt_number < settings.max_attempts:
+        return (f"gave up: the next wait of {state.upcoming_sleep:.1f}s would pass "
+                f"llm.max_total_wait_s={settings.max_total_wait_s:g}; rerun later")
+    return f"gave up after llm.max_attempts={settings.max_attempts}; rerun later"
+
+
+def _failure(provider: Provider, error: BaseException, state: tenacity.RetryCallState | None, row: ModelRow,
+             settings: LLMSettings, gen_id: str, key: str | None) -> LLMCallError:
+    model, attempts = model_string(row, settings), state.attempt_number if state else 1
+    status, name = status_of(error), type(error).__name__
+    http = f" (HTTP {status})" if status else ""
+    why = _why_it_stopped(provider, error, state, settings, key_env_var(row, settings))
+    message = f"{gen_id}: model {model} ({row.id}) failed after {attempts} attempt(s): {name}{http}: " \
+              f"{_one_line(str(error), key)}; {why}"
+    log.warning("failed gen_id=%s model=%s attempts=%d error=%s status=%s", gen_id, model, attempts, name, status)
+    return LLMCallError(message, error_class=name, attempts=attempts, status=status)
+
+
+# -- the entry point --------------------------------------------------------------------------
+def call_model(row: ModelRow, prompt: str, *, stage: str, settings: LLMSettings, gen_id: str) -> Completion:
+    """Ask `row`'s model for a reply to `prompt`, within the limits and the retry policy.
+
+    Raises LLMCallError (one-line message: gen_id, model, error class, status, reason) after
+    the last attempt, or at once for a final error or a missing key; the caller writes
+    nothing for a failed call. Bugs (errors that are not provider errors) propagate as they are.
+    """
+    provider, model, stage_settings = provider_of(row, settings), model_string(row, settings), settings.stage(stage)
+    key = api_key(row, settings)
+    request = CallRequest(row, model, stage, prompt, stage_settings.temperature, stage_settings.max_tokens,
+                          stage_settings.timeout_s, key)
+    cap_key, retrying = concurrency_key(row, settings), _retrying(provider, settings, gen_id, model)
+    state: tenacity.RetryCallState | None = None
+    started = None  # when the first attempt got its slot: waiting for a slot is not duration
+    reply: Reply | None = None
+    try:
+        for attempt in retrying:
+            state = attempt.retry_state
+            with attempt, limits(settings.max_concurrency).slot(cap_key, row.max_concurrency):
+                started = time.monotonic() if started is None else started
+                reply = provider.complete(request)
+    except provider.errors() as error:
+        raise _failure(provider, error, state, row, settings, gen_id, key) from error
+    attempts = state.attempt_number if state else 1
+    done = Completion(reply.text, model, reply.finish_reason, reply.usage, provider.cost_usd(row, reply),
+                      round(time.monotonic() - started, 3), attempts, stage_settings.temperature,
+                      stage_settings.max_tokens, round(state.idle_for if state else 0.0, 3))
+    log.info("call gen_id=%s model=%s attempts=%d status=ok finish=%s tokens=%s cost=%s wait=%.2fs duration=%.2fs",
+             gen_id, model, attempts, reply.finish_reason, reply.usage.get("total_tokens"), done.cost_usd,
+             done.wait_s, done.duration_s)
+    return done

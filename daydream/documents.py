@@ -1,0 +1,110 @@
+"""What the gens-store rules do for one document (`rules/gens.smk`): one function per rule.
+
+`write_response` (rule `gen_response`): build the prompt once from its sources, answer it
+(a copy, a saved reply or a paid call through the ledger) and write prompt.txt, raw.txt and
+metadata.json. `write_parsed` (rule `gen_parse`): parse raw.txt into parsed.txt; a failure
+keeps raw.txt and names the reason. Rules call these with the shared `Runtime` and the
+wildcards; they never build paths or strings themselves.
+"""
+
+from __future__ import annotations
+
+from daydream import ledger, parsers, stages, store
+from daydream.calls import Completion
+from daydream.experiment import Template
+from daydream.membership import Member
+from daydream.prompts import Concept, Prompt, PromptFiles, build_prompt
+from daydream.runtime import Runtime
+
+
+class DocumentError(RuntimeError):
+    """A document that cannot be made; the message names the document, the file and the fix."""
+
+
+def prompt_files(rt: Runtime, member: Member) -> PromptFiles:
+    """The files a document's prompt is made from: its template (unless a copy), and its
+    combo's concept texts (root stage) or its parent's parsed text."""
+    stage, template = stages.get(member.stage), rt.template(member)
+    template_path = rt.paths.template_path(member.stage, member.template_id) if template.generator == "llm" else None
+    if stage.is_root:
+        combo = rt.membership.combo(member.combo_id)
+        concepts = tuple(Concept(c, rt.experiment.concepts.get(c, c), rt.paths.description_path(combo.level, c))
+                         for c in combo.concepts)
+        return PromptFiles(member.stage, template_path, concepts=concepts)
+    return PromptFiles(member.stage, template_path, parent=rt.paths.parsed_path(stage.parent, member.parent_gen_id))
+
+
+def document_prompt(rt: Runtime, member: Member) -> Prompt:
+    return build_prompt(prompt_files(rt, member))
+
+
+def _copy_completion(text: str) -> Completion:
+    return Completion(text, "", None, {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}, 0.0, 0.0, 0)
+
+
+def metadata(rt: Runtime, member: Member, template: Template, done: Completion, prompt: Prompt) -> dict:
+    """metadata.json (SPEC §5). Temperature and max_tokens are those the reply was made with
+    (the config's only for replies saved before calls recorded them); never a key."""
+    stage_settings = rt.settings.stage(member.stage)
+    is_copy = template.generator == "copy"
+    temperature = done.temperature if done.temperature is not None else stage_settings.temperature
+    max_tokens = done.max_tokens if done.max_tokens is not None else stage_settings.max_tokens
+    return {
+        "stage": member.stage, "gen_id": member.gen_id,
+        "task_id": f"{member.parent_gen_id or member.combo_id}__{member.template_id}__{member.llm_model_id}",
+        "template_id": member.template_id, "model_id": member.llm_model_id,
+        "model": done.model, "parent_gen_id": member.parent_gen_id, "combo_id": member.combo_id,
+        "replicate": member.replicate, "cohort_id": member.cohort_id, "mode": template.generator,
+        "parser": template.parser, "finish_reason": done.finish_reason,
+        "truncated": False if is_copy else done.truncated(max_tokens),
+        "usage": done.usage, "cost_usd": done.cost_usd, "duration_s": done.duration_s,
+        "attempts": done.attempts,
+        "temperature": None if is_copy else temperature,
+        "max_tokens": None if is_copy else max_tokens,
+        "prompt_sha256": prompt.sha256, "prompt_sources": prompt.sources, "created_at": ledger.now_iso(),
+    }
+
+
+def write_response(rt: Runtime, stage: str, gen_id: str, log_path: str | None = None) -> None:
+    """prompt.txt, raw.txt and metadata.json of one document: the prompt is rendered now and
+    answered by a copy, a reply saved earlier for the same prompt, or a paid call."""
+    member = rt.membership.member(gen_id)
+    template = rt.template(member)
+    prompt = document_prompt(rt, member)
+    store.clear_temp_files(rt.paths.gen_dir(stage, gen_id))
+    store.write_text_atomic(rt.paths.prompt_path(stage, gen_id), prompt.text)
+    done = _copy_completion(prompt.text) if template.generator == "copy" else ledger.paid_completion(rt, member, prompt)
+    store.write_text_atomic(rt.paths.raw_path(stage, gen_id), done.text)
+    store.write_metadata(rt.paths, stage, gen_id, metadata(rt, member, template, done, prompt))
+    store.write_job_log(log_path, f"{gen_id}: {template.generator} model={done.model or '-'} attempts={done.attempts} "
+                                  f"finish={done.finish_reason} usage={done.usage} cost_usd={done.cost_usd}")
+
+
+def _parse_failure(rt: Runtime, member: Member, parser: str, reason: str, raw: str) -> DocumentError:
+    tail = raw[-300:]
+    store.append_jsonl(rt.paths.parse_errors_jsonl, {
+        "time": ledger.now_iso(), "gen_id": member.gen_id, "stage": member.stage, "parser": parser,
+        "reason": reason, "raw_tail": tail})
+    raw_path = rt.paths.raw_path(member.stage, member.gen_id)
+    return DocumentError(f"{member.gen_id}: parser {parser!r} failed: {reason}; the response is kept in "
+                         f"{raw_path}; its tail: {' '.join(tail.split())[-160:]!r}")
+
+
+def write_parsed(rt: Runtime, stage: str, gen_id: str, log_path: str | None = None) -> None:
+    """parsed.txt of one document; a truncated or unparsable reply fails with the reason."""
+    member = rt.membership.member(gen_id)
+    template = rt.template(member)
+    store.clear_temp_files(rt.paths.gen_dir(stage, gen_id))
+    raw = rt.paths.raw_path(stage, gen_id).read_text(encoding="utf-8")
+    meta = store.read_metadata(rt.paths, stage, gen_id)
+    if meta.get("truncated"):
+        raise _parse_failure(rt, member, template.parser, (
+            f"the reply was truncated (finish_reason={meta.get('finish_reason')}, "
+            f"{meta.get('usage', {}).get('completion_tokens')} completion tokens, max_tokens="
+            f"{meta.get('max_tokens')}); raise llm.stages.{stage}.max_tokens and regenerate it"), raw)
+    try:
+        parsed = parsers.parse(stage, template.parser, raw, score_min=template.score_min, score_max=template.score_max)
+    except parsers.ParseError as error:
+        raise _parse_failure(rt, member, template.parser, error.reason, raw) from error
+    store.write_text_atomic(rt.paths.parsed_path(stage, gen_id), parsed)
+    store.write_job_log(log_path, f"{gen_id}: parsed with {template.parser!r}: {len(parsed)} characters")

@@ -1,0 +1,105 @@
+"""What each rule reads and what a run targets: the logic behind the input functions of
+`rules/common.smk` (which only wrap these in `ancient` or call the checkpoint).
+
+- `final_targets`: every gens file of every member of the active cohorts, their reports and
+  the stale report. Gens files are targets themselves, since Snakemake never remakes a missing
+  intermediate file whose consumers are up to date.
+- A cohort whose membership is older than its definition files is targeted as the membership
+  itself first (Snakemake 9 treats a checkpoint whose outputs exist as done when it plans).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from daydream import batches, documents, reports, stages
+from daydream.paths import GEN_FILES
+from daydream.runtime import Runtime
+
+
+def cohort_inputs(rt: Runtime, cohort_id: str) -> dict[str, object]:
+    """The cohort file and every definition it is checked against (tables and templates)."""
+    paths = rt.paths
+    tables = [paths.concepts_metadata_csv, paths.models_csv, *(paths.templates_csv(s) for s in stages.NAMES)]
+    return {"cohort_file": str(paths.cohort_file(cohort_id)),
+            "tables": [str(t) for t in tables],
+            "templates": [str(p) for p in paths.template_files()]}
+
+
+def cohort_is_current(rt: Runtime, cohort_id: str) -> bool:
+    """True when membership and manifest exist and are newer than every checkpoint input."""
+    outputs = [rt.paths.membership_csv(cohort_id), rt.paths.manifest_json(cohort_id)]
+    if not all(p.exists() for p in outputs):
+        return False
+    sources = cohort_inputs(rt, cohort_id)
+    files = [Path(sources["cohort_file"]), *map(Path, sources["tables"]), *map(Path, sources["templates"])]
+    newest_input = max((f.stat().st_mtime for f in files if f.exists()), default=0.0)
+    return min(p.stat().st_mtime for p in outputs) >= newest_input
+
+
+def cohort_documents(rt: Runtime, cohort_id: str) -> list[str]:
+    """Every gens-store file of every member of a cohort."""
+    return [str(rt.paths.gen_dir(m.stage, m.gen_id) / name)
+            for m in rt.membership.members(cohort_id) for name in GEN_FILES]
+
+
+def cohort_outputs(rt: Runtime, cohort_id: str) -> list[str]:
+    """A cohort's gens files and its reports (once its membership is current)."""
+    report_files = [str(rt.paths.cohort_report(cohort_id, r.name)) for r in reports.cohort_reports()]
+    return cohort_documents(rt, cohort_id) + report_files
+
+
+def outdated_membership(rt: Runtime, cohort_id: str) -> list[str]:
+    """The membership and manifest of a cohort, as plain files to remake by mtime."""
+    return [str(rt.paths.membership_csv(cohort_id)), str(rt.paths.manifest_json(cohort_id))]
+
+
+def response_inputs(rt: Runtime, stage: str, gen_id: str) -> dict[str, object]:
+    """A response job's inputs: its prompt's sources and, in cluster runs while raw.txt is
+    missing, the record of the batch that makes its call (a finished document waits for none)."""
+    member = rt.membership.member(gen_id)
+    inputs = documents.prompt_files(rt, member).as_inputs()
+    batch_id = batches.batch_of(rt, stage, gen_id)
+    if batch_id:
+        inputs["replies"] = str(rt.paths.reply_batch_path(stage, batch_id))
+    return inputs
+
+
+def reply_batch_inputs(rt: Runtime, stage: str, batch_id: str) -> dict[str, list[str]]:
+    """What a batch's prompts are rendered from: the prompt inputs of its pending documents."""
+    merged: dict[str, set[str]] = {}
+    for gen_id in batches.pending_in_batch(rt, stage, batch_id):
+        files = documents.prompt_files(rt, rt.membership.member(gen_id)).as_inputs()
+        for name, value in files.items():
+            merged.setdefault(name, set()).update(value if isinstance(value, list) else [value])
+    return {name: sorted(values) for name, values in merged.items()}
+
+
+def stale_report_inputs(rt: Runtime) -> list[str]:
+    """Every file a stale verdict depends on: the stored metadata of each document, the parsed
+    parents, templates and concept texts. Any of them changing rebuilds the report."""
+    files: set[str] = {str(p) for p in rt.paths.template_files()}
+    for cohort_id in rt.cohort_ids:
+        files.add(str(rt.paths.membership_csv(cohort_id)))
+        for member in rt.membership.members(cohort_id):
+            files.add(str(rt.paths.metadata_path(member.stage, member.gen_id)))
+            sources = documents.prompt_files(rt, member).as_inputs()
+            files.update(sources.get("concepts", []))
+            if "parent" in sources:
+                files.add(sources["parent"])
+    return sorted(files)
+
+
+def cohort_report_inputs(rt: Runtime, cohort_id: str) -> dict[str, object]:
+    """What a cohort's reports are built from: its membership, the scored stage's template
+    table (the scales) and every score."""
+    scored = stages.SCORED.name
+    members = rt.membership.members(cohort_id, scored)
+    return {"membership": str(rt.paths.membership_csv(cohort_id)),
+            "templates": str(rt.paths.templates_csv(scored)),
+            "evaluations": [str(rt.paths.parsed_path(scored, m.gen_id)) for m in members]}
+
+
+def cross_experiment_inputs(rt: Runtime) -> list[str]:
+    """The cross-experiment tables run after the active cohorts' aggregated scores exist."""
+    return [str(rt.paths.cohort_report(c, reports.AGGREGATED)) for c in rt.cohort_ids]

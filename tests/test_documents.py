@@ -1,0 +1,52 @@
+"""The per-document jobs: one prompt build, one payment, metadata checked, raw.txt never lost."""
+
+import json
+
+import pytest
+
+from daydream import documents, store
+from daydream.columns import METADATA_KEYS
+from daydream.prompts import sha256_text
+from tests.test_ledger import calls_made, first_draft, rt  # noqa: F401  (the fixture)
+
+
+def test_a_response_writes_prompt_raw_and_metadata_from_one_prompt(rt):  # noqa: F811
+    member = first_draft(rt)
+    documents.write_response(rt, member.stage, member.gen_id)
+    prompt = rt.paths.prompt_path(member.stage, member.gen_id).read_text()
+    meta = json.loads(rt.paths.metadata_path(member.stage, member.gen_id).read_text())
+    assert tuple(sorted(meta)) == tuple(sorted(METADATA_KEYS))
+    assert meta["prompt_sha256"] == sha256_text(prompt) and set(meta["prompt_sources"]) == {"template", "concepts"}
+    assert meta["model"] == "offline/daydream-offline-a" and meta["cost_usd"] == 0.0
+    assert rt.paths.raw_path(member.stage, member.gen_id).read_text().startswith("<thinking>")
+
+
+def test_a_copy_makes_no_call_and_its_prompt_is_the_parents_text(rt):  # noqa: F811
+    draft = first_draft(rt)
+    documents.write_response(rt, draft.stage, draft.gen_id)
+    documents.write_parsed(rt, draft.stage, draft.gen_id)
+    copy = next(m for m in rt.membership.members("tiny", "essay")
+                if m.parent_gen_id == draft.gen_id and m.template_id == "copy-draft")
+    documents.write_response(rt, copy.stage, copy.gen_id)
+    parsed = rt.paths.parsed_path(draft.stage, draft.gen_id).read_text()
+    assert rt.paths.raw_path(copy.stage, copy.gen_id).read_text() == parsed
+    assert json.loads(rt.paths.metadata_path(copy.stage, copy.gen_id).read_text())["mode"] == "copy"
+    assert [c["gen_id"] for c in calls_made(rt)] == [draft.gen_id]
+
+
+def test_a_failed_parse_keeps_raw_and_records_the_reason(rt):  # noqa: F811
+    member = first_draft(rt)
+    documents.write_response(rt, member.stage, member.gen_id)
+    rt.paths.raw_path(member.stage, member.gen_id).write_text("no idea blocks at all")
+    with pytest.raises(documents.DocumentError, match="no <essay-idea> block"):
+        documents.write_parsed(rt, member.stage, member.gen_id)
+    assert rt.paths.raw_path(member.stage, member.gen_id).exists()
+    assert not rt.paths.parsed_path(member.stage, member.gen_id).exists()
+    record = json.loads(rt.paths.parse_errors_jsonl.read_text().splitlines()[-1])
+    assert record["gen_id"] == member.gen_id and record["raw_tail"] == "no idea blocks at all"
+
+
+def test_metadata_that_does_not_fit_its_schema_is_never_written(rt):  # noqa: F811
+    with pytest.raises(store.MetadataError, match="'replicate' is a required property"):
+        store.write_metadata(rt.paths, "draft", "d_x", {k: "" for k in METADATA_KEYS if k != "replicate"})
+    assert not rt.paths.metadata_path("draft", "d_x").exists()

@@ -1,0 +1,55 @@
+"""The paid-reply ledger: a reply is paid for once, saved before anything else, and reused."""
+
+import json
+
+import pytest
+
+from daydream import cohorts, documents, ledger
+from daydream.prompts import Prompt, sha256_text
+from daydream.runtime import Runtime
+
+
+@pytest.fixture
+def rt(data_root, cohorts_dir):
+    runtime = Runtime({"data_root": str(data_root), "cohorts_dir": str(cohorts_dir), "cohorts": ["tiny"],
+                       "offline": True})
+    cohorts.build_cohort(runtime.paths, "tiny", runtime.paths.cohort_file("tiny"))
+    return runtime
+
+
+def calls_made(rt) -> list[dict]:
+    path = rt.paths.llm_calls_jsonl
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def first_draft(rt):
+    return rt.membership.members("tiny", "draft")[0]
+
+
+def test_a_new_prompt_is_paid_once_and_saved_before_it_is_returned(rt):
+    member = first_draft(rt)
+    prompt = documents.document_prompt(rt, member)
+    done = ledger.paid_completion(rt, member, prompt)
+    saved = rt.paths.reply_path(member.stage, member.gen_id, prompt.sha256)
+    assert json.loads(saved.read_text())["text"] == done.text
+    again = ledger.paid_completion(rt, member, prompt)
+    assert again == done and [c["gen_id"] for c in calls_made(rt)] == [member.gen_id]
+
+
+def test_a_reply_paid_for_an_earlier_prompt_refuses_a_silent_second_payment(rt):
+    member = first_draft(rt)
+    ledger.paid_completion(rt, member, documents.document_prompt(rt, member))
+    changed = Prompt("another prompt", sha256_text("another prompt"))
+    with pytest.raises(ledger.RepaymentRefused, match=rf"scripts/regenerate.py --data-root .* {member.gen_id}"):
+        ledger.paid_completion(rt, member, changed)
+    assert len(calls_made(rt)) == 1
+
+
+def test_the_saved_reply_of_exactly_this_prompt_is_found(rt):
+    member = first_draft(rt)
+    prompt = documents.document_prompt(rt, member)
+    assert ledger.saved_reply(rt.paths, member, prompt.sha256) is None
+    done = ledger.paid_completion(rt, member, prompt)
+    assert ledger.saved_reply(rt.paths, member, prompt.sha256) == done
+    assert ledger.earlier_replies(rt.paths, member, sha256_text("other")) != []
+    assert ledger.earlier_replies(rt.paths, member, prompt.sha256) == []
