@@ -19,7 +19,7 @@ run: $(BIN)/.installed
 dry-run: $(BIN)/.installed
 	$(BIN)/snakemake -n --cores $(CORES)
 
-test: $(BIN)/.installed
+test: lint
 	$(BIN)/python -m pytest -q -rs
 
 lint: $(BIN)/.installed
