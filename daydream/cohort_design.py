@@ -86,6 +86,29 @@ class Design:
 # Loading
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses a key written twice in one mapping (YAML keeps the last)."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    loader.flatten_mapping(node)
+    seen: list[object] = []
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"{key!r} is written twice in one mapping; "
+                                                    "keep one (merge the two)", key_node.start_mark)
+        seen.append(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def _read_yaml(text: str) -> object:
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: builds plain data only
+
+
 def is_design_spec(spec: object) -> bool:
     """True when a parsed cohort file is a design spec: a mapping with a top-level `axes` key."""
     return isinstance(spec, dict) and "axes" in spec
@@ -95,7 +118,7 @@ def load_design_spec(path: Path | str) -> dict:
     """The design spec at `path` as a dict; DesignError (naming the file) if unreadable or not one."""
     path = Path(path)
     try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+        spec = _read_yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DesignError([f"{path}: design spec not found; check the path"]) from None
     except (OSError, UnicodeDecodeError) as error:
@@ -153,8 +176,9 @@ def _not_a_level(raw: object) -> str:
         return "null is not a level; write a string (for essay_llm, None means the draft's model)"
     if isinstance(raw, dict):
         return f"a mapping ({raw!r}) is not a level; write a string"
+    hint = " (YAML reads yes/no/on/off/true/false unquoted as booleans)" if isinstance(raw, bool) else ""
     return (f"{raw!r} was read as {type(raw).__name__}, not as a string; quote it in the spec "
-            "(levels are strings)")
+            f"(levels are strings){hint}")
 
 
 def _value(raw: object, item: str, ctx: _Context) -> str | tuple | None:
@@ -205,7 +229,7 @@ def _read_txt(text: str) -> list[str]:
 
 
 _READERS: dict[str, Callable[[str], object]] = {
-    ".csv": _read_csv, ".txt": _read_txt, ".yaml": yaml.safe_load, ".yml": yaml.safe_load, ".json": json.loads,
+    ".csv": _read_csv, ".txt": _read_txt, ".yaml": _read_yaml, ".yml": _read_yaml, ".json": json.loads,
 }
 
 
@@ -222,7 +246,9 @@ def _include(raw: object, item: str, ctx: _Context) -> object:
         return reader(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         ctx.add(item, f"{raw}: file {path} not found; create it or fix the path (relative to the spec file)")
-    except (OSError, ValueError, yaml.YAMLError) as error:
+    except (json.JSONDecodeError, yaml.YAMLError) as error:
+        ctx.add(item, f"{raw} ({path}): {_one_line(error)}; fix the file's syntax")
+    except (OSError, ValueError) as error:
         ctx.add(item, f"{raw} ({path}): {_one_line(error)}")
     return _FAILED
 
@@ -424,7 +450,7 @@ def _check_rule_names(axes: dict[str, list[str]], rules: list[_Rule], ctx: _Cont
             if axis in axes:
                 ctx.add(rule.item, f"axis {axis!r} is declared under axes, but this tuple gives its levels; "
                         f"remove axes.{axis} (or drop {axis!r} from the tuple)")
-                ctx.broken.add(rule.name)
+                ctx.broken.update([rule.name, *rule.names])
 
 
 def _parse_output(raw: object, ctx: _Context) -> tuple[list[str], int | None]:
@@ -607,7 +633,7 @@ _APPLY = {"subset": _apply_subset, "tie": _apply_tie, "pair": _apply_pair, "tupl
 def _columns(layout: _Layout, field_order: list[str], ctx: _Context) -> list[str]:
     """field_order, then the other columns in the order the slots expand into them."""
     leaves = [column for slot in layout.order for column in slot.columns()]
-    for name in field_order:
+    for name in field_order if leaves else []:  # no axes at all was reported already
         if name not in leaves:
             ctx.add("output.field_order", f"{name!r} is not an axis of this design (tie, pair and tuple names "
                     f"are not columns); name only axes: {_listed(leaves, limit=20)}")
