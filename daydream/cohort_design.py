@@ -20,13 +20,18 @@ Choices where SPEC-DSL.md leaves room (the tests pin each of them):
   out of the design, as in the original pipeline).
 - A tie's name is not a column unless it is one of the tied axes; pair and tuple names are never
   columns. `field_order` may name only the leaf axes: those under `axes` and those tuples define.
-- Later rules may name a tied axis to mean its tie; naming an axis already inside a pair or a tuple
-  is an error that points at the pair or tuple's name.
+- Later rules may name a tied axis to mean its tie (a tuple may not: an axis declared under `axes`
+  is never a tuple's axis, so a tuple names the tie by the tie's name); naming an axis already
+  inside a pair or a tuple is an error that points at the pair or tuple's name.
 - A tuple component that names an earlier tie, pair or tuple takes that rule's levels as its
   declared domain; so does a tuple-only axis an earlier subset or tie narrowed. Values outside it
   are errors.
 - A tie may also be written `{axes: [...]}`; a one-axis tuple accepts bare strings as items.
 - `seed` given to `compile_design` wins over `output.seed`.
+- A key written twice in one YAML mapping (two `subsets:` sections, an axis declared twice) is an
+  error, not the silent "last one wins" of plain YAML.
+- Membership: `essay_llm` of `None` (any case), empty, or no essay_llm column at all means the
+  draft's model; two columns that are aliases of one field are an error.
 
 Checking design rows against the experiment tables is the cohort checkpoint's job, not this
 module's: `membership_summary` lists the combo ids (they must be registered in
