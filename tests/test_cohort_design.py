@@ -61,7 +61,7 @@ def table(columns, *rows):
 # --- axes and row order ------------------------------------------------------------------------
 
 
-def test_axes_multiply_in_order_with_the_last_axis_fastest_and_duplicates_dropped(tmp_path):
+def test_axes_multiply_in_order_with_the_last_axis_fastest_and_repeated_levels_dropped(tmp_path):
     design = compiled(tmp_path, """
         axes:
           combo_id: [c1, c2, c1]
