@@ -317,8 +317,12 @@ ANTHROPIC_ERROR_TYPES = {
 
 
 def anthropic_error_type(status: int, preferred: str = "") -> str:
-    """Anthropic's error ``type`` for an HTTP status (``preferred`` wins when it is one of them)."""
-    if preferred in ANTHROPIC_ERROR_TYPES.values():
+    """Anthropic's error ``type`` for an HTTP status.
+
+    ``preferred`` wins when it is an Anthropic type other than ``invalid_request_error``
+    (the default type of :func:`error`, which must not hide e.g. a 529's ``overloaded_error``).
+    """
+    if preferred in ANTHROPIC_ERROR_TYPES.values() and preferred != "invalid_request_error":
         return preferred
     return ANTHROPIC_ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
 
