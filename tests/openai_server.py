@@ -1388,7 +1388,8 @@ class FakeOpenAIServer:
         ``where(custom_id, body)`` is true (``body``: the OpenAI line's ``body`` /
         the Anthropic ``params``); with no selector, every request is.  Rules are
         tried in the order added, the first match wins; they apply to batches
-        created afterwards and stay until :meth:`reset`.
+        created afterwards and stay until :meth:`reset`.  ``where`` runs with the
+        batch store's lock held: it must not call back into the server.
         """
         _check_kind(action, allowed=OUTCOMES)
         compiled = re.compile(pattern) if pattern is not None else None

@@ -155,7 +155,7 @@ def test_upload_errors_are_openais(openai_server):
 
 
 def test_batch_moves_through_its_statuses_with_time(openai_server):
-    openai_server.set_batch_timing(validating=0.4, processing=2.0, finalizing=0.3)
+    openai_server.set_batch_timing(validating=0.4, processing=2.0, finalizing=0.8)
     rows = [line(f"r{i}") for i in range(8)]
     created = start_batch(openai_server, rows)
     assert created["status"] == "validating"
@@ -318,7 +318,7 @@ def test_cancel_keeps_what_finished_and_ends_cancelled(openai_server):
 
 
 def test_cancel_midway_writes_the_finished_requests(openai_server):
-    openai_server.set_batch_timing(processing=1.0)
+    openai_server.set_batch_timing(processing=4.0)
     batch = start_batch(openai_server, [line(f"r{i}") for i in range(10)])
     poll(lambda: get_batch(openai_server, batch["id"]), lambda b: b["request_counts"]["completed"] >= 3)
     httpx.post(f"{openai_server.base_url}/batches/{batch['id']}/cancel")
@@ -594,3 +594,34 @@ def test_batch_timing_is_fixed_when_a_batch_is_created():
         server.set_batch_timing(processing=0)
         assert server.batch_timing.processing == 0
         assert get_batch(server, batch["id"])["status"] == "in_progress"
+
+
+def test_litellm_retrieve_batch_reports_the_batch_rate_cost(openai_server):
+    """Sync retrieve_batch prices a completed batch from its ``usage`` field; the async one
+    downloads the output and error files again (in a logging task) on every poll."""
+    import asyncio
+
+    kwargs = {"custom_llm_provider": "openai", "api_base": openai_server.base_url, "api_key": "sk-test"}
+    openai_server.on_batch_request(server_error(), "b")
+    batch = start_batch(openai_server, [line("a"), line("b")])
+    info = litellm.get_model_info(MODEL)
+    usage = get_batch(openai_server, batch["id"])["usage"]
+    expected = (usage["input_tokens"] * info["input_cost_per_token_batches"]
+                + usage["output_tokens"] * info["output_cost_per_token_batches"])
+    openai_server.reset()
+    retrieved = litellm.retrieve_batch(batch_id=batch["id"], **kwargs)
+    assert retrieved._hidden_params["response_cost"] == pytest.approx(expected)
+    assert openai_server.endpoint_counts == {"GET /v1/batches/{id}": 1}
+
+    async def poll_async() -> object:
+        result = await litellm.aretrieve_batch(batch_id=batch["id"], **kwargs)
+        deadline = time.monotonic() + 10
+        while openai_server.endpoint_counts.get("GET /v1/files/{id}/content", 0) < 2:
+            assert time.monotonic() < deadline, openai_server.endpoint_counts
+            await asyncio.sleep(0.05)
+        return result
+
+    openai_server.reset()
+    result = asyncio.run(poll_async())
+    assert result._hidden_params["response_cost"] == pytest.approx(expected)
+    assert openai_server.endpoint_counts == {"GET /v1/batches/{id}": 1, "GET /v1/files/{id}/content": 2}
