@@ -54,7 +54,7 @@ from typing import Any
 import yaml
 
 from daydream import ids
-from daydream.schemas import MEMBERSHIP_COLUMNS
+from daydream.columns import MEMBERSHIP_COLUMNS
 
 TOP_LEVEL_KEYS = ("axes", "rules", "output")
 RULE_SECTIONS = ("subsets", "ties", "pairs", "tuples")
