@@ -20,10 +20,11 @@ EXPORT := --format requirements-txt --all-extras --all-groups --no-emit-project
 $(BIN)/.installed: pyproject.toml uv.lock $(LOCK)
 	@rm -f $@
 	$(PYTHON) -m venv --clear $(VENV)
-	@$(PYTHON) -m daydream.lockfile select pip setuptools > $(VENV)/tools.lock
-	@echo "$(BIN)/python -m pip install --require-hashes -r $(LOCK)   # pip and setuptools first"
+	$(PYTHON) -m daydream.lockfile select pip setuptools > $(VENV)/tools.lock
+	@echo "$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(VENV)/tools.lock"
 	@$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(VENV)/tools.lock \
 		|| { echo "$(LOCK_HINT)" >&2; exit 1; }
+	@echo "$(BIN)/python -m pip install --quiet --require-hashes --no-build-isolation -r $(LOCK)"
 	@$(BIN)/python -m pip install --quiet --require-hashes --no-build-isolation -r $(LOCK) \
 		|| { echo "$(LOCK_HINT)" >&2; exit 1; }
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
