@@ -4,13 +4,31 @@ PYTHON ?= python3
 VENV ?= .venv
 CORES ?= 2
 BIN := $(VENV)/bin
+# The lock (README, "Pinned installs"): uv.lock is made from pyproject.toml by `make lock`;
+# requirements.lock is the same pins and hashes for pip. Both are committed.
+LOCK := requirements.lock
+LOCK_HINT := make: installing $(LOCK) with hash checking failed (pip says why above): either the lock is out of date or broken, so regenerate it with 'make lock', review the diff and commit, or a download is not what was locked: find out why, do not work around it
+UV := UV_PYTHON=$(abspath $(BIN))/python UV_PYTHON_DOWNLOADS=never $(BIN)/uv
+EXPORT := --format requirements-txt --all-extras --all-groups --no-emit-project
 
-.PHONY: run dry-run test lint bench clean-outputs
+.PHONY: run dry-run test lint bench lock clean-outputs
 
-$(BIN)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,slurm]'
+# A new environment whenever pyproject.toml or the lock changes, holding exactly the lock:
+# first the locked pip and setuptools, then every locked package (hash-checked, no build
+# isolation, so nothing unpinned is fetched to build the one sdist), then the project itself
+# without dependencies, then a check that the environment equals the lock.
+$(BIN)/.installed: pyproject.toml uv.lock $(LOCK)
+	@rm -f $@
+	$(PYTHON) -m venv --clear $(VENV)
+	$(PYTHON) -m daydream.lockfile select pip setuptools > $(VENV)/tools.lock
+	@echo "$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(VENV)/tools.lock"
+	@$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(VENV)/tools.lock \
+		|| { echo "$(LOCK_HINT)" >&2; exit 1; }
+	@echo "$(BIN)/python -m pip install --quiet --require-hashes --no-build-isolation -r $(LOCK)"
+	@$(BIN)/python -m pip install --quiet --require-hashes --no-build-isolation -r $(LOCK) \
+		|| { echo "$(LOCK_HINT)" >&2; exit 1; }
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m daydream.lockfile installed
 	touch $@
 
 run: $(BIN)/.installed
@@ -29,6 +47,22 @@ lint: $(BIN)/.installed
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/bench_offline_throughput.py
+
+# Regenerate the lock after editing pyproject.toml's dependencies: keeps every pin it can and
+# adds or drops only what changed. Upgrade on purpose with UPGRADE="litellm numpy" (those
+# packages) or UPGRADE=all. Then review `git diff uv.lock requirements.lock` and commit.
+# Needs only the venv's uv: an edited pyproject.toml (or a broken lock) does not force a
+# reinstall before locking.
+lock: $(BIN)/uv
+	$(UV) lock $(if $(filter all,$(UPGRADE)),--upgrade,$(addprefix --upgrade-package ,$(UPGRADE)))
+	$(UV) export --frozen --quiet $(EXPORT) > $(LOCK).new
+	@# Replaced only when its content changes, so an unchanged lock does not rebuild the venv.
+	@if cmp -s $(LOCK).new $(LOCK); then rm $(LOCK).new; else mv $(LOCK).new $(LOCK); fi
+	$(BIN)/python -m daydream.lockfile check
+	@echo "next: git diff --stat uv.lock $(LOCK); make test; git commit pyproject.toml uv.lock $(LOCK)"
+
+$(BIN)/uv:
+	$(MAKE) $(BIN)/.installed
 
 # Full reset keeping the definitions (SPEC §10).
 clean-outputs:
