@@ -53,7 +53,7 @@ from typing import Any
 
 import yaml
 
-from daydream import ids
+from daydream import ids, stages
 from daydream.columns import MEMBERSHIP_COLUMNS
 
 TOP_LEVEL_KEYS = ("axes", "rules", "output")
@@ -806,7 +806,7 @@ def membership_summary(rows: list[dict]) -> dict:
     `data/combo_mappings.csv`, every template known for its stage, every model in llm_models.csv.
     """
     summary: dict = {"combo_ids": sorted({row["combo_id"] for row in rows})}
-    for stage in ids.STAGES:
+    for stage in stages.NAMES:
         mine = [row for row in rows if row["stage"] == stage]
         summary[stage] = {key: sorted({row[column] for row in mine}) for key, column in
                           (("templates", "template_id"), ("models", "llm_model_id"), ("replicates", "replicate"))}

@@ -24,7 +24,7 @@ from daydream.cohort_design import (
     load_design_spec,
     membership_summary,
 )
-from daydream.schemas import MEMBERSHIP_COLUMNS
+from daydream.columns import MEMBERSHIP_COLUMNS
 from tests.conftest import REPO
 
 
