@@ -34,12 +34,27 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+# Keys of a saved reply besides the Completion's fields: what was sent.
+PROMPT_KEYS = ("prompt", "prompt_sha256", "saved_at")
+
+
 def saved_reply(paths: Paths, member: Member, prompt_sha256: str) -> calls.Completion | None:
     """The reply saved for exactly this prompt of the document, or None."""
     path = paths.reply_path(member.stage, member.gen_id, prompt_sha256)
     if not path.exists():
         return None
-    return calls.Completion(**json.loads(path.read_text(encoding="utf-8")))
+    record = json.loads(path.read_text(encoding="utf-8"))
+    return calls.Completion(**{k: v for k, v in record.items() if k not in PROMPT_KEYS})
+
+
+def save_reply(paths: Paths, member: Member, prompt: Prompt, done: calls.Completion) -> Path:
+    """Save a paid reply with the prompt it answers (atomic, fsync): the record of what was
+    sent and what came back. Every path that pays for a reply (a direct call, a cluster batch,
+    a provider batch) saves it here before anything else is written."""
+    path = paths.reply_path(member.stage, member.gen_id, prompt.sha256)
+    record = {**done.__dict__, "prompt": prompt.text, "prompt_sha256": prompt.sha256, "saved_at": now_iso()}
+    store.write_json_atomic(path, record, fsync=True)
+    return path
 
 
 def earlier_replies(paths: Paths, member: Member, prompt_sha256: str) -> list[Path]:
@@ -88,7 +103,6 @@ def paid_completion(rt: Runtime, member: Member, prompt: Prompt) -> calls.Comple
     except calls.LLMCallError as error:
         _record_failure(rt, member, error)
         raise
-    store.write_json_atomic(rt.paths.reply_path(member.stage, member.gen_id, prompt.sha256), done.__dict__,
-                            fsync=True)
+    save_reply(rt.paths, member, prompt, done)
     _record_call(rt, member, done)
     return done
