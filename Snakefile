@@ -24,8 +24,7 @@ include: "rules/cross_experiment.smk"
 # submitted; everything else is cheap and runs in the main Snakemake process.
 localrules:
     cohort_membership,
-    gen_response,
-    gen_parse,
+    gen_document,
     cohort_reports,
     cohort_report_figures,
     stale_generations,

@@ -4,8 +4,7 @@ With `reply_batch_size` > 0 (profiles/slurm sets it), a `gen_replies` job makes 
 calls of up to that many documents of one stage in threads of one process, under
 llm.max_concurrency and the per-model caps, and saves each reply in the paid-reply ledger
 (`daydream.ledger`), as any paid reply. It writes no gens file: each document's own
-`gen_response` job, a localrule, then writes prompt.txt, raw.txt and metadata.json from the
-saved reply without a call. A cancelled or failed batch therefore leaves only whole saved
+`gen_document` job, a localrule, then writes its files from the saved reply without a call. A cancelled or failed batch therefore leaves only whole saved
 replies, and its rerun calls only the rest.
 """
 
@@ -64,9 +63,7 @@ def save_reply(rt: Runtime, gen_id: str) -> str:
     """Render one document's prompt and make sure a reply to it is saved: `called` or `reused`."""
     member = rt.membership.member(gen_id)
     prompt = documents.document_prompt(rt, member)
-    reused = ledger.saved_reply(rt.paths, member, prompt.sha256) is not None
-    ledger.paid_completion(rt, member, prompt)
-    return "reused" if reused else "called"
+    return "called" if ledger.answer(rt, member, prompt).source == "called" else "reused"
 
 
 def write_reply_batch(rt: Runtime, stage: str, batch_id: str, out_path: str, log_path: str | None = None) -> None:

@@ -1,10 +1,11 @@
-"""What the gens-store rules do for one document (`rules/gens.smk`): one function per rule.
+"""What the gens-store rule does for one document (`rules/gens.smk`, rule `gen_document`).
 
-`write_response` (rule `gen_response`): build the prompt once from its sources, answer it
-(a copy, a saved reply or a paid call through the ledger) and write prompt.txt, raw.txt and
-metadata.json. `write_parsed` (rule `gen_parse`): parse raw.txt into parsed.txt; a failure
-keeps raw.txt and names the reason. Rules call these with the shared `Runtime` and the
-wildcards; they never build paths or strings themselves.
+`write_document` builds the prompt once from its sources, answers it (a copy, or through the
+paid-reply ledger: a saved reply, the restored record of an earlier paid prompt, or a new
+call), writes prompt.txt, raw.txt and metadata.json, then parses the reply into parsed.txt.
+A reply that does not parse fails the job with the reason after raw.txt is written; the
+profile's `keep-incomplete` keeps it readable, and the next run parses it again from the
+ledger without a call. Rules call this with the shared `Runtime` and the wildcards.
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ def document_prompt(rt: Runtime, member: Member) -> Prompt:
     return build_prompt(prompt_files(rt, member))
 
 
-def _copy_completion(text: str) -> Completion:
-    return Completion(text, "", None, {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}, 0.0, 0.0, 0)
+def _copy_answer(prompt: Prompt) -> ledger.Answer:
+    usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    return ledger.Answer(prompt, Completion(prompt.text, "", None, usage, 0.0, 0.0, 0), "copy")
 
 
 def metadata(rt: Runtime, member: Member, template: Template, done: Completion, prompt: Prompt) -> dict:
@@ -65,19 +67,26 @@ def metadata(rt: Runtime, member: Member, template: Template, done: Completion, 
     }
 
 
-def write_response(rt: Runtime, stage: str, gen_id: str, log_path: str | None = None) -> None:
-    """prompt.txt, raw.txt and metadata.json of one document: the prompt is rendered now and
-    answered by a copy, a reply saved earlier for the same prompt, or a paid call."""
+def write_document(rt: Runtime, stage: str, gen_id: str, log_path: str | None = None) -> None:
+    """All four files of one document. prompt.txt is written before any call, so a failed call
+    leaves it to read; a restored document gets the prompt that was paid for."""
     member = rt.membership.member(gen_id)
     template = rt.template(member)
     prompt = document_prompt(rt, member)
     store.clear_temp_files(rt.paths.gen_dir(stage, gen_id))
     store.write_text_atomic(rt.paths.prompt_path(stage, gen_id), prompt.text)
-    done = _copy_completion(prompt.text) if template.generator == "copy" else ledger.paid_completion(rt, member, prompt)
+    answer = _copy_answer(prompt) if template.generator == "copy" else ledger.answer(rt, member, prompt)
+    if answer.prompt.sha256 != prompt.sha256:
+        store.write_text_atomic(rt.paths.prompt_path(stage, gen_id), answer.prompt.text)
+    done = answer.completion
     store.write_text_atomic(rt.paths.raw_path(stage, gen_id), done.text)
-    store.write_metadata(rt.paths, stage, gen_id, metadata(rt, member, template, done, prompt))
-    store.write_job_log(log_path, f"{gen_id}: {template.generator} model={done.model or '-'} attempts={done.attempts} "
-                                  f"finish={done.finish_reason} usage={done.usage} cost_usd={done.cost_usd}")
+    meta = metadata(rt, member, template, done, answer.prompt)
+    store.write_metadata(rt.paths, stage, gen_id, meta)
+    parsed = parse_reply(rt, member, template, meta, done.text)
+    store.write_text_atomic(rt.paths.parsed_path(stage, gen_id), parsed)
+    store.write_job_log(log_path, f"{gen_id}: {answer.source} model={done.model or '-'} attempts={done.attempts} "
+                                  f"finish={done.finish_reason} usage={done.usage} cost_usd={done.cost_usd} "
+                                  f"parsed with {template.parser!r}: {len(parsed)} characters")
 
 
 def _parse_failure(rt: Runtime, member: Member, parser: str, reason: str, raw: str) -> DocumentError:
@@ -90,21 +99,15 @@ def _parse_failure(rt: Runtime, member: Member, parser: str, reason: str, raw: s
                          f"{raw_path}; its tail: {' '.join(tail.split())[-160:]!r}")
 
 
-def write_parsed(rt: Runtime, stage: str, gen_id: str, log_path: str | None = None) -> None:
-    """parsed.txt of one document; a truncated or unparsable reply fails with the reason."""
-    member = rt.membership.member(gen_id)
-    template = rt.template(member)
-    store.clear_temp_files(rt.paths.gen_dir(stage, gen_id))
-    raw = rt.paths.raw_path(stage, gen_id).read_text(encoding="utf-8")
-    meta = store.read_metadata(rt.paths, stage, gen_id)
+def parse_reply(rt: Runtime, member: Member, template: Template, meta: dict, raw: str) -> str:
+    """The parsed text of a reply; a truncated or unparsable reply fails with the reason."""
     if meta.get("truncated"):
         raise _parse_failure(rt, member, template.parser, (
             f"the reply was truncated (finish_reason={meta.get('finish_reason')}, "
             f"{meta.get('usage', {}).get('completion_tokens')} completion tokens, max_tokens="
-            f"{meta.get('max_tokens')}); raise llm.stages.{stage}.max_tokens and regenerate it"), raw)
+            f"{meta.get('max_tokens')}); raise llm.stages.{member.stage}.max_tokens and regenerate it"), raw)
     try:
-        parsed = parsers.parse(stage, template.parser, raw, score_min=template.score_min, score_max=template.score_max)
+        return parsers.parse(member.stage, template.parser, raw, score_min=template.score_min,
+                             score_max=template.score_max)
     except parsers.ParseError as error:
         raise _parse_failure(rt, member, template.parser, error.reason, raw) from error
-    store.write_text_atomic(rt.paths.parsed_path(stage, gen_id), parsed)
-    store.write_job_log(log_path, f"{gen_id}: parsed with {template.parser!r}: {len(parsed)} characters")

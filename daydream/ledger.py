@@ -1,18 +1,25 @@
-"""The paid-reply ledger: every reply paid for is kept, and no prompt is paid for twice.
+"""The paid-reply ledger: every reply paid for is kept, and no document is paid for twice.
 
-Each document folder has `.replies/<prompt-sha16>.json`, one file per prompt ever answered,
-written atomically with fsync before any gens file is written from it. It is never a
-Snakemake output, so Snakemake never deletes it. `paid_completion` is the only function of
-the package that can spend money: it returns the saved reply for a prompt when there is one,
-and otherwise makes the call and saves its reply at once. Both the per-document response job
-and the cluster batches go through it. Every call made is appended to `llm_calls.jsonl`,
-every failed one to `llm_errors.jsonl` (the audit of what was paid).
+Each document folder has `.replies/<prompt-sha16>.json`, one file per prompt ever answered:
+the reply, the prompt it answers and the hashes of that prompt's sources, written atomically
+with fsync before any gens file is written from it. It is never a Snakemake output, so
+Snakemake never deletes it. `answer` is the only function of the package that can spend
+money. For a document's prompt it returns, in this order:
+- `saved`: the reply saved for this exact prompt (a deleted raw.txt, a killed run);
+- `restored`: the paid record of an earlier prompt of the document (its template, concepts or
+  parent changed since). Nothing is paid: the document keeps what was sent and what came back,
+  and the stale report lists it. Paying for the new prompt is a deliberate regeneration
+  (`scripts/regenerate.py`, which moves the ledger into `.history/`);
+- `called`: a new call, its reply saved at once.
+The per-document job and the cluster batches both go through it. Every call made is appended
+to `llm_calls.jsonl`, every failed one to `llm_errors.jsonl` (the audit of what was paid).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -35,7 +42,17 @@ def now_iso() -> str:
 
 
 # Keys of a saved reply besides the Completion's fields: what was sent.
-PROMPT_KEYS = ("prompt", "prompt_sha256", "saved_at")
+PROMPT_KEYS = ("prompt", "prompt_sha256", "prompt_sources", "saved_at")
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A document's reply, the prompt it answers, and where it came from: `saved`, `restored`,
+    `called` (or `copy`, for a copy document)."""
+
+    prompt: Prompt
+    completion: calls.Completion
+    source: str
 
 
 def saved_reply(paths: Paths, member: Member, prompt_sha256: str) -> calls.Completion | None:
@@ -43,7 +60,10 @@ def saved_reply(paths: Paths, member: Member, prompt_sha256: str) -> calls.Compl
     path = paths.reply_path(member.stage, member.gen_id, prompt_sha256)
     if not path.exists():
         return None
-    record = json.loads(path.read_text(encoding="utf-8"))
+    return _completion(json.loads(path.read_text(encoding="utf-8")))
+
+
+def _completion(record: dict) -> calls.Completion:
     return calls.Completion(**{k: v for k, v in record.items() if k not in PROMPT_KEYS})
 
 
@@ -52,7 +72,8 @@ def save_reply(paths: Paths, member: Member, prompt: Prompt, done: calls.Complet
     sent and what came back. Every path that pays for a reply (a direct call, a cluster batch,
     a provider batch) saves it here before anything else is written."""
     path = paths.reply_path(member.stage, member.gen_id, prompt.sha256)
-    record = {**done.__dict__, "prompt": prompt.text, "prompt_sha256": prompt.sha256, "saved_at": now_iso()}
+    record = {**done.__dict__, "prompt": prompt.text, "prompt_sha256": prompt.sha256,
+              "prompt_sources": prompt.sources, "saved_at": now_iso()}
     store.write_json_atomic(path, record, fsync=True)
     return path
 
@@ -65,14 +86,23 @@ def earlier_replies(paths: Paths, member: Member, prompt_sha256: str) -> list[Pa
     return sorted(p for p in folder.glob("*.json") if p.stem != prompt_sha256[:16])
 
 
-def refuse_silent_repayment(paths: Paths, member: Member, prompt_sha256: str) -> None:
-    """Raise RepaymentRefused when a reply was paid for an earlier prompt and none for this one."""
+def restore_earlier(paths: Paths, member: Member, prompt_sha256: str) -> Answer | None:
+    """The paid record of an earlier prompt of the document (the newest), or None when there is
+    none. A record saved before prompts were kept in the ledger cannot be restored: paying for
+    the new prompt must then be a deliberate regeneration, so RepaymentRefused says how."""
     earlier = earlier_replies(paths, member, prompt_sha256)
-    if earlier and not paths.reply_path(member.stage, member.gen_id, prompt_sha256).exists():
+    if not earlier:
+        return None
+    records = [json.loads(p.read_text(encoding="utf-8")) for p in earlier]
+    kept = [r for r in records if "prompt" in r]
+    if not kept:
         raise RepaymentRefused(
             f"{member.gen_id}: a reply was already paid for an earlier prompt ({earlier[-1]}) and the "
             f"prompt has changed since (see {paths.stale_generations_csv}); to pay for a new reply "
             f"run: python scripts/regenerate.py --data-root {paths.data_root} {member.gen_id}")
+    record = max(kept, key=lambda r: r.get("saved_at", ""))
+    paid = Prompt(record["prompt"], record["prompt_sha256"], record.get("prompt_sources") or {})
+    return Answer(paid, _completion(record), "restored")
 
 
 def _record_failure(rt: Runtime, member: Member, error: calls.LLMCallError) -> None:
@@ -90,13 +120,18 @@ def _record_call(rt: Runtime, member: Member, done: calls.Completion) -> None:
         "cost_usd": done.cost_usd, "duration_s": done.duration_s, "finish_reason": done.finish_reason})
 
 
-def paid_completion(rt: Runtime, member: Member, prompt: Prompt) -> calls.Completion:
-    """A saved reply for this exact prompt if one exists, else a new (paid) call, saved at once."""
+def answer(rt: Runtime, member: Member, prompt: Prompt) -> Answer:
+    """The reply to a document's prompt: saved, restored or called (see the module's docstring)."""
     saved = saved_reply(rt.paths, member, prompt.sha256)
     if saved is not None:
         log.info("reusing saved reply gen_id=%s, no call made", member.gen_id)
-        return saved
-    refuse_silent_repayment(rt.paths, member, prompt.sha256)
+        return Answer(prompt, saved, "saved")
+    restored = restore_earlier(rt.paths, member, prompt.sha256)
+    if restored is not None:
+        log.warning("%s: its prompt changed since it was paid for; the paid prompt and reply are kept, no call "
+                    "made (listed in %s; regenerate it on purpose with scripts/regenerate.py)",
+                    member.gen_id, rt.paths.stale_generations_csv)
+        return restored
     row = rt.experiment.models[member.llm_model_id]
     try:
         done = calls.call_model(row, prompt.text, stage=member.stage, settings=rt.settings, gen_id=member.gen_id)
@@ -105,4 +140,4 @@ def paid_completion(rt: Runtime, member: Member, prompt: Prompt) -> calls.Comple
         raise
     save_reply(rt.paths, member, prompt, done)
     _record_call(rt, member, done)
-    return done
+    return Answer(prompt, done, "called")

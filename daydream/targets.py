@@ -54,8 +54,8 @@ def outdated_membership(rt: Runtime, cohort_id: str) -> list[str]:
     return [str(rt.paths.membership_csv(cohort_id)), str(rt.paths.manifest_json(cohort_id))]
 
 
-def response_inputs(rt: Runtime, stage: str, gen_id: str) -> dict[str, object]:
-    """A response job's inputs: its prompt's sources and, in cluster runs while raw.txt is
+def document_inputs(rt: Runtime, stage: str, gen_id: str) -> dict[str, object]:
+    """A document job's inputs: its prompt's sources and, in cluster runs while raw.txt is
     missing, the record of the batch that makes its call (a finished document waits for none)."""
     member = rt.membership.member(gen_id)
     inputs = documents.prompt_files(rt, member).as_inputs()

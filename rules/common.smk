@@ -46,8 +46,8 @@ def ancient_all(files):
     return {name: ancient(value) for name, value in files.items()}
 
 
-def get_response_inputs(wildcards):
-    return ancient_all(targets.response_inputs(RT, wildcards.stage, wildcards.gen_id))
+def get_document_inputs(wildcards):
+    return ancient_all(targets.document_inputs(RT, wildcards.stage, wildcards.gen_id))
 
 
 def get_reply_batch_inputs(wildcards):

@@ -1,31 +1,21 @@
-# The gens store (SPEC §5): one rule set for every stage of daydream/stages.py. Each document
-# is data/gens/<stage>/<gen_id>/{prompt.txt, raw.txt, metadata.json} (gen_response, the only
-# rule that can pay for a call) and parsed.txt (gen_parse, so a failed parse never loses raw.txt).
+# The gens store (SPEC §5): one rule for every stage of daydream/stages.py. Each document is
+# data/gens/<stage>/<gen_id>/{prompt.txt, raw.txt, metadata.json, parsed.txt}, made by one job
+# (the only rule that can pay for a call, through the paid-reply ledger). A reply that fails to
+# parse fails the job after raw.txt is written; the profile's keep-incomplete keeps it to read.
 
 
-rule gen_response:
+rule gen_document:
     input:
-        unpack(get_response_inputs),
+        unpack(get_document_inputs),
     output:
         prompt=PATHS.prompt_path("{stage}", "{gen_id}"),
         raw=PATHS.raw_path("{stage}", "{gen_id}"),
         metadata=PATHS.metadata_path("{stage}", "{gen_id}"),
-    log:
-        PATHS.log_path("gen_response", "{stage}", "{gen_id}"),
-    run:
-        documents.write_response(RT, wildcards.stage, wildcards.gen_id, log[0])
-
-
-rule gen_parse:
-    input:
-        raw=PATHS.raw_path("{stage}", "{gen_id}"),
-        metadata=PATHS.metadata_path("{stage}", "{gen_id}"),
-    output:
         parsed=PATHS.parsed_path("{stage}", "{gen_id}"),
     log:
-        PATHS.log_path("gen_parse", "{stage}", "{gen_id}"),
+        PATHS.log_path("gen_document", "{stage}", "{gen_id}"),
     run:
-        documents.write_parsed(RT, wildcards.stage, wildcards.gen_id, log[0])
+        documents.write_document(RT, wildcards.stage, wildcards.gen_id, log[0])
 
 
 # Cluster runs (reply_batch_size > 0): one job makes the model calls of a batch of documents.

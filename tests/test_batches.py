@@ -41,12 +41,12 @@ def test_copy_essays_are_in_no_batch(planned):
 
 def test_a_response_waits_for_its_batch_only_in_cluster_runs_and_while_raw_is_missing(planned):
     draft = next(iter(batches.reply_batches(runtime(planned, 2), "draft")[1]))
-    assert "replies" not in targets.response_inputs(runtime(planned, 0), "draft", draft)
-    assert "replies" in targets.response_inputs(runtime(planned, 2), "draft", draft)
+    assert "replies" not in targets.document_inputs(runtime(planned, 0), "draft", draft)
+    assert "replies" in targets.document_inputs(runtime(planned, 2), "draft", draft)
     raw = Paths(planned).raw_path("draft", draft)
     raw.parent.mkdir(parents=True)
     raw.write_text("done")
-    assert "replies" not in targets.response_inputs(runtime(planned, 2), "draft", draft)
+    assert "replies" not in targets.document_inputs(runtime(planned, 2), "draft", draft)
 
 
 def test_an_unknown_batch_fails_naming_the_setting(planned):

@@ -1,18 +1,20 @@
-"""The per-document jobs: one prompt build, one payment, metadata checked, raw.txt never lost."""
+"""The per-document job: one prompt build, one payment, metadata checked, raw.txt never lost."""
 
 import json
 
 import pytest
 
-from daydream import documents, store
+from daydream import documents, ledger, store
+from daydream.calls import Completion
 from daydream.columns import METADATA_KEYS
 from daydream.prompts import sha256_text
 from tests.test_ledger import calls_made, first_draft, rt  # noqa: F401  (the fixture)
 
 
-def test_a_response_writes_prompt_raw_and_metadata_from_one_prompt(rt):  # noqa: F811
+def test_a_document_job_writes_all_four_files_from_one_prompt(rt):  # noqa: F811
     member = first_draft(rt)
-    documents.write_response(rt, member.stage, member.gen_id)
+    documents.write_document(rt, member.stage, member.gen_id)
+    assert rt.paths.parsed_path(member.stage, member.gen_id).read_text().strip()
     prompt = rt.paths.prompt_path(member.stage, member.gen_id).read_text()
     meta = json.loads(rt.paths.metadata_path(member.stage, member.gen_id).read_text())
     assert tuple(sorted(meta)) == tuple(sorted(METADATA_KEYS))
@@ -23,11 +25,10 @@ def test_a_response_writes_prompt_raw_and_metadata_from_one_prompt(rt):  # noqa:
 
 def test_a_copy_makes_no_call_and_its_prompt_is_the_parents_text(rt):  # noqa: F811
     draft = first_draft(rt)
-    documents.write_response(rt, draft.stage, draft.gen_id)
-    documents.write_parsed(rt, draft.stage, draft.gen_id)
+    documents.write_document(rt, draft.stage, draft.gen_id)
     copy = next(m for m in rt.membership.members("tiny", "essay")
                 if m.parent_gen_id == draft.gen_id and m.template_id == "copy-draft")
-    documents.write_response(rt, copy.stage, copy.gen_id)
+    documents.write_document(rt, copy.stage, copy.gen_id)
     parsed = rt.paths.parsed_path(draft.stage, draft.gen_id).read_text()
     assert rt.paths.raw_path(copy.stage, copy.gen_id).read_text() == parsed
     assert json.loads(rt.paths.metadata_path(copy.stage, copy.gen_id).read_text())["mode"] == "copy"
@@ -36,10 +37,14 @@ def test_a_copy_makes_no_call_and_its_prompt_is_the_parents_text(rt):  # noqa: F
 
 def test_a_failed_parse_keeps_raw_and_records_the_reason(rt):  # noqa: F811
     member = first_draft(rt)
-    documents.write_response(rt, member.stage, member.gen_id)
-    rt.paths.raw_path(member.stage, member.gen_id).write_text("no idea blocks at all")
+    prompt = documents.document_prompt(rt, member)
+    usage = {"prompt_tokens": 1, "completion_tokens": 5, "total_tokens": 6}
+    ledger.save_reply(rt.paths, member, prompt, Completion("no idea blocks at all", "offline/m", "stop", usage,
+                                                           0.0, 0.1, 1, 0.9, 4096))
     with pytest.raises(documents.DocumentError, match="no <essay-idea> block"):
-        documents.write_parsed(rt, member.stage, member.gen_id)
+        documents.write_document(rt, member.stage, member.gen_id)
+    assert rt.paths.raw_path(member.stage, member.gen_id).read_text() == "no idea blocks at all"
+    assert not calls_made(rt), "the saved reply was parsed, no call was made"
     assert rt.paths.raw_path(member.stage, member.gen_id).exists()
     assert not rt.paths.parsed_path(member.stage, member.gen_id).exists()
     record = json.loads(rt.paths.parse_errors_jsonl.read_text().splitlines()[-1])

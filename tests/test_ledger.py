@@ -26,22 +26,36 @@ def first_draft(rt):
     return rt.membership.members("tiny", "draft")[0]
 
 
-def test_a_new_prompt_is_paid_once_and_saved_before_it_is_returned(rt):
+def test_a_new_prompt_is_paid_once_and_saved_with_the_prompt_before_it_is_returned(rt):
     member = first_draft(rt)
     prompt = documents.document_prompt(rt, member)
-    done = ledger.paid_completion(rt, member, prompt)
-    saved = rt.paths.reply_path(member.stage, member.gen_id, prompt.sha256)
-    assert json.loads(saved.read_text())["text"] == done.text
-    again = ledger.paid_completion(rt, member, prompt)
-    assert again == done and [c["gen_id"] for c in calls_made(rt)] == [member.gen_id]
+    first = ledger.answer(rt, member, prompt)
+    saved = json.loads(rt.paths.reply_path(member.stage, member.gen_id, prompt.sha256).read_text())
+    assert first.source == "called" and saved["text"] == first.completion.text
+    assert saved["prompt"] == prompt.text and saved["prompt_sources"] == prompt.sources
+    again = ledger.answer(rt, member, prompt)
+    assert again.source == "saved" and again.completion == first.completion
+    assert [c["gen_id"] for c in calls_made(rt)] == [member.gen_id]
 
 
-def test_a_reply_paid_for_an_earlier_prompt_refuses_a_silent_second_payment(rt):
+def test_a_changed_prompt_gets_the_paid_record_back_and_costs_nothing(rt):
     member = first_draft(rt)
-    ledger.paid_completion(rt, member, documents.document_prompt(rt, member))
-    changed = Prompt("another prompt", sha256_text("another prompt"))
+    paid = documents.document_prompt(rt, member)
+    first = ledger.answer(rt, member, paid)
+    restored = ledger.answer(rt, member, Prompt("another prompt", sha256_text("another prompt")))
+    assert restored.source == "restored" and restored.prompt == paid and restored.completion == first.completion
+    assert len(calls_made(rt)) == 1
+
+
+def test_a_record_without_its_prompt_refuses_a_silent_second_payment(rt):
+    member = first_draft(rt)
+    prompt = documents.document_prompt(rt, member)
+    ledger.answer(rt, member, prompt)
+    path = rt.paths.reply_path(member.stage, member.gen_id, prompt.sha256)
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps({k: v for k, v in record.items() if k not in ledger.PROMPT_KEYS}))
     with pytest.raises(ledger.RepaymentRefused, match=rf"scripts/regenerate.py --data-root .* {member.gen_id}"):
-        ledger.paid_completion(rt, member, changed)
+        ledger.answer(rt, member, Prompt("changed", sha256_text("changed")))
     assert len(calls_made(rt)) == 1
 
 
@@ -49,7 +63,7 @@ def test_the_saved_reply_of_exactly_this_prompt_is_found(rt):
     member = first_draft(rt)
     prompt = documents.document_prompt(rt, member)
     assert ledger.saved_reply(rt.paths, member, prompt.sha256) is None
-    done = ledger.paid_completion(rt, member, prompt)
+    done = ledger.answer(rt, member, prompt).completion
     assert ledger.saved_reply(rt.paths, member, prompt.sha256) == done
     assert ledger.earlier_replies(rt.paths, member, sha256_text("other")) != []
     assert ledger.earlier_replies(rt.paths, member, prompt.sha256) == []

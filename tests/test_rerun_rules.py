@@ -99,18 +99,22 @@ def test_a_deleted_raw_file_is_restored_from_the_saved_reply_without_a_call(fini
     assert len(calls(paths)) == before
 
 
-def test_a_changed_prompt_never_silently_pays_again_for_a_deleted_response(finished_run):
+def test_a_changed_prompt_never_pays_again_and_keeps_the_paid_record_of_a_deleted_document(finished_run):
     data_root, cohorts_dir, paths = finished_run
-    draft = members(paths, "tiny").query("stage == 'draft'").gen_id.iloc[0]
-    paths.prompt_path("draft", draft).unlink()
-    paths.raw_path("draft", draft).unlink()
+    draft = members(paths, "tiny").query("stage == 'draft' and template_id == 'idea-sketch'").gen_id.iloc[0]
+    paid = {name: (paths.gen_dir("draft", draft) / name).read_text() for name in ("prompt.txt", "raw.txt")}
+    for name in ("prompt.txt", "raw.txt", "metadata.json"):
+        (paths.gen_dir("draft", draft) / name).unlink()
     template = data_root / "1_raw" / "templates" / "draft" / "idea-sketch.txt"
     template.write_text(template.read_text() + "\nA changed instruction.\n")
     before = len(calls(paths))
-    done = run_workflow(data_root, cohorts_dir, ["tiny"], check=False)
-    assert done.returncode != 0
-    assert "scripts/regenerate.py" in done.stderr and draft in done.stderr
+    done = run_workflow(data_root, cohorts_dir, ["tiny"])
     assert len(calls(paths)) == before
+    assert {name: (paths.gen_dir("draft", draft) / name).read_text() for name in paid} == paid
+    assert json.loads(paths.metadata_path("draft", draft).read_text())["prompt_sha256"] == sha256_text(paid["prompt.txt"])
+    stale = pd.read_csv(paths.stale_generations_csv)
+    assert draft in set(stale.gen_id) and "template changed" in set(stale.reason)
+    assert "prompt changed since it was paid for" in done.stderr
 
 
 def test_a_second_cohort_sharing_drafts_makes_no_call_for_them(finished_run):

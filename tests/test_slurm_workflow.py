@@ -248,7 +248,7 @@ def test_dry_run_prints_the_plan_without_a_cluster(tmp_path, cohorts):
     assert done.returncode == 0, output[-4000:]
     planned = planned_by_stage(output)
     expected = {("gen_replies", stage): 1 for stage in STAGES}
-    expected.update({("gen_response", "draft"): 3, ("gen_response", "essay"): 6, ("gen_response", "evaluation"): 12})
+    expected.update({("gen_document", "draft"): 3, ("gen_document", "essay"): 6, ("gen_document", "evaluation"): 12})
     assert {key: planned[key] for key in expected} == expected, output[-3000:]
     assert not (tmp_path / ".snakemake" / "slurm_logs").exists()
 
@@ -260,7 +260,7 @@ def test_slurm_run_equals_the_local_run_in_far_fewer_jobs_than_documents(slurm_r
     assert all(job["state"] == "COMPLETED" for job in jobs.values()), jobs
     assert {job["comment"].split("_wildcards_")[0] for job in jobs.values()} == {f"rule_{r}" for r in BATCH_RULES}
     assert len(jobs) <= documents // 4, f"{len(jobs)} Slurm jobs for {documents} documents"
-    for rule in ("localcheckpoint cohort_membership", "localrule gen_response", "localrule gen_parse"):
+    for rule in ("localcheckpoint cohort_membership", "localrule gen_document"):
         assert rule in output
 
     expected = gens_texts(reference, "small")
@@ -312,7 +312,7 @@ def test_a_cancelled_batch_leaves_no_gens_file_and_the_rerun_pays_only_the_missi
     done = run_on_slurm(cluster, root, cohorts, ["small", "rejudge"])
     jobs = new_jobs(cluster, before)
     log_jobs(request, jobs, len(new_docs), time.monotonic() - started)
-    assert len(jobs) == 1 and "localrule gen_response" in done.stderr + done.stdout
+    assert len(jobs) == 1 and "localrule gen_document" in done.stderr + done.stdout
     records = batch_records(root, "evaluation")
     assert {g: records[g] for g in new_docs} == {g: "reused" if g in saved else "called" for g in new_docs}
 

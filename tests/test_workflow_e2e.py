@@ -58,21 +58,42 @@ def test_a_second_run_has_nothing_to_do_and_makes_no_call(finished_run):
     assert count_lines(Paths(data_root).llm_calls_jsonl) == calls
 
 
-def test_deleting_one_parsed_evaluation_reruns_only_that_job_and_the_reports(finished_run):
+def test_deleting_one_parsed_evaluation_remakes_only_that_document_without_a_call(finished_run):
     data_root, cohorts_dir = finished_run
     paths = Paths(data_root)
+    calls = count_lines(paths.llm_calls_jsonl)
     membership = pd.read_csv(paths.membership_csv("tiny"), dtype=str)
     victim = membership[membership.stage == "evaluation"].gen_id.iloc[5]
     paths.parsed_path("evaluation", victim).unlink()
     dry = run_workflow(data_root, cohorts_dir, ["tiny"], "-n")
     planned = jobs_planned(dry.stdout + dry.stderr)
     gens_jobs = {rule: n for rule, n in planned.items() if not rule.startswith("cohort_report")}
-    assert gens_jobs == {"gen_parse": 1, "all": 1}
-    assert planned_by_stage(dry.stdout + dry.stderr) == {("gen_parse", "evaluation"): 1}
+    assert gens_jobs == {"gen_document": 1, "all": 1}
+    assert planned_by_stage(dry.stdout + dry.stderr) == {("gen_document", "evaluation"): 1}
     assert planned["cohort_reports"] == 1
     assert victim in dry.stdout + dry.stderr
+    raw = paths.raw_path("evaluation", victim).read_text()
     run_workflow(data_root, cohorts_dir, ["tiny"])
     assert paths.parsed_path("evaluation", victim).exists()
+    assert paths.raw_path("evaluation", victim).read_text() == raw
+    assert count_lines(paths.llm_calls_jsonl) == calls, "the saved reply is parsed again, never re-paid"
+
+
+def test_a_reply_that_fails_to_parse_stays_readable_and_the_rerun_pays_nothing(data_root, cohorts_dir):
+    templates = data_root / "1_raw" / "evaluation_templates.csv"
+    templates.write_text(templates.read_text().replace("in_last_line,llm,True,0,9", "in_last_line,llm,True,0,4"))
+    done = run_workflow(data_root, cohorts_dir, ["tiny"], check=False)
+    assert done.returncode != 0
+    paths = Paths(data_root)
+    novelty = pd.read_csv(paths.membership_csv("tiny")).query("template_id == 'novelty-judge'").gen_id
+    unparsed = [g for g in novelty if not paths.parsed_path("evaluation", g).exists()]
+    assert unparsed, "offline judges score 1..9: some are outside 0..4"
+    for gen_id in unparsed:
+        assert paths.raw_path("evaluation", gen_id).read_text().splitlines()[-1].startswith("SCORE: ")
+        assert paths.metadata_path("evaluation", gen_id).exists() and paths.prompt_path("evaluation", gen_id).exists()
+    calls = count_lines(paths.llm_calls_jsonl)
+    run_workflow(data_root, cohorts_dir, ["tiny"], check=False)
+    assert count_lines(paths.llm_calls_jsonl) == calls
 
 
 def test_editing_the_cohort_file_makes_only_the_new_documents(finished_run):
@@ -91,8 +112,8 @@ def test_dry_run_lists_every_model_call_before_anything_runs(data_root, cohorts_
     run_workflow(data_root, cohorts_dir, ["tiny"], "--until", "cohort_membership")
     dry = run_workflow(data_root, cohorts_dir, ["tiny"], "-n")
     planned = planned_by_stage(dry.stdout + dry.stderr)
-    assert planned[("gen_response", "draft")] == 3 and planned[("gen_response", "essay")] == 6
-    assert planned[("gen_response", "evaluation")] == 24
+    assert planned[("gen_document", "draft")] == 3 and planned[("gen_document", "essay")] == 6
+    assert planned[("gen_document", "evaluation")] == 24
     assert not (data_root / "gens").exists()
 
 
