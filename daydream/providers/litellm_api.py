@@ -93,14 +93,14 @@ class LiteLLMProvider:
         return http_errors.retry_decision(error)
 
     def cost_usd(self, row, reply: Reply) -> float | None:
-        """The row's `input_cost_per_mtok` and `output_cost_per_mtok` when both are set (they
-        win: the researcher's own prices, e.g. a self-hosted model or a negotiated rate); else
-        litellm's price map; else None (unknown, never 0)."""
-        prompt_tokens, completion_tokens = reply.usage.get("prompt_tokens"), reply.usage.get("completion_tokens")
+        """The row's own prices when it has them (`daydream.pricing`: they win, being the
+        researcher's own rates); else litellm's `completion_cost` of the reply, which knows the
+        model's tiers; else None (unknown, never 0)."""
+        from daydream import pricing
+
         if row.input_cost_per_mtok is not None and row.output_cost_per_mtok is not None:
-            if prompt_tokens is None or completion_tokens is None:
-                return None
-            return (prompt_tokens * row.input_cost_per_mtok + completion_tokens * row.output_cost_per_mtok) / 1e6
+            prices = pricing.direct_prices(row, self.name)
+            return prices.cost(reply.usage.get("prompt_tokens"), reply.usage.get("completion_tokens"))
         if reply.response is None:
             return None
         try:
