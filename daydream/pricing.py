@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from daydream.experiment import ModelRow
 from daydream.providers import OFFLINE_ROUTE
+from daydream.providers.litellm_import import litellm_module
 
 BATCH_DISCOUNT = 0.5
 
@@ -37,8 +38,6 @@ class Prices:
 
 
 def _price_map_entry(route: str, model: str) -> dict | None:
-    from daydream.providers.litellm_api import litellm_module
-
     cost_map = litellm_module().model_cost
     for key in (f"{route}/{model}", model):
         entry = cost_map.get(key)

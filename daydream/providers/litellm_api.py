@@ -1,7 +1,7 @@
 """Every route litellm knows (openrouter, anthropic, openai with an `api_base`, ...).
 
-litellm is imported once per process, lazily, with `LITELLM_LOCAL_MODEL_COST_MAP=True` (no
-network fetch of the price map). Each `complete` is exactly one HTTP request: litellm's and
+litellm is imported once per process, when this provider is first needed
+(`litellm_import.litellm_module`). Each `complete` is exactly one HTTP request: litellm's and
 the OpenAI SDK's own retries are off, the call engine retries. litellm's HTTP client holds
 at most 100 connections per endpoint, key and timeout.
 """
@@ -9,10 +9,10 @@ at most 100 connections per endpoint, key and timeout.
 from __future__ import annotations
 
 import logging
-import os
-import threading
 
+from daydream import pricing
 from daydream.providers import CallRequest, Reply, RetryDecision, http_errors
+from daydream.providers.litellm_import import litellm_module
 
 log = logging.getLogger(__name__)
 
@@ -22,24 +22,6 @@ KEY_ENV_BY_ROUTE = {
     "deepseek": "DEEPSEEK_API_KEY", "together_ai": "TOGETHERAI_API_KEY", "xai": "XAI_API_KEY",
 }
 NO_KEY_ROUTES = frozenset({"ollama", "ollama_chat", "hosted_vllm", "lm_studio"})
-
-_LITELLM = None
-_LITELLM_LOCK = threading.Lock()
-
-
-def litellm_module():
-    """litellm, imported once per process with the local price map (no network)."""
-    global _LITELLM
-    with _LITELLM_LOCK:
-        if _LITELLM is None:
-            os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
-            import litellm
-
-            litellm.suppress_debug_info = True
-            litellm.telemetry = False
-            _LITELLM = litellm
-        return _LITELLM
-
 
 def usage_counts(usage: object | None) -> dict:
     """`prompt_tokens, completion_tokens, total_tokens` as ints, None where the provider gave none."""
@@ -96,8 +78,6 @@ class LiteLLMProvider:
         """The row's own prices when it has them (`daydream.pricing`: they win, being the
         researcher's own rates); else litellm's `completion_cost` of the reply, which knows the
         model's tiers; else None (unknown, never 0)."""
-        from daydream import pricing
-
         if row.input_cost_per_mtok is not None and row.output_cost_per_mtok is not None:
             prices = pricing.direct_prices(row, self.name)
             return prices.cost(reply.usage.get("prompt_tokens"), reply.usage.get("completion_tokens"))

@@ -14,7 +14,7 @@ import pandas as pd
 
 from daydream.paths import Paths
 from daydream.reports import io
-from daydream.reports.scores import task_scores
+from daydream.reports.scores import aggregated_scores, task_scores
 
 AGGREGATED = "parsing/aggregated_scores.csv"
 
@@ -33,8 +33,6 @@ class CohortContext:
         """One row per evaluation of the cohort (AGGREGATED_COLUMNS)."""
         if self.from_written_tables:
             return io.read_aggregated(self.paths.cohort_report(self.cohort_id, AGGREGATED))
-        from daydream.reports.tables import aggregated_scores
-
         return aggregated_scores(self.paths, self.membership, self.scales)
 
     @cached_property

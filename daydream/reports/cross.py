@@ -18,17 +18,24 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from daydream import stages
 from daydream.columns import AGGREGATED_COLUMNS, CROSS_PIVOT_INDEX, CROSS_PIVOT_SEPARATOR
 from daydream.experiment import load_templates
 from daydream.paths import Paths
 from daydream.reports import CROSS_AGGREGATED
 from daydream.reports.io import read_aggregated, read_membership
-from daydream.reports.scores import essay_lineage, parse_scores, read_texts, scales_from_templates, valid_rows
+from daydream.reports.scores import (
+    GENERATION,
+    ROOT,
+    SCORED,
+    essay_lineage,
+    parse_scores,
+    read_texts,
+    scales_from_templates,
+    valid_rows,
+)
 
 log = logging.getLogger(__name__)
 
-SCORED, GENERATION, ROOT = (stage.name for stage in stages.lineage(stages.SCORED.name))
 
 META_KEYS = ("template_id", "model_id", "parent_gen_id", "combo_id", "replicate", "cohort_id")
 

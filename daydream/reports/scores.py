@@ -17,7 +17,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from daydream.columns import DEFAULT_SCORE_MAX, DEFAULT_SCORE_MIN, ESSAY_COLUMNS, TASK_KEYS
+from daydream import stages
+from daydream.columns import AGGREGATED_COLUMNS, DEFAULT_SCORE_MAX, DEFAULT_SCORE_MIN, ESSAY_COLUMNS, TASK_KEYS
+from daydream.paths import Paths
+from daydream.reports.io import gen_dirs
 
 log = logging.getLogger(__name__)
 
@@ -145,3 +148,31 @@ def task_scores(aggregated: pd.DataFrame, scales: pd.DataFrame) -> pd.DataFrame:
     tasks["is_high"] = tasks["scaled"] >= HIGH_SHARE - TOLERANCE
     tasks["is_low"] = tasks["scaled"] <= LOW_SHARE + TOLERANCE
     return tasks
+
+
+# -- one row per evaluation ----------------------------------------------------------------------
+SCORED, GENERATION, ROOT = (stage.name for stage in stages.lineage(stages.SCORED.name))
+
+
+def membership_lineage(membership: pd.DataFrame) -> pd.DataFrame:
+    """The membership's evaluations with their essay's and draft's lineage columns."""
+    stage = membership["stage"]
+    essays = membership.loc[stage == GENERATION, ["gen_id", "parent_gen_id", "template_id", "llm_model_id"]]
+    drafts = membership.loc[stage == ROOT, ["gen_id", "template_id"]]
+    essays = essays.rename(columns={"gen_id": "essay_id", "parent_gen_id": "draft_id",
+                                    "template_id": "generation_template", "llm_model_id": "generation_model"})
+    drafts = drafts.rename(columns={"gen_id": "draft_id", "template_id": "draft_template"})
+    evals = membership[stage == SCORED].rename(
+        columns={"template_id": "evaluation_template", "llm_model_id": "evaluation_llm_model"})
+    return (evals.merge(essays, left_on="parent_gen_id", right_on="essay_id", how="left")
+            .merge(drafts, on="draft_id", how="left").reset_index(drop=True))
+
+
+def aggregated_scores(paths: Paths, membership: pd.DataFrame, scales: pd.DataFrame) -> pd.DataFrame:
+    """One row per evaluation of `membership` (AGGREGATED_COLUMNS): its score, or an `error`
+    naming why there is none, and its essay's lineage. Each parsed.txt is read once."""
+    table = membership_lineage(membership)
+    table["paths"] = gen_dirs(paths, SCORED, table["gen_id"])
+    texts = read_texts(table["paths"] + os.sep + "parsed.txt")
+    table[["score", "error"]] = parse_scores(texts, table["evaluation_template"], scales)
+    return table[list(AGGREGATED_COLUMNS)]

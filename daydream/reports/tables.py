@@ -1,8 +1,6 @@
-"""The cohort report tables (SPEC §9), built with vectorised pandas from one table of scores.
-
-`aggregated_scores` reads each evaluation's parsed.txt exactly once and joins the lineage
-(evaluation -> essay -> draft, from the stage registry) from the cohort's membership; a
-missing or unparsable score becomes a row with `error` filled, never a crash. Replicates of
+"""The cohort report tables (SPEC §9), built with vectorised pandas from one table of scores,
+`scores.aggregated_scores` (each evaluation's parsed.txt read exactly once, the lineage
+evaluation -> essay -> draft joined from the membership). Replicates of
 one evaluation task (same essay, evaluation template and evaluation model) are averaged
 before any summary (`scores.task_scores`). Every builder takes a `CohortContext`; the report
 registry (`daydream.reports`) says which file each one makes.
@@ -17,9 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from daydream import stages
 from daydream.columns import (
-    AGGREGATED_COLUMNS,
     ESSAY_COLUMNS,
     FINAL_RESULTS_COLUMNS,
     FINAL_RESULTS_KEYS,
@@ -31,7 +27,7 @@ from daydream.columns import (
 )
 from daydream.paths import Paths
 from daydream.reports.io import gen_dirs
-from daydream.reports.scores import TOLERANCE, attach_scales, essay_lineage, parse_scores, read_texts, valid_rows
+from daydream.reports.scores import GENERATION, SCORED, TOLERANCE, attach_scales, essay_lineage, valid_rows
 
 if TYPE_CHECKING:
     from daydream.reports.context import CohortContext
@@ -61,34 +57,6 @@ SPREADS = {
 # Agreement label of a spread, from its range as a share of the scale (1/8, 2/8, 3/8): on a
 # 0..10 or 1..10 scale a range of 1 point is "high", 2 "moderate", 3 "low", more "poor".
 AGREEMENT_LIMITS = ((0.125, "high"), (0.25, "moderate"), (0.375, "low"))
-
-
-# -- aggregated scores ------------------------------------------------------------------------
-SCORED, GENERATION, ROOT = (stage.name for stage in stages.lineage(stages.SCORED.name))
-
-
-def membership_lineage(membership: pd.DataFrame) -> pd.DataFrame:
-    """The membership's evaluations with their essay's and draft's lineage columns."""
-    stage = membership["stage"]
-    essays = membership.loc[stage == GENERATION, ["gen_id", "parent_gen_id", "template_id", "llm_model_id"]]
-    drafts = membership.loc[stage == ROOT, ["gen_id", "template_id"]]
-    essays = essays.rename(columns={"gen_id": "essay_id", "parent_gen_id": "draft_id",
-                                    "template_id": "generation_template", "llm_model_id": "generation_model"})
-    drafts = drafts.rename(columns={"gen_id": "draft_id", "template_id": "draft_template"})
-    evals = membership[stage == SCORED].rename(
-        columns={"template_id": "evaluation_template", "llm_model_id": "evaluation_llm_model"})
-    return (evals.merge(essays, left_on="parent_gen_id", right_on="essay_id", how="left")
-            .merge(drafts, on="draft_id", how="left").reset_index(drop=True))
-
-
-def aggregated_scores(paths: Paths, membership: pd.DataFrame, scales: pd.DataFrame) -> pd.DataFrame:
-    """One row per evaluation of `membership` (AGGREGATED_COLUMNS): its score, or an `error`
-    naming why there is none, and its essay's lineage. Each parsed.txt is read once."""
-    table = membership_lineage(membership)
-    table["paths"] = gen_dirs(paths, SCORED, table["gen_id"])
-    texts = read_texts(table["paths"] + os.sep + "parsed.txt")
-    table[["score", "error"]] = parse_scores(texts, table["evaluation_template"], scales)
-    return table[list(AGGREGATED_COLUMNS)]
 
 
 # -- summaries --------------------------------------------------------------------------------
