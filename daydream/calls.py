@@ -211,7 +211,7 @@ def call_model(row: ModelRow, prompt: str, *, stage: str, settings: LLMSettings,
     """
     provider, model, stage_settings = provider_of(row, settings), model_string(row, settings), settings.stage(stage)
     key = api_key(row, settings)
-    request = CallRequest(row, model, stage, prompt, stage_settings.temperature, stage_settings.max_tokens,
+    request = CallRequest(row, route_of(row, settings), model, stage, prompt, stage_settings.temperature, stage_settings.max_tokens,
                           stage_settings.timeout_s, key)
     cap_key, retrying = concurrency_key(row, settings), _retrying(provider, settings, gen_id, model)
     state: tenacity.RetryCallState | None = None

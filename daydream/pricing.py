@@ -13,6 +13,7 @@ batch APIs all bill half).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from daydream.experiment import ModelRow
@@ -37,7 +38,9 @@ class Prices:
         return prompt_tokens * self.input_per_token + completion_tokens * self.output_per_token
 
 
+@functools.lru_cache(maxsize=1024)
 def _price_map_entry(route: str, model: str) -> dict | None:
+    """The price-map entry of a model (looked up once per process and model)."""
     cost_map = litellm_module().model_cost
     for key in (f"{route}/{model}", model):
         entry = cost_map.get(key)

@@ -237,6 +237,12 @@ def test_the_global_cap_holds_with_64_threads(openai_server):
     assert openai_server.request_count == 40 and openai_server.peak_in_flight == 8
 
 
+def test_a_cap_above_a_hundred_is_reached_and_never_passed(openai_server):
+    openai_server.set_latency(1.0)
+    run_in_threads([lambda: ask(openai_server, replace(FAST, max_concurrency=160))] * 240, threads=240)
+    assert openai_server.request_count == 240 and openai_server.peak_in_flight == 160
+
+
 def test_a_models_own_cap_holds_alongside_the_global_cap():
     settings = replace(FAST, max_concurrency=6)
     with FakeOpenAIServer(latency=0.1) as capped, FakeOpenAIServer(latency=0.1) as free:

@@ -37,7 +37,7 @@ def test_key_variables_come_from_the_route_or_the_row():
 
 def test_the_offline_provider_replies_per_stage_for_free_and_never_retries():
     offline = providers.provider_for("offline")
-    request = CallRequest(row(route="offline"), "offline/some-model", "evaluation", "Judge it.", 0.2, 100, 5, None)
+    request = CallRequest(row(route="offline"), "offline", "offline/some-model", "evaluation", "Judge it.", 0.2, 100, 5, None)
     reply = offline.complete(request)
     assert reply.text.splitlines()[-1].startswith("SCORE: ")
     assert offline.cost_usd(request.row, reply) == 0.0

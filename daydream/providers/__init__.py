@@ -37,6 +37,7 @@ class CallRequest:
     settings of its stage; `api_key` from the environment (None when the route needs none)."""
 
     row: ModelRow
+    route: str
     model: str
     stage: str
     prompt: str
@@ -48,13 +49,14 @@ class CallRequest:
 
 @dataclass(frozen=True)
 class Reply:
-    """What one successful attempt returned; `response` is the provider's own object (for its
-    price lookup), None where there is none."""
+    """What one successful attempt returned; `response` is the provider's own object (None
+    where there is none) and `route` the route it was asked on (for the price lookup)."""
 
     text: str
     finish_reason: str | None
     usage: dict
     response: object | None = None
+    route: str = ""
 
 
 class Provider(Protocol):

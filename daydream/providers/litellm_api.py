@@ -3,12 +3,14 @@
 litellm is imported once per process, when this provider is first needed
 (`litellm_import.litellm_module`). Each `complete` is exactly one HTTP request: litellm's and
 the OpenAI SDK's own retries are off, the call engine retries. litellm's HTTP client holds
-at most 100 connections per endpoint, key and timeout.
+enough connections for the largest cap (`litellm_import`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 
 from daydream import pricing
 from daydream.providers import CallRequest, Reply, RetryDecision, http_errors
@@ -34,11 +36,25 @@ def usage_counts(usage: object | None) -> dict:
     return counts
 
 
+class _CallLoop:
+    """One asyncio event loop per process, in a daemon thread, on which every request is made.
+    Job threads hand it a request and wait for the reply; the caps (`daydream.limits`) are
+    taken in the job threads, so the loop never holds more requests than they allow."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, name="daydream-calls", daemon=True).start()
+
+    def run(self, coroutine):
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+
+
 class LiteLLMProvider:
     name = "litellm"
 
     def __init__(self) -> None:
         litellm_module()  # the one-off import is not part of any call's duration
+        self._loop = _CallLoop()
 
     def key_env_var(self, row, route: str) -> str | None:
         if row.api_key_env:
@@ -48,10 +64,15 @@ class LiteLLMProvider:
         return KEY_ENV_BY_ROUTE.get(route, f"{route.upper()}_API_KEY")
 
     def complete(self, request: CallRequest) -> Reply:
+        """One request, made on the process's call loop (litellm's async client, whose
+        connection pool holds the caps; its sync client would hold 100), waited for here."""
+        return self._loop.run(self._acomplete(request))
+
+    async def _acomplete(self, request: CallRequest) -> Reply:
         row = request.row
         extra = {"api_base": row.api_base} if row.api_base else {}
         key = request.api_key if request.api_key is not None else ("no-key" if row.api_base else None)
-        response = litellm_module().completion(
+        response = await litellm_module().acompletion(
             model=request.model, messages=[{"role": "user", "content": request.prompt}],
             temperature=request.temperature, max_tokens=request.max_tokens, timeout=request.timeout_s,
             num_retries=0, max_retries=0, api_key=key, **extra)
@@ -62,31 +83,22 @@ class LiteLLMProvider:
         text, finish = (getattr(message, "content", None) or ""), choices[0].finish_reason
         if not text.strip() and finish != "length":
             raise http_errors.EmptyReplyError(f"the reply has no text (finish_reason={finish})")
-        return Reply(text, finish, usage_counts(getattr(response, "usage", None)), response)
+        return Reply(text, finish, usage_counts(getattr(response, "usage", None)), response, request.route)
 
     def errors(self) -> tuple[type[BaseException], ...]:
-        """litellm's exceptions (all OpenAI SDK errors), HTTP transport errors, an empty reply."""
+        """litellm's exceptions (all OpenAI SDK errors), HTTP transport errors (httpx's and
+        aiohttp's, should one pass litellm unwrapped), a timeout, an empty reply."""
+        import aiohttp
         import httpx
         import openai
 
-        return openai.OpenAIError, httpx.HTTPError, http_errors.EmptyReplyError
+        return openai.OpenAIError, httpx.HTTPError, aiohttp.ClientError, TimeoutError, http_errors.EmptyReplyError
 
     def retry_decision(self, error: BaseException) -> RetryDecision | None:
         return http_errors.retry_decision(error)
 
     def cost_usd(self, row, reply: Reply) -> float | None:
-        """The row's own prices when it has them (`daydream.pricing`: they win, being the
-        researcher's own rates); else litellm's `completion_cost` of the reply, which knows the
-        model's tiers; else None (unknown, never 0)."""
-        if row.input_cost_per_mtok is not None and row.output_cost_per_mtok is not None:
-            prices = pricing.direct_prices(row, self.name)
-            return prices.cost(reply.usage.get("prompt_tokens"), reply.usage.get("completion_tokens"))
-        if reply.response is None:
-            return None
-        try:
-            return float(litellm_module().completion_cost(completion_response=reply.response))
-        # litellm raises plain Exception (or ModelNotMappedError) for a model it has no price for;
-        # the reply is already paid for and must not be lost over its price: the cost is unknown.
-        except Exception as error:
-            log.debug("no price in litellm's map for %s: %s", getattr(reply.response, "model", "?"), error)
-            return None
+        """The reply's cost from its usage at `pricing.direct_prices` (the row's own prices,
+        else litellm's price map, looked up once per model); None when unknown, never 0."""
+        prices = pricing.direct_prices(row, reply.route)
+        return prices.cost(reply.usage.get("prompt_tokens"), reply.usage.get("completion_tokens")) if prices else None
