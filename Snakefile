@@ -33,8 +33,7 @@ localrules:
 
 
 onerror:
-    stale.write_stale_report(RT)
-    reports.write_reports_despite_failures(PATHS, RT.cohort_ids, RT.experiment)
+    stale.write_reports_after_failure(RT)
 
 
 rule all:

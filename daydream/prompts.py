@@ -18,7 +18,7 @@ from pathlib import Path
 
 import jinja2
 
-from daydream import stages
+from daydream import definitions, stages
 
 _ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
                           autoescape=False)
@@ -43,7 +43,10 @@ class LoadedTemplate:
 
 @functools.lru_cache(maxsize=256)
 def _compiled(path: str, mtime_ns: int) -> LoadedTemplate:
-    text = Path(path).read_text(encoding="utf-8")
+    try:
+        text = definitions.read_text(Path(path), "template")
+    except definitions.DefinitionError as error:
+        raise PromptError(str(error)) from error
     try:
         return LoadedTemplate(path, _ENV.from_string(text), sha256_text(text))
     except jinja2.TemplateSyntaxError as error:
@@ -53,7 +56,7 @@ def _compiled(path: str, mtime_ns: int) -> LoadedTemplate:
 
 def load_template(path: Path) -> LoadedTemplate:
     """The compiled template at `path` and the hash of its text; PromptError names the file on
-    a missing file or bad syntax."""
+    a missing, empty or non-UTF-8 file (a byte-order mark is dropped) or bad syntax."""
     try:
         mtime_ns = Path(path).stat().st_mtime_ns
     except FileNotFoundError as error:
@@ -106,8 +109,27 @@ class Prompt:
     sources: dict[str, str] = field(default_factory=dict)  # source name -> SHA-256 of its text
 
 
+def read_source(path: Path, what: str) -> str:
+    """A prompt source's text. A definition file (a concept description) is read strictly
+    (`daydream.definitions.read_text`): PromptError names the file when it is missing, empty or
+    not UTF-8. A parent's parsed text is the workflow's own output, read as it is (it may be
+    empty, and its bytes are never altered); FileNotFoundError when it is missing."""
+    if what == "parent":
+        data = Path(path).read_bytes()
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise PromptError(f"{path}: not UTF-8 at byte {error.start}; it was written by the workflow, "
+                              "so it was changed by hand or damaged: restore it (delete it and rerun "
+                              "snakemake to parse the reply again)") from error
+    try:
+        return definitions.read_text(path, what)
+    except definitions.DefinitionError as error:
+        raise PromptError(str(error)) from error
+
+
 def _concept_variables(concepts: Sequence[Concept], sources: dict[str, str]) -> list[dict]:
-    texts = [c.path.read_text(encoding="utf-8") for c in concepts]
+    texts = [read_source(c.path, "concept description") for c in concepts]
     sources["concepts"] = sha256_text(CONCEPT_SEPARATOR.join(texts))
     return [{"concept_id": c.concept_id, "name": c.name, "content": text.strip()}
             for c, text in zip(concepts, texts, strict=True)]
@@ -117,7 +139,7 @@ def build_prompt(files: PromptFiles) -> Prompt:
     """Read each source once and render the prompt; a copy (no template) is its parent's text."""
     stage, sources = stages.get(files.stage), {}
     concepts = _concept_variables(files.concepts, sources) if files.concepts else []
-    parent = files.parent.read_text(encoding="utf-8") if files.parent is not None else None
+    parent = read_source(files.parent, "parent") if files.parent is not None else None
     if parent is not None:
         sources["parent"] = sha256_text(parent)
     if files.template is None:

@@ -76,3 +76,17 @@ def write_stale_report(rt: Runtime, log_path: str | None = None) -> int:
         log.warning("%d stale document(s): see %s; regenerate chosen ones with scripts/regenerate.py",
                     len(rows), rt.paths.stale_generations_csv)
     return len(rows)
+
+
+def write_reports_after_failure(rt: Runtime) -> None:
+    """The `onerror` hook: the stale report and the cohort reports, with `error` filled for
+    what failed. When the definitions themselves cannot be read (the checkpoint said why,
+    above), nothing can be compared or reported: say so in one line instead of a traceback."""
+    from daydream import reports
+    from daydream.experiment import ExperimentError
+
+    try:
+        write_stale_report(rt)
+        reports.write_reports_despite_failures(rt.paths, rt.cohort_ids, rt.experiment)
+    except ExperimentError:
+        log.warning("stale and cohort reports not rebuilt: the definition files have problems (listed above)")
