@@ -18,7 +18,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from daydream import calls, definitions, ids, prompts, stages, store
+from daydream import calls, definitions, ids, preflight, prompts, stages, store
 from daydream import combos as combo_register
 from daydream.columns import MEMBERSHIP_COLUMNS
 from daydream.combos import Combo
@@ -80,8 +80,9 @@ def resolve_combos(spec: dict, experiment: Experiment, where: str, problems: lis
 def check_stage(stage: stages.Stage, spec: dict, experiment: Experiment, paths: Paths, where: str,
                 problems: list[str]) -> None:
     """Known, active templates with readable files that parse, and known, active models (a
-    child stage may name its parent stage as a model: the parent document's own model). An id
-    whose row (or table) had a problem is not called unknown: that problem is reported already."""
+    child stage may name its parent stage as a model: the parent document's own model). The
+    templates are rendered for real by `daydream.preflight`. An id whose row (or table) had a
+    problem is not called unknown: that problem is reported already."""
     table, csv_path = experiment.templates[stage.name], paths.templates_csv(stage.name)
     for template_id in spec["templates"]:
         template = table.get(template_id)
@@ -95,7 +96,7 @@ def check_stage(stage: stages.Stage, spec: dict, experiment: Experiment, paths: 
                             "remove the template from the cohort")
         elif template.generator == "llm":
             try:
-                prompts.check_template(stage.name, paths.template_path(stage.name, template_id))
+                prompts.load_template(paths.template_path(stage.name, template_id))
             except prompts.PromptError as error:
                 problems.append(f"{where}: {stage.name} template {template_id!r}: {error}")
     for model_id in spec["models"]:
@@ -223,7 +224,8 @@ def _raise_if(problems: list[str]) -> None:
 def plan_cohort(paths: Paths, cohort_id: str, spec: dict, experiment: Experiment,
                 where: str, problems: list[str] | None = None) -> tuple[dict, list[dict], list[Combo]]:
     """Manifest, membership rows and combos of a cohort; CohortError lists every problem
-    (with those already in `problems`)."""
+    (with those already in `problems`). Every prompt the cohort's templates make is rendered
+    first (`daydream.preflight`), so a template that passes here renders at run time."""
     problems = [] if problems is None else problems
     for stage in stages.STAGES:
         if stage.config_section in spec:
@@ -236,6 +238,7 @@ def plan_cohort(paths: Paths, cohort_id: str, spec: dict, experiment: Experiment
         check_descriptions(combos, experiment.concepts, paths, where, problems,
                            rejected=lambda c: experiment.was_rejected(CONCEPTS, c))
         per_stage = [root_rows(cohort_id, combos, spec[stages.ROOT.config_section])]
+    problems.extend(preflight.prompt_problems(paths, experiment, spec, combos, per_stage, where))
     _raise_if(problems)
     for stage in stages.STAGES[len(per_stage):]:
         per_stage.append(child_rows(stage, cohort_id, per_stage[-1], spec[stage.config_section], experiment))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,13 +65,32 @@ def load_template(path: Path) -> LoadedTemplate:
     return _compiled(str(path), mtime_ns)
 
 
+# What a template can raise while it renders: an undefined variable or index (StrictUndefined),
+# a failing filter or test, or a Python error in an expression (`{{ 1 / 0 }}`, `{{ x | int }}`).
+_RENDER_ERRORS = (jinja2.TemplateError, TypeError, ValueError, ArithmeticError, LookupError, AttributeError)
+
+
+def _template_line(error: BaseException) -> int | None:
+    """The template line an error was raised on (Jinja2 puts template frames in the traceback)."""
+    line = None
+    for frame in traceback.extract_tb(error.__traceback__):
+        if frame.filename == "<template>":
+            line = frame.lineno
+    return line
+
+
 def render(template: LoadedTemplate, variables: dict) -> str:
-    """Render a loaded template; an undefined variable raises PromptError naming both."""
+    """Render a loaded template; any error while rendering raises PromptError naming the file,
+    the line and, for an undefined variable, the variables this stage has."""
     try:
         return template.compiled.render(**variables)
-    except jinja2.UndefinedError as error:
-        names = ", ".join(sorted(variables))
-        raise PromptError(f"{template.path}: {error.message}; the variables for this stage are: {names}") from error
+    except _RENDER_ERRORS as error:
+        line = _template_line(error)
+        where = f"{template.path} line {line}" if line else template.path
+        if isinstance(error, jinja2.UndefinedError):
+            names = ", ".join(sorted(variables))
+            raise PromptError(f"{where}: {error.message}; the variables for this stage are: {names}") from error
+        raise PromptError(f"{where}: rendering failed: {type(error).__name__}: {error}") from error
 
 
 @dataclass(frozen=True)
@@ -148,12 +168,3 @@ def build_prompt(files: PromptFiles) -> Prompt:
     sources["template"] = template.sha256
     text = render(template, stage.variables(concepts, parent))
     return Prompt(text, sha256_text(text), sources)
-
-
-SAMPLE_CONCEPTS = ({"concept_id": "sample", "name": "Sample", "content": "Sample text."},)
-SAMPLE_PARENT = "A sample parent text."
-
-
-def check_template(stage: str, path: Path) -> None:
-    """Parse and trial-render a template with sample variables, so bad templates fail early."""
-    render(load_template(path), stages.get(stage).variables(SAMPLE_CONCEPTS, SAMPLE_PARENT))
