@@ -23,6 +23,7 @@ include: "rules/cross_experiment.smk"
 # Under a cluster executor (profiles/slurm) only the batches of model calls (gen_replies) are
 # submitted; everything else is cheap and runs in the main Snakemake process.
 localrules:
+    cohort_inputs_fingerprint,
     cohort_membership,
     gen_response,
     gen_parse,

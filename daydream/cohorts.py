@@ -18,7 +18,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from daydream import calls, definitions, ids, preflight, prompts, stages, store
+from daydream import calls, checkpoint_inputs, definitions, ids, preflight, prompts, stages, store
 from daydream import combos as combo_register
 from daydream.columns import MEMBERSHIP_COLUMNS
 from daydream.combos import Combo
@@ -297,7 +297,9 @@ def write_cohort(rt: Runtime, cohort_id: str, log_path: str | None = None) -> No
     def check_models(rows, where):
         return calls.missing_keys(rows, rt.settings, where)
 
+    inputs = checkpoint_inputs.file_hashes(rt.paths, cohort_id)  # before they are read: what is validated
     rows = build_cohort(rt.paths, cohort_id, rt.paths.cohort_file(cohort_id), check_models=check_models)
     drop_derived_reports(rt.paths, cohort_id)
+    checkpoint_inputs.write_record(rt.paths, cohort_id, inputs)
     counts = {stage: sum(r["stage"] == stage for r in rows) for stage in stages.NAMES}
     store.write_job_log(log_path, f"cohort {cohort_id}: {counts}")
