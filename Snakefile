@@ -33,6 +33,15 @@ localrules:
     cross_experiment_tables,
 
 
+# One writer per data root (daydream/writer_lock.py): Snakemake's own lock is per working
+# directory, so a second run on this data_root from another clone or `-d` is refused here,
+# before any job runs. onstart runs only for real runs (not -n); Slurm batch jobs are started
+# with --no-hooks and never need it.
+onstart:
+    if workflow.is_main_process:
+        writer_lock.acquire(PATHS.data_root, mode=RT.config["writer_lock"])
+
+
 onerror:
     stale.write_reports_after_failure(RT)
 

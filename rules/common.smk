@@ -11,6 +11,7 @@ from daydream import (
     stages,
     stale,
     targets,
+    writer_lock,
 )
 from daydream.runtime import Runtime, configure_logging
 

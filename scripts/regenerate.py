@@ -6,7 +6,9 @@ Example: python scripts/regenerate.py --stale       # every document in stale_ge
 """
 
 import argparse
+import sys
 
+from daydream import writer_lock
 from daydream.paths import Paths
 from daydream.regenerate import archive_for_regeneration, stale_gen_ids
 
@@ -20,6 +22,11 @@ paths = Paths.from_str(args.data_root)
 chosen = args.gen_ids + (stale_gen_ids(paths) if args.stale else [])
 if not chosen:
     parser.error("name gen_ids or use --stale")
+if not args.dry_run:
+    try:  # never move files while a run writes to this data root
+        writer_lock.acquire(paths.data_root)
+    except writer_lock.DataRootBusy as error:
+        sys.exit(f"refused: {error}")
 affected = archive_for_regeneration(paths, chosen, dry_run=args.dry_run)
 verb = "would archive" if args.dry_run else "archived (into each folder's .history/)"
 print(f"{verb} {len(affected)} document(s): {' '.join(affected)}")
