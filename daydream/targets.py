@@ -80,13 +80,15 @@ def reply_batch_inputs(rt: Runtime, stage: str, batch_id: str) -> dict[str, list
 
 
 def stale_report_inputs(rt: Runtime) -> list[str]:
-    """Every file a stale verdict depends on: the stored metadata of each document, the parsed
-    parents, templates and concept texts. Any of them changing rebuilds the report."""
+    """Every file a stale verdict depends on: the stored metadata and raw.txt of each document
+    (a raw.txt that is no longer its saved reply is reported), the parsed parents, templates
+    and concept texts. Any of them changing rebuilds the report."""
     files: set[str] = {str(p) for p in rt.paths.template_files()}
     for cohort_id in rt.cohort_ids:
         files.add(str(rt.paths.membership_csv(cohort_id)))
         for member in rt.membership.members(cohort_id):
             files.add(str(rt.paths.metadata_path(member.stage, member.gen_id)))
+            files.add(str(rt.paths.raw_path(member.stage, member.gen_id)))
             sources = documents.prompt_files(rt, member).as_inputs()
             files.update(sources.get("concepts", []))
             if "parent" in sources:
@@ -96,12 +98,14 @@ def stale_report_inputs(rt: Runtime) -> list[str]:
 
 def cohort_report_inputs(rt: Runtime, cohort_id: str) -> dict[str, object]:
     """What a cohort's reports are built from: its membership, the scored stage's template
-    table (the scales) and every score."""
+    table (the scales), every score, and every document's raw.txt (an edited one, anywhere in
+    a score's lineage, is flagged: `daydream.integrity`)."""
     scored = stages.SCORED.name
     members = rt.membership.members(cohort_id, scored)
     return {"membership": str(rt.paths.membership_csv(cohort_id)),
             "templates": str(rt.paths.templates_csv(scored)),
-            "evaluations": [str(rt.paths.parsed_path(scored, m.gen_id)) for m in members]}
+            "evaluations": [str(rt.paths.parsed_path(scored, m.gen_id)) for m in members],
+            "raw": [str(rt.paths.raw_path(m.stage, m.gen_id)) for m in rt.membership.members(cohort_id)]}
 
 
 def cross_experiment_inputs(rt: Runtime) -> list[str]:
