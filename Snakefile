@@ -23,6 +23,7 @@ include: "rules/cross_experiment.smk"
 # Under a cluster executor (profiles/slurm) only the batches of model calls (gen_replies) are
 # submitted; everything else is cheap and runs in the main Snakemake process.
 localrules:
+    cohort_inputs_fingerprint,
     cohort_membership,
     gen_document,
     cohort_reports,
@@ -31,9 +32,17 @@ localrules:
     cross_experiment_tables,
 
 
+# One writer per data root (daydream/writer_lock.py): Snakemake's own lock is per working
+# directory, so a second run on this data_root from another clone or `-d` is refused here,
+# before any job runs. onstart runs only for real runs (not -n); Slurm batch jobs are started
+# with --no-hooks and never need it.
+onstart:
+    if workflow.is_main_process:
+        writer_lock.acquire(PATHS.data_root, mode=RT.config["writer_lock"])
+
+
 onerror:
-    stale.write_stale_report(RT)
-    reports.write_reports_despite_failures(PATHS, RT.cohort_ids, RT.experiment)
+    stale.write_reports_after_failure(RT)
 
 
 rule all:

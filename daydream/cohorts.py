@@ -18,11 +18,11 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from daydream import calls, ids, prompts, stages, store
+from daydream import calls, checkpoint_inputs, definitions, ids, preflight, prompts, stages, store
 from daydream import combos as combo_register
 from daydream.columns import MEMBERSHIP_COLUMNS
 from daydream.combos import Combo
-from daydream.experiment import Experiment, ExperimentError, load_experiment
+from daydream.experiment import CONCEPTS, MODELS, Experiment, ExperimentError, load_experiment
 from daydream.paths import Paths, schema_path
 from daydream.runtime import Runtime
 
@@ -65,13 +65,13 @@ def resolve_combos(spec: dict, experiment: Experiment, where: str, problems: lis
         groups = list(itertools.combinations(sorted(chosen), k))
     for group in groups:
         for concept in group:
-            if concept not in experiment.concepts:
+            if concept not in experiment.concepts and not experiment.was_rejected(CONCEPTS, concept):
                 state = "inactive" if concept in experiment.inactive_concepts else "unknown"
                 problems.append(f"{where}: concepts: {state} concept {concept!r}; "
                                 "use an active concept_id from concepts_metadata.csv")
         if "combos" in spec and len(group) != k:
             problems.append(f"{where}: concepts: combo {list(group)} has {len(group)} concepts, k is {k}")
-    if not groups:
+    if not groups and CONCEPTS not in experiment.unreadable:
         problems.append(f"{where}: concepts: no combination of size {k} can be made")
     combos = {ids.combo_id(g, level, k): Combo(ids.combo_id(g, level, k), g, level, k) for g in groups}
     return [combos[key] for key in sorted(combos)]
@@ -79,33 +79,53 @@ def resolve_combos(spec: dict, experiment: Experiment, where: str, problems: lis
 
 def check_stage(stage: stages.Stage, spec: dict, experiment: Experiment, paths: Paths, where: str,
                 problems: list[str]) -> None:
-    """Known templates with readable, renderable files, and known models (a child stage may
-    name its parent stage as a model: the parent document's own model)."""
-    table = experiment.templates[stage.name]
+    """Known, active templates with readable files that parse, and known, active models (a
+    child stage may name its parent stage as a model: the parent document's own model). The
+    templates are rendered for real by `daydream.preflight`. An id whose row (or table) had a
+    problem is not called unknown: that problem is reported already."""
+    table, csv_path = experiment.templates[stage.name], paths.templates_csv(stage.name)
     for template_id in spec["templates"]:
         template = table.get(template_id)
         if template is None:
-            problems.append(f"{where}: {stage.config_section}.templates: unknown template {template_id!r}; "
-                            f"known: {', '.join(sorted(table)) or 'none'} ({paths.templates_csv(stage.name)})")
+            if not experiment.was_rejected(stage.name, template_id):
+                problems.append(f"{where}: {stage.config_section}.templates: unknown template {template_id!r}; "
+                                f"known: {', '.join(sorted(table)) or 'none'} ({csv_path})")
+        elif not template.active:
+            problems.append(f"{where}: {stage.config_section}.templates: template {template_id!r} is inactive "
+                            f"({csv_path} line {template.line} says active=false); set it to true there, or "
+                            "remove the template from the cohort")
         elif template.generator == "llm":
             try:
-                prompts.check_template(stage.name, paths.template_path(stage.name, template_id))
+                prompts.load_template(paths.template_path(stage.name, template_id))
             except prompts.PromptError as error:
                 problems.append(f"{where}: {stage.name} template {template_id!r}: {error}")
     for model_id in spec["models"]:
-        if model_id not in experiment.models and not (stage.parent and model_id == stage.parent):
-            problems.append(f"{where}: {stage.config_section}.models: unknown model {model_id!r}; "
-                            f"known: {', '.join(sorted(experiment.models))} ({paths.models_csv})")
+        if stage.parent and model_id == stage.parent:
+            continue
+        model = experiment.models.get(model_id)
+        if model is None:
+            if not experiment.was_rejected(MODELS, model_id):
+                problems.append(f"{where}: {stage.config_section}.models: unknown model {model_id!r}; "
+                                f"known: {', '.join(sorted(experiment.models))} ({paths.models_csv})")
+        elif not model.active:
+            problems.append(f"{where}: {stage.config_section}.models: model {model_id!r} is inactive "
+                            f"({paths.models_csv} line {model.line} says active=false); set it to true there, "
+                            "or remove the model from the cohort")
 
 
 def check_descriptions(combos: list[Combo], known: dict[str, str], paths: Paths, where: str,
-                       problems: list[str]) -> None:
-    """Every known concept of the combos has a description file at the cohort's level."""
-    for concept in sorted({c for combo in combos for c in combo.concepts if c in known}):
+                       problems: list[str], rejected=lambda concept_id: False) -> None:
+    """Every known concept of the combos (and each whose row was `rejected` for a problem) has a
+    readable, non-empty UTF-8 description file at the cohort's level
+    (`daydream.definitions.read_text`)."""
+    for concept in sorted({c for combo in combos for c in combo.concepts if c in known or rejected(c)}):
         level = combos[0].level
-        if not paths.description_path(level, concept).exists():
-            problems.append(f"{where}: concept {concept!r} has no {level} description; "
-                            f"create {paths.description_path(level, concept)}")
+        path = paths.description_path(level, concept)
+        if not path.exists():
+            problems.append(f"{where}: concept {concept!r} has no {level} description; create {path}")
+        else:
+            problems.extend(f"{where}: concept {concept!r}: {p}" for p in definitions.text_problems(
+                path, "concept description"))
 
 
 def row(stage: str, gen_id: str, cohort_id: str, parent: str, combo_id: str, template_id: str,
@@ -202,9 +222,11 @@ def _raise_if(problems: list[str]) -> None:
 
 
 def plan_cohort(paths: Paths, cohort_id: str, spec: dict, experiment: Experiment,
-                where: str) -> tuple[dict, list[dict], list[Combo]]:
-    """Manifest, membership rows and combos of a cohort; CohortError lists every problem."""
-    problems: list[str] = []
+                where: str, problems: list[str] | None = None) -> tuple[dict, list[dict], list[Combo]]:
+    """Manifest, membership rows and combos of a cohort; CohortError lists every problem
+    (with those already in `problems`). Every prompt the cohort's templates make is rendered
+    first (`daydream.preflight`), so a template that passes here renders at run time."""
+    problems = [] if problems is None else problems
     for stage in stages.STAGES:
         if stage.config_section in spec:
             check_stage(stage, spec[stage.config_section], experiment, paths, where, problems)
@@ -213,9 +235,10 @@ def plan_cohort(paths: Paths, cohort_id: str, spec: dict, experiment: Experiment
         combos = curated_combos(per_stage[0], paths, where, problems)
     else:
         combos = resolve_combos(spec["concepts"], experiment, where, problems)
-        check_descriptions(combos, experiment.concepts, paths, where, problems)
-        _raise_if(problems)
+        check_descriptions(combos, experiment.concepts, paths, where, problems,
+                           rejected=lambda c: experiment.was_rejected(CONCEPTS, c))
         per_stage = [root_rows(cohort_id, combos, spec[stages.ROOT.config_section])]
+    problems.extend(preflight.prompt_problems(paths, experiment, spec, combos, per_stage, where))
     _raise_if(problems)
     for stage in stages.STAGES[len(per_stage):]:
         per_stage.append(child_rows(stage, cohort_id, per_stage[-1], spec[stage.config_section], experiment))
@@ -244,12 +267,14 @@ def build_cohort(paths: Paths, cohort_id: str, cohort_file: Path, check_models=N
     be called (e.g. a missing API key), so they also fail here, before any model call.
     """
     where = str(cohort_file)
+    problems: list[str] = []  # every definition file's problems, reported together
+    experiment = load_experiment(paths, problems)
+    problems.extend(combo_register.register_problems(paths))
     try:
-        experiment = load_experiment(paths)
-    except ExperimentError as error:
-        raise CohortError(error.problems) from error
-    spec = load_cohort_spec(cohort_file)
-    doc, rows, combos = plan_cohort(paths, cohort_id, spec, experiment, where)
+        spec = load_cohort_spec(cohort_file)
+    except CohortError as error:
+        raise CohortError(problems + error.problems) from error
+    doc, rows, combos = plan_cohort(paths, cohort_id, spec, experiment, where, problems)
     if check_models is not None:
         used = sorted({r["llm_model_id"] for r in rows})
         _raise_if(check_models([experiment.models[m] for m in used if m in experiment.models], where))
@@ -272,7 +297,9 @@ def write_cohort(rt: Runtime, cohort_id: str, log_path: str | None = None) -> No
     def check_models(rows, where):
         return calls.missing_keys(rows, rt.settings, where)
 
+    inputs = checkpoint_inputs.file_hashes(rt.paths, cohort_id)  # before they are read: what is validated
     rows = build_cohort(rt.paths, cohort_id, rt.paths.cohort_file(cohort_id), check_models=check_models)
     drop_derived_reports(rt.paths, cohort_id)
+    checkpoint_inputs.write_record(rt.paths, cohort_id, inputs)
     counts = {stage: sum(r["stage"] == stage for r in rows) for stage in stages.NAMES}
     store.write_job_log(log_path, f"cohort {cohort_id}: {counts}")

@@ -21,10 +21,10 @@ DEFAULT_SCORE_MAX = 9.0
 MODEL_COLUMNS = ("id", "model", "provider", "display_name")
 OPTIONAL_MODEL_COLUMNS = (
     "route", "api_base", "api_key_env", "max_concurrency",
-    "input_cost_per_mtok", "output_cost_per_mtok",
+    "input_cost_per_mtok", "output_cost_per_mtok", "active",
 )
 # Columns of the original pipeline's llm_models.csv that are accepted and not used.
-LEGACY_MODEL_COLUMNS = ("specialization", "for_generation", "for_evaluation", "active")
+LEGACY_MODEL_COLUMNS = ("specialization", "for_generation", "for_evaluation")
 
 GENERATORS = ("llm", "copy")
 
@@ -54,11 +54,13 @@ ESSAY_COLUMNS = ("combo_id", "draft_template", "generation_template", "generatio
 
 # parsing/aggregated_scores.csv and 7_cross_experiment/aggregated_scores.csv: one row per
 # evaluation. `parent_gen_id` is the essay, `paths` the evaluation's gens folder, `error` is
-# empty when `score` holds a valid score.
+# empty when `score` holds a valid score. `flags` is empty unless the score cannot be taken at
+# face value: `raw.txt changed: <stage> <gen_id>, ...` names each document of its lineage whose
+# raw.txt is no longer the reply that was paid for (`daydream.integrity`).
 AGGREGATED_COLUMNS = (
     "gen_id", "parent_gen_id", "evaluation_template", "evaluation_llm_model", "score", "error",
     "combo_id", "draft_template", "generation_template", "generation_model", "cohort_id",
-    "replicate", "paths",
+    "replicate", "paths", "flags",
 )
 
 # The key of one evaluation task: evaluations sharing it are replicates and are averaged.

@@ -11,6 +11,7 @@ import fcntl
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from daydream import definitions
 from daydream.columns import COMBO_MAPPING_COLUMNS
 from daydream.paths import Paths
 
@@ -34,55 +35,102 @@ class ComboClashError(ValueError):
     pass
 
 
-def _registered(handle) -> dict[str, tuple[tuple[str, ...], str, str]]:
-    handle.seek(0)
-    found: dict[str, tuple[list[str], str, str]] = {}
-    for row in csv.DictReader(handle):
-        concepts, level, k = found.setdefault(row["combo_id"], ([], row["description_level"], row["k_max"]))
+class ComboRegisterError(ValueError):
+    """`combo_mappings.csv` cannot be read; `problems` has one line per problem (file, line, fix)."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("\n".join(f"- {p}" for p in self.problems))
+
+
+def _parse_register(path, data: bytes) -> tuple[dict[str, tuple[list[str], str, int]], list[str]]:
+    """combo_id -> (concept ids in file order, level, k) and the problems, read strictly
+    (`daydream.definitions`: encoding, header, field counts); a combo's rows must agree on
+    its level and k."""
+    problems: list[str] = []
+    try:
+        text = definitions.decode(path, data)
+    except definitions.DefinitionError as error:
+        return {}, [str(error)]
+    if not text.strip():
+        return {}, []  # a new register: the header is written with the first rows
+    found: dict[str, tuple[list[str], str, int]] = {}
+    for row in definitions.read_table_text(path, text, COMBO_MAPPING_COLUMNS, (), problems).rows:
+        try:
+            k = int(row["k_max"])
+        except ValueError:
+            problems.append(f"{path} line {row.line}: k_max {row['k_max']!r} is not a whole number; "
+                            "this file is append-only: restore it from git")
+            continue
+        concepts, level, known_k = found.setdefault(row["combo_id"], ([], row["description_level"], k))
+        if (level, known_k) != (row["description_level"], k):
+            problems.append(f"{path} line {row.line}: combo {row['combo_id']} is registered with level {level} "
+                            f"and k {known_k} on an earlier line; this file is append-only: restore it from git")
+            continue
         concepts.append(row["concept_id"])
-    return {key: (tuple(sorted(c)), level, k) for key, (c, level, k) in found.items()}
+    return found, problems
 
 
-def _check_clash(combo: Combo, known: tuple[tuple[str, ...], str, str], path) -> None:
-    if known != (tuple(sorted(combo.concepts)), combo.level, str(combo.k)):
-        raise ComboClashError(f"{path}: combo {combo.combo_id} is registered as {known}, "
-                              f"not {sorted(combo.concepts)} {combo.level} k={combo.k}; "
-                              "this file is append-only: restore it from git")
+def _read_register(path) -> dict[str, tuple[list[str], str, int]]:
+    if not path.exists():
+        return {}
+    found, problems = _parse_register(path, path.read_bytes())
+    if problems:
+        raise ComboRegisterError(problems)
+    return found
+
+
+def register_problems(paths: Paths) -> list[str]:
+    """The problems of the combo register as it is on disk (none when it does not exist)."""
+    path = paths.combo_mappings_csv
+    return _parse_register(path, path.read_bytes())[1] if path.exists() else []
+
+
+def _check_clash(combo: Combo, known: tuple[list[str], str, int], path) -> None:
+    concepts, level, k = known
+    if (tuple(sorted(concepts)), level, k) != (tuple(sorted(combo.concepts)), combo.level, combo.k):
+        raise ComboClashError(f"{path}: combo {combo.combo_id} is registered as "
+                              f"{(tuple(sorted(concepts)), level, str(k))}, not {sorted(combo.concepts)} "
+                              f"{combo.level} k={combo.k}; this file is append-only: restore it from git")
 
 
 def append_combo_mappings(paths: Paths, combos: list[Combo]) -> int:
-    """Register combos not yet in the file (under a lock); return how many rows were added."""
+    """Register combos not yet in the file (under a lock); return how many rows were added.
+    The file is read strictly first (ComboRegisterError), so a damaged register is never
+    appended to."""
     path = paths.combo_mappings_csv
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a+", newline="", encoding="utf-8") as handle:
+    with path.open("a", newline="", encoding="utf-8") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
-        known = _registered(handle)
-        writer = csv.DictWriter(handle, fieldnames=list(COMBO_MAPPING_COLUMNS), lineterminator="\n")
-        if handle.tell() == 0:
-            writer.writeheader()
-        now = datetime.now(UTC).isoformat(timespec="seconds")
-        added = 0
-        for combo in combos:
-            if combo.combo_id in known:
-                _check_clash(combo, known[combo.combo_id], path)
-                continue
-            for concept in combo.concepts:
-                writer.writerow(dict(zip(COMBO_MAPPING_COLUMNS, (combo.combo_id, VERSION, concept,
-                                                                 combo.level, combo.k, now), strict=True)))
-                added += 1
-        handle.flush()
-        fcntl.flock(handle, fcntl.LOCK_UN)
+        try:
+            data = path.read_bytes()
+            known, problems = _parse_register(path, data)
+            if problems:
+                raise ComboRegisterError(problems)
+            writer = csv.DictWriter(handle, fieldnames=list(COMBO_MAPPING_COLUMNS), lineterminator="\n")
+            if not data.strip():
+                handle.truncate(0)
+                writer.writeheader()
+            elif not data.endswith(b"\n"):
+                handle.write("\n")  # a last line without its newline would merge with the first new row
+            now = datetime.now(UTC).isoformat(timespec="seconds")
+            added = 0
+            for combo in combos:
+                if combo.combo_id in known:
+                    _check_clash(combo, known[combo.combo_id], path)
+                    continue
+                for concept in combo.concepts:
+                    writer.writerow(dict(zip(COMBO_MAPPING_COLUMNS, (combo.combo_id, VERSION, concept,
+                                                                     combo.level, combo.k, now), strict=True)))
+                    added += 1
+            handle.flush()
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
     return added
 
 
 def registered_combos(paths: Paths) -> dict[str, tuple[tuple[str, ...], str, int]]:
-    """combo_id -> (concept ids in registered order, description level, k) from the register."""
-    path = paths.combo_mappings_csv
-    if not path.exists():
-        return {}
-    found: dict[str, tuple[list[str], str, int]] = {}
-    with path.open(newline="", encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
-            entry = found.setdefault(row["combo_id"], ([], row["description_level"], int(row["k_max"])))
-            entry[0].append(row["concept_id"])
-    return {key: (tuple(concepts), level, k) for key, (concepts, level, k) in found.items()}
+    """combo_id -> (concept ids in registered order, description level, k) from the register;
+    ComboRegisterError when it cannot be read."""
+    return {key: (tuple(concepts), level, k) for key, (concepts, level, k) in
+            _read_register(paths.combo_mappings_csv).items()}

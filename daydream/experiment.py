@@ -1,13 +1,14 @@
 """Load and check the experiment definitions under `data/1_raw/` (SPEC §2).
 
 `load_experiment` reads the concept, template and model tables once and returns plain frozen
-records. Every problem is collected and reported together, each naming the file, the row and
-the fix, so a researcher fixes a broken experiment in one pass rather than one error per run.
+records. The files are read strictly (`daydream.definitions`: encoding, header, field counts)
+and every cell this module understands is checked (ids, generators, parsers, scales, numbers,
+`active`). Every problem is collected and reported together, each naming the file, the line
+and the fix, so a researcher fixes a broken experiment in one pass rather than one error per run.
 """
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from daydream.columns import (
     OPTIONAL_TEMPLATE_COLUMNS,
     TEMPLATE_COLUMNS,
 )
+from daydream.definitions import Row, Table, parse_bool, read_table
 from daydream.paths import Paths
 
 
@@ -46,6 +48,7 @@ class Template:
     active: bool = True
     score_min: float = DEFAULT_SCORE_MIN
     score_max: float = DEFAULT_SCORE_MAX
+    line: int = 0  # its line in the template table
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,13 @@ class ModelRow:
     max_concurrency: int | None = None
     input_cost_per_mtok: float | None = None
     output_cost_per_mtok: float | None = None
+    active: bool = True
+    line: int = 0  # its line in llm_models.csv
+
+
+# Keys of `Experiment.unreadable` / `.rejected`: the concept table, the model table, and each
+# stage's template table by the stage's name.
+CONCEPTS, MODELS = "concepts", "models"
 
 
 @dataclass
@@ -68,35 +78,28 @@ class Experiment:
     templates: dict[str, dict[str, Template]]  # stage -> template_id -> Template
     models: dict[str, ModelRow]
     inactive_concepts: set[str] = field(default_factory=set)
+    # Tables that could not be read at all (their ids are unknown, not absent) and the ids of
+    # rows left out for a problem: a cohort check names neither as "unknown".
+    unreadable: set[str] = field(default_factory=set)
+    rejected: dict[str, set[str]] = field(default_factory=dict)
+
+    def was_rejected(self, table: str, item_id: str) -> bool:
+        """True when `item_id` may be in `table` but its row (or the whole table) had a problem
+        that is reported already."""
+        return table in self.unreadable or item_id in self.rejected.get(table, set())
 
 
 def read_csv_rows(path: Path, required: tuple[str, ...], optional: tuple[str, ...],
-                  problems: list[str]) -> list[dict]:
-    """Rows of a CSV as dicts of stripped strings. A missing file, a missing required column or
-    a column that is neither required nor optional (a typo such as `max_concurency`) goes to
-    `problems`, naming the file and the known columns."""
-    if not path.exists():
-        problems.append(f"{path}: file not found; create it with columns {', '.join(required)}")
-        return []
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        header = list(reader.fieldnames or [])
-        missing = [c for c in required if c not in header]
-        unknown = [c for c in header if c not in required and c not in optional]
-        if missing:
-            problems.append(f"{path}: missing column(s) {', '.join(missing)}; "
-                            f"the header must include {', '.join(required)}")
-        if unknown:
-            problems.append(f"{path}: unknown column(s) {', '.join(map(repr, unknown))}; "
-                            f"known columns: {', '.join((*required, *optional))}")
-        if missing or unknown:
-            return []
-        return [{k: (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
+                  problems: list[str]) -> list[Row]:
+    """The rows of a definition table that passed the strict checks of
+    `daydream.definitions.read_table` (each with its `line`); every problem goes to `problems`."""
+    return read_table(path, required, optional, problems).rows
 
 
-def is_active(row: dict) -> bool:
-    """A row is active unless its optional `active` column says false/0/no."""
-    return row.get("active", "").lower() not in ("false", "0", "no", "n", "f")
+def is_active(row: dict, where: str = "", problems: list[str] | None = None) -> bool:
+    """A row is active unless its optional `active` column says false/0/no; a cell that says
+    neither true nor false is a problem (with `problems`), never guessed."""
+    return parse_bool(row.get("active", ""), where, "active", problems if problems is not None else [])
 
 
 def _number(text: str, default: float | None, where: str, problems: list[str]) -> float | None:
@@ -105,29 +108,38 @@ def _number(text: str, default: float | None, where: str, problems: list[str]) -
     try:
         return float(text)
     except ValueError:
-        problems.append(f"{where}: {text!r} is not a number")
+        problems.append(f"{where}: {text!r} is not a number; write a number or leave the cell empty")
         return default
 
 
-def _check_unique(rows: list[dict], key: str, path: Path, problems: list[str]) -> None:
-    seen: set[str] = set()
-    for line, row in enumerate(rows, start=2):
-        if not row.get(key):
-            problems.append(f"{path}: row {line} has an empty {key}")
-        elif row[key] in seen:
-            problems.append(f"{path}: row {line} repeats {key} {row[key]!r}; ids must be unique")
-        seen.add(row.get(key, ""))
+def _where(path: Path, row: Row, item_id: str) -> str:
+    return f"{path} line {row.line} ({item_id})"
 
 
-def load_concepts(paths: Paths, problems: list[str]) -> tuple[dict[str, str], set[str]]:
+def _note(experiment_tables: dict[str, Table] | None, name: str, table: Table) -> None:
+    if experiment_tables is not None:
+        experiment_tables[name] = table
+
+
+def load_concepts(paths: Paths, problems: list[str],
+                  tables: dict[str, Table] | None = None) -> tuple[dict[str, str], set[str]]:
     path = paths.concepts_metadata_csv
-    rows = read_csv_rows(path, CONCEPT_COLUMNS, OPTIONAL_CONCEPT_COLUMNS, problems)
-    _check_unique(rows, "concept_id", path, problems)
-    active = {r["concept_id"]: r["name"] for r in rows if is_active(r)}
-    return active, {r["concept_id"] for r in rows if not is_active(r)}
+    table = read_table(path, CONCEPT_COLUMNS, OPTIONAL_CONCEPT_COLUMNS, problems, key="concept_id")
+    _note(tables, CONCEPTS, table)
+    active: dict[str, str] = {}
+    inactive: set[str] = set()
+    for row in table.rows:
+        concept_id = row["concept_id"]
+        if not row.get("name"):
+            problems.append(f"{_where(path, row, concept_id)}: empty name; give the concept a name")
+        if is_active(row, _where(path, row, concept_id), problems):
+            active[concept_id] = row["name"]
+        else:
+            inactive.add(concept_id)
+    return active, inactive
 
 
-def _template_from_row(stage: str, row: dict, where: str, problems: list[str]) -> Template:
+def _template_from_row(stage: str, row: Row, where: str, problems: list[str]) -> Template:
     generator = row.get("generator") or "llm"
     if generator not in GENERATORS:
         problems.append(f"{where}: generator {generator!r} must be one of {', '.join(GENERATORS)}")
@@ -143,51 +155,68 @@ def _template_from_row(stage: str, row: dict, where: str, problems: list[str]) -
     if low is not None and high is not None and low >= high:
         problems.append(f"{where}: score_min {low} must be below score_max {high}")
     return Template(stage, row["template_id"], row.get("template_name", ""), parser, generator,
-                    is_active(row), low, high)
+                    is_active(row, where, problems), low, high, row.line)
 
 
-def load_templates(paths: Paths, stage: str, problems: list[str]) -> dict[str, Template]:
+def load_templates(paths: Paths, stage: str, problems: list[str],
+                   tables: dict[str, Table] | None = None) -> dict[str, Template]:
     path = paths.templates_csv(stage)
     optional = OPTIONAL_TEMPLATE_COLUMNS + (OPTIONAL_EVALUATION_TEMPLATE_COLUMNS if stages.get(stage).scored else ())
-    rows = read_csv_rows(path, TEMPLATE_COLUMNS, optional, problems)
-    _check_unique(rows, "template_id", path, problems)
-    return {
-        row["template_id"]: _template_from_row(stage, row, f"{path} row {line} ({row['template_id']})", problems)
-        for line, row in enumerate(rows, start=2) if row.get("template_id")
-    }
+    table = read_table(path, TEMPLATE_COLUMNS, optional, problems, key="template_id")
+    _note(tables, stage, table)
+    return {row["template_id"]: _template_from_row(stage, row, _where(path, row, row["template_id"]), problems)
+            for row in table.rows}
 
 
-def _model_from_row(row: dict, where: str, problems: list[str]) -> ModelRow:
+def _model_from_row(row: Row, where: str, problems: list[str]) -> ModelRow:
     concurrency = _number(row.get("max_concurrency", ""), None, f"{where} max_concurrency", problems)
+    if concurrency is not None and (concurrency < 1 or concurrency != int(concurrency)):
+        problems.append(f"{where} max_concurrency: {row['max_concurrency']!r} must be a whole number of at "
+                        "least 1 (or empty: the global cap)")
+        concurrency = None
+    costs = {}
+    for column in ("input_cost_per_mtok", "output_cost_per_mtok"):
+        costs[column] = _number(row.get(column, ""), None, f"{where} {column}", problems)
+        if costs[column] is not None and costs[column] < 0:
+            problems.append(f"{where} {column}: {row[column]!r} is negative; a price per million tokens is >= 0")
     return ModelRow(
         id=row["id"], model=row["model"], provider=row.get("provider", ""),
         display_name=row.get("display_name", ""), route=row.get("route", ""),
         api_base=row.get("api_base", ""), api_key_env=row.get("api_key_env", ""),
-        max_concurrency=int(concurrency) if concurrency else None,
-        input_cost_per_mtok=_number(row.get("input_cost_per_mtok", ""), None, f"{where} input_cost_per_mtok", problems),
-        output_cost_per_mtok=_number(row.get("output_cost_per_mtok", ""), None, f"{where} output_cost_per_mtok", problems),
+        max_concurrency=int(concurrency) if concurrency else None, **costs,
+        active=is_active(row, where, problems), line=row.line,
     )
 
 
-def load_models(paths: Paths, problems: list[str]) -> dict[str, ModelRow]:
+def load_models(paths: Paths, problems: list[str], tables: dict[str, Table] | None = None) -> dict[str, ModelRow]:
     path = paths.models_csv
-    rows = read_csv_rows(path, MODEL_COLUMNS, OPTIONAL_MODEL_COLUMNS + LEGACY_MODEL_COLUMNS, problems)
-    _check_unique(rows, "id", path, problems)
+    table = read_table(path, MODEL_COLUMNS, OPTIONAL_MODEL_COLUMNS + LEGACY_MODEL_COLUMNS, problems, key="id")
+    _note(tables, MODELS, table)
     models = {}
-    for line, row in enumerate(rows, start=2):
-        if row.get("id"):
-            if not row.get("model"):
-                problems.append(f"{path} row {line} ({row['id']}): empty model; give the model name")
-            models[row["id"]] = _model_from_row(row, f"{path} row {line} ({row['id']})", problems)
+    for row in table.rows:
+        where = _where(path, row, row["id"])
+        if not row.get("model"):
+            problems.append(f"{where}: empty model; give the model name")
+        models[row["id"]] = _model_from_row(row, where, problems)
     return models
 
 
-def load_experiment(paths: Paths) -> Experiment:
-    """Read every definition table; raise ExperimentError listing all problems found."""
-    problems: list[str] = []
-    concepts, inactive = load_concepts(paths, problems)
-    templates = {stage: load_templates(paths, stage, problems) for stage in stages.NAMES}
-    models = load_models(paths, problems)
-    if problems:
-        raise ExperimentError(problems)
-    return Experiment(concepts, templates, models, inactive)
+def load_experiment(paths: Paths, problems: list[str] | None = None) -> Experiment:
+    """Read every definition table strictly (`daydream.definitions`).
+
+    Without `problems`, raise ExperimentError listing every problem found. With a list, add
+    the problems to it and return what could be read: `unreadable` names the tables that
+    could not be read at all and `rejected` the ids of rows left out, so a cohort check can
+    go on without calling them unknown (the checkpoint reports everything in one pass)."""
+    found: list[str] = []
+    tables: dict[str, Table] = {}
+    concepts, inactive = load_concepts(paths, found, tables)
+    templates = {stage: load_templates(paths, stage, found, tables) for stage in stages.NAMES}
+    models = load_models(paths, found, tables)
+    if problems is None and found:
+        raise ExperimentError(found)
+    if problems is not None:
+        problems.extend(found)
+    return Experiment(concepts, templates, models, inactive,
+                      unreadable={name for name, table in tables.items() if not table.readable},
+                      rejected={name: set(table.rejected) for name, table in tables.items()})

@@ -87,14 +87,19 @@ def evaluation_reply(words: list[str], seed: bytes) -> str:
                       f"Strength: {_sentences(words, seed[2:], 1)[0]}", f"SCORE: {score}"])
 
 
-def generate(prompt: str, *, stage: str, model: str) -> tuple[str, dict]:
-    """The reply text and its usage (`prompt_tokens`, `completion_tokens`, `total_tokens`);
-    the stage registry names the reply function of each stage."""
+def reply_text(prompt: str, *, stage: str, model: str) -> str:
+    """The reply to `prompt`, at once (no latency); the stage registry names the reply
+    function of each stage. The cohort checkpoint uses it for realistic parent texts."""
     reply = globals()[stages.get(stage).offline_reply]
+    return reply(_keywords(prompt), _seed(model, stage, prompt))
+
+
+def generate(prompt: str, *, stage: str, model: str) -> tuple[str, dict]:
+    """The reply text and its usage (`prompt_tokens`, `completion_tokens`, `total_tokens`)."""
     latency = float(os.environ.get("DAYDREAM_OFFLINE_LATENCY_S") or 0)
     if latency > 0:
         time.sleep(latency)
-    text = reply(_keywords(prompt), _seed(model, stage, prompt))
+    text = reply_text(prompt, stage=stage, model=model)
     usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": len(text.split())}
     usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
     return text, usage

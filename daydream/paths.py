@@ -50,6 +50,10 @@ class Paths:
     def description_path(self, level: str, concept_id: str) -> Path:
         return self.raw_root / "concepts" / f"descriptions-{level}" / f"{concept_id}.txt"
 
+    def description_files(self) -> list[Path]:
+        """Every concept description of every level, sorted."""
+        return sorted((self.raw_root / "concepts").glob("descriptions-*/*.txt"))
+
     def templates_csv(self, stage: str) -> Path:
         return self.raw_root / f"{stage}_templates.csv"
 
@@ -77,6 +81,15 @@ class Paths:
 
     def manifest_json(self, cohort_id: str) -> Path:
         return self.cohort_dir(cohort_id) / "manifest.json"
+
+    def checkpoint_record_json(self, cohort_id: str) -> Path:
+        """What the cohort's membership was built from: the fingerprint and the SHA-256 of
+        each checkpoint input (`daydream.checkpoint_inputs`)."""
+        return self.cohort_dir(cohort_id) / "checkpoint_inputs.json"
+
+    def cohort_fingerprint(self, cohort_id: str, fingerprint: str) -> Path:
+        """The checkpoint's input that names one content of its inputs."""
+        return self.cohort_dir(cohort_id) / ".inputs" / f"{fingerprint}.json"
 
     def reports_dir(self, cohort_id: str) -> Path:
         return self.cohort_dir(cohort_id) / "reports"

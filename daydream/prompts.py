@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import jinja2
 
-from daydream import stages
+from daydream import definitions, stages
 
 _ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
                           autoescape=False)
@@ -43,7 +44,10 @@ class LoadedTemplate:
 
 @functools.lru_cache(maxsize=256)
 def _compiled(path: str, mtime_ns: int) -> LoadedTemplate:
-    text = Path(path).read_text(encoding="utf-8")
+    try:
+        text = definitions.read_text(Path(path), "template")
+    except definitions.DefinitionError as error:
+        raise PromptError(str(error)) from error
     try:
         return LoadedTemplate(path, _ENV.from_string(text), sha256_text(text))
     except jinja2.TemplateSyntaxError as error:
@@ -53,7 +57,7 @@ def _compiled(path: str, mtime_ns: int) -> LoadedTemplate:
 
 def load_template(path: Path) -> LoadedTemplate:
     """The compiled template at `path` and the hash of its text; PromptError names the file on
-    a missing file or bad syntax."""
+    a missing, empty or non-UTF-8 file (a byte-order mark is dropped) or bad syntax."""
     try:
         mtime_ns = Path(path).stat().st_mtime_ns
     except FileNotFoundError as error:
@@ -61,13 +65,32 @@ def load_template(path: Path) -> LoadedTemplate:
     return _compiled(str(path), mtime_ns)
 
 
+# What a template can raise while it renders: an undefined variable or index (StrictUndefined),
+# a failing filter or test, or a Python error in an expression (`{{ 1 / 0 }}`, `{{ x | int }}`).
+_RENDER_ERRORS = (jinja2.TemplateError, TypeError, ValueError, ArithmeticError, LookupError, AttributeError)
+
+
+def _template_line(error: BaseException) -> int | None:
+    """The template line an error was raised on (Jinja2 puts template frames in the traceback)."""
+    line = None
+    for frame in traceback.extract_tb(error.__traceback__):
+        if frame.filename == "<template>":
+            line = frame.lineno
+    return line
+
+
 def render(template: LoadedTemplate, variables: dict) -> str:
-    """Render a loaded template; an undefined variable raises PromptError naming both."""
+    """Render a loaded template; any error while rendering raises PromptError naming the file,
+    the line and, for an undefined variable, the variables this stage has."""
     try:
         return template.compiled.render(**variables)
-    except jinja2.UndefinedError as error:
-        names = ", ".join(sorted(variables))
-        raise PromptError(f"{template.path}: {error.message}; the variables for this stage are: {names}") from error
+    except _RENDER_ERRORS as error:
+        line = _template_line(error)
+        where = f"{template.path} line {line}" if line else template.path
+        if isinstance(error, jinja2.UndefinedError):
+            names = ", ".join(sorted(variables))
+            raise PromptError(f"{where}: {error.message}; the variables for this stage are: {names}") from error
+        raise PromptError(f"{where}: rendering failed: {type(error).__name__}: {error}") from error
 
 
 @dataclass(frozen=True)
@@ -106,8 +129,27 @@ class Prompt:
     sources: dict[str, str] = field(default_factory=dict)  # source name -> SHA-256 of its text
 
 
+def read_source(path: Path, what: str) -> str:
+    """A prompt source's text. A definition file (a concept description) is read strictly
+    (`daydream.definitions.read_text`): PromptError names the file when it is missing, empty or
+    not UTF-8. A parent's parsed text is the workflow's own output, read as it is (it may be
+    empty, and its bytes are never altered); FileNotFoundError when it is missing."""
+    if what == "parent":
+        data = Path(path).read_bytes()
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise PromptError(f"{path}: not UTF-8 at byte {error.start}; it was written by the workflow, "
+                              "so it was changed by hand or damaged: restore it (delete it and rerun "
+                              "snakemake to parse the reply again)") from error
+    try:
+        return definitions.read_text(path, what)
+    except definitions.DefinitionError as error:
+        raise PromptError(str(error)) from error
+
+
 def _concept_variables(concepts: Sequence[Concept], sources: dict[str, str]) -> list[dict]:
-    texts = [c.path.read_text(encoding="utf-8") for c in concepts]
+    texts = [read_source(c.path, "concept description") for c in concepts]
     sources["concepts"] = sha256_text(CONCEPT_SEPARATOR.join(texts))
     return [{"concept_id": c.concept_id, "name": c.name, "content": text.strip()}
             for c, text in zip(concepts, texts, strict=True)]
@@ -117,7 +159,7 @@ def build_prompt(files: PromptFiles) -> Prompt:
     """Read each source once and render the prompt; a copy (no template) is its parent's text."""
     stage, sources = stages.get(files.stage), {}
     concepts = _concept_variables(files.concepts, sources) if files.concepts else []
-    parent = files.parent.read_text(encoding="utf-8") if files.parent is not None else None
+    parent = read_source(files.parent, "parent") if files.parent is not None else None
     if parent is not None:
         sources["parent"] = sha256_text(parent)
     if files.template is None:
@@ -126,12 +168,3 @@ def build_prompt(files: PromptFiles) -> Prompt:
     sources["template"] = template.sha256
     text = render(template, stage.variables(concepts, parent))
     return Prompt(text, sha256_text(text), sources)
-
-
-SAMPLE_CONCEPTS = ({"concept_id": "sample", "name": "Sample", "content": "Sample text."},)
-SAMPLE_PARENT = "A sample parent text."
-
-
-def check_template(stage: str, path: Path) -> None:
-    """Parse and trial-render a template with sample variables, so bad templates fail early."""
-    render(load_template(path), stages.get(stage).variables(SAMPLE_CONCEPTS, SAMPLE_PARENT))

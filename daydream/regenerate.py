@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from daydream import stages
+from daydream.integrity import RAW_DIFFERS
 from daydream.paths import GEN_FILES, REPLIES, Paths
 
 ARCHIVED = (*GEN_FILES, REPLIES)
@@ -73,10 +74,21 @@ def archive_for_regeneration(paths: Paths, gen_ids: list[str], *, dry_run: bool 
     return chosen
 
 
-def stale_gen_ids(paths: Paths) -> list[str]:
-    """The gen_ids listed in the last stale report."""
+def _stale_rows(paths: Paths) -> list[dict]:
     report = paths.stale_generations_csv
     if not report.exists():
         raise FileNotFoundError(f"{report} not found: run snakemake once to build the stale report")
     with report.open(newline="", encoding="utf-8") as handle:
-        return [row["gen_id"] for row in csv.DictReader(handle)]
+        return list(csv.DictReader(handle))
+
+
+def stale_gen_ids(paths: Paths) -> list[str]:
+    """The gen_ids listed in the last stale report, except those whose only reason is a
+    changed raw.txt: regenerating would pay again for a reply the ledger still holds
+    (`raw_changed_gen_ids`; deleting their raw.txt restores it for free)."""
+    return [row["gen_id"] for row in _stale_rows(paths) if not row["reason"].startswith(RAW_DIFFERS)]
+
+
+def raw_changed_gen_ids(paths: Paths) -> list[str]:
+    """The gen_ids of the last stale report whose only reason is a changed raw.txt."""
+    return [row["gen_id"] for row in _stale_rows(paths) if row["reason"].startswith(RAW_DIFFERS)]

@@ -1,4 +1,5 @@
-"""Stale documents (SPEC §8): responses whose prompt would be different today.
+"""Stale documents (SPEC §8): responses whose prompt would be different today, and responses
+whose raw.txt is no longer the reply that was paid for.
 
 A paid response is never re-requested because a template, a concept text or a parent changed;
 instead it is listed in `data/7_reporting/stale_generations.csv`, rebuilt at the end of every
@@ -9,9 +10,10 @@ from __future__ import annotations
 
 import logging
 
-from daydream import calls, documents, store
+from daydream import calls, documents, integrity, store
 from daydream.columns import STALE_COLUMNS
 from daydream.membership import Member
+from daydream.prompts import Prompt, PromptError
 from daydream.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -35,23 +37,35 @@ def current_model(rt: Runtime, member: Member) -> str | None:
 
 
 def check_member(rt: Runtime, member: Member) -> dict | None:
-    """A stale-report row for one document, or None when it is current or not made yet."""
+    """A stale-report row for one document, or None when it is current or not made yet: its
+    prompt would differ today, its model changed, or its raw.txt is no longer the reply that
+    was paid for (`daydream.integrity`)."""
     try:
         meta = store.read_metadata(rt.paths, member.stage, member.gen_id)
-        current = documents.document_prompt(rt, member)
     except FileNotFoundError:
-        return None  # not made yet, or its parent is missing: nothing paid to be stale
+        return None  # not made yet: nothing paid to be stale
     reasons = []
-    if meta.get("prompt_sha256") != current.sha256:
+    try:
+        current: Prompt | None = documents.document_prompt(rt, member)
+    except FileNotFoundError:
+        current = None  # its parent is missing: the prompt cannot be compared today
+    except PromptError as error:
+        current = None
+        reasons.append(f"prompt cannot be rendered today: {error}")
+    if current is not None and meta.get("prompt_sha256") != current.sha256:
         reasons.append(stale_reason(meta.get("prompt_sources") or {}, current.sources))
     model_now = current_model(rt, member)
     if meta.get("model") and model_now and meta["model"] != model_now:
         reasons.append(f"model changed (made by {meta['model']}, now {model_now})")
+    raw_change = integrity.raw_change(rt.paths, member.stage, member.gen_id, meta)
+    if raw_change:
+        reasons.append(raw_change)  # last: a reason that starts with it is the only one
     if not reasons:
         return None
     return {"stage": member.stage, "gen_id": member.gen_id, "cohort_id": member.cohort_id,
             "template_id": member.template_id, "reason": "; ".join(reasons),
-            "stored_prompt_sha256": meta.get("prompt_sha256", ""), "current_prompt_sha256": current.sha256}
+            "stored_prompt_sha256": meta.get("prompt_sha256", ""),
+            "current_prompt_sha256": current.sha256 if current is not None else ""}
 
 
 def stale_rows(rt: Runtime) -> list[dict]:
@@ -76,3 +90,17 @@ def write_stale_report(rt: Runtime, log_path: str | None = None) -> int:
         log.warning("%d stale document(s): see %s; regenerate chosen ones with scripts/regenerate.py",
                     len(rows), rt.paths.stale_generations_csv)
     return len(rows)
+
+
+def write_reports_after_failure(rt: Runtime) -> None:
+    """The `onerror` hook: the stale report and the cohort reports, with `error` filled for
+    what failed. When the definitions themselves cannot be read (the checkpoint said why,
+    above), nothing can be compared or reported: say so in one line instead of a traceback."""
+    from daydream import reports
+    from daydream.experiment import ExperimentError
+
+    try:
+        write_stale_report(rt)
+        reports.write_reports_despite_failures(rt.paths, rt.cohort_ids, rt.experiment)
+    except ExperimentError:
+        log.warning("stale and cohort reports not rebuilt: the definition files have problems (listed above)")

@@ -4,37 +4,35 @@
 - `final_targets`: every gens file of every member of the active cohorts, their reports and
   the stale report. Gens files are targets themselves, since Snakemake never remakes a missing
   intermediate file whose consumers are up to date.
-- A cohort whose membership is older than its definition files is targeted as the membership
-  itself first (Snakemake 9 treats a checkpoint whose outputs exist as done when it plans).
+- A cohort whose membership was built from other content than its definition files hold today
+  is targeted as the membership itself first (Snakemake 9 treats a checkpoint whose outputs
+  exist as done when it plans); content, not modification time, decides
+  (`daydream.checkpoint_inputs`).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from daydream import batches, documents, reports, stages
+from daydream import batches, checkpoint_inputs, documents, reports, stages
 from daydream.paths import GEN_FILES
 from daydream.runtime import Runtime
 
 
 def cohort_inputs(rt: Runtime, cohort_id: str) -> dict[str, object]:
-    """The cohort file and every definition it is checked against (tables and templates)."""
+    """The checkpoint's inputs: the file naming today's content of its inputs (`fingerprint`,
+    made by rule `cohort_inputs_fingerprint`), then the files it reads by kind (the cohort file,
+    the tables, templates and concept descriptions), which the rule marks `ancient`: content,
+    not time, decides (`daydream.checkpoint_inputs`)."""
     paths = rt.paths
-    tables = [paths.concepts_metadata_csv, paths.models_csv, *(paths.templates_csv(s) for s in stages.NAMES)]
-    return {"cohort_file": str(paths.cohort_file(cohort_id)),
-            "tables": [str(t) for t in tables],
-            "templates": [str(p) for p in paths.template_files()]}
+    files = checkpoint_inputs.input_files(paths, cohort_id)
+    return {"fingerprint": str(paths.cohort_fingerprint(cohort_id, checkpoint_inputs.fingerprint(paths, cohort_id))),
+            "cohort_file": str(files["cohort_file"][0]),
+            **{kind: [str(p) for p in files[kind]] for kind in ("tables", "templates", "descriptions")}}
 
 
 def cohort_is_current(rt: Runtime, cohort_id: str) -> bool:
-    """True when membership and manifest exist and are newer than every checkpoint input."""
-    outputs = [rt.paths.membership_csv(cohort_id), rt.paths.manifest_json(cohort_id)]
-    if not all(p.exists() for p in outputs):
-        return False
-    sources = cohort_inputs(rt, cohort_id)
-    files = [Path(sources["cohort_file"]), *map(Path, sources["tables"]), *map(Path, sources["templates"])]
-    newest_input = max((f.stat().st_mtime for f in files if f.exists()), default=0.0)
-    return min(p.stat().st_mtime for p in outputs) >= newest_input
+    """True when the membership was built from exactly today's content of the checkpoint's
+    inputs, whatever their modification times say."""
+    return checkpoint_inputs.is_current(rt.paths, cohort_id)
 
 
 def cohort_documents(rt: Runtime, cohort_id: str) -> list[str]:
@@ -50,8 +48,14 @@ def cohort_outputs(rt: Runtime, cohort_id: str) -> list[str]:
 
 
 def outdated_membership(rt: Runtime, cohort_id: str) -> list[str]:
-    """The membership and manifest of a cohort, as plain files to remake by mtime."""
-    return [str(rt.paths.membership_csv(cohort_id)), str(rt.paths.manifest_json(cohort_id))]
+    """Targeted while the membership is not current: the file naming today's content of the
+    checkpoint's inputs, and the checkpoint's outputs. That file is missing (a new content),
+    and being a target it is made; Snakemake then reruns the checkpoint that reads it, whatever
+    the other files' times say (a missing file that only feeds an up-to-date job is not made)."""
+    paths = rt.paths
+    today = checkpoint_inputs.fingerprint(paths, cohort_id)
+    return [str(paths.cohort_fingerprint(cohort_id, today)), str(paths.membership_csv(cohort_id)),
+            str(paths.manifest_json(cohort_id)), str(paths.checkpoint_record_json(cohort_id))]
 
 
 def document_inputs(rt: Runtime, stage: str, gen_id: str) -> dict[str, object]:
@@ -76,13 +80,15 @@ def reply_batch_inputs(rt: Runtime, stage: str, batch_id: str) -> dict[str, list
 
 
 def stale_report_inputs(rt: Runtime) -> list[str]:
-    """Every file a stale verdict depends on: the stored metadata of each document, the parsed
-    parents, templates and concept texts. Any of them changing rebuilds the report."""
+    """Every file a stale verdict depends on: the stored metadata and raw.txt of each document
+    (a raw.txt that is no longer its saved reply is reported), the parsed parents, templates
+    and concept texts. Any of them changing rebuilds the report."""
     files: set[str] = {str(p) for p in rt.paths.template_files()}
     for cohort_id in rt.cohort_ids:
         files.add(str(rt.paths.membership_csv(cohort_id)))
         for member in rt.membership.members(cohort_id):
             files.add(str(rt.paths.metadata_path(member.stage, member.gen_id)))
+            files.add(str(rt.paths.raw_path(member.stage, member.gen_id)))
             sources = documents.prompt_files(rt, member).as_inputs()
             files.update(sources.get("concepts", []))
             if "parent" in sources:
@@ -92,12 +98,14 @@ def stale_report_inputs(rt: Runtime) -> list[str]:
 
 def cohort_report_inputs(rt: Runtime, cohort_id: str) -> dict[str, object]:
     """What a cohort's reports are built from: its membership, the scored stage's template
-    table (the scales) and every score."""
+    table (the scales), every score, and every document's raw.txt (an edited one, anywhere in
+    a score's lineage, is flagged: `daydream.integrity`)."""
     scored = stages.SCORED.name
     members = rt.membership.members(cohort_id, scored)
     return {"membership": str(rt.paths.membership_csv(cohort_id)),
             "templates": str(rt.paths.templates_csv(scored)),
-            "evaluations": [str(rt.paths.parsed_path(scored, m.gen_id)) for m in members]}
+            "evaluations": [str(rt.paths.parsed_path(scored, m.gen_id)) for m in members],
+            "raw": [str(rt.paths.raw_path(m.stage, m.gen_id)) for m in rt.membership.members(cohort_id)]}
 
 
 def cross_experiment_inputs(rt: Runtime) -> list[str]:

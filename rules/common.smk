@@ -1,7 +1,18 @@
 # The shared Runtime (config validated against config/schema/config.schema.yaml, defaults
 # filled in), the one Paths object, wildcard constraints from the stage registry and the input
 # functions. No rules here; the logic behind each function lives in daydream.targets.
-from daydream import batches, cohorts, documents, ids, reports, stages, stale, targets
+from daydream import (
+    batches,
+    checkpoint_inputs,
+    cohorts,
+    documents,
+    ids,
+    reports,
+    stages,
+    stale,
+    targets,
+    writer_lock,
+)
 from daydream.runtime import Runtime, configure_logging
 
 configure_logging()
@@ -14,6 +25,7 @@ wildcard_constraints:
     gen_id=stages.GEN_ID_PATTERN,
     cohort_id=ids.COHORT_ID_PATTERN,
     batch_id=batches.BATCH_ID_PATTERN,
+    fingerprint=checkpoint_inputs.FINGERPRINT_PATTERN,
 
 
 def final_targets(wildcards):
@@ -26,9 +38,10 @@ def final_targets(wildcards):
 
 
 def cohort_final_targets(cohort_id):
-    """While a membership is older than its definitions, the membership itself (Snakemake 9
-    plans a checkpoint whose outputs exist as done); once the checkpoint has run, Snakemake
-    re-evaluates this and gets the documents and reports."""
+    """While a membership was built from other content than its definitions hold today, the
+    membership itself (Snakemake 9 plans a checkpoint whose outputs exist as done); once the
+    checkpoint has run, Snakemake re-evaluates this and gets the documents and reports.
+    """
     if not targets.cohort_is_current(RT, cohort_id):
         return targets.outdated_membership(RT, cohort_id)
     checkpoints.cohort_membership.get(cohort_id=cohort_id)
@@ -36,7 +49,10 @@ def cohort_final_targets(cohort_id):
 
 
 def get_cohort_inputs(wildcards):
-    return targets.cohort_inputs(RT, wildcards.cohort_id)
+    """The fingerprint file (a new content is a new, missing file) and the definitions it
+    stands for, ancient: a touched file with the same content reruns nothing."""
+    inputs = targets.cohort_inputs(RT, wildcards.cohort_id)
+    return {"fingerprint": inputs.pop("fingerprint"), **ancient_all(inputs)}
 
 
 def ancient_all(files):

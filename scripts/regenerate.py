@@ -6,9 +6,11 @@ Example: python scripts/regenerate.py --stale       # every document in stale_ge
 """
 
 import argparse
+import sys
 
+from daydream import writer_lock
 from daydream.paths import Paths
-from daydream.regenerate import archive_for_regeneration, stale_gen_ids
+from daydream.regenerate import archive_for_regeneration, raw_changed_gen_ids, stale_gen_ids
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("gen_ids", nargs="*", help="documents to regenerate (d_..., e_..., v_...)")
@@ -18,8 +20,16 @@ parser.add_argument("--dry-run", action="store_true", help="list what would be a
 args = parser.parse_args()
 paths = Paths.from_str(args.data_root)
 chosen = args.gen_ids + (stale_gen_ids(paths) if args.stale else [])
+if args.stale and (edited := raw_changed_gen_ids(paths)):
+    print(f"not regenerated: {len(edited)} document(s) whose only problem is a changed raw.txt ({' '.join(edited)}); "
+          "the paid reply is saved: delete their raw.txt and rerun snakemake to restore it, no call is made")
 if not chosen:
     parser.error("name gen_ids or use --stale")
+if not args.dry_run:
+    try:  # never move files while a run writes to this data root
+        writer_lock.acquire(paths.data_root)
+    except writer_lock.DataRootBusy as error:
+        sys.exit(f"refused: {error}")
 affected = archive_for_regeneration(paths, chosen, dry_run=args.dry_run)
 verb = "would archive" if args.dry_run else "archived (into each folder's .history/)"
 print(f"{verb} {len(affected)} document(s): {' '.join(affected)}")

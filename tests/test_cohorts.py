@@ -1,6 +1,7 @@
 """Membership building and cohort validation (SPEC §3), in-process and at the checkpoint."""
 
 import csv
+import hashlib
 import json
 
 import pytest
@@ -179,3 +180,80 @@ def test_a_missing_api_key_fails_at_the_checkpoint_naming_the_variable(data_root
     assert not (data_root / "gens").exists()
     rehearsal = run_workflow(data_root, cohorts_dir, ["paid"], offline=True)  # no key needed offline
     assert rehearsal.returncode == 0
+
+
+# -- strict definition files: every problem at once, before any call, nothing paid touched -----
+def gens_snapshot(root):
+    """path -> SHA-256 of every file under the gens store (saved replies included)."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_inactive_templates_and_models_are_refused_like_inactive_concepts(data_root, cohorts_dir):
+    paths = Paths(data_root)
+    templates = paths.templates_csv("evaluation")
+    templates.write_text(templates.read_text().replace("complex,llm,True", "complex,llm,False"))
+    models = paths.models_csv
+    lines = models.read_text().splitlines()
+    models.write_text("\n".join([lines[0] + ",active"] + [line + (",false" if line.startswith("offline_b") else ",")
+                                                             for line in lines[1:]]) + "\n")
+    with pytest.raises(cohorts.CohortError) as error:
+        build(data_root, cohorts_dir)
+    where = cohorts_dir / "tiny.yaml"
+    assert error.value.problems == [
+        f"{where}: evaluation.templates: template 'rigor-judge' is inactive ({templates} line 3 says "
+        "active=false); set it to true there, or remove the template from the cohort",
+        f"{where}: evaluation.models: model 'offline_b' is inactive ({models} line 3 says active=false); "
+        "set it to true there, or remove the model from the cohort"]
+    assert not paths.membership_csv("tiny").exists()
+
+
+def test_broken_definition_files_are_all_reported_at_the_checkpoint_before_any_call(data_root, cohorts_dir):
+    run_workflow(data_root, cohorts_dir, ["tiny"])
+    paths = Paths(data_root)
+    paid, calls_before = gens_snapshot(paths.gens_root), count_lines(paths.llm_calls_jsonl)
+    raw = data_root / "1_raw"
+    # an unquoted comma in a name would shift `active` into it: red-teaming (inactive) would be active
+    concepts = paths.concepts_metadata_csv
+    concepts.write_text(concepts.read_text().replace("red-teaming,Red Teaming,True",
+                                                     "red-teaming,Red Teaming, adversarial,False"))
+    spec = json.loads(json.dumps(TINY_COHORT))
+    spec["concepts"]["ids"].append("red-teaming")
+    write_cohort(cohorts_dir, "tiny", spec)
+    # a model row pasted from a file with a longer header would put its price in the caps
+    paths.models_csv.write_text(paths.models_csv.read_text() + "pricey,gpt-x,openai,GPT X,openai,,KEY,4,2.5,10\n")
+    # a byte-order mark before a header is accepted, not a problem
+    evaluations = paths.templates_csv("evaluation")
+    evaluations.write_bytes(b"\xef\xbb\xbf" + evaluations.read_bytes())
+    # concept texts the cohort uses: one not UTF-8 (it used to fail mid-run, after calls), one empty
+    latin1 = raw / "concepts" / "descriptions-paragraph" / "exaptation.txt"
+    latin1.write_bytes("Feathers evolved for warmth, then flight: a caf\u00e9 of traits.".encode("latin-1"))
+    empty = raw / "concepts" / "descriptions-paragraph" / "weak-ties.txt"
+    empty.write_text("\n")
+    # a template the cohort uses, marked inactive; a repeated column; a damaged combo register
+    drafts = paths.templates_csv("draft")
+    drafts.write_text(drafts.read_text().replace("essay_idea_last,llm,True", "essay_idea_last,llm,False"))
+    essays = paths.templates_csv("essay")
+    essays.write_text(essays.read_text().replace("template_id,template_name,", "template_id,template_name,template_name,", 1))
+    register = paths.combo_mappings_csv
+    register.write_text(register.read_text() + "combo_v1_000000000000,v1,exaptation,paragraph,2\n")
+
+    done = run_workflow(data_root, cohorts_dir, ["tiny"], check=False)
+
+    output = done.stdout + done.stderr
+    assert done.returncode != 0 and "cohort_membership" in output
+    expected = [
+        f"{concepts} line 13: 4 fields but the header has 3 (concept_id, name, active); extra: 'False'",
+        f"{paths.models_csv} line 7: 10 fields but the header has 9",
+        f"draft.templates: template 'idea-sketch' is inactive ({drafts} line 2 says active=false)",
+        f"{essays} line 1: column 'template_name' appears twice in the header (columns 2 and 3)",
+        f"{register} line 8: 5 fields but the header has 6",
+        f"{latin1} line 1: not UTF-8 (byte 0xe9 at column 48); save the file as UTF-8",
+        f"{empty}: the concept description file is empty",
+    ]
+    for message in expected:
+        assert message in output, message
+    assert f"{evaluations} line" not in output  # the BOM was read transparently
+    # nothing was called, and no file of a paid document changed
+    assert count_lines(paths.llm_calls_jsonl) == calls_before
+    assert gens_snapshot(paths.gens_root) == paid

@@ -56,3 +56,57 @@ def test_a_root_stage_template_cannot_be_a_copy(data_root):
     rewrite(Paths(data_root).templates_csv("draft"), "essay_idea_last,llm", "essay_idea_last,copy")
     with pytest.raises(ExperimentError, match="a draft cannot be a copy"):
         load_experiment(Paths(data_root))
+
+
+def test_a_model_row_pasted_under_a_shorter_header_is_refused_not_shifted_into_prices(data_root):
+    models = Paths(data_root).models_csv
+    # a row from a file with api_key_env: under this header its price would land in the caps
+    models.write_text(models.read_text() + "pricey,gpt-x,openai,GPT X,openai,,KEY_ENV,4,2.5,10\n")
+    with pytest.raises(ExperimentError) as error:
+        load_experiment(Paths(data_root))
+    line = len(models.read_text().splitlines())
+    assert error.value.problems == [
+        f"{models} line {line}: 10 fields but the header has 9 (id, model, provider, display_name, route, "
+        "api_base, max_concurrency, input_cost_per_mtok, output_cost_per_mtok); extra: '10'. A value that "
+        "contains a comma must be in double quotes (e.g. \"Strength of Weak Ties, revisited\"); otherwise "
+        "remove the extra field(s)"]
+
+
+def test_a_byte_order_mark_before_the_header_is_read_transparently(data_root):
+    for path in (Paths(data_root).models_csv, Paths(data_root).concepts_metadata_csv):
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    experiment = load_experiment(Paths(data_root))
+    assert "offline_a" in experiment.models and "weak-ties" in experiment.concepts
+
+
+def test_active_columns_are_read_for_templates_and_models_and_must_say_true_or_false(data_root):
+    paths = Paths(data_root)
+    rewrite(paths.templates_csv("draft"), "essay_idea_last,llm,True", "essay_idea_last,llm,false")
+    models = paths.models_csv
+    lines = models.read_text().splitlines()
+    models.write_text("\n".join([lines[0] + ",active"] + [line + (",no" if line.startswith("offline_b") else ",")
+                                                             for line in lines[1:]]) + "\n")
+    experiment = load_experiment(paths)
+    assert experiment.templates["draft"]["idea-sketch"].active is False
+    assert experiment.templates["draft"]["idea-sketch"].line == 2
+    assert experiment.models["offline_b"].active is False and experiment.models["offline_a"].active is True
+    rewrite(paths.concepts_metadata_csv, "weak-ties,Strength of Weak Ties,True", "weak-ties,Strength of Weak Ties,maybe")
+    with pytest.raises(ExperimentError) as error:
+        load_experiment(paths)
+    assert error.value.problems == [f"{paths.concepts_metadata_csv} line 10 (weak-ties): active is 'maybe'; "
+                                    "write true or false (empty means true)"]
+
+
+def test_every_tables_problems_are_collected_and_what_could_be_read_is_returned(data_root):
+    paths = Paths(data_root)
+    rewrite(paths.concepts_metadata_csv, "exaptation,Exaptation,True", "exaptation,Exaptation, a trait,False")
+    rewrite(paths.templates_csv("essay"), "template_id,template_name", "template_id,template_id")
+    rewrite(paths.models_csv, "offline_b,daydream-offline-b,daydream,Daydream Offline B,offline,,,,",
+            "offline_b,daydream-offline-b,daydream,Daydream Offline B,offline,,0,,")
+    problems: list[str] = []
+    experiment = load_experiment(paths, problems)
+    assert [p.split(" line ")[0] for p in problems] == [str(paths.concepts_metadata_csv),
+                                                         str(paths.templates_csv("essay")), str(paths.models_csv)]
+    assert experiment.was_rejected("concepts", "exaptation") and "exaptation" not in experiment.concepts
+    assert experiment.unreadable == {"essay"} and experiment.was_rejected("essay", "anything")
+    assert "max_concurrency: '0' must be a whole number of at least 1" in problems[2]

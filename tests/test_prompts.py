@@ -38,7 +38,7 @@ def test_a_syntax_error_names_the_file_and_the_line(tmp_path):
     template = tmp_path / "bad.txt"
     template.write_text("line one\n{% if x %}\nno end")
     with pytest.raises(prompts.PromptError, match=r"bad.txt line \d+: Jinja2 syntax error"):
-        prompts.check_template("evaluation", template)
+        prompts.load_template(template)
 
 
 def test_a_missing_template_file_is_named(tmp_path):

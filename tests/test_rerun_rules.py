@@ -194,3 +194,39 @@ def test_documents_made_by_the_offline_rehearsal_are_stale_for_a_real_run(finish
     judged_by_b = members(paths, "tiny").query("llm_model_id == 'offline_b'")
     assert set(stale.gen_id) == set(judged_by_b.gen_id)
     assert stale.reason.str.startswith("model changed (made by offline/daydream-offline-b").all()
+
+
+def test_touched_checkpoint_inputs_never_wedge_a_run_and_edits_still_rebuild_the_cohort(finished_run):
+    data_root, cohorts_dir, paths = finished_run
+    table = members(paths, "tiny")
+    draft = table.query("stage == 'draft'").gen_id.iloc[0]
+    evaluation = table.query("stage == 'evaluation'").gen_id.iloc[0]
+    for stage, gen_id in (("draft", draft), ("evaluation", evaluation)):
+        for name in ("raw.txt", "parsed.txt", "metadata.json", "prompt.txt"):
+            (paths.gen_dir(stage, gen_id) / name).unlink()  # the saved replies stay
+    time.sleep(0.05)
+    touched = [cohorts_dir / "tiny.yaml", paths.concepts_metadata_csv, paths.models_csv,
+               *(paths.templates_csv(s) for s in ("draft", "essay", "evaluation")), *paths.template_files(),
+               *paths.description_files()]
+    for path in touched:  # touch, git checkout, a reverted edit: a newer time, the same content
+        os.utime(path)  # now: newer than the membership
+    before = len(calls(paths))
+
+    plan = run_workflow(data_root, cohorts_dir, ["tiny"], "-n")
+    assert "Nothing to be done" not in plan.stdout + plan.stderr
+    run_workflow(data_root, cohorts_dir, ["tiny"])
+    for stage, gen_id in (("draft", draft), ("evaluation", evaluation)):
+        assert paths.parsed_path(stage, gen_id).exists()
+    assert len(calls(paths)) == before  # restored from their saved replies
+    assert members(paths, "tiny").equals(table)
+
+    # an edit still rebuilds the membership, and so does going back to the old content with an older time
+    cohort = cohorts_dir / "tiny.yaml"
+    original, old_time = cohort.read_text(), cohort.stat().st_mtime
+    write_cohort(cohorts_dir, "tiny", {**TINY_COHORT, "evaluation": {**TINY_COHORT["evaluation"], "replicates": 2}})
+    run_workflow(data_root, cohorts_dir, ["tiny"])
+    assert len(members(paths, "tiny")) == len(table) + 24
+    cohort.write_text(original)
+    os.utime(cohort, (old_time - 3600, old_time - 3600))
+    run_workflow(data_root, cohorts_dir, ["tiny"])
+    assert members(paths, "tiny").equals(table)

@@ -1,11 +1,13 @@
 """Settings come from the config schema's defaults plus the config; nothing else holds a default."""
 
+import json
+import subprocess
+
 import pytest
 import yaml
-from snakemake.exceptions import WorkflowError
 
 from daydream import settings, stages
-from daydream.paths import CONFIG_DIR, schema_path
+from daydream.paths import CONFIG_DIR, Paths, schema_path
 
 
 def test_an_empty_config_gets_every_default_from_the_schema():
@@ -34,7 +36,7 @@ def test_the_shipped_config_is_valid_and_sets_no_llm_value():
 
 
 def test_an_unknown_key_is_refused():
-    with pytest.raises(WorkflowError, match="max_concurency"):
+    with pytest.raises(settings.ConfigError, match="max_concurency"):
         settings.validated({"data_root": "d", "cohorts": ["x"], "llm": {"max_concurency": 3}})
 
 
@@ -43,3 +45,64 @@ def test_cohorts_and_offline_accept_their_command_line_spellings():
     assert settings.as_bool("true") is True and settings.as_bool("0") is False
     with pytest.raises(ValueError, match="use true or false"):
         settings.as_bool("maybe")
+
+
+def test_nested_keys_from_the_command_line_are_read_as_the_schemas_types():
+    # `--config 'llm={max_concurrency: 4, stages: {essay: {temperature: 0.1}}}'` arrives as text leaves
+    from_cli = {"data_root": "d", "cohorts": "pilot", "offline": "true", "reply_batch_size": "5",
+                "llm": {"max_concurrency": "4", "backoff_initial_s": "0.5",
+                        "stages": {"essay": {"temperature": "0.1", "max_tokens": "100"}}}}
+    filled = settings.validated(from_cli)
+    llm = settings.LLMSettings.from_config(filled)
+    assert (llm.max_concurrency, llm.backoff_initial_s, llm.offline) == (4, 0.5, True)
+    assert (llm.stage("essay").temperature, llm.stage("essay").max_tokens) == (0.1, 100)
+    assert filled["reply_batch_size"] == 5 and filled["cohorts"] == ["pilot"]
+    assert settings.validated({"data_root": "d", "cohorts": ["x"], "llm": "{max_attempts: 2}"})["llm"]["max_attempts"] == 2
+
+
+def test_a_cohort_given_as_a_plain_string_gets_the_id_check_of_a_list():
+    for bad in ("../elsewhere/pilot", "a,b", "pilot.yaml x"):
+        with pytest.raises(settings.ConfigError) as error:
+            settings.validated({"data_root": "d", "cohorts": bad})
+        assert f"config cohorts/0: {bad!r} does not match" in str(error.value)
+        assert "list several as --config 'cohorts=[\"a\",\"b\"]'" in str(error.value)
+
+
+def test_every_config_problem_is_named_with_its_key_and_the_fix():
+    with pytest.raises(settings.ConfigError) as error:
+        settings.validated({"data_root": "d", "cohorts": ["x"], "offline": "maybe",
+                            "llm": {"max_concurrency": "4x", "max_concurency": 3, "stages": {"essay": "hot"}}})
+    problems = error.value.problems
+    assert len(problems) == 4
+    assert any(p.startswith("config llm: Additional properties are not allowed ('max_concurency' was unexpected); "
+                            "known keys here: default_route, max_concurrency,") for p in problems)
+    assert any(p.startswith("config llm/max_concurrency: '4x' is not of type 'integer'") for p in problems)
+    assert any(p.startswith("config llm/stages/essay: 'hot' is not of type 'object'; give llm/stages/essay as a "
+                            "YAML mapping") for p in problems)
+    assert any(p.startswith("config offline: 'maybe' is not") for p in problems)
+    with pytest.raises(settings.ConfigError, match="put a space after each colon"):
+        settings.validated({"data_root": "d", "cohorts": ["x"], "llm": {"max_concurrency:4": None}})
+
+
+@pytest.mark.e2e
+def test_config_overrides_on_the_command_line_reach_the_run_and_bad_ones_stop_it_before_any_job(data_root,
+                                                                                              cohorts_dir):
+    from tests.conftest import REPO, SNAKEMAKE, count_lines
+
+    paths = Paths(data_root, cohorts_dir)
+    command = [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--cores", "2", "--config", f"data_root={data_root}",
+               f"cohorts_dir={cohorts_dir}", "offline=true"]
+    nested = "llm={max_concurrency: 2, stages: {draft: {temperature: 0.25, max_tokens: 999}}}"
+    done = subprocess.run([*command, "cohorts=tiny", nested], cwd=data_root.parent, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    drafts = list(paths.stage_dir("draft").glob("*/metadata.json"))
+    assert drafts and all((json.loads(p.read_text())["temperature"], json.loads(p.read_text())["max_tokens"])
+                          == (0.25, 999) for p in drafts)
+    calls = count_lines(paths.llm_calls_jsonl)
+
+    bad = subprocess.run([*command, "cohorts=../tiny", "llm={max_concurrency: lots}"], cwd=data_root.parent,
+                         capture_output=True, text=True)
+    assert bad.returncode != 0
+    assert "config cohorts/0: '../tiny' does not match" in bad.stderr
+    assert "config llm/max_concurrency: 'lots' is not of type 'integer'" in bad.stderr
+    assert count_lines(paths.llm_calls_jsonl) == calls and "Building DAG" not in bad.stderr

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from daydream import integrity
 from daydream.columns import AGGREGATED_COLUMNS, CROSS_PIVOT_INDEX, CROSS_PIVOT_SEPARATOR
 from daydream.experiment import load_templates
 from daydream.paths import Paths
@@ -111,6 +112,7 @@ def cross_aggregated(paths: Paths, scales: pd.DataFrame, gen_ids: list[str] | No
     essays = lineage(paths, evals["parent_gen_id"])
     table = evals.merge(essays, left_on="parent_gen_id", right_index=True, how="left", suffixes=("", "_essay"))
     table["combo_id"] = table["combo_id"].where(table["combo_id"] != "", table["combo_id_essay"])
+    table["flags"] = integrity.evaluation_flags(paths, table["gen_id"])
     return table.reindex(columns=list(AGGREGATED_COLUMNS)).fillna({"draft_template": "", "combo_id": "",
                                                                      "generation_template": "", "generation_model": ""})
 

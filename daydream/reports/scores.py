@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from daydream import stages
+from daydream import integrity, stages
 from daydream.columns import AGGREGATED_COLUMNS, DEFAULT_SCORE_MAX, DEFAULT_SCORE_MIN, ESSAY_COLUMNS, TASK_KEYS
 from daydream.paths import Paths
 from daydream.reports.io import gen_dirs
@@ -175,4 +175,5 @@ def aggregated_scores(paths: Paths, membership: pd.DataFrame, scales: pd.DataFra
     table["paths"] = gen_dirs(paths, SCORED, table["gen_id"])
     texts = read_texts(table["paths"] + os.sep + "parsed.txt")
     table[["score", "error"]] = parse_scores(texts, table["evaluation_template"], scales)
+    table["flags"] = integrity.evaluation_flags(paths, table["gen_id"])
     return table[list(AGGREGATED_COLUMNS)]
