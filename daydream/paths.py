@@ -69,6 +69,11 @@ class Paths:
         """The cohort's definition, `<cohorts_dir>/<cohort_id>.yaml`."""
         return self.cohorts_dir / f"{cohort_id}.yaml"
 
+    def design_spec_file(self, cohort_id: str) -> Path:
+        """Where the original pipeline kept a cohort's design spec (SPEC-DSL.md):
+        `<data_root>/cohorts/<cohort_id>/spec/config.yaml`."""
+        return self.cohort_dir(cohort_id) / "spec" / "config.yaml"
+
     def cohort_dir(self, cohort_id: str) -> Path:
         return self.data_root / "cohorts" / cohort_id
 
