@@ -148,8 +148,9 @@ def child_rows(stage: stages.Stage, cohort_id: str, parents: list[dict], spec: d
 
 
 def stored_row(paths: Paths, stage: str, gen_id: str, cohort_id: str) -> dict:
-    """The membership row of a document already in the gens store, from its metadata."""
-    meta = store.read_metadata(paths, stage, gen_id)
+    """The membership row of a document already in the gens store, from its metadata (ours or
+    the original pipeline's: `store.read_document_metadata`)."""
+    meta = store.read_document_metadata(paths, stage, gen_id)
     return row(stage, gen_id, cohort_id, meta["parent_gen_id"], meta["combo_id"], meta["template_id"],
                meta["model_id"], meta["replicate"])
 

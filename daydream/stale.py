@@ -37,7 +37,7 @@ def current_model(rt: Runtime, member: Member) -> str | None:
 def check_member(rt: Runtime, member: Member) -> dict | None:
     """A stale-report row for one document, or None when it is current or not made yet."""
     try:
-        meta = store.read_metadata(rt.paths, member.stage, member.gen_id)
+        meta = store.read_document_metadata(rt.paths, member.stage, member.gen_id)
         current = documents.document_prompt(rt, member)
     except FileNotFoundError:
         return None  # not made yet, or its parent is missing: nothing paid to be stale

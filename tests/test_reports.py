@@ -442,6 +442,14 @@ def test_cross_tables_of_a_store_without_evaluations_are_headers_only(tmp_path):
                                                         "generation_template", "generation_model"]
 
 
+def test_a_parsed_score_is_the_last_line_as_the_original_wrote_it(scales):
+    out = parse_scores(["Reasoning first.\n\n7.5\n", "8\nnot a number", "SCORE: 6"],
+                       pd.Series(["novelty"] * 3), scales)
+    assert out["score"][0] == 7.5 and out["error"][0] == ""
+    assert out["error"][1].startswith("parsed.txt is not a score: 'not a number'")
+    assert out["error"][2].startswith("parsed.txt is not a score: 'SCORE: 6'")
+
+
 def test_an_unknown_evaluation_template_is_scored_on_the_default_scale_with_a_warning(scales, caplog):
     out = parse_scores(["8"], pd.Series(["retired-judge"]), scales)
     assert out["score"][0] == 8.0 and out["error"][0] == ""
