@@ -21,7 +21,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from daydream import calls, cohort_design, ids, prompts, stages, store
+from daydream import calls, cohort_design, ids, original_store, prompts, stages, store
 from daydream import combos as combo_register
 from daydream.columns import MEMBERSHIP_COLUMNS
 from daydream.combos import Combo
@@ -354,6 +354,7 @@ def build_cohort(paths: Paths, cohort_id: str, cohort_file: Path, check_models=N
         doc, rows, combos = plan_design(paths, cohort_id, cohort_file, experiment)
     else:
         doc, rows, combos = plan_cohort(paths, cohort_id, load_cohort_spec(cohort_file), experiment, where)
+    _raise_if(original_store.checkpoint_problems(paths, rows, where))
     if check_models is not None:
         used = sorted({r["llm_model_id"] for r in rows})
         _raise_if(check_models([experiment.models[m] for m in used if m in experiment.models], where))

@@ -43,6 +43,8 @@ METADATA_KEYS = (
     "usage", "cost_usd", "duration_s", "attempts", "temperature", "max_tokens",
     "prompt_sha256", "prompt_sources", "created_at",
 )
+# Only in a metadata.json written by scripts/import_gens_store.py (daydream.original_store).
+IMPORTED_METADATA_KEY = "imported_from"
 
 # data/7_reporting/stale_generations.csv
 STALE_COLUMNS = ("stage", "gen_id", "cohort_id", "template_id", "reason",
