@@ -104,6 +104,7 @@ def write_parsed(rt: Runtime, stage: str, gen_id: str, log_path: str | None = No
             f"{meta.get('max_tokens')}); raise llm.stages.{stage}.max_tokens and regenerate it"), raw)
     try:
         parsed = parsers.parse(stage, template.parser, raw, score_min=template.score_min, score_max=template.score_max)
+        parsers.check_min_lines(stage, parsed, parsers.min_lines(rt.config, stage))
     except parsers.ParseError as error:
         raise _parse_failure(rt, member, template.parser, error.reason, raw) from error
     store.write_text_atomic(rt.paths.parsed_path(stage, gen_id), parsed)
