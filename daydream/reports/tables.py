@@ -130,8 +130,8 @@ def generation_scores(aggregated: pd.DataFrame) -> pd.DataFrame:
     frame = aggregated.assign(stage=GENERATION, evaluator=_evaluators(aggregated))
     frame[list(ESSAY_COLUMNS)] = frame[list(ESSAY_COLUMNS)].fillna("").astype(str)
     evaluators = sorted(frame["evaluator"].unique())
-    essays = (frame.drop_duplicates("parent_gen_id").groupby(keys, sort=True)["parent_gen_id"]
-              .agg(n_generations="size", gen_ids=lambda g: GENERATION_IDS_SEPARATOR.join(sorted(g))))
+    essays = (frame.groupby(keys, sort=True)["parent_gen_id"]
+              .agg(n_generations="nunique", gen_ids=lambda g: GENERATION_IDS_SEPARATOR.join(sorted(set(g)))))
     columns = _evaluator_columns(valid_rows(frame), keys, essays.index, evaluators)
     out = pd.DataFrame(columns, index=essays.index)
     out["sum"] = _sum_of_means(columns, evaluators, essays.index)
