@@ -116,7 +116,10 @@ ORIGINAL_KEYS = {"llm_model_id": "model_id", "origin_cohort_id": "cohort_id", "p
 ORIGINAL_MARKERS = (*ORIGINAL_KEYS, "input_mode", "legacy_fields")
 
 
-def _original_aliases(stage: str) -> dict[str, str]:
+@functools.cache
+def original_aliases(stage: str) -> dict[str, str]:
+    """The original's key -> ours, for a document of `stage` (ORIGINAL_KEYS plus the stage's
+    `<stage>_template`); bulk readers apply it to whole columns."""
     return {**ORIGINAL_KEYS, f"{stage}_template": "template_id"}
 
 
@@ -128,12 +131,19 @@ def is_original_record(record: dict) -> bool:
 def normalise_metadata(stage: str, *records: dict | None) -> dict:
     """One document's metadata in our keys, from its metadata.json record and (for a document of
     the original pipeline) its raw_metadata.json and parsed_metadata.json records, in that order.
-    See the module docstring for the key map; absent records are None."""
-    aliases = _original_aliases(stage)
-    merged: dict = {}
-    for record in records:
-        for key, value in (record or {}).items():
-            merged.setdefault(key, value)  # an earlier file wins
+    See the module docstring for the key map; absent records are None. A new dict: the records
+    are not changed."""
+    aliases = original_aliases(stage)
+    present = [record for record in records if record]
+    merged: dict = dict(present[0]) if len(present) == 1 else {}
+    if len(present) > 1:
+        for record in present:
+            for key, value in record.items():
+                merged.setdefault(key, value)  # an earlier file wins
+    if not aliases.keys() & merged.keys() and isinstance(merged.get("parent_gen_id"), str) \
+            and isinstance(merged.get("combo_id"), str) and type(merged.get("replicate")) is int:
+        merged.setdefault("stage", stage)
+        return merged  # already in our keys (every document we write): the fast path
     out = {key: value for key, value in merged.items() if key not in aliases}
     for original, ours in aliases.items():
         if original in merged:

@@ -56,34 +56,36 @@ def _metadata_record(text: str | None, path: str) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
-def _complete(record: dict | None, normalised: dict | None) -> bool:
-    """True when metadata.json alone gives every key of META_KEYS that the original's
-    raw_metadata.json could add (combo_id comes from the lineage, parent_gen_id may be empty)."""
-    return (record is not None and "replicate" in record
-            and all(key in normalised for key in ("template_id", "model_id", "cohort_id")))
-
-
 def read_metadata(paths: Paths, stage: str, gen_ids: list[str]) -> pd.DataFrame:
     """META_KEYS of each document's metadata indexed by gen_id, in our keys also for documents of
-    the original pipeline (`store.normalise_metadata`): metadata.json is read once, and the
-    original's raw_metadata.json and parsed_metadata.json only where it is missing or lacks a
-    key. Documents without any get empty cells and `has_metadata` False."""
+    the original pipeline: metadata.json is read once and the original's key names
+    (`store.original_aliases`) are taken over column by column; only where metadata.json is
+    missing or lacks a key that the original kept in raw_metadata.json (replicate, model, cohort)
+    are its raw_metadata.json and parsed_metadata.json read too, and merged by
+    `store.normalise_metadata`. Documents without any get empty cells and `has_metadata` False."""
     base = str(paths.stage_dir(stage)) + os.sep
     files = [base + g + os.sep + "metadata.json" for g in gen_ids]
     records = [_metadata_record(t, f) for t, f in zip(read_texts(files), files, strict=True)]
-    normalised = [store.normalise_metadata(stage, r) if r is not None else None for r in records]
-    incomplete = [i for i in range(len(gen_ids)) if not _complete(records[i], normalised[i])]
+    aliases = {key: ours for key, ours in store.original_aliases(stage).items() if ours in META_KEYS}
+    columns = [*META_KEYS, *aliases]
+    frame = pd.DataFrame.from_records([r or {} for r in records], columns=columns).reindex(range(len(gen_ids)))
+    frame = frame.astype(object)
+    for original, ours in aliases.items():
+        frame[ours] = frame[ours].where(frame[ours].notna(), frame[original])
+    frame = frame[list(META_KEYS)]
+    has_metadata = np.array([r is not None for r in records], dtype=bool)
+    incomplete = np.flatnonzero(frame[["template_id", "model_id", "replicate", "cohort_id"]].isna().any(axis=1))
     side = [base + gen_ids[i] + os.sep + name for i in incomplete for name in ORIGINAL_METADATA_FILES]
     side_records = [_metadata_record(t, f) for t, f in zip(read_texts(side), side, strict=True)]
     for n, i in enumerate(incomplete):
         raw, parsed = side_records[2 * n], side_records[2 * n + 1]
         if records[i] is not None or raw is not None or parsed is not None:
-            normalised[i] = store.normalise_metadata(stage, records[i], raw, parsed)
-    frame = pd.DataFrame.from_records([r or {} for r in normalised], columns=list(META_KEYS))
-    frame = frame.reindex(range(len(gen_ids))).astype(object)
+            merged = store.normalise_metadata(stage, records[i], raw, parsed)
+            frame.iloc[i] = [merged.get(key) for key in META_KEYS]
+            has_metadata[i] = True
     frame = frame.where(frame.notna(), "").astype(str)
     frame.index = pd.Index(gen_ids, name="gen_id", dtype=str)
-    frame["has_metadata"] = np.array([r is not None for r in normalised], dtype=bool)
+    frame["has_metadata"] = has_metadata
     return frame
 
 
