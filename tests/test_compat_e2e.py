@@ -130,6 +130,17 @@ def test_a_curated_cohort_over_the_original_store_makes_only_the_new_evaluations
     assert (pivot[["combo_id", "draft_template", "generation_template", "generation_model"]] != "").all().all()
     assert len(pivot) == 4  # three LLM essays and the copy essay
 
+    template = original.template_path("evaluation", "daydreaming-verification-v2")
+    template.write_text(template.read_text() + "\nBe brief.\n")
+    paid = calls(original)
+    run_workflow(original.data_root, cohorts_dir, ["rejudge"])
+    assert calls(original) == paid
+    stale = pd.read_csv(original.stale_generations_csv).set_index("gen_id")["reason"]
+    assert set(stale.index) == set(evaluations.query("template_id == 'daydreaming-verification-v2'")["gen_id"])
+    # the original recorded no prompt sources, only the prompt: its reason is the prompt
+    assert stale[sorted(VERIFICATION.values())].tolist() == ["prompt changed"] * 3
+    assert set(stale.drop(index=sorted(VERIFICATION.values()))) == {"template changed"}
+
 
 def test_the_originals_spec_runs_after_the_import_and_pays_only_for_what_is_missing(original, cohorts_dir):
     spec_dir = original.design_spec_file(COHORT).parent
