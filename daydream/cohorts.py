@@ -2,14 +2,15 @@
 
 `write_cohort` is what the `cohort_membership` checkpoint runs. The cohort file is
 `config/cohorts/<id>.yaml` or the original's `data/cohorts/<id>/spec/config.yaml`
-(`cohort_design.cohort_definition`); a file with a top-level `axes` key is a design spec
-(SPEC-DSL.md, compiled by `daydream.cohort_design`, `plan_design`), any other is checked against
-`config/schema/cohort.schema.yaml`. Either is then checked against the experiment tables, collects every
-problem into one CohortError (file, item, fix), and only then writes `manifest.json`,
-`membership.csv` and new rows of the append-only `combo_mappings.csv`. Rows are built stage
-by stage from the stage registry: the root stage from the combos, every other stage from its
-parent's rows (or, in a curated cohort, from documents already in the gens store).
-"""
+(`cohort_design.cohort_definition`). A file with a top-level `axes` key is a design spec
+(SPEC-DSL.md: compiled by `daydream.cohort_design`, see `plan_design`); any other is checked
+against `config/schema/cohort.schema.yaml`. Either is then checked against the experiment
+tables, every problem collected into one CohortError (file, item, fix), and only then are
+`manifest.json`, `membership.csv` and new rows of the append-only `combo_mappings.csv` written.
+Rows are built stage by stage from the stage registry: the root stage from the combos, every
+other stage from its parent's rows (or, in a curated cohort, from documents already in the gens
+store, ours or the original pipeline's: `original_store.checkpoint_problems` refuses those that
+Snakemake would make or parse again)."""
 
 from __future__ import annotations
 
