@@ -121,7 +121,8 @@ def main() -> None:
         count = build_store(paths)
         print(f"built a store of {count} evaluations in {root} ({time.perf_counter() - start:.1f} s, not timed)")
     write_templates(paths)
-    total = timed("cohort tables (7 CSVs)", reports.write_cohort_reports, paths, COHORT, experiment())
+    tables = f"cohort tables ({len(reports.in_group(reports.TABLES))} CSVs)"
+    total = timed(tables, reports.write_cohort_reports, paths, COHORT, experiment())
     total += timed("cohort figures (3 PNGs, 2 HTML pages)", reports.write_cohort_figures, paths, COHORT, experiment())
     total += timed("cross-experiment tables (scan of gens/**)", reports.write_cross_experiment_tables, paths)
     rows = len(pd.read_csv(paths.cohort_report(COHORT, "parsing/aggregated_scores.csv"), usecols=["gen_id"]))

@@ -26,7 +26,7 @@ import json
 import threading
 from pathlib import Path
 
-from daydream import stages, store
+from daydream import cohort_design, stages, store
 from daydream.paths import Paths
 
 FINGERPRINT_PATTERN = "[0-9a-f]{16}"
@@ -37,10 +37,12 @@ _HASHES_LOCK = threading.Lock()
 
 
 def input_files(paths: Paths, cohort_id: str) -> dict[str, list[Path]]:
-    """What the checkpoint of `cohort_id` reads, by kind: the cohort file, the definition
-    tables, every template file and every concept description."""
+    """What the checkpoint of `cohort_id` reads, by kind: the cohort file (a design spec with
+    the files its `@file:` entries name), the definition tables, every template file and every
+    concept description."""
     tables = [paths.concepts_metadata_csv, paths.models_csv, *(paths.templates_csv(s) for s in stages.NAMES)]
-    return {"cohort_file": [paths.cohort_file(cohort_id)], "tables": tables,
+    definition = [Path(p) for p in cohort_design.definition_files(paths, cohort_id)]
+    return {"cohort_file": definition, "tables": tables,
             "templates": paths.template_files(), "descriptions": paths.description_files()}
 
 

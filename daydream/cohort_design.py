@@ -34,8 +34,14 @@ Choices where SPEC-DSL.md leaves room (the tests pin each of them):
   draft's model; two columns that are aliases of one field are an error.
 
 Checking design rows against the experiment tables is the cohort checkpoint's job, not this
-module's: `membership_summary` lists the combo ids (they must be registered in
-`data/combo_mappings.csv`), and per stage the templates, models and replicates to check.
+module's (`daydream.cohorts.plan_design`): `membership_summary` lists the combo ids (they must be
+registered in `data/combo_mappings.csv`), and per stage the templates, models and replicates to
+check. Documents are built stage by stage from the stage registry (`LINEAGE`, `ids.document_id`);
+`STAGE_FIELDS` holds the original's design column names of each stage.
+
+`cohort_definition` finds a cohort's file (today's `config/cohorts/<id>.yaml` or the original's
+`data/cohorts/<id>/spec/config.yaml`); `definition_files` lists it and the files its `@file:`
+entries name, the checkpoint's inputs.
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ import yaml
 
 from daydream import ids, stages
 from daydream.columns import MEMBERSHIP_COLUMNS
+from daydream.paths import Paths
 
 TOP_LEVEL_KEYS = ("axes", "rules", "output")
 RULE_SECTIONS = ("subsets", "ties", "pairs", "tuples")
@@ -693,24 +700,20 @@ FIELD_ALIASES = {
                              "evaluation_llm_replicate", "evaluation_rep"),
 }
 OPTIONAL_FIELDS = ("essay_llm", "draft_replicate", "essay_replicate", "evaluation_replicate")
-REPLICATE_FIELDS = ("draft_replicate", "essay_replicate", "evaluation_replicate")
+# The fields of each stage of a lineage, root stage first: (template, model, replicate). The
+# names are the original pipeline's design columns; the stages come from the stage registry.
+STAGE_FIELDS = (
+    ("draft_template", "draft_llm", "draft_replicate"),
+    ("essay_template", "essay_llm", "essay_replicate"),
+    ("evaluation_template", "evaluation_llm", "evaluation_replicate"),
+)
+LINEAGE = tuple(reversed(stages.lineage(stages.SCORED.name)))  # root stage first
+if len(LINEAGE) != len(STAGE_FIELDS):
+    raise RuntimeError(f"the design language knows {len(STAGE_FIELDS)} stages of a lineage, the stage registry "
+                       f"{len(LINEAGE)}: give STAGE_FIELDS one entry per stage")
+REPLICATE_FIELDS = tuple(replicate for _, _, replicate in STAGE_FIELDS)
+PARENT_MODEL_FIELDS = ("essay_llm",)  # may be None: the parent document's own model
 DRAFT_MODEL_WORDS = ("", "none")  # an essay_llm meaning "the draft's model" (any case)
-
-
-@dataclass(frozen=True)
-class _Lineage:
-    """One design row read as one evaluation and the essay and draft it descends from."""
-
-    combo_id: str
-    draft_template: str
-    draft_llm: str
-    draft_replicate: int
-    essay_template: str
-    essay_llm: str
-    essay_replicate: int
-    evaluation_template: str
-    evaluation_llm: str
-    evaluation_replicate: int
 
 
 def _field_columns(columns: list[str], where: str, problems: list[str]) -> dict[str, str | None]:
@@ -740,16 +743,18 @@ def _replicate(text: str, column: str | None, label: str, problems: list[str]) -
 
 
 def _lineage(row: dict[str, str], columns: dict[str, str | None], label: str,
-             problems: list[str]) -> _Lineage:
-    values = {name: str(row[column]).strip() if column else "" for name, column in columns.items()}
+             problems: list[str]) -> dict:
+    """One design row as field -> value (replicates as ints, a parent-model word resolved)."""
+    values: dict = {name: str(row[column]).strip() if column else "" for name, column in columns.items()}
     for name, column in columns.items():
         if name not in OPTIONAL_FIELDS and column and not values[name]:
             problems.append(f"{label}: {column} is empty; give it a level")
-    if values["essay_llm"].lower() in DRAFT_MODEL_WORDS:
-        values["essay_llm"] = values["draft_llm"]
+    for index, (_, model, _) in enumerate(STAGE_FIELDS):
+        if model in PARENT_MODEL_FIELDS and values[model].lower() in DRAFT_MODEL_WORDS:
+            values[model] = values[STAGE_FIELDS[index - 1][1]]
     for name in REPLICATE_FIELDS:
         values[name] = _replicate(values[name], columns[name], label, problems)
-    return _Lineage(**values)
+    return values
 
 
 def _member(stage: str, gen_id: str, cohort_id: str, parent: str, combo_id: str, template_id: str,
@@ -758,20 +763,16 @@ def _member(stage: str, gen_id: str, cohort_id: str, parent: str, combo_id: str,
                                          model_id, replicate), strict=True))
 
 
-def _documents(line: _Lineage, cohort_id: str) -> tuple[dict, dict, dict]:
-    """The draft, essay and evaluation rows of one lineage, with SPEC §4's ids."""
-    draft_id = ids.gen_id("draft", line.combo_id, line.draft_template, line.draft_llm, line.draft_replicate)
-    essay_id = ids.essay_gen_id(draft_id, line.essay_template, line.essay_replicate, line.essay_llm, line.draft_llm)
-    evaluation_id = ids.gen_id("evaluation", essay_id, line.evaluation_template, line.evaluation_llm,
-                               line.evaluation_replicate)
-    return (
-        _member("draft", draft_id, cohort_id, "", line.combo_id, line.draft_template, line.draft_llm,
-                line.draft_replicate),
-        _member("essay", essay_id, cohort_id, draft_id, line.combo_id, line.essay_template, line.essay_llm,
-                line.essay_replicate),
-        _member("evaluation", evaluation_id, cohort_id, essay_id, line.combo_id, line.evaluation_template,
-                line.evaluation_llm, line.evaluation_replicate),
-    )
+def _documents(line: dict, cohort_id: str) -> list[dict]:
+    """The rows of one lineage, root stage first, with SPEC §4's ids (`ids.document_id`)."""
+    rows: list[dict] = []
+    anchor, parent, parent_model = line["combo_id"], "", None
+    for stage, (template, model, replicate) in zip(LINEAGE, STAGE_FIELDS, strict=True):
+        gen_id = ids.document_id(stage.name, anchor, line[template], line[model], line[replicate], parent_model)
+        rows.append(_member(stage.name, gen_id, cohort_id, parent, line["combo_id"], line[template], line[model],
+                            line[replicate]))
+        anchor, parent, parent_model = gen_id, gen_id, line[model]
+    return rows
 
 
 def design_membership(design: Design, cohort_id: str) -> list[dict]:
@@ -791,11 +792,11 @@ def design_membership(design: Design, cohort_id: str) -> list[dict]:
                 for number, row in enumerate(design.rows, start=1)]
     if problems:
         raise DesignError(problems)
-    stages: tuple[dict, dict, dict] = ({}, {}, {})
+    per_stage: list[dict[str, dict]] = [{} for _ in LINEAGE]
     for line in lineages:
-        for documents, document in zip(stages, _documents(line, cohort_id), strict=True):
+        for documents, document in zip(per_stage, _documents(line, cohort_id), strict=True):
             documents.setdefault(document["gen_id"], document)
-    return [document for documents in stages for document in documents.values()]
+    return [document for documents in per_stage for document in documents.values()]
 
 
 def membership_summary(rows: list[dict]) -> dict:
@@ -811,3 +812,50 @@ def membership_summary(rows: list[dict]) -> dict:
         summary[stage] = {key: sorted({row[column] for row in mine}) for key, column in
                           (("templates", "template_id"), ("models", "llm_model_id"), ("replicates", "replicate"))}
     return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# A cohort's definition file, and the files the checkpoint reads for it
+
+
+def cohort_definition(paths: Paths, cohort_id: str) -> Path:
+    """The file that defines a cohort: `<cohorts_dir>/<cohort_id>.yaml` (a plain cohort or a
+    design spec), or else the original pipeline's `<data_root>/cohorts/<cohort_id>/spec/config.yaml`.
+    Neither existing gives the first (the checkpoint says it is missing); both existing is a
+    DesignError, since either could be meant."""
+    ours, original = paths.cohort_file(cohort_id), paths.design_spec_file(cohort_id)
+    if ours.exists() and original.exists():
+        raise DesignError([f"{ours}: cohort {cohort_id!r} is also defined by {original}; keep one of the two "
+                           "files (move or rename the other)"])
+    return original if original.exists() and not ours.exists() else ours
+
+
+def _file_references(value: object) -> list[str]:
+    """Every `'@file:<path>'` string anywhere in a parsed spec, in document order."""
+    if isinstance(value, str):
+        return [value[len(FILE_PREFIX):].strip()] if value.startswith(FILE_PREFIX) else []
+    if isinstance(value, dict):
+        return [ref for item in value.values() for ref in _file_references(item)]
+    if isinstance(value, list):
+        return [ref for item in value for ref in _file_references(item)]
+    return []
+
+
+def definition_files(paths: Paths, cohort_id: str) -> list[str]:
+    """The checkpoint's inputs for a cohort's definition: its file (`cohort_definition`; both
+    candidates when both exist, so the checkpoint runs and says so) and, for a design spec, every
+    existing file its `@file:` entries name. A spec that does not parse, or an `@file:` that does
+    not exist, adds nothing here: the checkpoint reports it, naming the file and the fix."""
+    try:
+        path = cohort_definition(paths, cohort_id)
+    except DesignError:
+        return [str(paths.cohort_file(cohort_id)), str(paths.design_spec_file(cohort_id))]
+    files = [str(path)]
+    try:
+        spec = _read_yaml(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return files
+    if is_design_spec(spec):
+        found = (path.parent / ref for ref in _file_references(spec))
+        files += _dedupe(str(p) for p in found if p.is_file())
+    return files

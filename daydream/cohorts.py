@@ -1,12 +1,16 @@
 """Cohorts (SPEC §3): read a cohort definition, check it, and write its membership.
 
-`write_cohort` is what the `cohort_membership` checkpoint runs: it validates the cohort file
-against `config/schema/cohort.schema.yaml` and against the experiment tables, collects every
-problem into one CohortError (file, item, fix), and only then writes `manifest.json`,
-`membership.csv` and new rows of the append-only `combo_mappings.csv`. Rows are built stage
-by stage from the stage registry: the root stage from the combos, every other stage from its
-parent's rows (or, in a curated cohort, from documents already in the gens store).
-"""
+`write_cohort` is what the `cohort_membership` checkpoint runs. The cohort file is
+`config/cohorts/<id>.yaml` or the original's `data/cohorts/<id>/spec/config.yaml`
+(`cohort_design.cohort_definition`). A file with a top-level `axes` key is a design spec
+(SPEC-DSL.md: compiled by `daydream.cohort_design`, see `plan_design`); any other is checked
+against `config/schema/cohort.schema.yaml`. Either is then checked against the experiment
+tables, every problem collected into one CohortError (file, item, fix), and only then are
+`manifest.json`, `membership.csv` and new rows of the append-only `combo_mappings.csv` written.
+Rows are built stage by stage from the stage registry: the root stage from the combos, every
+other stage from its parent's rows (or, in a curated cohort, from documents already in the gens
+store, ours or the original pipeline's: `original_store.checkpoint_problems` refuses those that
+Snakemake would make or parse again)."""
 
 from __future__ import annotations
 
@@ -18,7 +22,18 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from daydream import calls, checkpoint_inputs, definitions, ids, preflight, prompts, stages, store
+from daydream import (
+    calls,
+    checkpoint_inputs,
+    cohort_design,
+    definitions,
+    ids,
+    original_store,
+    preflight,
+    prompts,
+    stages,
+    store,
+)
 from daydream import combos as combo_register
 from daydream.columns import MEMBERSHIP_COLUMNS
 from daydream.combos import Combo
@@ -165,8 +180,9 @@ def child_rows(stage: stages.Stage, cohort_id: str, parents: list[dict], spec: d
 
 
 def stored_row(paths: Paths, stage: str, gen_id: str, cohort_id: str) -> dict:
-    """The membership row of a document already in the gens store, from its metadata."""
-    meta = store.read_metadata(paths, stage, gen_id)
+    """The membership row of a document already in the gens store, from its metadata (ours or
+    the original pipeline's: `store.read_document_metadata`)."""
+    meta = store.read_document_metadata(paths, stage, gen_id)
     return row(stage, gen_id, cohort_id, meta["parent_gen_id"], meta["combo_id"], meta["template_id"],
                meta["model_id"], meta["replicate"])
 
@@ -260,6 +276,110 @@ def manifest(cohort_id: str, spec: dict, combos: list[Combo]) -> dict:
     return doc
 
 
+# -- a cohort defined by a design spec (SPEC-DSL.md) ------------------------------------------
+def is_design_file(path: Path) -> bool:
+    """True when the cohort file is a design spec (a top-level `axes` key). A file that cannot be
+    read or parsed is not one here: `load_cohort_spec` then reports it."""
+    try:
+        return cohort_design.is_design_spec(yaml.safe_load(path.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+
+
+def design_combos(combo_ids: list[str], experiment: Experiment, paths: Paths, where: str,
+                  problems: list[str]) -> list[Combo]:
+    """The design's combos from the append-only register, each concept active and described."""
+    known = combo_register.registered_combos(paths)
+    combos = []
+    for combo_id in sorted(combo_ids):
+        if combo_id not in known:
+            problems.append(f"{where}: combo_id {combo_id!r} is not registered in {paths.combo_mappings_csv}; "
+                            "bring that file along from the original data folder, or name the concepts in a "
+                            "plain cohort file (concepts: combos: [[...]])")
+            continue
+        concepts, level, k = known[combo_id]
+        for concept in concepts:
+            if concept not in experiment.concepts:
+                state = "inactive" if concept in experiment.inactive_concepts else "unknown"
+                problems.append(f"{where}: combo_id {combo_id!r}: {state} concept {concept!r}; make it active in "
+                                f"{paths.concepts_metadata_csv} or leave the combo out")
+        combos.append(Combo(combo_id, concepts, level, k))
+    for level in sorted({combo.level for combo in combos}):
+        check_descriptions([c for c in combos if c.level == level], experiment.concepts, paths, where, problems)
+    return combos
+
+
+def check_design_stages(rows: list[dict], experiment: Experiment, paths: Paths, where: str,
+                        problems: list[str]) -> None:
+    """Per stage, the templates and models the design names (as `check_stage` checks a cohort's);
+    a model spelled as the parent stage's name, and a copy template that is not one document per
+    parent with the parent's model, are errors too."""
+    summary = cohort_design.membership_summary(rows)
+    by_id = {row["gen_id"]: row for row in rows}
+    for stage, (template_column, model_column, replicate_column) in zip(
+            cohort_design.LINEAGE, cohort_design.STAGE_FIELDS, strict=True):
+        names = summary[stage.name]
+        check_stage(stage, {"templates": names["templates"], "models": names["models"]}, experiment, paths,
+                    f"{where}: design columns {template_column}, {model_column}", problems)
+        if stage.parent and stage.parent in names["models"]:
+            problems.append(f"{where}: {model_column} {stage.parent!r} is not a model id; write None for the "
+                            f"{stage.parent}'s own model, or name a model of {paths.models_csv}")
+        wrong: dict[tuple, list[str]] = {}
+        for row in rows:
+            template = experiment.templates[stage.name].get(row["template_id"])
+            if row["stage"] != stage.name or template is None or template.generator != "copy":
+                continue
+            if row["llm_model_id"] != by_id[row["parent_gen_id"]]["llm_model_id"] or row["replicate"] != 1:
+                key = (row["template_id"], row["llm_model_id"], row["replicate"])
+                wrong.setdefault(key, []).append(row["parent_gen_id"])
+        for (template_id, model_id, replicate), parents in wrong.items():
+            problems.append(
+                f"{where}: {stage.name} template {template_id!r} is a copy (one {stage.name} per {stage.parent}, "
+                f"with its model), but the design gives it {model_column} {model_id!r} and {replicate_column} "
+                f"{replicate} ({len(parents)} {stage.parent}(s), e.g. {parents[0]}); give it {model_column} None "
+                f"and {replicate_column} 1")
+
+
+def design_manifest(cohort_id: str, rows: list[dict], combos: list[Combo], design: cohort_design.Design) -> dict:
+    """The manifest of a design cohort: as a plain cohort's (the models are the ids the rows
+    carry, replicates the highest replicate), plus the spec, its row count and seed."""
+    doc: dict = {"cohort_id": cohort_id, "combos": [c.as_dict() for c in combos]}
+    for stage in stages.STAGES:
+        mine = [r for r in rows if r["stage"] == stage.name]
+        if mine:
+            doc[stage.config_section] = {"templates": sorted({r["template_id"] for r in mine}),
+                                         "models": sorted({r["llm_model_id"] for r in mine}),
+                                         "replicates": max(r["replicate"] for r in mine)}
+    doc["design"] = {"spec": design.source, "rows": len(design.rows), "seed": design.seed}
+    return doc
+
+
+def plan_design(paths: Paths, cohort_id: str, cohort_file: Path, experiment: Experiment,
+                problems: list[str] | None = None) -> tuple[dict, list[dict], list[Combo]]:
+    """Manifest, membership rows and combos of a cohort defined by a design spec: the spec is
+    compiled to design rows, those to membership rows with our ids, and these are checked like
+    any cohort's (CohortError lists every problem, naming the spec file and the item)."""
+    where = str(cohort_file)
+    try:
+        design = cohort_design.compile_design_file(cohort_file)
+        rows = cohort_design.design_membership(design, cohort_id)
+    except cohort_design.DesignError as error:
+        raise CohortError(error.problems) from error
+    problems = [] if problems is None else problems
+    if not rows:
+        problems.append(f"{where}: the design has no rows; give every axis at least one level")
+    summary = cohort_design.membership_summary(rows)
+    combos = design_combos(summary["combo_ids"], experiment, paths, where, problems)
+    check_design_stages(rows, experiment, paths, where, problems)
+    _raise_if(problems)
+    # Every template of the design rendered over the design's combos (and realistic parents):
+    # a superset of the pairs the design makes, so "passes" means "renders at run time".
+    sections = {stage: {"templates": summary[stage]["templates"]} for stage in stages.NAMES}
+    problems.extend(preflight.prompt_problems(paths, experiment, sections, combos, [[]], where))
+    _raise_if(problems)
+    return design_manifest(cohort_id, rows, combos, design), rows, combos
+
+
 def build_cohort(paths: Paths, cohort_id: str, cohort_file: Path, check_models=None) -> list[dict]:
     """Validate a cohort and write its manifest, membership and combo mappings.
 
@@ -271,10 +391,14 @@ def build_cohort(paths: Paths, cohort_id: str, cohort_file: Path, check_models=N
     experiment = load_experiment(paths, problems)
     problems.extend(combo_register.register_problems(paths))
     try:
-        spec = load_cohort_spec(cohort_file)
+        if is_design_file(cohort_file):
+            doc, rows, combos = plan_design(paths, cohort_id, cohort_file, experiment, problems)
+        else:
+            spec = load_cohort_spec(cohort_file)
+            doc, rows, combos = plan_cohort(paths, cohort_id, spec, experiment, where, problems)
     except CohortError as error:
-        raise CohortError(problems + error.problems) from error
-    doc, rows, combos = plan_cohort(paths, cohort_id, spec, experiment, where, problems)
+        raise CohortError(problems + [p for p in error.problems if p not in problems]) from error
+    _raise_if(original_store.checkpoint_problems(paths, rows, where))
     if check_models is not None:
         used = sorted({r["llm_model_id"] for r in rows})
         _raise_if(check_models([experiment.models[m] for m in used if m in experiment.models], where))
@@ -298,7 +422,11 @@ def write_cohort(rt: Runtime, cohort_id: str, log_path: str | None = None) -> No
         return calls.missing_keys(rows, rt.settings, where)
 
     inputs = checkpoint_inputs.file_hashes(rt.paths, cohort_id)  # before they are read: what is validated
-    rows = build_cohort(rt.paths, cohort_id, rt.paths.cohort_file(cohort_id), check_models=check_models)
+    try:
+        cohort_file = cohort_design.cohort_definition(rt.paths, cohort_id)
+    except cohort_design.DesignError as error:
+        raise CohortError(error.problems) from error
+    rows = build_cohort(rt.paths, cohort_id, cohort_file, check_models=check_models)
     drop_derived_reports(rt.paths, cohort_id)
     checkpoint_inputs.write_record(rt.paths, cohort_id, inputs)
     counts = {stage: sum(r["stage"] == stage for r in rows) for stage in stages.NAMES}

@@ -43,6 +43,8 @@ METADATA_KEYS = (
     "usage", "cost_usd", "duration_s", "attempts", "temperature", "max_tokens",
     "prompt_sha256", "prompt_sources", "created_at",
 )
+# Only in a metadata.json written by scripts/import_gens_store.py (daydream.original_store).
+IMPORTED_METADATA_KEY = "imported_from"
 
 # data/7_reporting/stale_generations.csv
 STALE_COLUMNS = ("stage", "gen_id", "cohort_id", "template_id", "reason",
@@ -66,12 +68,20 @@ AGGREGATED_COLUMNS = (
 # The key of one evaluation task: evaluations sharing it are replicates and are averaged.
 TASK_KEYS = ("parent_gen_id", "evaluation_template", "evaluation_llm_model")
 
-# summary/generation_scores.csv: one row per essay (`gen_id`), then per evaluator
-# `<evaluation_model>_<evaluation_template>` four columns (mean, then these suffixes),
-# then `sum` (of the evaluator means) and `paths` (the essay's gens folder).
-GENERATION_SCORES_INDEX = ("gen_id", *ESSAY_COLUMNS)
+# summary/generation_scores.csv (the seeds' pivot): one row per generation task key (replicates of
+# drafts, essays and evaluations pooled; gen_id and replicate are not keys), then per evaluator
+# `<evaluation_model>_<evaluation_template>` four columns (mean, then these suffixes), then `sum`
+# (of the evaluator means), `n_generations` (essays pooled) and `gen_ids` (them, `;`-separated).
+# `stage` is the stage of the evaluated documents.
+GENERATION_TASK_KEYS = ("combo_id", "stage", "draft_template", "generation_template", "generation_model")
 GENERATION_STAT_SUFFIXES = ("", "_min", "_max", "_n")
-GENERATION_SCORES_TAIL = ("sum", "paths")
+GENERATION_SCORES_TAIL = ("sum", "n_generations", "gen_ids")
+GENERATION_IDS_SEPARATOR = ";"
+
+# summary/generation_scores_by_essay.csv: the same per essay (`gen_id`, evaluation replicates
+# averaged), then `sum` and `paths` (the essay's gens folder).
+GENERATION_SCORES_BY_ESSAY_INDEX = ("gen_id", *ESSAY_COLUMNS)
+GENERATION_SCORES_BY_ESSAY_TAIL = ("sum", "paths")
 
 # summary/final_results.csv: one row per group of one analysis type; key columns that the
 # analysis type does not group by are empty.

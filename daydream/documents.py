@@ -107,7 +107,9 @@ def parse_reply(rt: Runtime, member: Member, template: Template, meta: dict, raw
             f"{meta.get('usage', {}).get('completion_tokens')} completion tokens, max_tokens="
             f"{meta.get('max_tokens')}); raise llm.stages.{member.stage}.max_tokens and regenerate it"), raw)
     try:
-        return parsers.parse(member.stage, template.parser, raw, score_min=template.score_min,
-                             score_max=template.score_max)
+        parsed = parsers.parse(member.stage, template.parser, raw, score_min=template.score_min,
+                               score_max=template.score_max)
+        parsers.check_min_lines(member.stage, parsed, parsers.min_lines(rt.config, member.stage))
+        return parsed
     except parsers.ParseError as error:
         raise _parse_failure(rt, member, template.parser, error.reason, raw) from error

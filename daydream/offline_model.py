@@ -66,12 +66,17 @@ def _paragraph(words: list[str], seed: bytes, count: int) -> str:
     return " ".join(_sentences(words, seed, count))
 
 
+def _lines(words: list[str], seed: bytes, count: int) -> str:
+    return "\n".join(_sentences(words, seed, count))
+
+
 def draft_reply(words: list[str], seed: bytes) -> str:
+    """Idea and essay blocks one sentence a line, so a draft parses to at least 3 lines."""
     return "\n".join([
         "<thinking>", _paragraph(words, seed[1:], 2), "</thinking>",
-        '<essay-idea stage="1">', _paragraph(words, seed[2:], 2), "</essay-idea>",
-        '<essay-idea stage="2">', _paragraph(words, seed[3:], 4), "</essay-idea>",
-        "<essay>", _paragraph(words, seed[4:], 5), "</essay>",
+        '<essay-idea stage="1">', _lines(words, seed[2:], 3), "</essay-idea>",
+        '<essay-idea stage="2">', _lines(words, seed[3:], 4), "</essay-idea>",
+        "<essay>", _lines(words, seed[4:], 5), "</essay>",
     ])
 
 

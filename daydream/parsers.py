@@ -2,7 +2,8 @@
 
 Draft and essay stages keep text (`identity`, `essay_block`, `essay_block_lenient`,
 `essay_idea_last`); the evaluation stage keeps a score written as `str(float(score))`
-(`in_last_line`, `complex`). Every failure to parse raises `ParseError`, whose `.reason` is a
+(`in_last_line`, `complex`). `check_min_lines` then refuses a parsed text with fewer non-empty
+lines than the config's `parsing.min_lines` for its stage (`min_lines`). Every failure to parse raises `ParseError`, whose `.reason` is a
 short human sentence; a parser name that does not fit its stage raises a plain `ValueError`.
 
 Score rules shared by both evaluation parsers:
@@ -24,7 +25,7 @@ from daydream import stages
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ParseError", "allowed_parsers", "check_parser", "parse", "resolve_parser"]
+__all__ = ["ParseError", "allowed_parsers", "check_min_lines", "check_parser", "min_lines", "parse", "resolve_parser"]
 
 _ESSAY_OPEN = re.compile(r"<essay(?:\s[^>]*)?>", re.IGNORECASE)
 _ESSAY_CLOSE = re.compile(r"</essay\s*>", re.IGNORECASE)
@@ -257,3 +258,25 @@ def parse(
     if not result:
         raise ParseError(f"the {stage} text parsed with {name!r} is empty")
     return result
+
+
+# --------------------------------------------------------------------------- line count
+
+
+def min_lines(config: dict, stage: str) -> int:
+    """The fewest non-empty lines `stage`'s parsed text may have: `parsing.min_lines.<stage>` of
+    a validated config (the schema's defaults: 3 for drafts, as the original pipeline required,
+    0 = no check for essays); 0 for a stage the section does not name (one that keeps a score)."""
+    return int(config["parsing"]["min_lines"].get(stages.get(stage).config_section, 0))
+
+
+def check_min_lines(stage: str, parsed: str, required: int) -> None:
+    """Raise ParseError when a text stage's parsed text has fewer than `required` non-empty
+    lines (0: no check; a stage that keeps a score is never checked)."""
+    if required <= 0 or stages.get(stage).scored:
+        return
+    count = sum(1 for line in parsed.splitlines() if line.strip())
+    if count < required:
+        raise ParseError(f"the parsed {stage} has {count} non-empty line(s), fewer than the {required} required "
+                         f"(parsing.min_lines.{stages.get(stage).config_section} in the config); a reply this short "
+                         "is usually cut off or off-task")

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 GEN_FILES = ("prompt.txt", "raw.txt", "parsed.txt", "metadata.json")
+# Metadata files of the original pipeline's gens store, read beside (or instead of) metadata.json.
+ORIGINAL_METADATA_FILES = ("raw_metadata.json", "parsed_metadata.json")
 REPLIES = ".replies"
 HISTORY = ".history"
 
@@ -73,6 +75,11 @@ class Paths:
         """The cohort's definition, `<cohorts_dir>/<cohort_id>.yaml`."""
         return self.cohorts_dir / f"{cohort_id}.yaml"
 
+    def design_spec_file(self, cohort_id: str) -> Path:
+        """Where the original pipeline kept a cohort's design spec (SPEC-DSL.md):
+        `<data_root>/cohorts/<cohort_id>/spec/config.yaml`."""
+        return self.cohort_dir(cohort_id) / "spec" / "config.yaml"
+
     def cohort_dir(self, cohort_id: str) -> Path:
         return self.data_root / "cohorts" / cohort_id
 
@@ -124,6 +131,15 @@ class Paths:
 
     def metadata_path(self, stage: str, gen_id: str) -> Path:
         return self.gen_dir(stage, gen_id) / "metadata.json"
+
+    def raw_metadata_path(self, stage: str, gen_id: str) -> Path:
+        """The original pipeline's metadata of the response (usage, finish_reason, ...); read,
+        never written (`daydream.store.read_document_metadata`)."""
+        return self.gen_dir(stage, gen_id) / ORIGINAL_METADATA_FILES[0]
+
+    def parsed_metadata_path(self, stage: str, gen_id: str) -> Path:
+        """The original pipeline's metadata of the parse (parser_name, success, error); read only."""
+        return self.gen_dir(stage, gen_id) / ORIGINAL_METADATA_FILES[1]
 
     def replies_dir(self, stage: str, gen_id: str) -> Path:
         """The document's paid-reply ledger: one file per prompt ever answered (never a

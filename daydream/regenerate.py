@@ -9,29 +9,33 @@ again (a new, paid call for each LLM document).
 from __future__ import annotations
 
 import csv
-import json
 import shutil
 from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from daydream import stages
+from daydream import stages, store
 from daydream.integrity import RAW_DIFFERS
-from daydream.paths import GEN_FILES, REPLIES, Paths
+from daydream.paths import GEN_FILES, ORIGINAL_METADATA_FILES, REPLIES, Paths
 
-ARCHIVED = (*GEN_FILES, REPLIES)
+# A document's files, the original pipeline's metadata files beside them, and its saved replies.
+ARCHIVED = (*GEN_FILES, *ORIGINAL_METADATA_FILES, REPLIES)
 
 
 def children_index(paths: Paths) -> dict[str, list[str]]:
-    """parent gen_id -> child gen_ids, from every metadata.json of the child stages."""
+    """parent gen_id -> child gen_ids, from the metadata of every document of the child stages
+    (ours or the original pipeline's, `store.read_document_metadata`)."""
     children: dict[str, list[str]] = defaultdict(list)
     for stage in stages.STAGES:
-        if stage.is_root:
+        if stage.is_root or not paths.stage_dir(stage.name).is_dir():
             continue
-        for meta_path in sorted(paths.stage_dir(stage.name).glob("*/metadata.json")):
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            if meta.get("parent_gen_id"):
-                children[meta["parent_gen_id"]].append(meta_path.parent.name)
+        for folder in sorted(p for p in paths.stage_dir(stage.name).iterdir() if p.is_dir() and p.name[0] != "."):
+            try:
+                meta = store.read_document_metadata(paths, stage.name, folder.name, lineage=False)
+            except FileNotFoundError:
+                continue  # a folder without metadata has no known parent
+            if meta["parent_gen_id"]:
+                children[meta["parent_gen_id"]].append(folder.name)
     return children
 
 

@@ -41,7 +41,7 @@ def check_member(rt: Runtime, member: Member) -> dict | None:
     prompt would differ today, its model changed, or its raw.txt is no longer the reply that
     was paid for (`daydream.integrity`)."""
     try:
-        meta = store.read_metadata(rt.paths, member.stage, member.gen_id)
+        meta = store.read_document_metadata(rt.paths, member.stage, member.gen_id)
     except FileNotFoundError:
         return None  # not made yet: nothing paid to be stale
     reasons = []

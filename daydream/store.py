@@ -5,6 +5,20 @@ Every write goes through `write_bytes_atomic` (a temp file in the same folder, t
 `os.replace`), so a killed run leaves either the old complete file or none, never a
 half-written file that looks complete. metadata.json is checked against
 `config/schema/metadata.schema.yaml` before it is written.
+
+Every metadata read goes through `read_document_metadata` (one document) or
+`normalise_metadata` (what bulk readers such as the cross-experiment tables apply to each
+record), so a gens store of the original pipeline is read as it is, with nothing rewritten:
+
+- `metadata.json` may be missing or beside the original's `raw_metadata.json` and
+  `parsed_metadata.json`; the files are merged in that order (a key of an earlier file wins).
+- Keys are renamed by `ORIGINAL_KEYS` (`llm_model_id` -> `model_id`, `origin_cohort_id` ->
+  `cohort_id`, `parser_name` -> `parser`, `<stage>_template` -> `template_id`); where a record
+  holds both names, ours wins. Other keys are kept as they are.
+- Absent keys of a lineage: `parent_gen_id` "" and `replicate` 1 (the original's default), and
+  `combo_id` "" (an essay or evaluation of the original carries none: `read_document_metadata`
+  takes it from the document's ancestors); `read_document_metadata` also gives a document without
+  `prompt_sha256` the SHA-256 of its prompt.txt (the prompt that was sent).
 """
 
 from __future__ import annotations
@@ -12,6 +26,7 @@ from __future__ import annotations
 import csv
 import fcntl
 import functools
+import hashlib
 import io
 import json
 import logging
@@ -22,6 +37,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from daydream import stages
 from daydream.paths import Paths, schema_path
 
 log = logging.getLogger(__name__)
@@ -93,9 +109,105 @@ def write_metadata(paths: Paths, stage: str, gen_id: str, metadata: dict) -> Non
     write_json_atomic(paths.metadata_path(stage, gen_id), metadata)
 
 
-def read_metadata(paths: Paths, stage: str, gen_id: str) -> dict:
-    """A document's metadata.json; FileNotFoundError when the document has none."""
-    return json.loads(paths.metadata_path(stage, gen_id).read_text(encoding="utf-8"))
+# The original pipeline's metadata keys -> ours (SPEC §5). `<stage>_template` is an alias of
+# template_id in the original's older documents (e.g. `essay_template` in an essay's metadata).
+ORIGINAL_KEYS = {"llm_model_id": "model_id", "origin_cohort_id": "cohort_id", "parser_name": "parser"}
+# Keys whose presence marks a record written by the original pipeline.
+ORIGINAL_MARKERS = (*ORIGINAL_KEYS, "input_mode", "legacy_fields")
+
+
+@functools.cache
+def original_aliases(stage: str) -> dict[str, str]:
+    """The original's key -> ours, for a document of `stage` (ORIGINAL_KEYS plus the stage's
+    `<stage>_template`); bulk readers apply it to whole columns."""
+    return {**ORIGINAL_KEYS, f"{stage}_template": "template_id"}
+
+
+def is_original_record(record: dict) -> bool:
+    """True when a metadata record (as read, before normalising) is in the original's keys."""
+    return any(key in record for key in ORIGINAL_MARKERS)
+
+
+def normalise_metadata(stage: str, *records: dict | None) -> dict:
+    """One document's metadata in our keys, from its metadata.json record and (for a document of
+    the original pipeline) its raw_metadata.json and parsed_metadata.json records, in that order.
+    See the module docstring for the key map; absent records are None. A new dict: the records
+    are not changed."""
+    aliases = original_aliases(stage)
+    present = [record for record in records if record]
+    merged: dict = dict(present[0]) if len(present) == 1 else {}
+    if len(present) > 1:
+        for record in present:
+            for key, value in record.items():
+                merged.setdefault(key, value)  # an earlier file wins
+    if not aliases.keys() & merged.keys() and isinstance(merged.get("parent_gen_id"), str) \
+            and isinstance(merged.get("combo_id"), str) and type(merged.get("replicate")) is int:
+        merged.setdefault("stage", stage)
+        return merged  # already in our keys (every document we write): the fast path
+    out = {key: value for key, value in merged.items() if key not in aliases}
+    for original, ours in aliases.items():
+        if original in merged:
+            out.setdefault(ours, merged[original])  # our own key wins over the original's
+    out.setdefault("stage", stage)
+    out.setdefault("parent_gen_id", "")
+    out["parent_gen_id"] = "" if out["parent_gen_id"] is None else str(out["parent_gen_id"])
+    out.setdefault("combo_id", "")
+    out["combo_id"] = "" if out["combo_id"] is None else str(out["combo_id"])
+    replicate = out.get("replicate")
+    try:
+        out["replicate"] = 1 if replicate in (None, "") else int(replicate)
+    except (TypeError, ValueError):
+        pass  # kept as written; whoever needs a number says which file holds it
+    return out
+
+
+def _read_json(path: Path) -> dict | None:
+    """A JSON object file; None when it does not exist; ValueError naming the file if it is bad."""
+    text = _read_optional(path)
+    if text is None:
+        return None
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); restore the file from a copy") from error
+    if not isinstance(record, dict):
+        raise ValueError(f"{path} holds {type(record).__name__}, not a JSON object; restore the file")
+    return record
+
+
+def metadata_files(paths: Paths, stage: str, gen_id: str) -> tuple[Path, Path, Path]:
+    """metadata.json, then the original's raw_metadata.json and parsed_metadata.json."""
+    return (paths.metadata_path(stage, gen_id), paths.raw_metadata_path(stage, gen_id),
+            paths.parsed_metadata_path(stage, gen_id))
+
+
+def read_document_metadata(paths: Paths, stage: str, gen_id: str, *, lineage: bool = True) -> dict:
+    """A document's metadata in our keys (module docstring), whether we or the original pipeline
+    wrote it; FileNotFoundError when the document has none of its metadata files. Nothing is
+    written. With `lineage` (the default) a missing combo_id is read from the document's
+    ancestors (left "" when they are gone) and a missing prompt_sha256 from its prompt.txt."""
+    records = [_read_json(path) for path in metadata_files(paths, stage, gen_id)]
+    if all(record is None for record in records):
+        raise FileNotFoundError(f"{paths.metadata_path(stage, gen_id)} does not exist (nor the original "
+                                "pipeline's raw_metadata.json / parsed_metadata.json)")
+    meta = normalise_metadata(stage, *records)
+    if not lineage:
+        return meta
+    parent = stages.parent_of(stage)
+    if not meta["combo_id"] and meta["parent_gen_id"] and parent is not None:
+        try:
+            meta["combo_id"] = read_document_metadata(paths, parent.name, meta["parent_gen_id"])["combo_id"]
+        except FileNotFoundError:
+            log.debug("%s: combo_id unknown, its %s %s has no metadata", gen_id, parent.name, meta["parent_gen_id"])
+    if "prompt_sha256" not in meta:
+        prompt = _read_optional(paths.prompt_path(stage, gen_id))
+        if prompt is not None:
+            meta["prompt_sha256"] = hashlib.sha256(prompt.encode("utf-8")).hexdigest()
+    return meta
+
+
+# The name the gens-store rules use for the one reader.
+read_metadata = read_document_metadata
 
 
 def _read_optional(path: Path) -> str | None:
@@ -106,16 +218,20 @@ def _read_optional(path: Path) -> str | None:
 
 
 def load_generation(gens_root: str | Path, stage: str, gen_id: str) -> dict:
-    """`{prompt_text, raw_text, parsed_text, metadata}` of one document; absent files are None."""
+    """`{prompt_text, raw_text, parsed_text, metadata}` of one document; absent files are None.
+    `metadata` is `read_document_metadata`'s (our keys, also for the original's documents)."""
     paths = Paths(Path(gens_root).parent)
     if paths.gens_root != Path(gens_root):
         raise ValueError(f"{gens_root}: a gens root must be a folder named 'gens'")
-    metadata_text = _read_optional(paths.metadata_path(stage, gen_id))
+    try:
+        metadata = read_document_metadata(paths, stage, gen_id)
+    except FileNotFoundError:
+        metadata = None
     return {
         "prompt_text": _read_optional(paths.prompt_path(stage, gen_id)),
         "raw_text": _read_optional(paths.raw_path(stage, gen_id)),
         "parsed_text": _read_optional(paths.parsed_path(stage, gen_id)),
-        "metadata": json.loads(metadata_text) if metadata_text is not None else None,
+        "metadata": metadata,
     }
 
 

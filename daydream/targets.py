@@ -25,7 +25,7 @@ def cohort_inputs(rt: Runtime, cohort_id: str) -> dict[str, object]:
     paths = rt.paths
     files = checkpoint_inputs.input_files(paths, cohort_id)
     return {"fingerprint": str(paths.cohort_fingerprint(cohort_id, checkpoint_inputs.fingerprint(paths, cohort_id))),
-            "cohort_file": str(files["cohort_file"][0]),
+            "cohort_file": [str(p) for p in files["cohort_file"]],
             **{kind: [str(p) for p in files[kind]] for kind in ("tables", "templates", "descriptions")}}
 
 

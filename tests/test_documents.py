@@ -55,3 +55,16 @@ def test_metadata_that_does_not_fit_its_schema_is_never_written(rt):  # noqa: F8
     with pytest.raises(store.MetadataError, match="'replicate' is a required property"):
         store.write_metadata(rt.paths, "draft", "d_x", {k: "" for k in METADATA_KEYS if k != "replicate"})
     assert not rt.paths.metadata_path("draft", "d_x").exists()
+
+
+def test_a_draft_shorter_than_min_lines_fails_its_parse_and_keeps_raw(rt):  # noqa: F811
+    member = first_draft(rt)
+    short = '<essay-idea stage="1">\nOne idea.\nStated twice.\n</essay-idea>\n'
+    usage = {"prompt_tokens": 1, "completion_tokens": 8, "total_tokens": 9}
+    ledger.save_reply(rt.paths, member, documents.document_prompt(rt, member),
+                      Completion(short, "offline/m", "stop", usage, 0.0, 0.1, 1, 0.9, 4096))
+    with pytest.raises(documents.DocumentError, match=r"the parsed draft has 2 non-empty line\(s\), fewer than the 3"):
+        documents.write_document(rt, member.stage, member.gen_id)
+    assert rt.paths.raw_path(member.stage, member.gen_id).read_text() == short
+    assert not rt.paths.parsed_path(member.stage, member.gen_id).exists()
+    assert "parsing.min_lines.draft" in json.loads(rt.paths.parse_errors_jsonl.read_text().splitlines()[-1])["reason"]

@@ -19,9 +19,11 @@ def test_models_and_prompts_change_the_reply():
 
 
 @pytest.mark.parametrize("parser", sorted(parsers.allowed_parsers("draft")))
-def test_draft_replies_satisfy_every_draft_parser(parser):
+def test_draft_replies_satisfy_every_draft_parser_and_the_default_line_count(parser):
     text, _ = offline_model.generate(PROMPT, stage="draft", model="a")
-    assert parsers.parse("draft", parser, text).strip()
+    parsed = parsers.parse("draft", parser, text)
+    assert parsed.strip()
+    parsers.check_min_lines("draft", parsed, 3)
 
 
 def test_essay_idea_last_takes_the_highest_stage_of_an_offline_draft():

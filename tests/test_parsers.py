@@ -352,3 +352,27 @@ def test_complex_zero_denominator_is_an_error():
 
 def test_complex_no_score_is_an_error():
     assert parse_error_reason("evaluation", "complex", "A thoughtful essay.") == "no score found"
+
+
+# --------------------------------------------------------------------------- line count
+
+
+def test_a_draft_with_fewer_lines_than_required_fails_with_the_count_and_the_config_key():
+    from daydream import parsers
+
+    with pytest.raises(ParseError) as raised:
+        parsers.check_min_lines("draft", "One idea.\n\n  \nTwo lines only.", 3)
+    assert raised.value.reason.startswith("the parsed draft has 2 non-empty line(s), fewer than the 3 required "
+                                          "(parsing.min_lines.draft in the config)")
+    parsers.check_min_lines("draft", "a\nb\nc", 3)
+    parsers.check_min_lines("essay", "one line", 0)  # 0: no check
+    parsers.check_min_lines("evaluation", "7.0", 3)  # a score is one line and never checked
+
+
+def test_min_lines_come_from_the_validated_config_with_the_schema_defaults():
+    from daydream import parsers, settings
+
+    config = settings.validated({"data_root": "d", "cohorts": ["x"]})
+    assert [parsers.min_lines(config, stage) for stage in ("draft", "essay", "evaluation")] == [3, 0, 0]
+    config = settings.validated({"data_root": "d", "cohorts": ["x"], "parsing": {"min_lines": {"draft": 0}}})
+    assert parsers.min_lines(config, "draft") == 0

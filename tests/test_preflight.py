@@ -13,9 +13,8 @@ INDEXED = ("Combine {{ concepts[0].name }} with {{ concepts[1].name }}.\n"
            "{{ concepts[0].content }}\n{{ concepts[1].content }}\n")
 # Only a combination of three takes the branch, which names a key concepts do not have.
 BRANCHED = INDEXED + "{% if concepts | length > 2 %}And {{ concepts[2].title }}.{% endif %}\n"
-# Valid for every real essay (each has several sentences), not for the one-sentence sample the
-# checkpoint used to render with.
-SECOND_SENTENCE = "Judge this claim:\n{{ response.split('. ')[1] }}\nEnd with SCORE: <0-9>\n"
+# Valid for every real essay (each has many words), not for a one-word text.
+SECOND_WORD = "Judge this claim:\n{{ response.split()[1] }}\nEnd with SCORE: <0-9>\n"
 
 
 def build(data_root, cohorts_dir, cohort_id, spec):
@@ -54,7 +53,7 @@ def test_a_branch_only_a_larger_k_takes_fails_at_the_checkpoint_naming_line_and_
 
 
 def test_child_templates_are_rendered_with_realistic_parents_so_valid_ones_pass(data_root, cohorts_dir):
-    template(data_root, "evaluation", "novelty-judge", SECOND_SENTENCE)
+    template(data_root, "evaluation", "novelty-judge", SECOND_WORD)
     rows = build(data_root, cohorts_dir, "tiny", TINY_COHORT)
     assert sum(r["stage"] == "evaluation" for r in rows) == 24
 
@@ -85,8 +84,8 @@ def test_a_curated_cohort_renders_its_evaluations_with_the_listed_essays_real_te
                 "template_id": item["template_id"], "model_id": item["llm_model_id"], "replicate": 1}
         paths.gen_dir(item["stage"], item["gen_id"]).mkdir(parents=True)
         paths.metadata_path(item["stage"], item["gen_id"]).write_text(json.dumps(meta))
-    paths.parsed_path("essay", essay["gen_id"]).write_text("A one-sentence essay.")
-    template(data_root, "evaluation", "rigor-judge", SECOND_SENTENCE)
+    paths.parsed_path("essay", essay["gen_id"]).write_text("Short.")
+    template(data_root, "evaluation", "rigor-judge", SECOND_WORD)
     with pytest.raises(cohorts.CohortError) as error:
         build(data_root, cohorts_dir, "curated", {"essays": [essay["gen_id"]],
                                                   "evaluation": {"templates": ["rigor-judge"], "models": ["offline_b"]}})
@@ -96,7 +95,7 @@ def test_a_curated_cohort_renders_its_evaluations_with_the_listed_essays_real_te
 @pytest.mark.e2e
 def test_what_passes_the_checkpoint_renders_at_run_time_and_what_fails_costs_nothing(data_root, cohorts_dir):
     template(data_root, "draft", "idea-sketch", BRANCHED)
-    template(data_root, "evaluation", "novelty-judge", SECOND_SENTENCE)
+    template(data_root, "evaluation", "novelty-judge", SECOND_WORD)
     run_workflow(data_root, cohorts_dir, ["tiny"])  # k=2: every prompt renders, every document is made
     paths = Paths(data_root)
     table = paths.membership_csv("tiny").read_text().splitlines()[1:]

@@ -157,8 +157,8 @@ def test_parse_scores_rejects_scores_outside_the_template_scale_and_non_finite_t
 
 
 # -- generation_scores ---------------------------------------------------------------------------
-def test_generation_scores_average_replicates_with_min_max_n_and_sum(tables, store):
-    scores = tables["summary/generation_scores.csv"].set_index("gen_id")
+def test_generation_scores_by_essay_average_replicates_with_min_max_n_and_sum(tables, store):
+    scores = tables["summary/generation_scores_by_essay.csv"].set_index("gen_id")
     evaluators = ["jA_novelty", "jA_rigor", "jB_novelty", "jB_rigor"]
     expected_columns = ["combo_id", "draft_template", "generation_template", "generation_model",
                         *[f"{e}{s}" for e in evaluators for s in ("", "_min", "_max", "_n")], "sum", "paths"]
@@ -170,6 +170,58 @@ def test_generation_scores_average_replicates_with_min_max_n_and_sum(tables, sto
     e2 = scores.loc["e_2"]
     assert (e2["jA_novelty"], e2["jB_novelty"], e2["jA_rigor"], e2["sum"]) == (2.0, 5.0, 4.0, 11.0)
     assert (e2["generation_model"], e2["combo_id"], e2["paths"]) == ("gB", "C2", str(store.gen_dir("essay", "e_2")))
+
+
+def pooled_aggregated() -> pd.DataFrame:
+    """Evaluations of five essays. Under one task key (C1, sketch, essay, gA): e_a and e_b are
+    essays of two replicates of one draft, e_c a second essay replicate of e_a's draft. e_d has
+    another combo, e_e another generation model.
+
+        essay  judge/template  scores
+        e_a    jA novelty      6, 8 (two evaluation replicates)
+        e_b    jA novelty      4
+        e_c    jA novelty      9
+        e_a    jB novelty      5
+        e_b    jB novelty      (failed parse)
+        e_d    jA novelty      3
+        e_e    jB rigor        7
+    """
+    rows = [("v1", "e_a", "novelty", "jA", 6.0, "", "C1", "gA", 1), ("v2", "e_a", "novelty", "jA", 8.0, "", "C1", "gA", 2),
+            ("v3", "e_b", "novelty", "jA", 4.0, "", "C1", "gA", 1), ("v4", "e_c", "novelty", "jA", 9.0, "", "C1", "gA", 1),
+            ("v5", "e_a", "novelty", "jB", 5.0, "", "C1", "gA", 1),
+            ("v6", "e_b", "novelty", "jB", float("nan"), "parsed.txt is not a score", "C1", "gA", 1),
+            ("v7", "e_d", "novelty", "jA", 3.0, "", "C2", "gA", 1), ("v8", "e_e", "rigor", "jB", 7.0, "", "C1", "gB", 1)]
+    frame = pd.DataFrame(rows, columns=["gen_id", "parent_gen_id", "evaluation_template", "evaluation_llm_model",
+                                        "score", "error", "combo_id", "generation_model", "replicate"])
+    return frame.assign(draft_template="sketch", generation_template="essay", cohort_id=COHORT, paths="")
+
+
+def test_generation_scores_pool_draft_essay_and_evaluation_replicates_under_the_task_key(store):
+    from daydream.reports.tables import generation_scores, generation_scores_by_essay
+
+    pooled = generation_scores(pooled_aggregated())
+    assert list(pooled.columns) == [
+        "combo_id", "stage", "draft_template", "generation_template", "generation_model",
+        *[f"{e}{s}" for e in ("jA_novelty", "jB_novelty", "jB_rigor") for s in ("", "_min", "_max", "_n")],
+        "sum", "n_generations", "gen_ids"]
+    assert pooled[["combo_id", "generation_model", "stage"]].values.tolist() == \
+        [["C1", "gA", "essay"], ["C1", "gB", "essay"], ["C2", "gA", "essay"]]
+    c1 = pooled.iloc[0]
+    # jA: (6 + 8 + 4 + 9) / 4 = 6.75 over the four evaluations of e_a, e_b, e_c
+    assert (c1["jA_novelty"], c1["jA_novelty_min"], c1["jA_novelty_max"], c1["jA_novelty_n"]) == (6.75, 4, 9, 4)
+    assert (c1["jB_novelty"], c1["jB_novelty_n"], c1["jB_rigor_n"]) == (5.0, 1, 0) and math.isnan(c1["jB_rigor"])
+    assert (c1["sum"], c1["n_generations"], c1["gen_ids"]) == (11.75, 3, "e_a;e_b;e_c")
+    other_model, other_combo = pooled.iloc[1], pooled.iloc[2]
+    assert (other_model["jB_rigor"], other_model["sum"], other_model["gen_ids"]) == (7.0, 7.0, "e_e")
+    assert (other_combo["jA_novelty"], other_combo["jA_novelty_n"], other_combo["sum"]) == (3.0, 1, 3.0)
+    by_essay = generation_scores_by_essay(pooled_aggregated(), store).set_index("gen_id")
+    assert by_essay.loc[["e_a", "e_b", "e_c"], "jA_novelty"].tolist() == [7.0, 4.0, 9.0]  # not pooled
+
+
+def test_generation_scores_of_the_cohort_pool_replicates(tables):
+    pooled = tables["summary/generation_scores.csv"]
+    assert pooled["gen_ids"].tolist() == ["e_1", "e_2"] and pooled["stage"].tolist() == ["essay", "essay"]
+    assert pooled["jA_novelty"].tolist() == [8.0, 2.0] and pooled["jA_novelty_n"].tolist() == [2, 1]
 
 
 # -- final_results -------------------------------------------------------------------------------
@@ -314,7 +366,7 @@ def test_write_cohort_reports_writes_every_table_that_reads_back_the_same(store,
     assert [p.relative_to(store.reports_dir(COHORT)).as_posix() for p in written] == [r.name for r in reports.in_group("tables")]
     back = read_aggregated(store.cohort_report(COHORT, "parsing/aggregated_scores.csv"))
     assert back["score"].tolist()[:4] == [9.0, 7.0, 9.0, 10.0] and back["error"].ne("").sum() == 2
-    assert log.read_text() == "mini: 9 evaluations, 2 without a score; wrote 7 tables\n"
+    assert log.read_text() == "mini: 9 evaluations, 2 without a score; wrote 8 tables\n"
 
 
 def test_a_cohort_without_membership_fails_naming_the_file_and_the_fix(tmp_path):
@@ -407,6 +459,7 @@ def test_a_cohort_without_any_valid_score_still_gets_every_report(store, scales)
     tables = reports.build_cohort_tables(store, COHORT, scales)
     assert (tables["parsing/aggregated_scores.csv"]["error"] == MISSING_SCORE).all()
     assert tables["summary/generation_scores.csv"]["jA_novelty_n"].tolist() == [0, 0]
+    assert tables["summary/generation_scores_by_essay.csv"]["jA_novelty_n"].tolist() == [0, 0]
     for name in ("summary/final_results.csv", "summary/perfect_score_paths.csv", "analysis/variance_analysis.csv",
                  "analysis/judge_agreement.csv", "analysis/mean_score_ci.csv"):
         assert tables[name].empty, name
@@ -440,6 +493,14 @@ def test_cross_tables_of_a_store_without_evaluations_are_headers_only(tmp_path):
     assert aggregated_path.read_text().strip() == ",".join(AGGREGATED_COLUMNS)
     assert pd.read_csv(pivot_path).columns.tolist() == ["gen_id", "combo_id", "draft_template",
                                                         "generation_template", "generation_model"]
+
+
+def test_a_parsed_score_is_the_last_line_as_the_original_wrote_it(scales):
+    out = parse_scores(["Reasoning first.\n\n7.5\n", "8\nnot a number", "SCORE: 6"],
+                       pd.Series(["novelty"] * 3), scales)
+    assert out["score"][0] == 7.5 and out["error"][0] == ""
+    assert out["error"][1].startswith("parsed.txt is not a score: 'not a number'")
+    assert out["error"][2].startswith("parsed.txt is not a score: 'SCORE: 6'")
 
 
 def test_an_unknown_evaluation_template_is_scored_on_the_default_scale_with_a_warning(scales, caplog):

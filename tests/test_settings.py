@@ -15,13 +15,15 @@ def test_an_empty_config_gets_every_default_from_the_schema():
     llm = settings.LLMSettings.from_config(filled)
     assert llm.max_concurrency == 16 and llm.default_route == "openrouter" and llm.offline is False
     assert set(llm.stages) == set(stages.NAMES)
-    assert llm.stage("draft").temperature == 0.9 and llm.stage("essay").max_tokens == 6144
+    assert llm.stage("draft").temperature == 0.9 and llm.stage("essay").max_tokens == 20480
+    assert {llm.stage(name).max_tokens for name in stages.NAMES} == {20480}  # the original's, for reasoning models
+    assert filled["parsing"] == {"min_lines": {"draft": 3, "essay": 0}}
 
 
 def test_a_partial_stage_keeps_the_other_defaults_of_that_stage():
     filled = settings.validated({"data_root": "d", "cohorts": "x", "llm": {"stages": {"essay": {"temperature": 0.1}}}})
     essay = settings.LLMSettings.from_config(filled).stage("essay")
-    assert (essay.temperature, essay.max_tokens, essay.timeout_s) == (0.1, 6144, 300)
+    assert (essay.temperature, essay.max_tokens, essay.timeout_s) == (0.1, 20480, 900)
 
 
 def test_the_schema_gives_every_stage_of_the_registry_its_settings():

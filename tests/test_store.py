@@ -1,3 +1,4 @@
+import hashlib
 import json
 import os
 
@@ -34,10 +35,13 @@ def test_load_generation_returns_every_file_and_none_for_absent_ones(tmp_path):
     paths = Paths.from_str(tmp_path / "data")
     store.write_text_atomic(paths.prompt_path("essay", "e_1"), "prompt")
     store.write_text_atomic(paths.raw_path("essay", "e_1"), "raw")
-    store.write_json_atomic(paths.metadata_path("essay", "e_1"), {"gen_id": "e_1"})
+    meta = {"stage": "essay", "gen_id": "e_1", "parent_gen_id": "d_1", "combo_id": "c", "model_id": "m",
+            "replicate": 2, "prompt_sha256": "0" * 64}
+    store.write_json_atomic(paths.metadata_path("essay", "e_1"), meta)
     loaded = store.load_generation(paths.gens_root, "essay", "e_1")
-    assert loaded == {"prompt_text": "prompt", "raw_text": "raw", "parsed_text": None,
-                      "metadata": {"gen_id": "e_1"}}
+    assert loaded == {"prompt_text": "prompt", "raw_text": "raw", "parsed_text": None, "metadata": meta}
+    assert store.load_generation(paths.gens_root, "essay", "e_2") == {
+        "prompt_text": None, "raw_text": None, "parsed_text": None, "metadata": None}
 
 
 def test_paths_follow_the_spec_layout():
@@ -72,3 +76,64 @@ def test_temp_files_left_by_a_killed_write_are_cleared_but_complete_files_kept(t
     (folder / ".replies" / ".0123.json.xyz.tmp").write_text("{")
     assert store.clear_temp_files(folder) == 2
     assert sorted(p.name for p in folder.rglob("*")) == [".replies", "raw.txt"]
+
+
+# -- the original pipeline's gens store, read as it is ------------------------------------------
+def original_document(paths, stage, gen_id, main=None, raw=None, parsed=None, prompt=None):
+    folder = paths.gen_dir(stage, gen_id)
+    folder.mkdir(parents=True)
+    for name, record in (("metadata.json", main), ("raw_metadata.json", raw), ("parsed_metadata.json", parsed)):
+        if record is not None:
+            (folder / name).write_text(json.dumps(record), encoding="utf-8")
+    if prompt is not None:
+        (folder / "prompt.txt").write_text(prompt, encoding="utf-8")
+    return folder
+
+
+def test_the_originals_keys_are_read_as_ours_and_nothing_is_written(tmp_path):
+    paths = Paths.from_str(tmp_path / "data")
+    original_document(paths, "draft", "d_1", main={"stage": "draft", "gen_id": "d_1", "origin_cohort_id": "old",
+                                                   "mode": "llm", "template_id": "t", "combo_id": "c1",
+                                                   "llm_model_id": "m"}, raw={"replicate": 2})
+    essay = original_document(
+        paths, "essay", "e_1", prompt="the prompt sent",
+        main={"stage": "essay", "gen_id": "e_1", "origin_cohort_id": "old", "mode": "llm", "template_id": "t2",
+              "parent_gen_id": "d_1", "llm_model_id": "m"},
+        raw={"llm_model_id": "other", "replicate": 1, "finish_reason": "stop", "truncated": False,
+             "usage": {"completion_tokens": 9}},
+        parsed={"parser_name": "identity", "success": True, "error": None})
+    before = {p.name: p.read_bytes() for p in essay.iterdir()}
+    meta = store.read_document_metadata(paths, "essay", "e_1")
+    assert (meta["model_id"], meta["cohort_id"], meta["parser"], meta["template_id"]) == ("m", "old", "identity", "t2")
+    assert (meta["parent_gen_id"], meta["combo_id"], meta["replicate"], meta["finish_reason"]) == ("d_1", "c1", 1, "stop")
+    assert meta["prompt_sha256"] == hashlib.sha256(b"the prompt sent").hexdigest()
+    assert meta["usage"] == {"completion_tokens": 9} and "llm_model_id" not in meta
+    assert store.read_document_metadata(paths, "draft", "d_1")["replicate"] == 2  # from raw_metadata.json
+    assert {p.name: p.read_bytes() for p in essay.iterdir()} == before
+
+
+def test_side_files_alone_stand_in_for_a_missing_metadata_json(tmp_path):
+    paths = Paths.from_str(tmp_path / "data")
+    original_document(paths, "evaluation", "v_1", raw={"stage": "evaluation", "llm_model_id": "j",
+                                                       "template_id": "rubric", "parent_gen_id": "e_9"})
+    meta = store.read_document_metadata(paths, "evaluation", "v_1")
+    assert (meta["model_id"], meta["template_id"], meta["combo_id"], meta["replicate"]) == ("j", "rubric", "", 1)
+    assert "prompt_sha256" not in meta  # no prompt.txt to take it from
+    with pytest.raises(FileNotFoundError, match="metadata.json does not exist"):
+        store.read_document_metadata(paths, "evaluation", "v_2")
+
+
+def test_our_keys_win_over_the_originals_and_an_earlier_file_over_a_later_one():
+    merged = store.normalise_metadata("essay", {"model_id": "ours", "llm_model_id": "theirs"},
+                                      {"replicate": "3", "essay_template": "t", "cohort_id": "x"},
+                                      {"replicate": 5, "parser_name": "p"})
+    assert (merged["model_id"], merged["replicate"], merged["template_id"], merged["parser"]) == ("ours", 3, "t", "p")
+    assert merged["cohort_id"] == "x" and "essay_template" not in merged
+
+
+def test_a_broken_metadata_file_is_an_error_naming_it(tmp_path):
+    paths = Paths.from_str(tmp_path / "data")
+    folder = original_document(paths, "draft", "d_1")
+    (folder / "raw_metadata.json").write_text("{nope", encoding="utf-8")
+    with pytest.raises(ValueError, match="raw_metadata.json is not valid JSON"):
+        store.read_document_metadata(paths, "draft", "d_1")

@@ -66,6 +66,8 @@ def _table(name: str, builder: str, title: str, cols: tuple[str, ...] | None, sh
 REPORTS: tuple[Report, ...] = (
     _table(AGGREGATED, "tables:aggregated_table", "aggregated scores", columns.AGGREGATED_COLUMNS, shown=False),
     _table("summary/generation_scores.csv", "tables:generation_scores_table", "generation scores", None),
+    _table("summary/generation_scores_by_essay.csv", "tables:generation_scores_by_essay_table",
+           "generation scores by essay", None),
     _table("summary/final_results.csv", "tables:final_results_table", "final results", columns.FINAL_RESULTS_COLUMNS),
     _table("summary/perfect_score_paths.csv", "tables:perfect_score_paths_table", "perfect score paths",
            columns.PERFECT_SCORE_COLUMNS),

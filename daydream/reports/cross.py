@@ -3,7 +3,9 @@
 `cross_aggregated` lists every folder under `gens/evaluation/` (or only the evaluations of one
 cohort's membership), reads each evaluation's metadata.json and parsed.txt once, then the
 metadata.json of just the essays and drafts they descend from, and joins them with vectorised
-merges. The result has the columns of a cohort's `parsing/aggregated_scores.csv`.
+merges. A gens store of the original pipeline is read as it is (`read_metadata`): its keys are
+renamed by `store.normalise_metadata`, its raw_metadata.json / parsed_metadata.json are read
+where metadata.json is missing or short, and an essay without combo_id takes its draft's. The result has the columns of a cohort's `parsing/aggregated_scores.csv`.
 `evaluation_scores_by_template_model` pivots it: one row per essay, one column per
 `<evaluation_template>__<evaluation_model>` (mean over replicates).
 """
@@ -18,10 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from daydream import integrity
+from daydream import integrity, store
 from daydream.columns import AGGREGATED_COLUMNS, CROSS_PIVOT_INDEX, CROSS_PIVOT_SEPARATOR
 from daydream.experiment import load_templates
-from daydream.paths import Paths
+from daydream.paths import ORIGINAL_METADATA_FILES, Paths
 from daydream.reports import CROSS_AGGREGATED
 from daydream.reports.io import read_aggregated, read_membership
 from daydream.reports.scores import (
@@ -50,28 +52,48 @@ def list_gen_ids(paths: Paths, stage: str) -> list[str]:
         return sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
 
 
-def _metadata_record(text: str | None, path: str) -> dict:
+def _metadata_record(text: str | None, path: str) -> dict | None:
     if text is None:
-        return {}
+        return None
     try:
-        return json.loads(text)
+        record = json.loads(text)
     except json.JSONDecodeError as error:
         log.warning("%s is not valid JSON (%s): its lineage columns are empty; regenerate the document "
                     "or fix the file", path, error)
-        return {}
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def read_metadata(paths: Paths, stage: str, gen_ids: list[str]) -> pd.DataFrame:
-    """META_KEYS of each document's metadata.json (read once) indexed by gen_id; documents
-    without one get empty cells and `has_metadata` False."""
+    """META_KEYS of each document's metadata indexed by gen_id, in our keys also for documents of
+    the original pipeline: metadata.json is read once and the original's key names
+    (`store.original_aliases`) are taken over column by column; only where metadata.json is
+    missing or lacks a key that the original kept in raw_metadata.json (replicate, model, cohort)
+    are its raw_metadata.json and parsed_metadata.json read too, and merged by
+    `store.normalise_metadata`. Documents without any get empty cells and `has_metadata` False."""
     base = str(paths.stage_dir(stage)) + os.sep
     files = [base + g + os.sep + "metadata.json" for g in gen_ids]
-    texts = read_texts(files)
-    records = [_metadata_record(t, f) for t, f in zip(texts, files, strict=True)]
-    frame = pd.DataFrame.from_records(records, columns=list(META_KEYS)).reindex(range(len(gen_ids)))
-    frame = frame.astype(object).where(frame.notna(), "").astype(str)
+    records = [_metadata_record(t, f) for t, f in zip(read_texts(files), files, strict=True)]
+    aliases = {key: ours for key, ours in store.original_aliases(stage).items() if ours in META_KEYS}
+    columns = [*META_KEYS, *aliases]
+    frame = pd.DataFrame.from_records([r or {} for r in records], columns=columns).reindex(range(len(gen_ids)))
+    frame = frame.astype(object)
+    for original, ours in aliases.items():
+        frame[ours] = frame[ours].where(frame[ours].notna(), frame[original])
+    frame = frame[list(META_KEYS)]
+    has_metadata = np.array([r is not None for r in records], dtype=bool)
+    incomplete = np.flatnonzero(frame[["template_id", "model_id", "replicate", "cohort_id"]].isna().any(axis=1))
+    side = [base + gen_ids[i] + os.sep + name for i in incomplete for name in ORIGINAL_METADATA_FILES]
+    side_records = [_metadata_record(t, f) for t, f in zip(read_texts(side), side, strict=True)]
+    for n, i in enumerate(incomplete):
+        raw, parsed = side_records[2 * n], side_records[2 * n + 1]
+        if records[i] is not None or raw is not None or parsed is not None:
+            merged = store.normalise_metadata(stage, records[i], raw, parsed)
+            frame.iloc[i] = [merged.get(key) for key in META_KEYS]
+            has_metadata[i] = True
+    frame = frame.where(frame.notna(), "").astype(str)
     frame.index = pd.Index(gen_ids, name="gen_id", dtype=str)
-    frame["has_metadata"] = np.array([t is not None for t in texts], dtype=bool)
+    frame["has_metadata"] = has_metadata
     return frame
 
 
@@ -88,8 +110,10 @@ def lineage(paths: Paths, parent_ids: pd.Series) -> pd.DataFrame:
     """Essay lineage (ESSAY_COLUMNS) for each essay id, from essay and draft metadata."""
     essays = read_metadata(paths, GENERATION, sorted(set(parent_ids) - {""}))
     drafts = read_metadata(paths, ROOT, sorted(set(essays["parent_gen_id"]) - {""}))
+    # an essay of the original pipeline carries no combo_id: its draft's
+    combo = essays["combo_id"].where(essays["combo_id"] != "", essays["parent_gen_id"].map(drafts["combo_id"]))
     out = pd.DataFrame({"generation_template": essays["template_id"], "generation_model": essays["model_id"],
-                        "combo_id": essays["combo_id"]}, index=essays.index)
+                        "combo_id": combo.fillna("")}, index=essays.index)
     out["draft_template"] = essays["parent_gen_id"].map(drafts["template_id"]).fillna("")
     missing = essays.index[~essays["has_metadata"]]
     if len(missing):

@@ -97,13 +97,16 @@ def attach_scales(frame: pd.DataFrame, scales: pd.DataFrame, *, warn: bool = Fal
 def parse_scores(texts: Sequence[str | None], templates: pd.Series, scales: pd.DataFrame) -> pd.DataFrame:
     """`score` (float or NaN) and `error` ("" when valid) for each parsed.txt text.
 
-    Errors: a missing file, a text that is not a finite number, or a score outside its
-    (known) template's scale. Vectorised: no per-row Python; messages are built for the
+    The score is the text's last non-empty line (a parsed.txt of the original pipeline may have
+    other lines before it). Errors: a missing file, a last line that is not a finite number, or a
+    score outside its (known) template's scale. Vectorised: no per-row Python; messages are built for the
     failing rows only.
     """
     text = pd.Series(list(texts), index=templates.index, dtype=object)
     missing = text.isna()
-    stripped = text.fillna("").astype(str).str.strip()
+    # the score is the last non-empty line: ours hold only it; the original pipeline's may hold
+    # other text before it (its reports read the last line too)
+    stripped = text.fillna("").astype(str).str.strip().str.rsplit("\n", n=1).str[-1].str.strip()
     score = pd.to_numeric(stripped, errors="coerce").astype(float)
     score[~np.isfinite(score)] = np.nan
     scaled = attach_scales(pd.DataFrame({"evaluation_template": templates, "score": score}), scales, warn=True)

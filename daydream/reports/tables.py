@@ -2,7 +2,8 @@
 `scores.aggregated_scores` (each evaluation's parsed.txt read exactly once, the lineage
 evaluation -> essay -> draft joined from the membership). Replicates of
 one evaluation task (same essay, evaluation template and evaluation model) are averaged
-before any summary (`scores.task_scores`). Every builder takes a `CohortContext`; the report
+before any summary (`scores.task_scores`); `generation_scores` pools every replicate of a
+generation task key, as the seeds describe it. Every builder takes a `CohortContext`; the report
 registry (`daydream.reports`) says which file each one makes.
 """
 
@@ -19,9 +20,12 @@ from daydream.columns import (
     ESSAY_COLUMNS,
     FINAL_RESULTS_COLUMNS,
     FINAL_RESULTS_KEYS,
-    GENERATION_SCORES_INDEX,
+    GENERATION_IDS_SEPARATOR,
+    GENERATION_SCORES_BY_ESSAY_INDEX,
+    GENERATION_SCORES_BY_ESSAY_TAIL,
     GENERATION_SCORES_TAIL,
     GENERATION_STAT_SUFFIXES,
+    GENERATION_TASK_KEYS,
     PERFECT_SCORE_COLUMNS,
     VARIANCE_COLUMNS,
 )
@@ -60,25 +64,62 @@ AGREEMENT_LIMITS = ((0.125, "high"), (0.25, "moderate"), (0.375, "low"))
 
 
 # -- summaries --------------------------------------------------------------------------------
-def generation_scores(aggregated: pd.DataFrame, paths: Paths) -> pd.DataFrame:
+_STATS = ("mean", "min", "max", "count")
+
+
+def _evaluators(aggregated: pd.DataFrame) -> pd.Series:
+    return aggregated["evaluation_llm_model"].astype(str) + "_" + aggregated["evaluation_template"].astype(str)
+
+
+def _evaluator_columns(valid: pd.DataFrame, keys: list[str], index: pd.Index, evaluators: list[str]) -> dict:
+    """`<evaluator>`, `_min`, `_max`, `_n` of the valid scores per group of `keys`, on `index`."""
+    if not evaluators:
+        return {}
+    stats = valid.groupby([*keys, "evaluator"])["score"].agg(list(_STATS))
+    wide = stats.unstack("evaluator").reindex(index=index,
+                                              columns=pd.MultiIndex.from_product([list(_STATS), evaluators]))
+    wide["count"] = wide["count"].fillna(0).astype(int)
+    stat_of = dict(zip(GENERATION_STAT_SUFFIXES, _STATS, strict=True))
+    return {f"{name}{suffix}": wide[(stat, name)] for name in evaluators for suffix, stat in stat_of.items()}
+
+
+def _sum_of_means(columns: dict, evaluators: list[str], index: pd.Index) -> pd.Series:
+    means = pd.DataFrame({name: columns[name] for name in evaluators}, index=index)
+    return means.sum(axis=1, min_count=1)
+
+
+def generation_scores(aggregated: pd.DataFrame) -> pd.DataFrame:
+    """The seeds' pivot: one row per generation task key (GENERATION_TASK_KEYS: combo, the
+    evaluated stage, draft template, generation template and model), pooling every replicate of
+    drafts, essays and evaluations behind it; per evaluator `<evaluation_model>_<evaluation_template>`
+    the mean, `_min`, `_max` and `_n` over all their valid scores (n = 0, others empty, when there is
+    none); then `sum` of the evaluator means, `n_generations` and `gen_ids`, the essays pooled."""
+    keys = list(GENERATION_TASK_KEYS)
+    frame = aggregated.assign(stage=GENERATION, evaluator=_evaluators(aggregated))
+    frame[list(ESSAY_COLUMNS)] = frame[list(ESSAY_COLUMNS)].fillna("").astype(str)
+    evaluators = sorted(frame["evaluator"].unique())
+    essays = (frame.groupby(keys, sort=True)["parent_gen_id"]
+              .agg(n_generations="nunique", gen_ids=lambda g: GENERATION_IDS_SEPARATOR.join(sorted(set(g)))))
+    columns = _evaluator_columns(valid_rows(frame), keys, essays.index, evaluators)
+    out = pd.DataFrame(columns, index=essays.index)
+    out["sum"] = _sum_of_means(columns, evaluators, essays.index)
+    out = out.join(essays).reset_index()
+    return out[[*keys, *columns, *GENERATION_SCORES_TAIL]]
+
+
+def generation_scores_by_essay(aggregated: pd.DataFrame, paths: Paths) -> pd.DataFrame:
     """One row per essay; per evaluator `<evaluation_model>_<evaluation_template>` the mean,
     `_min`, `_max` and `_n` of its valid scores over replicates (n = 0, others empty, when it
     has none), then `sum` of the evaluator means and `paths`, the essay's gens folder."""
     essays = essay_lineage(aggregated)
-    evaluator = aggregated["evaluation_llm_model"].astype(str) + "_" + aggregated["evaluation_template"].astype(str)
-    evaluators = sorted(evaluator.unique())
-    valid = valid_rows(aggregated.assign(evaluator=evaluator))
-    stats = valid.groupby(["parent_gen_id", "evaluator"])["score"].agg(["mean", "min", "max", "count"])
-    wide = stats.unstack("evaluator").reindex(
-        index=essays.index, columns=pd.MultiIndex.from_product([["mean", "min", "max", "count"], evaluators]))
-    wide["count"] = wide["count"].fillna(0).astype(int)
-    stat_of = dict(zip(GENERATION_STAT_SUFFIXES, ("mean", "min", "max", "count"), strict=True))
-    columns = {f"{name}{suffix}": wide[(stat, name)] for name in evaluators for suffix, stat in stat_of.items()}
+    frame = aggregated.assign(evaluator=_evaluators(aggregated))
+    evaluators = sorted(frame["evaluator"].unique())
+    columns = _evaluator_columns(valid_rows(frame), ["parent_gen_id"], essays.index, evaluators)
     out = pd.concat([essays, pd.DataFrame(columns, index=essays.index)], axis=1)
-    out["sum"] = wide["mean"].sum(axis=1, min_count=1)
+    out["sum"] = _sum_of_means(columns, evaluators, essays.index)
     out = out.reset_index()
     out["paths"] = gen_dirs(paths, GENERATION, out["gen_id"])
-    return out[[*GENERATION_SCORES_INDEX, *columns, *GENERATION_SCORES_TAIL]]
+    return out[[*GENERATION_SCORES_BY_ESSAY_INDEX, *columns, *GENERATION_SCORES_BY_ESSAY_TAIL]]
 
 
 def summarise(tasks: pd.DataFrame, keys: tuple[str, ...]) -> pd.DataFrame:
@@ -157,7 +198,11 @@ def aggregated_table(ctx: CohortContext) -> pd.DataFrame:
 
 
 def generation_scores_table(ctx: CohortContext) -> pd.DataFrame:
-    return generation_scores(ctx.aggregated, ctx.paths)
+    return generation_scores(ctx.aggregated)
+
+
+def generation_scores_by_essay_table(ctx: CohortContext) -> pd.DataFrame:
+    return generation_scores_by_essay(ctx.aggregated, ctx.paths)
 
 
 def final_results_table(ctx: CohortContext) -> pd.DataFrame:
