@@ -18,6 +18,7 @@ include: "rules/cohort.smk"
 include: "rules/gens.smk"
 include: "rules/reports.smk"
 include: "rules/cross_experiment.smk"
+include: "rules/plan.smk"
 
 
 # Under a cluster executor (profiles/slurm) only the batches of model calls (gen_replies) are
@@ -29,11 +30,22 @@ localrules:
     cohort_report_figures,
     stale_generations,
     cross_experiment_tables,
+    plan,
+
+
+# Real runs only: the budget check before the first call, the progress line, the summary.
+onstart:
+    run_started()
+
+
+onsuccess:
+    run_finished(True)
 
 
 onerror:
     stale.write_stale_report(RT)
     reports.write_reports_despite_failures(PATHS, RT.cohort_ids, RT.experiment)
+    run_finished(False)
 
 
 rule all:
