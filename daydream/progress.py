@@ -75,6 +75,7 @@ class RunProgress:
             self.started = time.monotonic()
             self.running: Counter = Counter()
             self.made: Counter = Counter()
+            self.made_ids: set[str] = set()
             self.failed: Counter = Counter()
             self.sources: Counter = Counter()  # called, saved, restored, copy
             self.failures: list[Failure] = []
@@ -96,10 +97,11 @@ class RunProgress:
         with self._lock:
             self.running[stage] += 1
 
-    def document_made(self, stage: str, source: str) -> None:
+    def document_made(self, stage: str, gen_id: str, source: str) -> None:
         with self._lock:
             self.running[stage] -= 1
             self.made[stage] += 1
+            self.made_ids.add(gen_id)
             self.sources[source] += 1
 
     def document_failed(self, stage: str, gen_id: str, error: BaseException) -> None:
@@ -146,7 +148,8 @@ class RunProgress:
     def snapshot(self) -> dict:
         with self._lock:
             return {key: (Counter(value) if isinstance(value, Counter) else list(value) if isinstance(value, list)
-                          else value) for key, value in self.__dict__.items() if not key.startswith("_")}
+                          else set(value) if isinstance(value, set) else value)
+                    for key, value in self.__dict__.items() if not key.startswith("_")}
 
 
 RUN = RunProgress()
@@ -180,21 +183,18 @@ def document(stage: str, gen_id: str) -> Iterator[_Document]:
     except BaseException as error:
         RUN.document_failed(stage, gen_id, error)
         raise
-    RUN.document_made(stage, counted.source)
+    RUN.document_made(stage, gen_id, counted.source)
 
 
 # -- the line and the summary ------------------------------------------------------------------------
-def missing_documents(rt: Runtime) -> Counter:
-    """Documents of the active cohorts with a gens file missing, per stage (each once)."""
-    seen, missing = set(), Counter()
+def missing_documents(rt: Runtime) -> dict[str, set[str]]:
+    """The gen_ids of the active cohorts' documents with a gens file missing, per stage."""
+    missing: dict[str, set[str]] = {name: set() for name in stages.NAMES}
     for cohort_id in rt.cohort_ids:
         for member in rt.membership.members(cohort_id):
-            if member.gen_id in seen:
-                continue
-            seen.add(member.gen_id)
             folder = rt.paths.gen_dir(member.stage, member.gen_id)
-            if not all((folder / name).exists() for name in GEN_FILES):
-                missing[member.stage] += 1
+            if member.gen_id not in missing[member.stage] and not all((folder / n).exists() for n in GEN_FILES):
+                missing[member.stage].add(member.gen_id)
     return missing
 
 
@@ -284,12 +284,14 @@ class _Reporter(threading.Thread):
         self.totals: Counter = Counter()
 
     def refresh_totals(self) -> None:
-        """Documents this run has made plus those still missing (again after a checkpoint)."""
+        """Documents this run has made or still misses (again after a checkpoint). Missing
+        first, then made: a document made in between is in both, and counted once."""
         signature = self.rt.membership.signature()
         if signature != self._signature:
-            made = RUN.snapshot()["made"]
             missing = missing_documents(self.rt)
-            self.totals = Counter({s: made[s] + missing[s] for s in stages.NAMES})
+            made = RUN.snapshot()["made_ids"]
+            self.totals = Counter({s: len(missing[s] | {g for g in made if stages.of_gen_id(g).name == s})
+                                   for s in stages.NAMES})
             self._signature = signature
 
     def run(self) -> None:
