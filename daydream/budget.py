@@ -202,7 +202,7 @@ def refusal(rt: Runtime, over: list[Standing]) -> str:
     ways = "; ".join(s.budget.how_to_raise(s.needed) for s in over if s.needed > s.budget.usd + _EPSILON)
     raise_it = f"raise the budget ({ways}), or " if ways else ""
     return "\n".join([
-        "daydream: a budget could be exceeded, so no model call was made:",
+        "daydream: the missing calls could exceed a budget, so none of them is started:",
         *(f"  - {s.line()}" for s in over),
         "The high estimate counts every reply at its stage's max_tokens; `snakemake plan` shows the low-high "
         "range per stage and model.",

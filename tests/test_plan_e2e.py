@@ -130,7 +130,7 @@ def test_an_over_budget_run_stops_before_the_first_call_with_the_numbers_and_the
     new_cohort = run(data_root, cohorts_dir, loop, check=False, budget_usd=0.005)
     out = new_cohort.stdout + new_cohort.stderr
     assert new_cohort.returncode != 0 and requests(loop) == {"loop_a": 0, "loop_b": 0}
-    assert "a budget could be exceeded, so no model call was made" in out
+    assert "the missing calls could exceed a budget, so none of them is started" in out
     assert "all active cohorts (loop), budget_usd in the config = $0.0050: spent so far $0.0000 + 18 missing" in out
     assert "--config budget_usd=0.0" in out and "--config budget_override=true" in out
     assert not paths.gens_root.exists()
