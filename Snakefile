@@ -18,6 +18,7 @@ include: "rules/cohort.smk"
 include: "rules/gens.smk"
 include: "rules/reports.smk"
 include: "rules/cross_experiment.smk"
+include: "rules/plan.smk"
 
 
 # Under a cluster executor (profiles/slurm) only the batches of model calls (gen_replies) are
@@ -30,19 +31,27 @@ localrules:
     cohort_report_figures,
     stale_generations,
     cross_experiment_tables,
+    plan,
 
 
-# One writer per data root (daydream/writer_lock.py): Snakemake's own lock is per working
-# directory, so a second run on this data_root from another clone or `-d` is refused here,
-# before any job runs. onstart runs only for real runs (not -n); Slurm batch jobs are started
-# with --no-hooks and never need it.
+# Real runs only (not -n), before any job; Snakemake keeps one onstart, so this is the one.
+# First one writer per data root (daydream/writer_lock.py): Snakemake's own lock is per working
+# directory, so a second run on this data_root from another clone or `-d` is refused here.
+# Slurm batch jobs are started with --no-hooks and never need it. Then the budget check before
+# the first call and the progress line (daydream.budget, daydream.progress).
 onstart:
     if workflow.is_main_process:
         writer_lock.acquire(PATHS.data_root, mode=RT.config["writer_lock"])
+    run_started()
+
+
+onsuccess:
+    run_finished(True)
 
 
 onerror:
     stale.write_reports_after_failure(RT)
+    run_finished(False)
 
 
 rule all:

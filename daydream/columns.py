@@ -50,6 +50,14 @@ IMPORTED_METADATA_KEY = "imported_from"
 STALE_COLUMNS = ("stage", "gen_id", "cohort_id", "template_id", "reason",
                  "stored_prompt_sha256", "current_prompt_sha256")
 
+# data/7_reporting/plan.csv (`snakemake plan`): one row per stage and model with calls still
+# missing, then a `total` row. Costs are empty where a price is unknown (never 0).
+PLAN_COLUMNS = (
+    "stage", "model_id", "calls", "prompt_tokens_est", "prompt_tokens_high",
+    "completion_tokens_low", "completion_tokens_high", "cost_usd_low", "cost_usd_high",
+    "cost_usd_batch_low", "cost_usd_batch_high", "price_source", "note",
+)
+
 # -- reports (SPEC §9) ------------------------------------------------------------------------------
 # The lineage of an essay: what produced it. Shared by every per-essay table.
 ESSAY_COLUMNS = ("combo_id", "draft_template", "generation_template", "generation_model")

@@ -10,7 +10,7 @@ ledger without a call. Rules call this with the shared `Runtime` and the wildcar
 
 from __future__ import annotations
 
-from daydream import ledger, parsers, stages, store
+from daydream import ledger, parsers, progress, stages, store
 from daydream.calls import Completion
 from daydream.experiment import Template
 from daydream.membership import Member
@@ -69,7 +69,13 @@ def metadata(rt: Runtime, member: Member, template: Template, done: Completion, 
 
 def write_document(rt: Runtime, stage: str, gen_id: str, log_path: str | None = None) -> None:
     """All four files of one document. prompt.txt is written before any call, so a failed call
-    leaves it to read; a restored document gets the prompt that was paid for."""
+    leaves it to read; a restored document gets the prompt that was paid for. Counted for the
+    progress line and the run's summary (`daydream.progress`)."""
+    with progress.document(stage, gen_id) as counted:
+        counted.source = _write_document(rt, stage, gen_id, log_path)
+
+
+def _write_document(rt: Runtime, stage: str, gen_id: str, log_path: str | None) -> str:
     member = rt.membership.member(gen_id)
     template = rt.template(member)
     prompt = document_prompt(rt, member)
@@ -87,6 +93,7 @@ def write_document(rt: Runtime, stage: str, gen_id: str, log_path: str | None = 
     store.write_job_log(log_path, f"{gen_id}: {answer.source} model={done.model or '-'} attempts={done.attempts} "
                                   f"finish={done.finish_reason} usage={done.usage} cost_usd={done.cost_usd} "
                                   f"parsed with {template.parser!r}: {len(parsed)} characters")
+    return answer.source
 
 
 def _parse_failure(rt: Runtime, member: Member, parser: str, reason: str, raw: str) -> DocumentError:

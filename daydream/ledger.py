@@ -11,7 +11,8 @@ money. For a document's prompt it returns, in this order:
   and the stale report lists it. Paying for the new prompt is a deliberate regeneration
   (`scripts/regenerate.py`, which moves the ledger into `.history/`);
 - `called`: a new call, its reply saved at once.
-The per-document job and the cluster batches both go through it. Every call made is appended
+The per-document job and the cluster batches both go through it. A call starts only when the
+budget guard admits it (`budget.metered`: no call that could pass a budget). Every call made is appended
 to `llm_calls.jsonl`, every failed one to `llm_errors.jsonl` (the audit of what was paid).
 """
 
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from daydream import calls, store
+from daydream import budget, calls, store
 from daydream.membership import Member
 from daydream.paths import Paths
 from daydream.prompts import Prompt
@@ -133,11 +134,13 @@ def answer(rt: Runtime, member: Member, prompt: Prompt) -> Answer:
                     member.gen_id, rt.paths.stale_generations_csv)
         return restored
     row = rt.experiment.models[member.llm_model_id]
-    try:
-        done = calls.call_model(row, prompt.text, stage=member.stage, settings=rt.settings, gen_id=member.gen_id)
-    except calls.LLMCallError as error:
-        _record_failure(rt, member, error)
-        raise
-    save_reply(rt.paths, member, prompt, done)
-    _record_call(rt, member, done)
+    with budget.metered(rt, member, prompt) as ticket:  # BudgetReached: this call could pass a budget
+        try:
+            done = calls.call_model(row, prompt.text, stage=member.stage, settings=rt.settings, gen_id=member.gen_id)
+        except calls.LLMCallError as error:
+            _record_failure(rt, member, error)
+            raise
+        save_reply(rt.paths, member, prompt, done)  # first: a paid reply is on disk before anything else
+        _record_call(rt, member, done)
+        budget.paid(rt, ticket, done)
     return Answer(prompt, done, "called")

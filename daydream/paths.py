@@ -176,6 +176,11 @@ class Paths:
     def stale_generations_csv(self) -> Path:
         return self.reporting_dir / "stale_generations.csv"
 
+    @property
+    def plan_csv(self) -> Path:
+        """`snakemake plan`: the calls still missing per stage and model, with tokens and cost."""
+        return self.reporting_dir / "plan.csv"
+
     def reply_batch_path(self, stage: str, batch_id: str) -> Path:
         """Cluster runs: the record of one batch of model calls (one Slurm job): per document
         `called` or `reused`. Written only when every call of the batch succeeded."""

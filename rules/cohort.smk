@@ -2,6 +2,8 @@
 # manifest and membership; the documents it lists become the gens-store targets. Content, not
 # modification time, says when it reruns (daydream/checkpoint_inputs.py): its input
 # `fingerprint` names today's content of what it reads, and its other inputs are ancient.
+# A new membership is checked against the budgets before any of its documents can run
+# (daydream.budget).
 
 
 rule cohort_inputs_fingerprint:
@@ -26,3 +28,4 @@ checkpoint cohort_membership:
         PATHS.log_path("cohort_membership", "{cohort_id}"),
     run:
         cohorts.write_cohort(RT, wildcards.cohort_id, log[0])
+        budget.check_cohort(RT, wildcards.cohort_id)

@@ -3,10 +3,13 @@
 # functions. No rules here; the logic behind each function lives in daydream.targets.
 from daydream import (
     batches,
+    budget,
     checkpoint_inputs,
     cohorts,
     documents,
     ids,
+    plan,
+    progress,
     reports,
     stages,
     stale,
@@ -16,6 +19,10 @@ from daydream import (
 from daydream.runtime import Runtime, configure_logging
 
 configure_logging()
+# With the profile's `quiet: [rules, host]`: no per-job lines on the terminal (daydream.progress).
+progress.shape_terminal_output(
+    workflow.output_settings.quiet, workflow.output_settings.verbose
+)
 RT = Runtime(config)
 PATHS = RT.paths
 
@@ -70,6 +77,22 @@ def get_reply_batch_inputs(wildcards):
     return ancient_all(
         targets.reply_batch_inputs(RT, wildcards.stage, wildcards.batch_id)
     )
+
+
+def get_plan_inputs(wildcards):
+    return plan.plan_inputs(RT)
+
+
+def run_started():
+    """`onstart:` (real runs, once the DAG is built): the budget check before the first call,
+    then the progress line. A run whose only target is `plan` is never refused."""
+    budget.check_before_run(RT, workflow.dag_settings.targets)
+    progress.start(RT, workflow.dag_settings.targets)
+
+
+def run_finished(ok):
+    """`onsuccess:` / `onerror:`: the run's summary."""
+    progress.finish(RT, ok)
 
 
 def get_stale_report_inputs(wildcards):

@@ -18,6 +18,9 @@ from daydream import settings
 
 REPO = Path(__file__).resolve().parent.parent
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+# The profile keeps Snakemake quiet about rules (no per-job blocks); tests that read the jobs of a
+# dry run or a run from Snakemake's output pass this to bring them back.
+PER_JOB_OUTPUT = ("--quiet", "host")
 
 TINY_COHORT = {
     "concepts": {"level": "paragraph", "k": 2, "ids": ["default-mode-network", "exaptation", "weak-ties"]},

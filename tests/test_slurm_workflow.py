@@ -25,7 +25,7 @@ import pandas as pd
 import pytest
 
 from daydream.paths import GEN_FILES, Paths
-from tests.conftest import REPO, SNAKEMAKE, planned_by_stage, run_workflow, write_cohort
+from tests.conftest import PER_JOB_OUTPUT, REPO, SNAKEMAKE, planned_by_stage, run_workflow, write_cohort
 from tests.slurm_cluster import SlurmCluster, slurm_available
 
 pytestmark = pytest.mark.slurm
@@ -96,7 +96,8 @@ def new_root(base: Path) -> Path:
 
 
 def workflow_command(data_root: Path, cohorts_dir: Path, cohorts: list[str], *args: str) -> list[str]:
-    return [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--profile", str(PROFILE), *FAST, *args, "--config",
+    return [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--profile", str(PROFILE), *FAST, *PER_JOB_OUTPUT, *args,
+            "--config",
             f"data_root={data_root}", f"cohorts_dir={cohorts_dir}", "cohorts=" + json.dumps(cohorts),
             "offline=true"]
 

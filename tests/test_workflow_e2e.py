@@ -6,7 +6,15 @@ import pandas as pd
 import pytest
 
 from daydream.paths import Paths
-from tests.conftest import REPO, TINY_COHORT, count_lines, planned_by_stage, run_workflow, write_cohort
+from tests.conftest import (
+    PER_JOB_OUTPUT,
+    REPO,
+    TINY_COHORT,
+    count_lines,
+    planned_by_stage,
+    run_workflow,
+    write_cohort,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -65,7 +73,7 @@ def test_deleting_one_parsed_evaluation_remakes_only_that_document_without_a_cal
     membership = pd.read_csv(paths.membership_csv("tiny"), dtype=str)
     victim = membership[membership.stage == "evaluation"].gen_id.iloc[5]
     paths.parsed_path("evaluation", victim).unlink()
-    dry = run_workflow(data_root, cohorts_dir, ["tiny"], "-n")
+    dry = run_workflow(data_root, cohorts_dir, ["tiny"], "-n", *PER_JOB_OUTPUT)
     planned = jobs_planned(dry.stdout + dry.stderr)
     gens_jobs = {rule: n for rule, n in planned.items() if not rule.startswith("cohort_report")}
     assert gens_jobs == {"gen_document": 1, "stale_generations": 1, "all": 1}  # its metadata is rewritten
@@ -110,7 +118,7 @@ def test_editing_the_cohort_file_makes_only_the_new_documents(finished_run):
 
 def test_dry_run_lists_every_model_call_before_anything_runs(data_root, cohorts_dir):
     run_workflow(data_root, cohorts_dir, ["tiny"], "--until", "cohort_membership")
-    dry = run_workflow(data_root, cohorts_dir, ["tiny"], "-n")
+    dry = run_workflow(data_root, cohorts_dir, ["tiny"], "-n", *PER_JOB_OUTPUT)
     planned = planned_by_stage(dry.stdout + dry.stderr)
     assert planned[("gen_document", "draft")] == 3 and planned[("gen_document", "essay")] == 6
     assert planned[("gen_document", "evaluation")] == 24
