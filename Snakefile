@@ -25,13 +25,19 @@ include: "rules/cross_experiment.smk"
 localrules:
     cohort_membership,
     gen_document,
+    provider_batch,
     cohort_reports,
     cohort_report_figures,
     stale_generations,
     cross_experiment_tables,
 
 
+onsuccess:
+    provider_batches.log_waiting(RT)
+
+
 onerror:
+    provider_batches.log_waiting(RT)
     stale.write_stale_report(RT)
     reports.write_reports_despite_failures(PATHS, RT.cohort_ids, RT.experiment)
 

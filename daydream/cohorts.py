@@ -18,7 +18,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from daydream import calls, ids, prompts, stages, store
+from daydream import calls, ids, prompts, provider_batches, stages, store
 from daydream import combos as combo_register
 from daydream.columns import MEMBERSHIP_COLUMNS
 from daydream.combos import Combo
@@ -270,7 +270,8 @@ def drop_derived_reports(paths: Paths, cohort_id: str) -> None:
 def write_cohort(rt: Runtime, cohort_id: str, log_path: str | None = None) -> None:
     """The checkpoint: validate the cohort and write its manifest and membership."""
     def check_models(rows, where):
-        return calls.missing_keys(rows, rt.settings, where)
+        by_stage = provider_batches.models_by_stage(rt, load_cohort_spec(rt.paths.cohort_file(cohort_id)))
+        return calls.missing_keys(rows, rt.settings, where) + provider_batches.route_problems(rt, by_stage, where)
 
     rows = build_cohort(rt.paths, cohort_id, rt.paths.cohort_file(cohort_id), check_models=check_models)
     drop_derived_reports(rt.paths, cohort_id)

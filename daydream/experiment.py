@@ -60,6 +60,7 @@ class ModelRow:
     max_concurrency: int | None = None
     input_cost_per_mtok: float | None = None
     output_cost_per_mtok: float | None = None
+    batch: bool = False  # calls go through the provider's batch API (daydream.provider_batches)
 
 
 @dataclass
@@ -157,6 +158,14 @@ def load_templates(paths: Paths, stage: str, problems: list[str]) -> dict[str, T
     }
 
 
+def _flag(text: str, where: str, problems: list[str]) -> bool:
+    """A true/false cell; empty is false."""
+    value = text.lower()
+    if value not in ("", "true", "false"):
+        problems.append(f"{where}: {text!r} must be true or false (empty = false)")
+    return value == "true"
+
+
 def _model_from_row(row: dict, where: str, problems: list[str]) -> ModelRow:
     concurrency = _number(row.get("max_concurrency", ""), None, f"{where} max_concurrency", problems)
     return ModelRow(
@@ -166,6 +175,7 @@ def _model_from_row(row: dict, where: str, problems: list[str]) -> ModelRow:
         max_concurrency=int(concurrency) if concurrency else None,
         input_cost_per_mtok=_number(row.get("input_cost_per_mtok", ""), None, f"{where} input_cost_per_mtok", problems),
         output_cost_per_mtok=_number(row.get("output_cost_per_mtok", ""), None, f"{where} output_cost_per_mtok", problems),
+        batch=_flag(row.get("batch", ""), f"{where} batch", problems),
     )
 
 

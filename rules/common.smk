@@ -2,6 +2,7 @@
 # filled in), the one Paths object, wildcard constraints from the stage registry and the input
 # functions. No rules here; the logic behind each function lives in daydream.targets.
 from daydream import batches, cohorts, documents, ids, reports, stages, stale, targets
+from daydream import provider_batches
 from daydream.runtime import Runtime, configure_logging
 
 configure_logging()
@@ -14,6 +15,8 @@ wildcard_constraints:
     gen_id=stages.GEN_ID_PATTERN,
     cohort_id=ids.COHORT_ID_PATTERN,
     batch_id=batches.BATCH_ID_PATTERN,
+    run_id=provider_batches.RUN_ID_PATTERN,
+    round_id=provider_batches.ROUND_ID_PATTERN,
 
 
 def final_targets(wildcards):
@@ -21,7 +24,8 @@ def final_targets(wildcards):
     the stale report once every membership is current."""
     files = [f for cohort_id in RT.cohort_ids for f in cohort_final_targets(cohort_id)]
     if all(targets.cohort_is_current(RT, c) for c in RT.cohort_ids):
-        files.append(PATHS.stale_generations_csv)
+        if targets.nothing_waits_on_batches(RT):
+            files.append(PATHS.stale_generations_csv)
     return files
 
 
@@ -53,6 +57,14 @@ def get_document_inputs(wildcards):
 def get_reply_batch_inputs(wildcards):
     return ancient_all(
         targets.reply_batch_inputs(RT, wildcards.stage, wildcards.batch_id)
+    )
+
+
+def get_batch_round_inputs(wildcards):
+    return ancient_all(
+        targets.batch_round_inputs(
+            RT, wildcards.stage, wildcards.run_id, wildcards.round_id
+        )
     )
 
 
