@@ -91,7 +91,10 @@ class BatchSettings:
 
 
 def batch_settings(rt: Runtime) -> BatchSettings:
-    return BatchSettings.from_config(rt.config)
+    run = _run(rt)
+    if run.settings is None:
+        run.settings = BatchSettings.from_config(rt.config)
+    return run.settings
 
 
 # -- which calls are batched -------------------------------------------------------------------
@@ -157,6 +160,7 @@ class _Run:
     round_of: dict[str, tuple[str, str]] = field(default_factory=dict)  # gen_id -> (stage, round)
     outcomes: dict[str, tuple[str, str]] = field(default_factory=dict)  # gen_id -> (state, reason)
     records: dict[str, dict] = field(default_factory=dict)  # round path -> its finished record
+    settings: BatchSettings | None = None
     lock: threading.RLock = field(default_factory=threading.RLock)
 
 
