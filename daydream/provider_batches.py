@@ -2,7 +2,7 @@
 
 Which calls: a document of an `llm` template whose model row has `batch=true` in
 llm_models.csv, unless `batch.stages.<stage>` in the config says otherwise for the whole stage
-(never under `offline=true`: a rehearsal calls the offline model directly).
+(never the offline model, nor under `offline=true`: a rehearsal calls it directly).
 
 How they flow through the DAG (README "Batch mode"). The default target holds back every
 document that waits on a batch, and whatever is made from it (children, reports, the stale
@@ -44,6 +44,7 @@ from daydream.paths import Paths
 from daydream.prompts import Prompt, sha256_text
 from daydream.providers import (
     BATCH_ROUTES,
+    OFFLINE_ROUTE,
     BatchProvider,
     BatchResult,
     BatchState,
@@ -100,7 +101,7 @@ def batch_settings(rt: Runtime) -> BatchSettings:
 # -- which calls are batched -------------------------------------------------------------------
 def batch_mode(rt: Runtime, stage: str, row: ModelRow) -> bool:
     """Whether `row`'s calls of `stage` go through a batch API: the stage's override, else the row."""
-    if rt.settings.offline:
+    if calls.route_of(row, rt.settings) == OFFLINE_ROUTE:  # free and instant: nothing to batch
         return False
     override = batch_settings(rt).stages.get(stages.get(stage).config_section)
     return row.batch if override is None else bool(override)

@@ -28,8 +28,8 @@ def rt(data_root, cohorts_dir):
 def batch_row(runtime: Runtime, model_id: str = "offline_b", **fields) -> None:
     """Turn a model of the loaded experiment into a loopback model in batch mode."""
     models = runtime.experiment.models
-    models[model_id] = replace(models[model_id], route="openai", batch=True,
-                               input_cost_per_mtok=2.0, output_cost_per_mtok=8.0, **fields)
+    models[model_id] = replace(models[model_id], **{"route": "openai", "batch": True, "input_cost_per_mtok": 2.0,
+                                                    "output_cost_per_mtok": 8.0, **fields})
 
 
 class FakeBatches:
@@ -104,7 +104,9 @@ def test_a_stage_override_wins_over_the_row_and_offline_runs_never_batch(rt):
     assert provider_batches.batched(runtime, member)
     assert not provider_batches.batched(rt(batch={"stages": {"evaluation": False}}), member)
     other = rt(batch={"stages": {"evaluation": True}})
-    assert provider_batches.batched(other, evaluations(other, "offline_b")[0])
+    assert not provider_batches.batched(other, evaluations(other, "offline_a")[0]), "the offline model: never"
+    batch_row(other, "offline_a", batch=False)
+    assert provider_batches.batched(other, evaluations(other, "offline_a")[0])
     offline = rt(offline=True)
     batch_row(offline)
     assert not provider_batches.any_batched(offline) and not provider_batches.batched(offline, member)
