@@ -209,12 +209,13 @@ class Gate:
 def gate(rt: Runtime) -> Gate:
     """Stage by stage, root first: a document waits on a batch while its reply is not collected in
     this run (its round has not ended, or left it in flight); its descendants wait with it. The
-    documents of a stage that wait on no round yet, but whose parents are ready, get a new round."""
+    documents of a stage that wait on no round yet, but whose parents are not held back, get new
+    rounds: one for those whose parents exist, one for those whose parents this run makes."""
     if not any_batched(rt):
         return Gate(frozenset(), ())
     run, blocked, targets, seen = _run(rt), set(), set(), set()
     for stage in stages.STAGES:
-        fresh = []
+        fresh: dict[bool, list[str]] = {True: [], False: []}  # parents on disk now, or made in this run
         for cohort_id in rt.cohort_ids:
             for member in rt.membership.members(cohort_id, stage.name):
                 if member.gen_id in seen:
@@ -226,13 +227,15 @@ def gate(rt: Runtime) -> Gate:
                     key = run.round_of.get(member.gen_id)
                     record = _round_record(rt, key) if key else None
                     if key is None:
-                        fresh.append(member.gen_id)
+                        ready = stage.is_root or rt.paths.parsed_path(stage.parent, member.parent_gen_id).exists()
+                        fresh[ready].append(member.gen_id)
                     elif record is None:
                         targets.add(str(round_path(rt, key)))
                     if record is None or record["documents"].get(member.gen_id) == IN_FLIGHT:
                         blocked.add(member.gen_id)
-        if fresh:
-            targets.add(str(round_path(rt, _register(rt, stage.name, fresh))))
+        for gen_ids in fresh.values():  # apart, so a parent that fails holds back only its own round
+            if gen_ids:
+                targets.add(str(round_path(rt, _register(rt, stage.name, gen_ids))))
     return Gate(frozenset(blocked), tuple(sorted(targets)))
 
 
@@ -294,8 +297,21 @@ def write_round(rt: Runtime, stage: str, run_id: str, round_id: str, out_path: s
             raise BatchError(f"{stage} batch round {round_id}: the provider did not answer {poll_failures} looks "
                              f"in a row (see the log above); the batches are kept: run again later to reattach")
         _log_progress(rt, stage, waiting, config.poll_interval_s)
-        time.sleep(config.poll_interval_s)
+        if not _sleep(config.poll_interval_s):
+            raise BatchError(f"{stage} batch round {round_id}: Snakemake is stopping; {len(waiting)} requests stay "
+                             "in flight and the next run reattaches to their batches")
     _finish_round(rt, stage, round_id, out_path, log_path, members, wanted, states)
+
+
+def _sleep(seconds: float) -> bool:
+    """Sleep between polls, waking each second: False once Snakemake's main thread has ended (a
+    Ctrl-C or an error), so a round never keeps a stopping process alive for hours."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        if not threading.main_thread().is_alive():
+            return False
+        time.sleep(min(1.0, left))
+    return threading.main_thread().is_alive()
 
 
 def _finish_round(rt: Runtime, stage: str, round_id: str, out_path: str, log_path: str | None,

@@ -5,6 +5,7 @@ price, a batch whose create answer was lost, and the direct path's guard."""
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 
 import pytest
@@ -226,3 +227,37 @@ def test_the_gate_holds_back_batched_documents_and_the_reports_and_targets_one_r
     assert gate.rounds[0] in outputs and not any("/reports/" in f for f in outputs)
     assert not [f for f in outputs if any(f"/{g}/" in f for g in batched)]
     assert not targets.nothing_waits_on_batches(runtime)
+
+
+def test_with_resubmit_direct_a_failed_request_is_let_through_to_a_direct_call_and_a_final_error_is_not(
+        rt, fake, monkeypatch, tmp_path):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-unit")
+    runtime = rt(batch={"resubmit": "direct"})
+    batch_row(runtime)
+    busy, refused = evaluations(runtime)[:2]
+    monkeypatch.setattr(fake, "results", lambda target, batch_id, ids: [
+        BatchResult(busy.gen_id, "errored", error="overloaded", status=503),
+        BatchResult(refused.gen_id, "errored", error="too long", status=400)])
+    items, states = wanted(runtime, [busy, refused]), {}
+    config = provider_batches.batch_settings(runtime)
+    with batch_ledger.locked(runtime.paths):
+        provider_batches._decide_and_submit(runtime, "evaluation", config, items, states)
+        provider_batches._collect_live(runtime, items, states)
+        provider_batches._decide_and_submit(runtime, "evaluation", config, items, states)
+    assert states == {busy.gen_id: provider_batches.DIRECT, refused.gen_id: provider_batches.FAILED}
+    assert len(fake.submitted) == 1, "nothing submitted again"
+    provider_batches._finish_round(runtime, "evaluation", "0123456789ab", str(tmp_path / "round.json"), None,
+                                   [busy, refused], items, states)
+    provider_batches.refuse_direct_call(runtime, busy, items[busy.gen_id].prompt)
+    with pytest.raises(provider_batches.BatchPendingError, match=r"errored \(HTTP 400\): too long after 1"):
+        provider_batches.refuse_direct_call(runtime, refused, items[refused.gen_id].prompt)
+    errors = [json.loads(line) for line in runtime.paths.llm_errors_jsonl.read_text().splitlines()]
+    assert [(e["gen_id"], e["error_class"], e["status"]) for e in errors] == [(refused.gen_id, "BatchErrored", 400)]
+
+
+def test_a_waiting_round_stops_sleeping_once_the_main_thread_has_ended(monkeypatch):
+    import threading
+
+    monkeypatch.setattr(threading, "main_thread", lambda: type("Ended", (), {"is_alive": lambda self: False})())
+    started = time.monotonic()
+    assert provider_batches._sleep(30) is False and time.monotonic() - started < 1
