@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import threading
 import time
 import weakref
@@ -303,15 +304,36 @@ def write_round(rt: Runtime, stage: str, run_id: str, round_id: str, out_path: s
     _finish_round(rt, stage, round_id, out_path, log_path, members, wanted, states)
 
 
+_STOPPING = threading.Event()
+
+
+def watch_interrupts() -> None:
+    """Once, at parse time in the main thread: a Ctrl-C also tells a waiting round to stop, then
+    goes on to the handler it replaced. Without it, Snakemake's answer to Ctrl-C (shutting its
+    thread pool down, waiting for the jobs that run) would wait for the batches to end."""
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or getattr(previous, "daydream", False):
+        return
+
+    def interrupted(signum, frame):
+        _STOPPING.set()
+        if callable(previous):
+            previous(signum, frame)
+        else:
+            raise KeyboardInterrupt
+
+    interrupted.daydream = True
+    signal.signal(signal.SIGINT, interrupted)
+
+
 def _sleep(seconds: float) -> bool:
-    """Sleep between polls, waking each second: False once Snakemake's main thread has ended (a
-    Ctrl-C or an error), so a round never keeps a stopping process alive for hours."""
+    """Sleep between polls: False as soon as Snakemake is stopping (a Ctrl-C, or its main thread
+    has ended), so a round never keeps a stopping process alive for hours."""
     deadline = time.monotonic() + seconds
     while (left := deadline - time.monotonic()) > 0:
-        if not threading.main_thread().is_alive():
+        if not threading.main_thread().is_alive() or _STOPPING.wait(min(1.0, left)):
             return False
-        time.sleep(min(1.0, left))
-    return threading.main_thread().is_alive()
+    return threading.main_thread().is_alive() and not _STOPPING.is_set()
 
 
 def _finish_round(rt: Runtime, stage: str, round_id: str, out_path: str, log_path: str | None,

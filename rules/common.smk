@@ -6,6 +6,7 @@ from daydream import provider_batches
 from daydream.runtime import Runtime, configure_logging
 
 configure_logging()
+provider_batches.watch_interrupts()  # a Ctrl-C stops waiting batch rounds too
 RT = Runtime(config)
 PATHS = RT.paths
 

@@ -279,3 +279,27 @@ def test_a_waiting_round_takes_no_core_from_the_direct_calls(tmp_path, data_root
         direct = evals[evals.llm_model_id == "offline_b"].gen_id
         assert max(paths.parsed_path("evaluation", g).stat().st_mtime for g in direct) < round_file.stat().st_mtime
         assert complete(paths, pd.read_csv(paths.membership_csv("judged")))
+
+
+def test_ctrl_c_during_a_waiting_round_ends_the_run_promptly_and_keeps_the_batch(tmp_path, data_root, cohorts_dir,
+                                                                                  key):
+    with FakeOpenAIServer() as server:
+        add_batch_models(data_root, [{"id": "loop_judge", "api_base": server.base_url}])
+        judged_cohort(cohorts_dir, ["loop_judge"], replicates=1, ids=IDS5[:3])
+        server.set_batch_timing(processing=600)
+        command = snakemake_command(data_root, cohorts_dir, batch_config(tmp_path, poll_interval_s=30))
+        run = subprocess.Popen(command, cwd=data_root.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)
+        deadline = time.monotonic() + 120
+        while not server.batches_created["openai"] and time.monotonic() < deadline and run.poll() is None:
+            time.sleep(0.1)
+        time.sleep(1.0)
+        run.send_signal(signal.SIGINT)
+        stopped = time.monotonic()
+        _, stderr = run.communicate(timeout=60)
+        assert time.monotonic() - stopped < 20, "the 30 s sleep between polls does not hold the run"
+        assert "Snakemake is stopping; 12 requests stay in flight" in stderr and run.returncode != 0
+        assert server.batches_created["openai"] == 1, stderr
+        (state,) = [s for s in map(lambda p: json.loads(p.read_text()),
+                                   Paths(data_root).provider_batches_dir.glob("pb_*[0-9a-f].json"))]
+        assert state["state"] == "submitted", "the batch stays in the ledger for the next run"
