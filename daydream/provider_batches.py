@@ -338,9 +338,9 @@ def _sleep(seconds: float) -> bool:
 
 def _finish_round(rt: Runtime, stage: str, round_id: str, out_path: str, log_path: str | None,
                   members: list[Member], wanted: dict[str, _Wanted], states: dict[str, str]) -> None:
-    reasons = {}
+    reasons, held = {}, batch_ledger.held(rt.paths)
     for gen_id in wanted:
-        states.setdefault(gen_id, IN_FLIGHT)
+        states.setdefault(gen_id, IN_FLIGHT if (stage, gen_id) in held else FAILED)
         if states[gen_id] in (FAILED, DIRECT):
             reasons[gen_id] = _reason(wanted[gen_id])
     run = _run(rt)
