@@ -27,6 +27,7 @@ localrules:
     cohort_inputs_fingerprint,
     cohort_membership,
     gen_document,
+    provider_batch,
     cohort_reports,
     cohort_report_figures,
     stale_generations,
@@ -49,7 +50,12 @@ onsuccess:
     run_finished(True)
 
 
+onsuccess:
+    provider_batches.log_waiting(RT)
+
+
 onerror:
+    provider_batches.log_waiting(RT)
     stale.write_reports_after_failure(RT)
     run_finished(False)
 

@@ -14,7 +14,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from daydream import documents, ledger, store
+from daydream import documents, ledger, provider_batches, store
 from daydream.prompts import sha256_text
 from daydream.runtime import Runtime
 
@@ -36,7 +36,7 @@ def reply_batches(rt: Runtime, stage: str) -> tuple[dict[str, list[str]], dict[s
     with _CUTS_LOCK:
         if key not in _CUTS:
             ids = {m.gen_id: None for c in rt.cohort_ids for m in rt.membership.members(c, stage)
-                   if rt.template(m).generator == "llm"}
+                   if rt.template(m).generator == "llm" and not provider_batches.batched(rt, m)}
             size, ordered = rt.reply_batch_size, list(ids)
             chunks = [ordered[i:i + size] for i in range(0, len(ordered), size)]
             cut = {f"{n:04d}_{sha256_text('|'.join(chunk))[:10]}": chunk for n, chunk in enumerate(chunks)}

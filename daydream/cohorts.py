@@ -31,6 +31,7 @@ from daydream import (
     original_store,
     preflight,
     prompts,
+    provider_batches,
     stages,
     store,
 )
@@ -383,7 +384,7 @@ def plan_design(paths: Paths, cohort_id: str, cohort_file: Path, experiment: Exp
 def build_cohort(paths: Paths, cohort_id: str, cohort_file: Path, check_models=None) -> list[dict]:
     """Validate a cohort and write its manifest, membership and combo mappings.
 
-    `check_models(model_rows, where) -> list[str]` may add problems about models that cannot
+    `check_models(membership_rows, where) -> list[str]` may add problems about models that cannot
     be called (e.g. a missing API key), so they also fail here, before any model call.
     """
     where = str(cohort_file)
@@ -400,8 +401,7 @@ def build_cohort(paths: Paths, cohort_id: str, cohort_file: Path, check_models=N
         raise CohortError(problems + [p for p in error.problems if p not in problems]) from error
     _raise_if(original_store.checkpoint_problems(paths, rows, where))
     if check_models is not None:
-        used = sorted({r["llm_model_id"] for r in rows})
-        _raise_if(check_models([experiment.models[m] for m in used if m in experiment.models], where))
+        _raise_if(check_models(rows, where))
     combo_register.append_combo_mappings(paths, combos)
     store.write_text_atomic(paths.manifest_json(cohort_id), json.dumps(doc, indent=2) + "\n")
     store.write_csv_atomic(paths.membership_csv(cohort_id), MEMBERSHIP_COLUMNS, rows)
@@ -419,7 +419,9 @@ def drop_derived_reports(paths: Paths, cohort_id: str) -> None:
 def write_cohort(rt: Runtime, cohort_id: str, log_path: str | None = None) -> None:
     """The checkpoint: validate the cohort and write its manifest and membership."""
     def check_models(rows, where):
-        return calls.missing_keys(rows, rt.settings, where)
+        by_stage = provider_batches.models_by_stage(rt, rows)
+        used = list({row.id: row for models in by_stage.values() for row in models}.values())
+        return calls.missing_keys(used, rt.settings, where) + provider_batches.route_problems(rt, by_stage, where)
 
     inputs = checkpoint_inputs.file_hashes(rt.paths, cohort_id)  # before they are read: what is validated
     try:

@@ -21,12 +21,16 @@ DEFAULT_SCORE_MAX = 9.0
 MODEL_COLUMNS = ("id", "model", "provider", "display_name")
 OPTIONAL_MODEL_COLUMNS = (
     "route", "api_base", "api_key_env", "max_concurrency",
-    "input_cost_per_mtok", "output_cost_per_mtok", "active",
+    "input_cost_per_mtok", "output_cost_per_mtok", "active", "batch",
 )
 # Columns of the original pipeline's llm_models.csv that are accepted and not used.
 LEGACY_MODEL_COLUMNS = ("specialization", "for_generation", "for_evaluation")
 
 GENERATORS = ("llm", "copy")
+
+# -- provider batches (daydream/provider_batches.py, scripts/batches.py list) -----------------------
+PROVIDER_BATCH_LIST_COLUMNS = ("local_id", "provider", "batch_id", "stage", "model_id", "state", "status",
+                               "requests", "done", "failed", "created_at")
 
 # -- cohorts --------------------------------------------------------------------------------------
 MEMBERSHIP_COLUMNS = (

@@ -64,6 +64,7 @@ class ModelRow:
     input_cost_per_mtok: float | None = None
     output_cost_per_mtok: float | None = None
     active: bool = True
+    batch: bool = False  # calls go through the provider's batch API (daydream.provider_batches)
     line: int = 0  # its line in llm_models.csv
 
 
@@ -168,6 +169,14 @@ def load_templates(paths: Paths, stage: str, problems: list[str],
             for row in table.rows}
 
 
+def _flag(text: str, where: str, problems: list[str]) -> bool:
+    """A true/false cell; empty is false."""
+    value = text.lower()
+    if value not in ("", "true", "false"):
+        problems.append(f"{where}: {text!r} must be true or false (empty = false)")
+    return value == "true"
+
+
 def _model_from_row(row: Row, where: str, problems: list[str]) -> ModelRow:
     concurrency = _number(row.get("max_concurrency", ""), None, f"{where} max_concurrency", problems)
     if concurrency is not None and (concurrency < 1 or concurrency != int(concurrency)):
@@ -185,6 +194,7 @@ def _model_from_row(row: Row, where: str, problems: list[str]) -> ModelRow:
         api_base=row.get("api_base", ""), api_key_env=row.get("api_key_env", ""),
         max_concurrency=int(concurrency) if concurrency else None, **costs,
         active=is_active(row, where, problems), line=row.line,
+        batch=_flag(row.get("batch", ""), f"{where} batch", problems),
     )
 
 

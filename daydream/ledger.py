@@ -114,11 +114,12 @@ def _record_failure(rt: Runtime, member: Member, error: calls.LLMCallError) -> N
         "status": error.status, "message": str(error), "attempts": error.attempts})
 
 
-def _record_call(rt: Runtime, member: Member, done: calls.Completion) -> None:
+def _record_call(rt: Runtime, member: Member, done: calls.Completion, **extra) -> None:
+    """One line of llm_calls.jsonl; a provider batch's request adds its `batch_id`."""
     store.append_jsonl(rt.paths.llm_calls_jsonl, {
         "time": now_iso(), "gen_id": member.gen_id, "stage": member.stage, "model_id": member.llm_model_id,
         "model": done.model, "attempts": done.attempts, "wait_s": done.wait_s, "usage": done.usage,
-        "cost_usd": done.cost_usd, "duration_s": done.duration_s, "finish_reason": done.finish_reason})
+        "cost_usd": done.cost_usd, "duration_s": done.duration_s, "finish_reason": done.finish_reason, **extra})
 
 
 def answer(rt: Runtime, member: Member, prompt: Prompt) -> Answer:
@@ -133,6 +134,9 @@ def answer(rt: Runtime, member: Member, prompt: Prompt) -> Answer:
                     "made (listed in %s; regenerate it on purpose with scripts/regenerate.py)",
                     member.gen_id, rt.paths.stale_generations_csv)
         return restored
+    from daydream import provider_batches  # it saves replies through this module
+
+    provider_batches.refuse_direct_call(rt, member, prompt)
     row = rt.experiment.models[member.llm_model_id]
     with budget.metered(rt, member, prompt) as ticket:  # BudgetReached: this call could pass a budget
         try:

@@ -186,6 +186,31 @@ class Paths:
         `called` or `reused`. Written only when every call of the batch succeeded."""
         return self.reporting_dir / "reply_batches" / stage / f"{batch_id}.json"
 
+    # provider batches (daydream.provider_batches) -------------------------------------------
+    @property
+    def provider_batches_dir(self) -> Path:
+        """The durable batch ledger: one record per provider batch ever submitted. Outside
+        `7_reporting/` on purpose: `make clean-outputs` must not forget batches in flight."""
+        return self.data_root / "batches"
+
+    def provider_batch_state(self, local_id: str) -> Path:
+        """A batch's state: provider, remote id, status, counts, outcomes (rewritten as it moves)."""
+        return self.provider_batches_dir / f"{local_id}.json"
+
+    def provider_batch_requests(self, local_id: str) -> Path:
+        """A batch's requests (custom_id -> document, prompt and its hash), written once before it
+        is submitted."""
+        return self.provider_batches_dir / f"{local_id}.requests.json"
+
+    @property
+    def provider_batches_lock(self) -> Path:
+        return self.provider_batches_dir / ".lock"
+
+    def batch_round_path(self, run_id: str, stage: str, round_id: str) -> Path:
+        """The record of one batch round of a run: per document `collected`, `in_flight`,
+        `failed` or `direct`. Named by the run, so every run looks at its batches again."""
+        return self.reporting_dir / "batch_rounds" / run_id / stage / f"{round_id}.json"
+
     @property
     def cross_experiment_dir(self) -> Path:
         return self.data_root / "7_cross_experiment"

@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from daydream import batches, checkpoint_inputs, documents, reports, stages
+from daydream import batches, checkpoint_inputs, documents, provider_batches, reports, stages
 from daydream.paths import GEN_FILES
 from daydream.runtime import Runtime
 
@@ -42,9 +42,23 @@ def cohort_documents(rt: Runtime, cohort_id: str) -> list[str]:
 
 
 def cohort_outputs(rt: Runtime, cohort_id: str) -> list[str]:
-    """A cohort's gens files and its reports (once its membership is current)."""
+    """A cohort's gens files and its reports (once its membership is current). Documents waiting
+    on a provider batch are held back, with their descendants and the reports, and the batch
+    rounds that collect them are targeted instead (`provider_batches.gate`)."""
+    gate = provider_batches.gate(rt)
     report_files = [str(rt.paths.cohort_report(cohort_id, r.name)) for r in reports.cohort_reports()]
-    return cohort_documents(rt, cohort_id) + report_files
+    if not gate.blocked:
+        return cohort_documents(rt, cohort_id) + report_files + list(gate.rounds)
+    files = [str(rt.paths.gen_dir(m.stage, m.gen_id) / name) for m in rt.membership.members(cohort_id)
+             if m.gen_id not in gate.blocked for name in GEN_FILES]
+    waiting = any(m.gen_id in gate.blocked for m in rt.membership.members(cohort_id))
+    return files + ([] if waiting else report_files) + list(gate.rounds)
+
+
+def nothing_waits_on_batches(rt: Runtime) -> bool:
+    """No document of the active cohorts is held back for a provider batch (the stale report
+    reads every document, so it waits too)."""
+    return not provider_batches.gate(rt).blocked
 
 
 def outdated_membership(rt: Runtime, cohort_id: str) -> list[str]:
@@ -66,6 +80,9 @@ def document_inputs(rt: Runtime, stage: str, gen_id: str) -> dict[str, object]:
     batch_id = batches.batch_of(rt, stage, gen_id)
     if batch_id:
         inputs["replies"] = str(rt.paths.reply_batch_path(stage, batch_id))
+    batch_round = provider_batches.round_input(rt, stage, gen_id)
+    if batch_round:
+        inputs["provider_batch"] = batch_round
     return inputs
 
 
@@ -75,6 +92,15 @@ def reply_batch_inputs(rt: Runtime, stage: str, batch_id: str) -> dict[str, list
     for gen_id in batches.pending_in_batch(rt, stage, batch_id):
         files = documents.prompt_files(rt, rt.membership.member(gen_id)).as_inputs()
         for name, value in files.items():
+            merged.setdefault(name, set()).update(value if isinstance(value, list) else [value])
+    return {name: sorted(values) for name, values in merged.items()}
+
+
+def batch_round_inputs(rt: Runtime, stage: str, run_id: str, round_id: str) -> dict[str, list[str]]:
+    """What a batch round's prompts are rendered from: the prompt inputs of its documents."""
+    merged: dict[str, set[str]] = {}
+    for member in provider_batches.round_members(rt, stage, run_id, round_id):
+        for name, value in documents.prompt_files(rt, member).as_inputs().items():
             merged.setdefault(name, set()).update(value if isinstance(value, list) else [value])
     return {name: sorted(values) for name, values in merged.items()}
 

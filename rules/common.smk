@@ -10,6 +10,7 @@ from daydream import (
     ids,
     plan,
     progress,
+    provider_batches,
     reports,
     stages,
     stale,
@@ -19,6 +20,7 @@ from daydream import (
 from daydream.runtime import Runtime, configure_logging
 
 configure_logging()
+provider_batches.watch_interrupts()  # a Ctrl-C stops waiting batch rounds too
 # With the profile's `quiet: [rules, host]`: no per-job lines on the terminal (daydream.progress).
 progress.shape_terminal_output(
     workflow.output_settings.quiet, workflow.output_settings.verbose
@@ -33,6 +35,8 @@ wildcard_constraints:
     cohort_id=ids.COHORT_ID_PATTERN,
     batch_id=batches.BATCH_ID_PATTERN,
     fingerprint=checkpoint_inputs.FINGERPRINT_PATTERN,
+    run_id=provider_batches.RUN_ID_PATTERN,
+    round_id=provider_batches.ROUND_ID_PATTERN,
 
 
 def final_targets(wildcards):
@@ -40,7 +44,8 @@ def final_targets(wildcards):
     the stale report once every membership is current."""
     files = [f for cohort_id in RT.cohort_ids for f in cohort_final_targets(cohort_id)]
     if all(targets.cohort_is_current(RT, c) for c in RT.cohort_ids):
-        files.append(PATHS.stale_generations_csv)
+        if targets.nothing_waits_on_batches(RT):
+            files.append(PATHS.stale_generations_csv)
     return files
 
 
@@ -93,6 +98,14 @@ def run_started():
 def run_finished(ok):
     """`onsuccess:` / `onerror:`: the run's summary."""
     progress.finish(RT, ok)
+
+
+def get_batch_round_inputs(wildcards):
+    return ancient_all(
+        targets.batch_round_inputs(
+            RT, wildcards.stage, wildcards.run_id, wildcards.round_id
+        )
+    )
 
 
 def get_stale_report_inputs(wildcards):

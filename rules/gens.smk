@@ -30,3 +30,26 @@ rule gen_replies:
         batches.write_reply_batch(
             RT, wildcards.stage, wildcards.batch_id, output.batch, log[0]
         )
+
+
+# Batch mode (README "Batch mode"): one round per stage and run submits the stage's requests to
+# the provider's batch API, or reattaches to the batches that hold them, and collects the
+# replies. It sleeps between polls and takes no --cores slot (threads: 0). A checkpoint: when it
+# ends, the default target is evaluated again and takes the documents whose replies it saved.
+checkpoint provider_batch:
+    input:
+        unpack(get_batch_round_inputs),
+    output:
+        PATHS.batch_round_path("{run_id}", "{stage}", "{round_id}"),
+    log:
+        PATHS.log_path("provider_batch", "{run_id}", "{stage}", "{round_id}"),
+    threads: 0
+    run:
+        provider_batches.write_round(
+            RT,
+            wildcards.stage,
+            wildcards.run_id,
+            wildcards.round_id,
+            output[0],
+            log[0],
+        )

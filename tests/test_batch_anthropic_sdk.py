@@ -1,8 +1,8 @@
 """The official ``anthropic`` SDK's Message Batches calls against the fake server.
 
-The project's environment does not install ``anthropic``, so this module skips
-there; it runs wherever the SDK is importable (it needs only the SDK, pytest and
-the standard-library fake server).
+``anthropic`` is a dependency of the project (batch mode uses it); the module still
+skips where the SDK is not importable (it needs only the SDK, pytest and the
+standard-library fake server).
 """
 
 from __future__ import annotations

@@ -9,6 +9,12 @@ registered there goes to litellm, which knows hundreds. A factory imports its pr
 lazily, so litellm is imported only when a call needs it.
 
 Adding a provider: one module with a class implementing `Provider`, and one entry here.
+
+Batch APIs (half price, within 24 hours) sit behind a second seam, `BatchProvider`, registered
+by route in `_BATCH_FACTORIES` (`batch_provider_for`): the OpenAI Batch API (through litellm's
+files and batches API: OpenAI and OpenAI-compatible servers) and Anthropic Message Batches
+(the official SDK). `daydream.provider_batches` owns the rest (the durable batch ledger,
+splitting, polling, resubmission); a route that is not registered there has no batch mode.
 """
 
 from __future__ import annotations
@@ -78,18 +84,96 @@ class Provider(Protocol):
         """The reply's cost in USD; None when unknown (never 0 for unknown)."""
 
 
+@dataclass(frozen=True)
+class BatchTarget:
+    """Where a batch goes: the route, the bare model name sent in each request, the endpoint
+    (`api_base`, empty for the provider's own) and the key from the environment (None: none)."""
+
+    route: str
+    model: str
+    api_base: str
+    api_key: str | None
+
+
+@dataclass(frozen=True)
+class BatchState:
+    """One look at a batch: `ended` once no request of it will change any more; `status` is the
+    provider's own word; counts of requests in it, finished and failed so far."""
+
+    ended: bool
+    status: str
+    total: int
+    done: int
+    failed: int
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """The outcome of one request of an ended batch: `succeeded` (with its `reply`), `errored`
+    (HTTP `status` when the provider gave one), `expired` or `canceled` (no result)."""
+
+    custom_id: str
+    kind: str
+    reply: Reply | None = None
+    error: str = ""
+    status: int | None = None
+
+
+class BatchProvider(Protocol):
+    name: str
+    max_requests: int  # the provider's own limits per batch
+    max_bytes: int
+
+    def request_line(self, custom_id: str, request: CallRequest) -> dict:
+        """One request of a batch, as the provider takes it (its size counts toward max_bytes)."""
+
+    def submit(self, target: BatchTarget, lines: list[dict], label: str) -> str:
+        """Create one batch of `lines` (a single create request, never retried by the client,
+        so it is never created twice); `label` tags it where the provider keeps metadata.
+        Returns the provider's batch id."""
+
+    def status(self, target: BatchTarget, batch_id: str) -> BatchState: ...
+
+    def results(self, target: BatchTarget, batch_id: str, custom_ids: list[str]) -> list[BatchResult]:
+        """One result per custom_id of an ended batch (a request without a result is `canceled`)."""
+
+    def cancel(self, target: BatchTarget, batch_id: str) -> None: ...
+
+    def find(self, target: BatchTarget, label: str, since: float, size: int, known: set[str]) -> str | None:
+        """The id of a batch created from `label` (at or after `since`, epoch seconds, with `size`
+        requests, not one of `known`) whose create answer never reached us; None when none is."""
+
+    def errors(self) -> tuple[type[BaseException], ...]:
+        """The exception types that are the provider's failures (anything else is a bug)."""
+
+
 OFFLINE_ROUTE = "offline"
 _FACTORIES = {OFFLINE_ROUTE: "daydream.providers.offline:OfflineProvider"}
 _DEFAULT = "daydream.providers.litellm_api:LiteLLMProvider"
+_BATCH_FACTORIES = {"openai": "daydream.providers.openai_batch:OpenAIBatchProvider",
+                    "anthropic": "daydream.providers.anthropic_batch:AnthropicBatchProvider"}
+BATCH_ROUTES = tuple(_BATCH_FACTORIES)
 _INSTANCES: dict[str, Provider] = {}
 _LOCK = threading.Lock()
 
 
-def provider_for(route: str) -> Provider:
-    """The provider serving `route` (one instance per process)."""
-    target = _FACTORIES.get(route, _DEFAULT)
+def _instance(target: str):
     with _LOCK:
         if target not in _INSTANCES:
             module, _, name = target.partition(":")
             _INSTANCES[target] = getattr(importlib.import_module(module), name)()
         return _INSTANCES[target]
+
+
+def provider_for(route: str) -> Provider:
+    """The provider serving `route` (one instance per process)."""
+    return _instance(_FACTORIES.get(route, _DEFAULT))
+
+
+def has_batch_api(route: str) -> bool:
+    return route in _BATCH_FACTORIES
+
+
+def batch_provider_for(route: str) -> BatchProvider:
+    """The batch API serving `route`; KeyError for a route without one (see `has_batch_api`)."""
+    return _instance(_BATCH_FACTORIES[route])

@@ -1,0 +1,263 @@
+"""Batch mode without Snakemake: which calls are batched, the cut by size, which failures are
+asked again, the durable ledger's holds, collecting into the paid-reply ledger at the batch
+price, a batch whose create answer was lost, and the direct path's guard."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+
+import pytest
+
+from daydream import batch_ledger, cohorts, documents, experiment, ledger, provider_batches
+from daydream.paths import Paths
+from daydream.providers import BatchResult, BatchState, Reply
+from daydream.runtime import Runtime
+
+
+@pytest.fixture
+def rt(data_root, cohorts_dir):
+    def make(**config):
+        runtime = Runtime({"data_root": str(data_root), "cohorts_dir": str(cohorts_dir), "cohorts": ["tiny"],
+                           **config})
+        cohorts.build_cohort(runtime.paths, "tiny", runtime.paths.cohort_file("tiny"))
+        return runtime
+    return make
+
+
+def batch_row(runtime: Runtime, model_id: str = "offline_b", **fields) -> None:
+    """Turn a model of the loaded experiment into a loopback model in batch mode."""
+    models = runtime.experiment.models
+    models[model_id] = replace(models[model_id], **{"route": "openai", "batch": True, "input_cost_per_mtok": 2.0,
+                                                    "output_cost_per_mtok": 8.0, **fields})
+
+
+class FakeBatches:
+    """A BatchProvider that answers every request of a batch with the same reply."""
+
+    name, max_requests, max_bytes = "fake-batch", 1000, 10**9
+
+    def __init__(self):
+        self.submitted: list[list[str]] = []
+        self.found: str | None = None
+
+    def request_line(self, custom_id, request):
+        return {"custom_id": custom_id, "prompt": request.prompt}
+
+    def submit(self, target, lines, label):
+        self.submitted.append([line["custom_id"] for line in lines])
+        return f"remote_{len(self.submitted)}"
+
+    def status(self, target, batch_id):
+        return BatchState(True, "completed", 1, 1, 0)
+
+    def results(self, target, batch_id, custom_ids):
+        usage = {"prompt_tokens": 1000, "completion_tokens": 500, "total_tokens": 1500}
+        return [BatchResult(c, "succeeded", Reply("Fine work.\nSCORE: 7", "stop", usage)) for c in custom_ids]
+
+    def cancel(self, target, batch_id):
+        pass
+
+    def find(self, target, label, since, size, known):
+        return self.found
+
+    def errors(self):
+        return (ConnectionError,)
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    provider = FakeBatches()
+    monkeypatch.setattr(provider_batches, "batch_provider_for", lambda route: provider)
+    return provider
+
+
+def evaluations(runtime: Runtime, model_id: str = "offline_b"):
+    return [m for m in runtime.membership.members("tiny", "evaluation") if m.llm_model_id == model_id]
+
+
+def wanted(runtime: Runtime, members):
+    """The documents' prompts, after their drafts and essays are made on the offline model."""
+    offline = Runtime({**runtime.config, "offline": True})
+    for stage in ("draft", "essay"):
+        for member in offline.membership.members("tiny", stage):
+            if not offline.paths.parsed_path(stage, member.gen_id).exists():
+                documents.write_document(offline, stage, member.gen_id)
+    return {m.gen_id: provider_batches._Wanted(m, documents.document_prompt(runtime, m)) for m in members}
+
+
+def test_the_batch_column_is_true_false_or_empty(data_root):
+    path = Paths(data_root).models_csv
+    path.write_text("id,model,provider,display_name,route,batch\n"
+                    "a,m,p,A,openai,true\nb,m,p,B,openai,\nc,m,p,C,openai,false\n")
+    rows = experiment.load_models(Paths(data_root), problems := [])
+    assert problems == [] and [rows[i].batch for i in "abc"] == [True, False, False]
+    path.write_text(path.read_text().replace(",true", ",yes"))
+    experiment.load_models(Paths(data_root), problems := [])
+    assert problems == [f"{path} row 2 (a) batch: 'yes' must be true or false (empty = false)"]
+
+
+def test_a_stage_override_wins_over_the_row_and_offline_runs_never_batch(rt):
+    runtime = rt()
+    batch_row(runtime)
+    member = evaluations(runtime)[0]
+    assert provider_batches.batched(runtime, member)
+    assert not provider_batches.batched(rt(batch={"stages": {"evaluation": False}}), member)
+    other = rt(batch={"stages": {"evaluation": True}})
+    assert not provider_batches.batched(other, evaluations(other, "offline_a")[0]), "the offline model: never"
+    batch_row(other, "offline_a", batch=False)
+    assert provider_batches.batched(other, evaluations(other, "offline_a")[0])
+    offline = rt(offline=True)
+    batch_row(offline)
+    assert not provider_batches.any_batched(offline) and not provider_batches.batched(offline, member)
+
+
+def test_a_model_in_batch_mode_on_a_route_without_a_batch_api_is_named_with_the_routes_that_have_one(rt):
+    runtime = rt()
+    runtime.experiment.models["offline_a"] = replace(runtime.experiment.models["offline_a"], route="openrouter",
+                                                     batch=True)
+    problems = provider_batches.route_problems(runtime, {"evaluation": [runtime.experiment.models["offline_a"]]},
+                                               "tiny.yaml")
+    assert problems == [f"tiny.yaml: evaluation model 'offline_a' (route openrouter) is in batch mode (batch=true "
+                        f"in {runtime.paths.models_csv}), but route openrouter has no batch API; batch mode works "
+                        "with routes openai, anthropic: set batch to false for 'offline_a' or change its route"]
+
+
+def test_requests_are_cut_by_the_request_limit_and_by_bytes_and_a_huge_one_goes_alone(rt, fake):
+    runtime = rt()
+    batch_row(runtime)
+    items = list(wanted(runtime, evaluations(runtime)).values())  # 12 evaluations
+    row = runtime.experiment.models["offline_b"]
+    config = replace(provider_batches.batch_settings(runtime), max_requests=5)
+    sizes = [len(c) for c in provider_batches._chunks(runtime, fake, config, "evaluation", row, items)]
+    assert sizes == [5, 5, 2]
+    one = len(json.dumps(fake.request_line("v_x", provider_batches._call_request(
+        runtime, "evaluation", row, items[0].prompt.text)))) + 1
+    config = replace(config, max_requests=100, max_bytes=int(one * 3.5))
+    assert [len(c) for c in provider_batches._chunks(runtime, fake, config, "evaluation", row, items)] == [3, 3, 3, 3]
+    config = replace(config, max_bytes=10)
+    assert [len(c) for c in provider_batches._chunks(runtime, fake, config, "evaluation", row, items)] == [1] * 12
+
+
+def test_only_transient_expired_and_cancelled_failures_are_asked_again():
+    retry = provider_batches._retryable
+    assert retry(BatchResult("a", "expired")) and retry(BatchResult("a", "canceled"))
+    assert retry(BatchResult("a", "errored", status=429)) and retry(BatchResult("a", "errored", status=503))
+    assert retry(BatchResult("a", "errored", error="no text"))
+    assert not retry(BatchResult("a", "errored", status=400)) and not retry(BatchResult("a", "errored", status=501))
+
+
+def test_a_submitted_batch_holds_its_requests_until_collected_into_the_paid_reply_ledger_at_the_batch_price(
+        rt, fake, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-unit")
+    runtime = rt()
+    batch_row(runtime)
+    items = wanted(runtime, evaluations(runtime)[:3])
+    states: dict[str, str] = {}
+    with batch_ledger.locked(runtime.paths):
+        provider_batches._decide_and_submit(runtime, "evaluation", provider_batches.batch_settings(runtime), items,
+                                            states)
+    assert fake.submitted == [list(items)] and states == {}
+    assert set(batch_ledger.held(runtime.paths)) == {("evaluation", g) for g in items}
+    (state,) = batch_ledger.live_states(runtime.paths)
+    assert state["state"] == "submitted" and state["batch_id"] == "remote_1" and state["key_env"] == "OPENAI_API_KEY"
+    assert "sk-unit" not in runtime.paths.provider_batch_state(state["local_id"]).read_text()
+
+    with batch_ledger.locked(runtime.paths):
+        assert provider_batches._collect_live(runtime, items, states)
+    assert states == dict.fromkeys(items, provider_batches.COLLECTED)
+    assert batch_ledger.held(runtime.paths) == {} and batch_ledger.live_states(runtime.paths) == []
+    member, prompt = items[next(iter(items))].member, items[next(iter(items))].prompt
+    saved = ledger.saved_reply(runtime.paths, member, prompt.sha256)
+    assert saved.cost_usd == pytest.approx((1000 * 1 + 500 * 4) / 1e6) and saved.attempts == 1
+    calls = [json.loads(line) for line in runtime.paths.llm_calls_jsonl.read_text().splitlines()]
+    calls = [c for c in calls if c["stage"] == "evaluation"]
+    assert sorted((c["gen_id"], c["batch_id"]) for c in calls) == sorted((g, "remote_1") for g in items)
+    assert ledger.answer(runtime, member, prompt).source == "saved"
+
+
+def test_a_batch_whose_create_answer_was_lost_is_found_again_or_abandoned(rt, fake, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-unit")
+    runtime = rt()
+    batch_row(runtime)
+    base = {"state": "preparing", "provider": "fake-batch", "route": "openai", "api_base": "", "key_env":
+            "OPENAI_API_KEY", "model_id": "offline_b", "model": "openai/m", "stage": "evaluation", "batch_id": None,
+            "requests": 1, "created_at": "now", "created_epoch": 0.0}
+    for local_id, found in (("pb_20250101T000000_00000001", "remote_lost"), ("pb_20250101T000000_00000002", None)):
+        batch_ledger.write_requests(runtime.paths, local_id, {})
+        fake.found = found
+        state = {**base, "local_id": local_id}
+        with batch_ledger.locked(runtime.paths):
+            assert provider_batches._resolve_preparing(runtime.paths, fake, None, state) is bool(found)
+    states = {s["local_id"]: (s["state"], s["batch_id"]) for s in batch_ledger.all_states(runtime.paths)}
+    assert states == {"pb_20250101T000000_00000001": ("submitted", "remote_lost"),
+                      "pb_20250101T000000_00000002": ("abandoned", None)}
+
+
+def test_no_direct_call_for_a_request_a_live_batch_holds_or_for_a_batched_document_left_uncollected(rt, fake,
+                                                                                                       monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-unit")
+    runtime = rt()
+    batch_row(runtime)
+    items = wanted(runtime, evaluations(runtime)[:1])
+    with batch_ledger.locked(runtime.paths):
+        provider_batches._decide_and_submit(runtime, "evaluation", provider_batches.batch_settings(runtime), items,
+                                            {})
+    item = next(iter(items.values()))
+    with pytest.raises(provider_batches.BatchPendingError, match="still in flight, so no direct call is made"):
+        ledger.answer(runtime, item.member, item.prompt)
+    other = evaluations(runtime)[1]
+    with pytest.raises(provider_batches.BatchPendingError, match="no batch round of this run collected it"):
+        ledger.answer(runtime, other, documents.document_prompt(runtime, other))
+    calls = [json.loads(line) for line in runtime.paths.llm_calls_jsonl.read_text().splitlines()]
+    assert [c for c in calls if c["stage"] == "evaluation"] == []
+
+
+def test_the_gate_holds_back_batched_documents_and_the_reports_and_targets_one_round_per_stage(rt):
+    from daydream import targets
+
+    runtime = rt()
+    batch_row(runtime)
+    gate = provider_batches.gate(runtime)
+    batched = {m.gen_id for m in evaluations(runtime)}
+    assert gate.blocked == batched and len(gate.rounds) == 1 and "/batch_rounds/" in gate.rounds[0]
+    assert provider_batches.gate(runtime) == gate, "the same round on every look"
+    outputs = targets.cohort_outputs(runtime, "tiny")
+    assert gate.rounds[0] in outputs and not any("/reports/" in f for f in outputs)
+    assert not [f for f in outputs if any(f"/{g}/" in f for g in batched)]
+    assert not targets.nothing_waits_on_batches(runtime)
+
+
+def test_with_resubmit_direct_a_failed_request_is_let_through_to_a_direct_call_and_a_final_error_is_not(
+        rt, fake, monkeypatch, tmp_path):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-unit")
+    runtime = rt(batch={"resubmit": "direct"})
+    batch_row(runtime)
+    busy, refused = evaluations(runtime)[:2]
+    monkeypatch.setattr(fake, "results", lambda target, batch_id, ids: [
+        BatchResult(busy.gen_id, "errored", error="overloaded", status=503),
+        BatchResult(refused.gen_id, "errored", error="too long", status=400)])
+    items, states = wanted(runtime, [busy, refused]), {}
+    config = provider_batches.batch_settings(runtime)
+    with batch_ledger.locked(runtime.paths):
+        provider_batches._decide_and_submit(runtime, "evaluation", config, items, states)
+        provider_batches._collect_live(runtime, items, states)
+        provider_batches._decide_and_submit(runtime, "evaluation", config, items, states)
+    assert states == {busy.gen_id: provider_batches.DIRECT, refused.gen_id: provider_batches.FAILED}
+    assert len(fake.submitted) == 1, "nothing submitted again"
+    provider_batches._finish_round(runtime, "evaluation", "0123456789ab", str(tmp_path / "round.json"), None,
+                                   [busy, refused], items, states)
+    provider_batches.refuse_direct_call(runtime, busy, items[busy.gen_id].prompt)
+    with pytest.raises(provider_batches.BatchPendingError, match=r"errored \(HTTP 400\): too long after 1"):
+        provider_batches.refuse_direct_call(runtime, refused, items[refused.gen_id].prompt)
+    errors = [json.loads(line) for line in runtime.paths.llm_errors_jsonl.read_text().splitlines()]
+    assert [(e["gen_id"], e["error_class"], e["status"]) for e in errors] == [(refused.gen_id, "BatchErrored", 400)]
+
+
+def test_a_waiting_round_stops_sleeping_once_the_main_thread_has_ended(monkeypatch):
+    import threading
+
+    monkeypatch.setattr(threading, "main_thread", lambda: type("Ended", (), {"is_alive": lambda self: False})())
+    started = time.monotonic()
+    assert provider_batches._sleep(30) is False and time.monotonic() - started < 1
