@@ -403,8 +403,8 @@ def _record_failure(rt: Runtime, item: _Wanted) -> None:
 
 def _call_request(rt: Runtime, stage: str, row: ModelRow, prompt: str) -> CallRequest:
     stage_settings = rt.settings.stage(stage)
-    return CallRequest(row, calls.model_string(row, rt.settings), stage, prompt, stage_settings.temperature,
-                       stage_settings.max_tokens, stage_settings.timeout_s, None)
+    return CallRequest(row, calls.route_of(row, rt.settings), calls.model_string(row, rt.settings), stage, prompt,
+                       stage_settings.temperature, stage_settings.max_tokens, stage_settings.timeout_s, None)
 
 
 def _chunks(rt: Runtime, provider: BatchProvider, config: BatchSettings, stage: str, row: ModelRow,

@@ -18,7 +18,7 @@ pytest_plugins = ["tests.openai_fixtures"]
 def request(prompt: str, route: str) -> CallRequest:
     row = ModelRow(id="judge", model="claude-haiku-4-5" if route == "anthropic" else "gpt-4o-mini",
                    provider="p", display_name="J", route=route)
-    return CallRequest(row, f"{route}/{row.model}", "evaluation", prompt, 0.2, 256, 30, None)
+    return CallRequest(row, route, f"{route}/{row.model}", "evaluation", prompt, 0.2, 256, 30, None)
 
 
 def target(server: FakeOpenAIServer, route: str) -> BatchTarget:

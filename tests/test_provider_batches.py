@@ -95,7 +95,7 @@ def test_the_batch_column_is_true_false_or_empty(data_root):
     assert problems == [] and [rows[i].batch for i in "abc"] == [True, False, False]
     path.write_text(path.read_text().replace(",true", ",yes"))
     experiment.load_models(Paths(data_root), problems := [])
-    assert problems == [f"{path} row 2 (a) batch: 'yes' must be true or false (empty = false)"]
+    assert problems == [f"{path} line 2 (a) batch: 'yes' must be true or false (empty = false)"]
 
 
 def test_a_stage_override_wins_over_the_row_and_offline_runs_never_batch(rt):
