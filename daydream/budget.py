@@ -90,8 +90,7 @@ def budgets(rt: Runtime) -> list[Budget]:
         found.append(Budget(f"all active cohorts ({', '.join(rt.cohort_ids)})", float(rt.config["budget_usd"]),
                             "budget_usd in the config", None))
     for cohort_id in rt.cohort_ids:
-        path = rt.paths.cohort_file(cohort_id)
-        usd = cohorts.load_cohort_spec(path).get("budget_usd")
+        usd, path = cohorts.cohort_budget(rt.paths, cohort_id)
         if usd is not None:
             gen_ids = frozenset(m.gen_id for m in rt.membership.members(cohort_id))
             found.append(Budget(f"cohort {cohort_id}", float(usd), f"budget_usd in {path}", gen_ids, str(path)))

@@ -73,10 +73,14 @@ def outdated_membership(rt: Runtime, cohort_id: str) -> list[str]:
 
 
 def document_inputs(rt: Runtime, stage: str, gen_id: str) -> dict[str, object]:
-    """A document job's inputs: its prompt's sources and, in cluster runs while raw.txt is
-    missing, the record of the batch that makes its call (a finished document waits for none)."""
+    """A document job's inputs: its parent's parsed text (none for the root stage) and, while
+    its raw.txt is missing, the record of the batch that makes its call (a cluster batch, or a
+    provider batch round). Its template and concept texts are no inputs: no rule makes them,
+    the checkpoint has checked them, and an edit must never remake a paid document (the stale
+    report lists it); as inputs they would only cost each job their file checks."""
     member = rt.membership.member(gen_id)
-    inputs = documents.prompt_files(rt, member).as_inputs()
+    parent = documents.prompt_files(rt, member).parent
+    inputs: dict[str, object] = {"parent": str(parent)} if parent is not None else {}
     batch_id = batches.batch_of(rt, stage, gen_id)
     if batch_id:
         inputs["replies"] = str(rt.paths.reply_batch_path(stage, batch_id))
@@ -87,13 +91,10 @@ def document_inputs(rt: Runtime, stage: str, gen_id: str) -> dict[str, object]:
 
 
 def reply_batch_inputs(rt: Runtime, stage: str, batch_id: str) -> dict[str, list[str]]:
-    """What a batch's prompts are rendered from: the prompt inputs of its pending documents."""
-    merged: dict[str, set[str]] = {}
-    for gen_id in batches.pending_in_batch(rt, stage, batch_id):
-        files = documents.prompt_files(rt, rt.membership.member(gen_id)).as_inputs()
-        for name, value in files.items():
-            merged.setdefault(name, set()).update(value if isinstance(value, list) else [value])
-    return {name: sorted(values) for name, values in merged.items()}
+    """What a cluster batch waits for: the parents of its pending documents (as for one)."""
+    parents = {str(files.parent) for gen_id in batches.pending_in_batch(rt, stage, batch_id)
+               if (files := documents.prompt_files(rt, rt.membership.member(gen_id))).parent is not None}
+    return {"parents": sorted(parents)} if parents else {}
 
 
 def batch_round_inputs(rt: Runtime, stage: str, run_id: str, round_id: str) -> dict[str, list[str]]:

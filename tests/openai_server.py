@@ -251,7 +251,8 @@ def count_words(text: str) -> int:
 
 
 def default_content(prompt: str) -> str:
-    """Deterministic reply for ``prompt``: one ``<essay>`` block, last line ``SCORE: 7``.
+    """Deterministic reply for ``prompt``: one ``<essay>`` block of three lines (a real
+    draft's length: the workflow refuses drafts shorter than that), last line ``SCORE: 7``.
 
     Prompt words are reduced to alphanumerics so that tags or ``SCORE:`` lines
     inside the prompt can never leak into the parsed structure of the reply.
@@ -263,6 +264,8 @@ def default_content(prompt: str) -> str:
         f"Fake answer {digest}.\n"
         "<essay>\n"
         f"This deterministic essay responds to a prompt about: {topic}.\n"
+        "Its second line weighs what the prompt asks for.\n"
+        "Its third line says what would follow from it.\n"
         "</essay>\n"
         "SCORE: 7"
     )

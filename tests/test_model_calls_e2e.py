@@ -21,9 +21,8 @@ from tests.openai_server import FakeOpenAIServer, bad_request, length, rate_limi
 pytestmark = pytest.mark.e2e
 
 KEY = "sk-e2e-loopback-KEY-9f8e7d6c5b4a"
-# The fake server's drafts are one line long: the draft line-count check (parsing.min_lines) is off.
 FAST_RETRIES = {"llm": {"max_concurrency": 6, "max_attempts": 4, "backoff_initial_s": 0.05,
-                        "backoff_max_s": 0.2, "max_total_wait_s": 10}, "parsing": {"min_lines": {"draft": 0}}}
+                        "backoff_max_s": 0.2, "max_total_wait_s": 10}}
 
 
 def add_models(data_root: Path, rows: list[dict]) -> None:
