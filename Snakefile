@@ -46,12 +46,10 @@ onstart:
     run_started()
 
 
-onsuccess:
-    run_finished(True)
-
-
+# Snakemake keeps one block of each hook: this is the one onsuccess and the one onerror.
 onsuccess:
     provider_batches.log_waiting(RT)
+    run_finished(True)
 
 
 onerror:

@@ -384,9 +384,3 @@ def write_plan(rt: Runtime, log_path: str | None = None) -> Plan:
     store.write_job_log(log_path, f"plan of {', '.join(rt.cohort_ids)}: {len(plan.calls)} calls missing; "
                                   f"{rt.paths.plan_csv}")
     return plan
-
-
-def plan_inputs(rt: Runtime) -> list[str]:
-    """What `snakemake plan` needs first: the membership and manifest of every active cohort
-    (as files, so an outdated membership is made again by mtime: the checkpoint runs)."""
-    return [str(p) for c in rt.cohort_ids for p in (rt.paths.membership_csv(c), rt.paths.manifest_json(c))]

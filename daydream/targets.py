@@ -35,6 +35,17 @@ def cohort_is_current(rt: Runtime, cohort_id: str) -> bool:
     return checkpoint_inputs.is_current(rt.paths, cohort_id)
 
 
+def plan_inputs(rt: Runtime) -> list[str]:
+    """What `snakemake plan` needs first: each active cohort's membership, made again first
+    when it is not current (as the default target does it: `outdated_membership`)."""
+    files = []
+    for cohort_id in rt.cohort_ids:
+        current = cohort_is_current(rt, cohort_id)
+        files += [str(rt.paths.membership_csv(cohort_id)), str(rt.paths.manifest_json(cohort_id))] if current \
+            else outdated_membership(rt, cohort_id)
+    return files
+
+
 def cohort_documents(rt: Runtime, cohort_id: str) -> list[str]:
     """Every gens-store file of every member of a cohort."""
     return [str(rt.paths.gen_dir(m.stage, m.gen_id) / name)

@@ -85,7 +85,7 @@ def get_reply_batch_inputs(wildcards):
 
 
 def get_plan_inputs(wildcards):
-    return plan.plan_inputs(RT)
+    return targets.plan_inputs(RT)
 
 
 def run_started():

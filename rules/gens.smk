@@ -1,5 +1,5 @@
 # The gens store (SPEC §5): one rule for every stage of daydream/stages.py. Each document is
-# data/gens/<stage>/<gen_id>/{prompt.txt, raw.txt, metadata.json, parsed.txt}, made by one job
+# <gens store>/<stage>/<gen_id>/{prompt.txt, raw.txt, metadata.json, parsed.txt}, made by one job
 # (the only rule that can pay for a call, through the paid-reply ledger). A reply that fails to
 # parse fails the job after raw.txt is written; the profile's keep-incomplete keeps it to read.
 
