@@ -21,6 +21,7 @@ from tests.openai_server import FakeOpenAIServer, bad_request, length, rate_limi
 pytestmark = pytest.mark.e2e
 
 KEY = "sk-e2e-loopback-KEY-9f8e7d6c5b4a"
+OK_DRAFT = "<essay>Tide pools borrow weak ties.\nEach pool keeps a few strangers.\nThey carry news between pools.</essay>"
 FAST_RETRIES = {"llm": {"max_concurrency": 6, "max_attempts": 4, "backoff_initial_s": 0.05,
                         "backoff_max_s": 0.2, "max_total_wait_s": 10}}
 
@@ -77,7 +78,7 @@ def test_faults_fail_only_their_own_documents_and_a_rerun_pays_only_for_the_fail
         "essay": {"templates": ["copy-draft"], "models": ["draft"]},
         "evaluation": {"templates": ["novelty-judge"], "models": ["offline_a"]},
     })
-    servers["loop_ok"].enqueue(rate_limit(), rate_limit(), reply("<essay>Tide pools borrow weak ties.</essay>"))
+    servers["loop_ok"].enqueue(rate_limit(), rate_limit(), reply(OK_DRAFT))
     servers["loop_bad"].enqueue(bad_request(f"Incorrect API key provided: {KEY}"))
     servers["loop_cut"].enqueue(length("<essay>Tide pools are where the"))
     settings = config_file(tmp_path, FAST_RETRIES)
@@ -91,7 +92,7 @@ def test_faults_fail_only_their_own_documents_and_a_rerun_pays_only_for_the_fail
     assert servers["loop_ok"].request_count == 3
     ok_meta = json.loads(paths.metadata_path("draft", drafts["loop_ok"]).read_text())
     assert ok_meta["attempts"] == 3 and ok_meta["truncated"] is False and ok_meta["model"] == "openai/fake-model"
-    assert paths.raw_path("draft", drafts["loop_ok"]).read_text() == "<essay>Tide pools borrow weak ties.</essay>"
+    assert paths.raw_path("draft", drafts["loop_ok"]).read_text() == OK_DRAFT
     assert list((paths.gen_dir("draft", drafts["loop_ok"]) / ".replies").glob("*.json"))
     essays = pd.read_csv(paths.membership_csv("faults")).query("stage == 'evaluation'")
     assert sum(paths.parsed_path("evaluation", e).exists() for e in essays.gen_id) == 1
