@@ -45,8 +45,20 @@ SHOWN_FAILURES = 5  # failed documents the summary names
 _SNAKEMAKE_LOGGER = "snakemake.logging"
 
 
+_READABLE: list[bool] = [False]  # set by shape_terminal_output: daydream's info lines are off the terminal
+
+
 def _emit(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
+
+
+def status(logger: logging.Logger, text: str) -> None:
+    """A line a person waits on (a provider batch's state while a round waits on it): printed
+    on the terminal even when the readable output hides daydream's info lines, logged otherwise."""
+    if _READABLE[0]:
+        _emit(f"daydream: {text}")
+    else:
+        logger.info("%s", text)
 
 
 def _duration(seconds: float) -> str:
@@ -389,4 +401,5 @@ def shape_terminal_output(quiet, verbose: bool) -> bool:
         if terminal and not any(isinstance(f, TerminalFilter) for f in handler.filters):
             handler.addFilter(TerminalFilter())
     logging.getLogger("daydream").setLevel(logging.WARNING)
+    _READABLE[0] = True
     return True

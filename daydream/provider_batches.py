@@ -38,7 +38,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from daydream import batch_ledger, calls, documents, ledger, pricing, settings, stages, store
+from daydream import batch_ledger, calls, documents, ledger, pricing, progress, settings, stages, store
 from daydream.experiment import ModelRow
 from daydream.membership import Member, UnknownGenerationError
 from daydream.paths import Paths
@@ -596,13 +596,14 @@ def _member(rt: Runtime, request: dict, model_id: str) -> Member:
 
 
 def _log_progress(rt: Runtime, stage: str, waiting: list[str], interval: float) -> None:
+    """One line per live batch of the stage and one for the round: shown on the terminal."""
     for state in batch_ledger.live_states(rt.paths):
         if state["stage"] == stage:
-            log.info("provider batch %s (%s %s, %s %s): %s, %s of %s done, %s failed; next look in %gs",
-                     state["local_id"], state["provider"], state.get("batch_id"), stage, state["model_id"],
-                     state.get("status") or "submitted", state.get("done", 0), state["requests"],
-                     state.get("failed", 0), interval)
-    log.info("%s: %d requests still in flight", stage, len(waiting))
+            progress.status(log, f"provider batch {state['local_id']} ({state['provider']} {state.get('batch_id')}, "
+                                 f"{stage} {state['model_id']}): {state.get('status') or 'submitted'}, "
+                                 f"{state.get('done', 0)} of {state['requests']} done, {state.get('failed', 0)} "
+                                 f"failed; next look in {interval:g}s")
+    progress.status(log, f"{stage}: {len(waiting)} requests still in flight")
 
 
 # -- the direct path's guard ------------------------------------------------------------------------

@@ -109,3 +109,19 @@ def test_the_filter_goes_on_the_terminal_only_when_quiet_about_rules_and_not_ver
         logger.removeHandler(logfile)
         logfile.close()
         logging.getLogger("daydream").setLevel(daydream_level)
+        progress._READABLE[0] = False
+
+
+def test_a_status_line_reaches_the_terminal_when_the_info_lines_are_off(capsys, caplog):
+    logger = logging.getLogger("daydream.provider_batches")
+    with caplog.at_level(logging.INFO, logger="daydream"):
+        progress.status(logger, "provider batch pb_1: in_progress, 2 of 5 done")
+    assert "in_progress" in caplog.text and capsys.readouterr().err == ""
+    caplog.clear()
+    progress._READABLE[0] = True
+    try:
+        progress.status(logger, "provider batch pb_1: in_progress, 3 of 5 done")
+    finally:
+        progress._READABLE[0] = False
+    assert capsys.readouterr().err == "daydream: provider batch pb_1: in_progress, 3 of 5 done\n"
+    assert caplog.text == ""
