@@ -4,8 +4,8 @@ For each cap of `--caps` (default 100 and 200, with 528 and 2,000 calls), a loop
 server (tests/openai_server.py, its command line, in another process) answers every request
 after `--latency` seconds (default 2). Two clients take turns against a fresh server each:
 - the plain loop: bench/asyncio_loop.py, `litellm.acompletion` under one asyncio.Semaphore(cap);
-- daydream: `snakemake --cores cap+8` on a curated cohort (`essays: [...]` made first on the
-  offline model, untimed, plus an `evaluation:` block of 2 templates x `calls / 2 / essays`
+- daydream: `snakemake --cores cap+8` on a curated cohort (`essays: [...]`, 66 copy essays made
+  first on the offline model, untimed, plus an `evaluation:` block of 2 templates x `calls / 2 / essays`
   replicates on a loopback model row appended to llm_models.csv: route `openai`, `api_base` the
   server) with `llm.max_concurrency: cap` passed by `--configfile`.
 Both calls phases are read the same way, from the server's stats file (first request to last
@@ -47,7 +47,7 @@ from bench_throughput import PROFILE_LINE, repo_env, tree_rss  # noqa: E402
 TEMPLATES = ["novelty-judge", "rigor-judge"]
 SEED_COHORT = {
     "concepts": {"level": "paragraph", "k": 2, "ids": "all"},
-    "draft": {"templates": ["idea-sketch", "links-brainstorm"], "models": ["offline_a", "offline_b"]},
+    "draft": {"templates": ["links-brainstorm"], "models": ["offline_a"]},
     "essay": {"templates": ["copy-draft"], "models": ["draft"]},
     "evaluation": {"templates": ["novelty-judge"], "models": ["offline_a"]},
 }
@@ -78,7 +78,8 @@ def seed(root: Path) -> list[str]:
 
 
 def split_calls(calls: int, available: int) -> tuple[int, int]:
-    """(essays, replicates) with essays x 2 templates x replicates == calls, fewest replicates."""
+    """(essays, replicates) with essays x 2 templates x replicates == calls, fewest replicates
+    (2,000 calls over the 66 seeded essays: 50 essays x 2 templates x 20 replicates)."""
     for replicates in range(1, calls + 1):
         if calls % (len(TEMPLATES) * replicates) == 0 and calls // (len(TEMPLATES) * replicates) <= available:
             return calls // (len(TEMPLATES) * replicates), replicates
