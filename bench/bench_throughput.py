@@ -17,7 +17,7 @@ output for Snakemake's "Using ... profile" line and prints what it found.
 
 Usage: python bench/bench_throughput.py [--docs 10000] [--reps 3] [--cores 2]
            [--variants daydream,bare2,bare1] [--extra "--max-jobs-per-timespan 10000/1s"]
-           [--scaling [--sizes 1000,10000,100000]] [--keep DIR]
+           [--scaling [--sizes 1000,10000,100000]] [--plan-only] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -241,6 +241,12 @@ class Variant:
                 f"essays_per_draft={shape.essays_per_draft}",
                 f"evaluations_per_essay={shape.evaluations_per_essay}", f"jobs_per_document={jobs}"]
 
+    def membership(self, root: Path) -> Path:
+        """The membership file the checkpoint writes (a file target, not a rule name)."""
+        if self.name == "daydream":
+            return root / "data" / "cohorts" / "bench" / "membership.csv"
+        return Path("cohorts") / "bench" / "membership.csv"  # relative to the bare run's working folder
+
     def gens(self, root: Path) -> Path:
         return root / "data" / "gens" if self.name == "daydream" else root / "gens"
 
@@ -299,6 +305,50 @@ def measure(variant: Variant, root: Path, shape: Shape, flags: list[str], cores:
 
 
 # ------------------------------------------------------------------ reporting
+
+
+def measure_plan(variant: Variant, root: Path, shape: Shape, flags: list[str], cores: int) -> dict:
+    """Only the plan: the membership is made first (untimed, by its file as the target), then
+    a dry run plans every document's jobs."""
+    variant.prepare(root, shape)
+    common = ("--cores", str(cores))
+    made = run_snakemake(variant.command(root, shape, flags, *common, str(variant.membership(root))), root,
+                         root / "membership.log")
+    dry = run_snakemake(variant.command(root, shape, flags, *common, "-n"), root, root / "dry.log")
+    failed = [name for name, run in (("membership", made), ("dry", dry)) if run.returncode != 0]
+    return {"dry_s": dry.wall_s, "rss_dry_mb": dry.peak_rss_mb, "planned_jobs": dry.planned_jobs(),
+            "membership_s": made.wall_s, "failed": failed, "profiles": sorted({made.profile_used(), dry.profile_used()}),
+            "tail_of_failure": (dry.text()[-1500:] if dry.returncode else "")}
+
+
+def run_plans(docs: int, args, flags: list[str], workdir: Path) -> None:
+    shape = choose_shape(docs)
+    print(f"\n== plan only, {shape.documents} documents: {shape.describe()}", flush=True)
+    results: dict[str, list[dict]] = {name: [] for name in args.variants}
+    for rep in range(args.reps):
+        for name in args.variants[rep % len(args.variants):] + args.variants[:rep % len(args.variants)]:
+            root = workdir / f"plan-{shape.documents}-r{rep}-{name}"
+            shutil.rmtree(root, ignore_errors=True)
+            result = measure_plan(VARIANTS[name], root, shape, flags, args.cores)
+            results[name].append(result)
+            print(f"   rep {rep + 1} {name:9s} dry run {result['dry_s']:7.1f} s  peak RSS {result['rss_dry_mb']:6.0f} MB  "
+                  f"jobs {result['planned_jobs']}  (membership {result['membership_s']:.1f} s)  profile "
+                  f"{', '.join(result['profiles'])}" + (f"  FAILED: {result['failed']}" if result["failed"] else ""),
+                  flush=True)
+            if result["failed"]:
+                print(result["tail_of_failure"], flush=True)
+            if args.keep is None:
+                shutil.rmtree(root, ignore_errors=True)
+    for name, runs in results.items():
+        dry = median([r["dry_s"] for r in runs])
+        print(f"{VARIANTS[name].label:24s} dry run {fmt(dry, '.1f')} s = {fmt(dry and 1000 * dry / shape.documents)} ms "
+              f"per document, peak RSS {fmt(median([r['rss_dry_mb'] for r in runs]), '.0f')} MB")
+    if "daydream" in results:
+        for bare in ("bare2", "bare1"):
+            if bare in results:
+                ratio = median([d["dry_s"] / b["dry_s"]
+                                for d, b in zip(results["daydream"], results[bare], strict=True)])
+                print(f"daydream / {VARIANTS[bare].label:17s}  dry run {fmt(ratio)}x")
 
 
 def median(values: list[float | None]) -> float | None:
@@ -395,6 +445,8 @@ def main() -> None:
                         "'--max-jobs-per-timespan 10000/1s'")
     parser.add_argument("--scaling", action="store_true", help="run every size of --sizes, print per-document cost")
     parser.add_argument("--sizes", default="1000,10000,100000")
+    parser.add_argument("--plan-only", action="store_true",
+                        help="only the dry run (after the membership is made): plan wall and peak RSS")
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it")
     args = parser.parse_args()
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -407,6 +459,12 @@ def main() -> None:
     print(f"flags for every variant: --cores {args.cores} {' '.join(flags)} --workflow-profile none "
           f"(from {args.profile}{' + --extra' if args.extra else ''})")
     sizes = [int(s) for s in args.sizes.split(",")] if args.scaling else [args.docs]
+    if args.plan_only:
+        for size in sizes:
+            run_plans(size, args, flags, workdir)
+        if args.keep is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return
     per_size = {size: run_size(size, args, flags, workdir) for size in sizes}
     if args.scaling:
         report_scaling(sizes, per_size)
