@@ -27,7 +27,6 @@ import csv
 import json
 import shlex
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,13 +35,12 @@ import time
 from pathlib import Path
 
 import psutil
-import yaml
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 from asyncio_loop import CLIENTS, StatsWatcher, start_server, stop_server  # noqa: E402
-from bench_throughput import PROFILE_LINE, repo_env, tree_rss  # noqa: E402
+from common import PROFILE_LINE, fmt, median, repo_env, tree_rss, write_yaml  # noqa: E402
 
 TEMPLATES = ["novelty-judge", "rigor-judge"]
 SEED_COHORT = {
@@ -58,11 +56,6 @@ def snakemake(root: Path, cohort: str, cores: int, *, offline: bool, extra: list
             "--config", f"data_root={root / 'data'}", f"cohorts_dir={root / 'cohorts'}", f"cohorts={cohort}",
             f"offline={str(offline).lower()}"]
 
-
-def write_yaml(path: Path, doc: dict) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
-    return path
 
 
 def seed(root: Path) -> list[str]:
@@ -161,13 +154,6 @@ def loop_run(workdir: Path, name: str, cap: int, calls: int, latency: float, cli
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def median(values: list) -> float | None:
-    present = [v for v in values if v is not None]
-    return statistics.median(present) if present else None
-
-
-def fmt(value: float | None, spec: str = ".2f") -> str:
-    return "-" if value is None else format(value, spec)
 
 
 def report(cap: int, calls: int, latency: float, client: str, loops: list[dict], days: list[dict]) -> None:

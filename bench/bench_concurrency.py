@@ -26,10 +26,11 @@ import time
 from pathlib import Path
 
 import psutil
-import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from common import tree_rss, write_yaml  # noqa: E402
+
 from tests.openai_server import FakeOpenAIServer  # noqa: E402
 
 TEMPLATES, REPLICATES = ["novelty-judge", "rigor-judge"], 4  # calls per essay: 2 x 4
@@ -40,11 +41,6 @@ def snakemake(root: Path, cohort: str, cores: int, *, offline: bool, extra: tupl
             "--config", f"data_root={root / 'data'}", f"cohorts_dir={root / 'cohorts'}", f"cohorts={cohort}",
             f"offline={str(offline).lower()}"]
 
-
-def write_yaml(path: Path, doc: dict) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
-    return path
 
 
 def seed(root: Path, essays: int) -> list[str]:
@@ -72,20 +68,6 @@ def prepare(seeded: Path, root: Path, essays: list[str], base_url: str, cap: int
         "essays": essays, "evaluation": {"templates": TEMPLATES, "models": ["loop"], "replicates": REPLICATES}})
     return write_yaml(root / "llm_settings.yaml", {"llm": {"max_concurrency": cap, "max_attempts": 1}})
 
-
-def tree_rss(process: psutil.Process) -> int:
-    members = [process]
-    try:
-        members += process.children(recursive=True)
-    except psutil.NoSuchProcess:
-        return 0
-    total = 0
-    for member in members:
-        try:
-            total += member.memory_info().rss
-        except psutil.NoSuchProcess:
-            continue  # a child that ended between listing and reading
-    return total
 
 
 def timed_run(root: Path, settings: Path, server: FakeOpenAIServer, cores: int, calls: int) -> dict:

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import statistics
 import sys
 import tempfile
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
-from bench_throughput import REPO, VARIANTS, choose_shape, document_times, profile_flags, run_snakemake  # noqa: E402
+from bench_throughput import VARIANTS, choose_shape, document_times, profile_flags, run_snakemake  # noqa: E402
+from common import REPO, fmt, median  # noqa: E402
 
 LIFTED = ["--max-jobs-per-timespan", "10000/1s"]
 SETTINGS = [
@@ -51,13 +51,6 @@ def one(variant_name: str, root: Path, shape, flags: list[str], cores: int) -> d
             "documents": documents, "returncode": (full.returncode, noop.returncode)}
 
 
-def median(values: list) -> float | None:
-    present = [v for v in values if v is not None]
-    return statistics.median(present) if present else None
-
-
-def fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
 
 
 def main() -> None:

@@ -29,7 +29,6 @@ import math
 import os
 import shlex
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,10 +39,9 @@ from pathlib import Path
 
 import psutil
 import yaml
+from common import PROFILE_LINE, REPO, fmt, median, repo_env, tree_rss
 
-REPO = Path(__file__).resolve().parent.parent
 BARE = REPO / "bench" / "bare" / "Snakefile"
-PROFILE_LINE = "for setting default command line arguments"
 ESSAY_TEMPLATES = ["essay-from-draft", "copy-draft"]
 DRAFT_TEMPLATES = ["idea-sketch", "links-brainstorm"]
 EVALUATION_TEMPLATES = ["novelty-judge", "rigor-judge"]
@@ -154,19 +152,6 @@ def choose_shape(documents: int) -> Shape:
 # ------------------------------------------------------------------ running Snakemake
 
 
-def tree_rss(process: psutil.Process) -> int:
-    try:
-        members = [process, *process.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0
-    total = 0
-    for member in members:
-        try:
-            total += member.memory_info().rss
-        except psutil.NoSuchProcess:
-            continue  # a child that ended between listing and reading
-    return total
-
 
 @dataclass
 class RunResult:
@@ -190,13 +175,6 @@ class RunResult:
                 return int(parts[1])
         return None
 
-
-def repo_env() -> dict[str, str]:
-    """The environment with this checkout first on PYTHONPATH, so that its `daydream` package is
-    imported (an editable install elsewhere would win otherwise)."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
-    return env
 
 
 def run_snakemake(command: list[str], cwd: Path, output: Path, sample_s: float = 0.25) -> RunResult:
@@ -351,13 +329,6 @@ def run_plans(docs: int, args, flags: list[str], workdir: Path) -> None:
                 print(f"daydream / {VARIANTS[bare].label:17s}  dry run {fmt(ratio)}x")
 
 
-def median(values: list[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return statistics.median(present) if present else None
-
-
-def fmt(value: float | None, spec: str = ".2f") -> str:
-    return "-" if value is None else format(value, spec)
 
 
 def run_size(docs: int, args, flags: list[str], workdir: Path) -> dict[str, list[dict]]:

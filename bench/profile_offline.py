@@ -24,7 +24,8 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
-from bench_throughput import REPO, VARIANTS, choose_shape, profile_flags, repo_env  # noqa: E402
+from bench_throughput import VARIANTS, choose_shape, profile_flags  # noqa: E402
+from common import REPO, repo_env  # noqa: E402
 
 # Parts of the run, by the file a frame is in (first match wins, checked on every frame of a stack).
 PARTS = [

@@ -1,0 +1,55 @@
+"""What the benches share: the checkout, its environment, a process tree's memory, small formats.
+
+Imported by the bench scripts as `common` (each script's own folder is first on sys.path when
+it runs); it imports nothing of daydream.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+from pathlib import Path
+
+import psutil
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+PROFILE_LINE = "for setting default command line arguments"  # Snakemake's "Using ... profile" line
+
+
+def repo_env() -> dict[str, str]:
+    """The environment with this checkout first on PYTHONPATH, so that its `daydream` package is
+    imported (an editable install elsewhere would win otherwise)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
+    return env
+
+
+def tree_rss(process: psutil.Process) -> int:
+    """Resident bytes of a process and all its children now (0 once it has ended)."""
+    try:
+        members = [process, *process.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for member in members:
+        try:
+            total += member.memory_info().rss
+        except psutil.NoSuchProcess:
+            continue  # a child that ended between listing and reading
+    return total
+
+
+def write_yaml(path: Path, doc: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def median(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def fmt(value: float | None, spec: str = ".2f") -> str:
+    return "-" if value is None else format(value, spec)
