@@ -70,7 +70,8 @@ ESSAY_COLUMNS = ("combo_id", "draft_template", "generation_template", "generatio
 # evaluation. `parent_gen_id` is the essay, `paths` the evaluation's gens folder, `error` is
 # empty when `score` holds a valid score. `flags` is empty unless the score cannot be taken at
 # face value: `raw.txt changed: <stage> <gen_id>, ...` names each document of its lineage whose
-# raw.txt is no longer the reply that was paid for (`daydream.integrity`).
+# raw.txt is no longer the reply that was paid for, and `stale: <stage> <gen_id> (<reason>), ...`
+# each one the stale report lists (its prompt or model would differ today; `daydream.integrity`).
 AGGREGATED_COLUMNS = (
     "gen_id", "parent_gen_id", "evaluation_template", "evaluation_llm_model", "score", "error",
     "combo_id", "draft_template", "generation_template", "generation_model", "cohort_id",

@@ -11,15 +11,20 @@ metadata.
 - `raw_change(paths, stage, gen_id)`: why a document's raw.txt is not what was paid for
   (or copied), or None (it is, or it cannot be checked: no metadata, no raw.txt, or a store
   made before saved replies existed);
-- `evaluation_flags(paths, gen_ids)`: per scored document, the `flags` cell of the reports:
-  which documents of its lineage (itself, its essay, its draft) have a changed raw.txt.
+- `stale_reasons(paths)`: gen_id -> reason of the last stale report
+  (`data/7_reporting/stale_generations.csv`), other than a changed raw.txt;
+- `evaluation_flags(paths, gen_ids, stale)`: per scored document, the `flags` cell of the
+  reports: which documents of its lineage (itself, its essay, its draft) have a changed raw.txt,
+  and which are stale (their prompt or model would differ today, so the score stands on an
+  outdated document).
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 from daydream import ledger, stages, store
@@ -28,6 +33,7 @@ from daydream.paths import Paths
 
 READ_THREADS = 8
 RAW_CHANGED = "raw.txt changed"  # the flag in the reports
+STALE = "stale"  # the flag in the reports for a stale document of the lineage
 RAW_DIFFERS = "raw.txt differs"  # how a stale-report reason about it starts
 
 
@@ -105,19 +111,41 @@ def _lineage_checks(paths: Paths, gen_ids: list[str]) -> dict[str, tuple[str | N
     return found
 
 
-def evaluation_flags(paths: Paths, gen_ids: Iterable[str]) -> list[str]:
+def stale_reasons(paths: Paths) -> dict[str, str]:
+    """gen_id -> reason of each document in the last stale report, leaving out a changed
+    raw.txt (the reports check that themselves); empty when there is no stale report yet."""
+    try:
+        with paths.stale_generations_csv.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    except FileNotFoundError:
+        return {}
+    reasons = {}
+    for row in rows:
+        kept = [r for r in str(row.get("reason") or "").split("; ") if r and not r.startswith(RAW_DIFFERS)]
+        if kept:
+            reasons[row["gen_id"]] = "; ".join(kept)
+    return reasons
+
+
+def evaluation_flags(paths: Paths, gen_ids: Iterable[str], stale: Mapping[str, str] | None = None) -> list[str]:
     """The `flags` cell of each scored document, in order: empty when the raw.txt of the
-    document and of each of its ancestors is what was paid for, else `raw.txt changed: ...`
-    naming each changed one (the document first)."""
+    document and of each of its ancestors is what was paid for and none of them is in `stale`
+    (gen_id -> reason, `stale_reasons`); else `raw.txt changed: ...` naming each changed one
+    (the document first) and `stale: <stage> <gen_id> (<reason>), ...`, joined by "; "."""
     gen_ids = [str(g) for g in gen_ids]
+    stale = stale or {}
     checks = _lineage_checks(paths, gen_ids)
     flags = []
     for gen_id in gen_ids:
-        changed, current = [], gen_id
+        changed, outdated, current = [], [], gen_id
         while current and current in checks:
             change, parent = checks[current]
             if change:
                 changed.append(f"{stages.of_gen_id(current).name} {current}")
+            if current in stale:
+                outdated.append(f"{stages.of_gen_id(current).name} {current} ({stale[current]})")
             current = parent
-        flags.append(f"{RAW_CHANGED}: {', '.join(changed)}" if changed else "")
+        parts = ([f"{RAW_CHANGED}: {', '.join(changed)}"] if changed else []) + (
+            [f"{STALE}: {', '.join(outdated)}"] if outdated else [])
+        flags.append("; ".join(parts))
     return flags

@@ -136,14 +136,16 @@ def stale_report_inputs(rt: Runtime) -> list[str]:
 
 def cohort_report_inputs(rt: Runtime, cohort_id: str) -> dict[str, object]:
     """What a cohort's reports are built from: its membership, the scored stage's template
-    table (the scales), every score, and every document's raw.txt (an edited one, anywhere in
-    a score's lineage, is flagged: `daydream.integrity`)."""
+    table (the scales), every score, every document's raw.txt (an edited one, anywhere in a
+    score's lineage, is flagged: `daydream.integrity`) and the stale report (a stale one is
+    flagged too)."""
     scored = stages.SCORED.name
     members = rt.membership.members(cohort_id, scored)
     return {"membership": str(rt.paths.membership_csv(cohort_id)),
             "templates": str(rt.paths.templates_csv(scored)),
             "evaluations": [str(rt.paths.parsed_path(scored, m.gen_id)) for m in members],
-            "raw": [str(rt.paths.raw_path(m.stage, m.gen_id)) for m in rt.membership.members(cohort_id)]}
+            "raw": [str(rt.paths.raw_path(m.stage, m.gen_id)) for m in rt.membership.members(cohort_id)],
+            "stale": str(rt.paths.stale_generations_csv)}
 
 
 def cross_experiment_inputs(rt: Runtime) -> list[str]:

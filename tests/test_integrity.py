@@ -58,6 +58,34 @@ def test_an_edited_raw_txt_is_named_for_itself_and_for_every_evaluation_below_it
     assert untouched and all(flags[g] == "" for g in untouched)
 
 
+def test_a_stale_document_is_named_in_the_flags_of_every_evaluation_below_it(made):
+    evaluations = made.membership.members("tiny", "evaluation")
+    edited = evaluations[-1]
+    made.paths.raw_path("evaluation", edited.gen_id).write_text("SCORE: 1")
+    concept = made.paths.raw_root / "concepts" / "descriptions-paragraph" / "weak-ties.txt"
+    concept.write_text(concept.read_text() + "\nA sentence added later.\n")
+    stale.write_stale_report(made)
+    reasons = integrity.stale_reasons(made.paths)
+    drafts = made.membership.members("tiny", "draft")
+    combos = pd.read_csv(made.paths.combo_mappings_csv)
+    weak_ties_combos = set(combos[combos.concept_id == "weak-ties"].combo_id)
+    with_weak_ties = {d.gen_id for d in drafts if d.combo_id in weak_ties_combos}
+    assert set(reasons) == with_weak_ties and 0 < len(with_weak_ties) < len(drafts)
+    assert set(reasons.values()) == {"concepts changed"}, "a changed raw.txt is flagged as such, not as stale"
+    ids = [m.gen_id for m in evaluations]
+    flags = dict(zip(ids, integrity.evaluation_flags(made.paths, ids, reasons), strict=True))
+    for evaluation in evaluations:
+        draft = lineage_of(made, evaluation)[1].gen_id
+        expected = [f"raw.txt changed: evaluation {edited.gen_id}"] if evaluation == edited else []
+        if draft in with_weak_ties:
+            expected.append(f"stale: draft {draft} (concepts changed)")
+        assert flags[evaluation.gen_id] == "; ".join(expected)
+
+
+def test_without_a_stale_report_no_document_is_stale(made):
+    assert integrity.stale_reasons(made.paths) == {}
+
+
 def test_a_copys_raw_txt_is_checked_against_the_text_it_copied(made):
     copy = next(m for m in made.membership.members("tiny", "essay") if m.template_id == "copy-draft")
     assert integrity.raw_change(made.paths, "essay", copy.gen_id) is None

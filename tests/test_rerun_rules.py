@@ -115,6 +115,13 @@ def test_a_changed_prompt_never_pays_again_and_keeps_the_paid_record_of_a_delete
     stale = pd.read_csv(paths.stale_generations_csv)
     assert draft in set(stale.gen_id) and "template changed" in set(stale.reason)
     assert "prompt changed since it was paid for" in done.stderr
+    scores = pd.read_csv(paths.cohort_report("tiny", "parsing/aggregated_scores.csv"), dtype=str,
+                         keep_default_na=False).set_index("gen_id")
+    table = members(paths, "tiny").set_index("gen_id")
+    below = [g for g in scores.index if table.parent_gen_id[table.parent_gen_id[g]] == draft]
+    assert below and (scores["flags"][below] == f"stale: draft {draft} (template changed)").all()
+    for gen_id, flag in scores["flags"].items():  # every draft of the edited template is stale
+        assert flag == f"stale: draft {table.parent_gen_id[table.parent_gen_id[gen_id]]} (template changed)"
 
 
 def test_a_second_cohort_sharing_drafts_makes_no_call_for_them(finished_run):

@@ -136,7 +136,7 @@ def cross_aggregated(paths: Paths, scales: pd.DataFrame, gen_ids: list[str] | No
     essays = lineage(paths, evals["parent_gen_id"])
     table = evals.merge(essays, left_on="parent_gen_id", right_index=True, how="left", suffixes=("", "_essay"))
     table["combo_id"] = table["combo_id"].where(table["combo_id"] != "", table["combo_id_essay"])
-    table["flags"] = integrity.evaluation_flags(paths, table["gen_id"])
+    table["flags"] = integrity.evaluation_flags(paths, table["gen_id"], integrity.stale_reasons(paths))
     return table.reindex(columns=list(AGGREGATED_COLUMNS)).fillna({"draft_template": "", "combo_id": "",
                                                                      "generation_template": "", "generation_model": ""})
 

@@ -178,5 +178,5 @@ def aggregated_scores(paths: Paths, membership: pd.DataFrame, scales: pd.DataFra
     table["paths"] = gen_dirs(paths, SCORED, table["gen_id"])
     texts = read_texts(table["paths"] + os.sep + "parsed.txt")
     table[["score", "error"]] = parse_scores(texts, table["evaluation_template"], scales)
-    table["flags"] = integrity.evaluation_flags(paths, table["gen_id"])
+    table["flags"] = integrity.evaluation_flags(paths, table["gen_id"], integrity.stale_reasons(paths))
     return table[list(AGGREGATED_COLUMNS)]
