@@ -40,7 +40,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 from asyncio_loop import CLIENTS, StatsWatcher, start_server, stop_server  # noqa: E402
-from common import PROFILE_LINE, fmt, median, repo_env, tree_rss, write_yaml  # noqa: E402
+from common import PROFILE_LINE, fmt, loopback_copy, median, repo_env, tree_rss, write_yaml  # noqa: E402
 
 TEMPLATES = ["novelty-judge", "rigor-judge"]
 SEED_COHORT = {
@@ -80,15 +80,6 @@ def split_calls(calls: int, available: int) -> tuple[int, int]:
                      "choose an even number of calls")
 
 
-def prepare(seeded: Path, root: Path, essays: list[str], replicates: int, base_url: str, cap: int) -> Path:
-    """A copy of the seeded root with a loopback model, the curated cohort and the llm settings."""
-    shutil.copytree(seeded, root, ignore=shutil.ignore_patterns(".snakemake"))
-    with (root / "data" / "1_raw" / "llm_models.csv").open("a", newline="") as handle:
-        handle.write(f"loop,fake-model,bench,Loopback,openai,{base_url},,,\n")
-    write_yaml(root / "cohorts" / "bench.yaml", {
-        "essays": essays, "evaluation": {"templates": TEMPLATES, "models": ["loop"], "replicates": replicates}})
-    return write_yaml(root / "llm_settings.yaml", {"llm": {"max_concurrency": cap, "max_attempts": 1}})
-
 
 def refusal(output: str) -> str | None:
     """The config's refusal of the cap (Snakemake's validation message), if that is why the run
@@ -104,7 +95,7 @@ def daydream_run(seeded: Path, root: Path, essays: list[str], replicates: int, c
     stats_file = root.parent / f"{root.name}-stats.json"
     server, base_url = start_server(latency, stats_file)
     try:
-        settings = prepare(seeded, root, essays, replicates, base_url, cap)
+        settings = loopback_copy(seeded, root, essays, TEMPLATES, replicates, base_url, cap)
         command = snakemake(root, "bench", cap + 8, offline=False, extra=["--configfile", str(settings), *extra])
         log = root / "run.log"
         with log.open("w", encoding="utf-8") as sink, StatsWatcher(stats_file, calls, latency) as watcher:

@@ -29,7 +29,7 @@ import psutil
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from common import tree_rss, write_yaml  # noqa: E402
+from common import loopback_copy, tree_rss, write_yaml  # noqa: E402
 
 from tests.openai_server import FakeOpenAIServer  # noqa: E402
 
@@ -58,15 +58,6 @@ def seed(root: Path, essays: int) -> list[str]:
         raise SystemExit(f"--calls needs {essays} essays, the sample experiment makes {len(ids)}: lower --calls")
     return ids[:essays]
 
-
-def prepare(seeded: Path, root: Path, essays: list[str], base_url: str, cap: int) -> Path:
-    """A copy of the seeded root with a loopback model, the curated cohort and the llm settings."""
-    shutil.copytree(seeded, root, ignore=shutil.ignore_patterns(".snakemake"))
-    with (root / "data" / "1_raw" / "llm_models.csv").open("a", newline="") as handle:
-        handle.write(f"loop,fake-model,bench,Loopback,openai,{base_url},,,\n")
-    write_yaml(root / "cohorts" / "bench.yaml", {
-        "essays": essays, "evaluation": {"templates": TEMPLATES, "models": ["loop"], "replicates": REPLICATES}})
-    return write_yaml(root / "llm_settings.yaml", {"llm": {"max_concurrency": cap, "max_attempts": 1}})
 
 
 
@@ -99,7 +90,7 @@ def timed_run(root: Path, settings: Path, server: FakeOpenAIServer, cores: int, 
 def run_at(latency: float, seeded: Path, workdir: Path, essays: list[str], args) -> tuple[dict, dict]:
     with FakeOpenAIServer(latency=latency) as server:
         root = workdir / f"latency-{latency:g}"
-        settings = prepare(seeded, root, essays, server.base_url, args.cap)
+        settings = loopback_copy(seeded, root, essays, TEMPLATES, REPLICATES, server.base_url, args.cap)
         result = timed_run(root, settings, server, args.cores, args.calls)
         stats = server.stats()
     if result["returncode"] != 0:

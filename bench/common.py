@@ -7,6 +7,7 @@ it runs); it imports nothing of daydream.
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 from pathlib import Path
 
@@ -53,3 +54,16 @@ def median(values: list[float | None]) -> float | None:
 
 def fmt(value: float | None, spec: str = ".2f") -> str:
     return "-" if value is None else format(value, spec)
+
+
+def loopback_copy(seeded: Path, root: Path, essays: list[str], templates: list[str], replicates: int,
+                  base_url: str, cap: int) -> Path:
+    """A copy of a seeded root (essays made on the offline model) whose curated cohort `bench`
+    evaluates `essays` on the loopback model `loop` at `base_url`; returns the config file
+    setting llm.max_concurrency to `cap` (one attempt per call)."""
+    shutil.copytree(seeded, root, ignore=shutil.ignore_patterns(".snakemake"))
+    with (root / "data" / "1_raw" / "llm_models.csv").open("a", newline="") as handle:
+        handle.write(f"loop,fake-model,bench,Loopback,openai,{base_url},,,\n")
+    write_yaml(root / "cohorts" / "bench.yaml", {
+        "essays": essays, "evaluation": {"templates": templates, "models": ["loop"], "replicates": replicates}})
+    return write_yaml(root / "llm_settings.yaml", {"llm": {"max_concurrency": cap, "max_attempts": 1}})

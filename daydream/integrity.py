@@ -2,7 +2,7 @@
 never silently scored.
 
 A paid reply is saved in the ledger (`data/gens/<stage>/<gen_id>/.replies/<sha16>.json`,
-`daydream.ledger.saved_reply`) before raw.txt is written from it, so the two are equal when
+`daydream.ledger.saved_texts`) before raw.txt is written from it, so the two are equal when
 nothing has happened since. A raw.txt edited by hand, or damaged, parses into another text or
 another score without any error; the ledger still holds the reply that came back. A copy's
 raw.txt is its prompt (its parent's text), so its SHA-256 is the `prompt_sha256` of its
@@ -23,38 +23,16 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 from daydream import ledger, stages, store
-from daydream.membership import Member
 from daydream.paths import Paths
 
 READ_THREADS = 8
 RAW_CHANGED = "raw.txt changed"  # the flag in the reports
 STALE = "stale"  # the flag in the reports for a stale document of the lineage
 RAW_DIFFERS = "raw.txt differs"  # how a stale-report reason about it starts
-
-
-def _member(meta: dict, stage: str, gen_id: str) -> Member:
-    return Member(stage=stage, gen_id=gen_id, cohort_id=str(meta.get("cohort_id", "")),
-                  parent_gen_id=str(meta.get("parent_gen_id", "")), combo_id=str(meta.get("combo_id", "")),
-                  template_id=str(meta.get("template_id", "")), llm_model_id=str(meta.get("model_id", "")),
-                  replicate=int(meta.get("replicate") or 1))
-
-
-def _saved_texts(paths: Paths, stage: str, gen_id: str) -> list[str]:
-    """The text of every reply saved for the document, whatever prompt it answered."""
-    texts = []
-    for path in sorted(paths.replies_dir(stage, gen_id).glob("*.json")):
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if isinstance(record, dict) and isinstance(record.get("text"), str):
-            texts.append(record["text"])
-    return texts
 
 
 def raw_change(paths: Paths, stage: str, gen_id: str, meta: dict | None = None) -> str | None:
@@ -75,14 +53,14 @@ def raw_change(paths: Paths, stage: str, gen_id: str, meta: dict | None = None) 
         return (f"{RAW_DIFFERS} from the text it copied (prompt_sha256 in metadata.json): delete "
                 f"{paths.raw_path(stage, gen_id)} and rerun snakemake to copy it again")
     prompt_sha = str(meta.get("prompt_sha256") or "")
-    saved = ledger.saved_reply(paths, _member(meta, stage, gen_id), prompt_sha) if prompt_sha else None
-    if saved is not None:
-        if raw == saved.text:
+    saved = ledger.saved_texts(paths, stage, gen_id)
+    own = saved.get(prompt_sha[:16]) if prompt_sha else None
+    if own is not None:
+        if raw == own:
             return None
         where = paths.reply_path(stage, gen_id, prompt_sha)
     else:
-        others = _saved_texts(paths, stage, gen_id)
-        if not others or raw in others:
+        if not saved or raw in saved.values():
             return None  # no saved reply to check against (an old store), or one of them
         where = paths.replies_dir(stage, gen_id)
     return (f"{RAW_DIFFERS} from the reply that was paid for ({where}): delete {paths.raw_path(stage, gen_id)} "

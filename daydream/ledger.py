@@ -82,6 +82,20 @@ def save_reply(paths: Paths, member: Member, prompt: Prompt, done: calls.Complet
     return path
 
 
+def saved_texts(paths: Paths, stage: str, gen_id: str) -> dict[str, str]:
+    """The text of every reply saved for a document, by its file's name (the first 16 hex of
+    the prompt's SHA-256, as `Paths.reply_path`); a record that cannot be read is left out."""
+    texts = {}
+    for path in sorted(paths.replies_dir(stage, gen_id).glob("*.json")):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and isinstance(record.get("text"), str):
+            texts[path.stem] = record["text"]
+    return texts
+
+
 def earlier_replies(paths: Paths, member: Member, prompt_sha256: str) -> list[Path]:
     """Replies saved for other prompts of the document, oldest name first."""
     folder = paths.replies_dir(member.stage, member.gen_id)

@@ -67,3 +67,13 @@ def test_the_saved_reply_of_exactly_this_prompt_is_found(rt):
     assert ledger.saved_reply(rt.paths, member, prompt.sha256) == done
     assert ledger.earlier_replies(rt.paths, member, sha256_text("other")) != []
     assert ledger.earlier_replies(rt.paths, member, prompt.sha256) == []
+
+
+def test_saved_texts_are_every_readable_reply_of_the_document_by_prompt_hash(rt):
+    member = first_draft(rt)
+    assert ledger.saved_texts(rt.paths, member.stage, member.gen_id) == {}
+    prompt = documents.document_prompt(rt, member)
+    first = ledger.answer(rt, member, prompt)
+    broken = rt.paths.reply_path(member.stage, member.gen_id, "f" * 64)
+    broken.write_text("{not json")
+    assert ledger.saved_texts(rt.paths, member.stage, member.gen_id) == {prompt.sha256[:16]: first.completion.text}
