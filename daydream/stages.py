@@ -81,10 +81,6 @@ class Stage:
         """The regular expression a whole gen_id of this stage matches (cohort schema)."""
         return f"^{self.prefix}{ID_CHARS}$"
 
-    def report_column(self, column: str) -> str:
-        """The report column this stage's membership `column` becomes (KeyError: it has none)."""
-        return dict(self.lineage_columns)[column]
-
 
 def _essay_parts(draft_id: str, template_id: str, model_id: str, replicate: int,
                  draft_model_id: str | None) -> tuple:
