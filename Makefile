@@ -16,7 +16,9 @@ EXPORT := --format requirements-txt --all-extras --all-groups --no-emit-project
 # A new environment whenever pyproject.toml or the lock changes, holding exactly the lock:
 # first the locked pip and setuptools, then every locked package (hash-checked, no build
 # isolation, so nothing unpinned is fetched to build the one sdist), then the project itself
-# without dependencies, then a check that the environment equals the lock.
+# without dependencies (editable; `compat` puts the checkout on the path, where Snakemake finds
+# the logger plugin package snakemake_logger_plugin_daydream), then a check that the
+# environment equals the lock.
 $(BIN)/.installed: pyproject.toml uv.lock $(LOCK)
 	@rm -f $@
 	$(PYTHON) -m venv --clear $(VENV)
@@ -27,7 +29,7 @@ $(BIN)/.installed: pyproject.toml uv.lock $(LOCK)
 	@echo "$(BIN)/python -m pip install --quiet --require-hashes --no-build-isolation -r $(LOCK)"
 	@$(BIN)/python -m pip install --quiet --require-hashes --no-build-isolation -r $(LOCK) \
 		|| { echo "$(LOCK_HINT)" >&2; exit 1; }
-	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e . --config-settings editable_mode=compat
 	$(BIN)/python -m daydream.lockfile installed
 	touch $@
 

@@ -3,7 +3,7 @@ against a Snakemake logger plugin (snakemake-interface-logger-plugins) doing the
 
 Micro (always): microseconds per document of `progress.document` plus the call counters (what
 `documents.write_document` and the budget meter add to each job, no budget set); per record of
-`progress.TerminalFilter`; and per record of a logger plugin handler as Snakemake attaches one
+`terminal.TerminalFilter` (inside daydream's logger plugin); and per record of a logger plugin handler as Snakemake attaches one
 (a QueueHandler on its logger, a QueueListener thread feeding the plugin), timed on the
 emitting thread, which is the thread that schedules jobs.
 End to end (`--e2e`): the 726-document offline cohort of bench_offline_throughput.py, run with
@@ -34,7 +34,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from daydream import calls, progress  # noqa: E402
+from daydream import calls, progress, terminal  # noqa: E402
 
 COHORT = {
     "concepts": {"level": "paragraph", "k": 2, "ids": "all"},
@@ -99,7 +99,7 @@ def micro(n: int = 20000) -> None:
         item.event, item.rule_name, item.jobid = event, "gen_document", 7
         return item
 
-    keep = progress.TerminalFilter()
+    keep = terminal.TerminalFilter()
     kept = record(LogEvent.RUN_INFO, "Job stats: ...")
     dropped = record(LogEvent.JOB_FINISHED)
     print(f"TerminalFilter per record (dropped / kept)                   "

@@ -686,33 +686,27 @@ def compile_design(spec: dict, base_dir: Path | str, *, seed: int | None = None,
 # ---------------------------------------------------------------------------------------------
 # From design rows to membership rows
 
-FIELD_ALIASES = {
-    "combo_id": ("combo_id", "combo"),
-    "draft_template": ("draft_template",),
-    "draft_llm": ("draft_llm", "draft_model", "generation_llm"),
-    "essay_template": ("essay_template",),
-    "essay_llm": ("essay_llm",),
-    "evaluation_template": ("evaluation_template",),
-    "evaluation_llm": ("evaluation_llm",),
-    "draft_replicate": ("draft_replicate", "draft_template_replicate", "draft_rep"),
-    "essay_replicate": ("essay_replicate", "essay_template_replicate", "essay_rep"),
-    "evaluation_replicate": ("evaluation_replicate", "evaluation_template_replicate",
-                             "evaluation_llm_replicate", "evaluation_rep"),
-}
-OPTIONAL_FIELDS = ("essay_llm", "draft_replicate", "essay_replicate", "evaluation_replicate")
-# The fields of each stage of a lineage, root stage first: (template, model, replicate). The
-# names are the original pipeline's design columns; the stages come from the stage registry.
-STAGE_FIELDS = (
-    ("draft_template", "draft_llm", "draft_replicate"),
-    ("essay_template", "essay_llm", "essay_replicate"),
-    ("evaluation_template", "evaluation_llm", "evaluation_replicate"),
-)
 LINEAGE = tuple(reversed(stages.lineage(stages.SCORED.name)))  # root stage first
-if len(LINEAGE) != len(STAGE_FIELDS):
-    raise RuntimeError(f"the design language knows {len(STAGE_FIELDS)} stages of a lineage, the stage registry "
-                       f"{len(LINEAGE)}: give STAGE_FIELDS one entry per stage")
+# The fields of each stage of a lineage, root stage first: (template, model, replicate), named
+# `<stage>_template`, `<stage>_llm`, `<stage>_replicate` as in the original pipeline's design
+# columns; the stages come from the stage registry.
+STAGE_FIELDS = tuple((f"{s.name}_template", f"{s.name}_llm", f"{s.name}_replicate") for s in LINEAGE)
+# Other column names the original pipeline's designs used for a field.
+LEGACY_ALIASES = {
+    "combo_id": ("combo",),
+    "draft_llm": ("draft_model", "generation_llm"),
+    "draft_replicate": ("draft_template_replicate", "draft_rep"),
+    "essay_replicate": ("essay_template_replicate", "essay_rep"),
+    "evaluation_replicate": ("evaluation_template_replicate", "evaluation_llm_replicate", "evaluation_rep"),
+}
 REPLICATE_FIELDS = tuple(replicate for _, _, replicate in STAGE_FIELDS)
-PARENT_MODEL_FIELDS = ("essay_llm",)  # may be None: the parent document's own model
+FIELD_ALIASES = {name: (name, *LEGACY_ALIASES.get(name, ()))
+                 for name in ("combo_id", *(f for template, model, _ in STAGE_FIELDS for f in (template, model)),
+                              *REPLICATE_FIELDS)}
+# A stage's model that may be None: the parent document's own model (stages.parent_model_by_default).
+PARENT_MODEL_FIELDS = tuple(model for stage, (_, model, _) in zip(LINEAGE, STAGE_FIELDS, strict=True)
+                            if stage.parent_model_by_default)
+OPTIONAL_FIELDS = (*PARENT_MODEL_FIELDS, *REPLICATE_FIELDS)
 DRAFT_MODEL_WORDS = ("", "none")  # an essay_llm meaning "the draft's model" (any case)
 
 

@@ -32,6 +32,7 @@ from daydream import (
     preflight,
     prompts,
     provider_batches,
+    schemas,
     stages,
     store,
 )
@@ -39,12 +40,12 @@ from daydream import combos as combo_register
 from daydream.columns import MEMBERSHIP_COLUMNS
 from daydream.combos import Combo
 from daydream.experiment import CONCEPTS, MODELS, Experiment, ExperimentError, load_experiment
-from daydream.paths import Paths, schema_path
+from daydream.paths import Paths
 from daydream.runtime import Runtime
 
-# A curated cohort lists existing documents of the stage the scored stage reads.
-CURATED_KEY = "essays"
-CURATED_STAGE = stages.SCORED.parent
+# A curated cohort lists existing documents of the stage the scored stage reads (`essays`).
+CURATED_STAGE = stages.EVALUATED.name
+CURATED_KEY = stages.EVALUATED.curated_key
 
 
 class CohortError(ExperimentError):
@@ -59,8 +60,7 @@ def load_cohort_spec(path: Path) -> dict:
         spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as error:
         raise CohortError([f"{path}: not valid YAML: {error}"]) from error
-    schema = yaml.safe_load(schema_path("cohort").read_text(encoding="utf-8"))
-    validator = jsonschema.Draft202012Validator(schema)
+    validator = jsonschema.Draft202012Validator(schemas.load("cohort"))
     problems = [f"{path}: {'/'.join(map(str, e.absolute_path)) or '(top level)'}: {e.message}"
                 for e in validator.iter_errors(spec)]
     if problems:

@@ -7,6 +7,8 @@ a table's header against the known columns listed here.
 
 from __future__ import annotations
 
+from daydream import stages
+
 # -- experiment definitions (data/1_raw/) -------------------------------------------------------
 CONCEPT_COLUMNS = ("concept_id", "name")
 OPTIONAL_CONCEPT_COLUMNS = ("active",)
@@ -63,8 +65,12 @@ PLAN_COLUMNS = (
 )
 
 # -- reports (SPEC §9) ------------------------------------------------------------------------------
-# The lineage of an essay: what produced it. Shared by every per-essay table.
-ESSAY_COLUMNS = ("combo_id", "draft_template", "generation_template", "generation_model")
+# The lineage of an essay (a document of the stage the scored stage judges): what produced it,
+# root stage first, from the stage registry's `lineage_columns` (with the built-in stages:
+# combo_id, draft_template, generation_template, generation_model). Shared by every per-essay table.
+ESSAY_COLUMNS = ("combo_id", *stages.lineage_columns(stages.EVALUATED.name))
+# The scored stage's own columns: evaluation_template, evaluation_llm_model.
+SCORED_COLUMNS = tuple(report for _, report in stages.SCORED.lineage_columns)
 
 # parsing/aggregated_scores.csv and 7_cross_experiment/aggregated_scores.csv: one row per
 # evaluation. `parent_gen_id` is the essay, `paths` the evaluation's gens folder, `error` is
@@ -73,20 +79,19 @@ ESSAY_COLUMNS = ("combo_id", "draft_template", "generation_template", "generatio
 # raw.txt is no longer the reply that was paid for, and `stale: <stage> <gen_id> (<reason>), ...`
 # each one the stale report lists (its prompt or model would differ today; `daydream.integrity`).
 AGGREGATED_COLUMNS = (
-    "gen_id", "parent_gen_id", "evaluation_template", "evaluation_llm_model", "score", "error",
-    "combo_id", "draft_template", "generation_template", "generation_model", "cohort_id",
+    "gen_id", "parent_gen_id", *SCORED_COLUMNS, "score", "error", *ESSAY_COLUMNS, "cohort_id",
     "replicate", "paths", "flags",
 )
 
 # The key of one evaluation task: evaluations sharing it are replicates and are averaged.
-TASK_KEYS = ("parent_gen_id", "evaluation_template", "evaluation_llm_model")
+TASK_KEYS = ("parent_gen_id", *SCORED_COLUMNS)
 
 # summary/generation_scores.csv (the seeds' pivot): one row per generation task key (replicates of
 # drafts, essays and evaluations pooled; gen_id and replicate are not keys), then per evaluator
 # `<evaluation_model>_<evaluation_template>` four columns (mean, then these suffixes), then `sum`
 # (of the evaluator means), `n_generations` (essays pooled) and `gen_ids` (them, `;`-separated).
 # `stage` is the stage of the evaluated documents.
-GENERATION_TASK_KEYS = ("combo_id", "stage", "draft_template", "generation_template", "generation_model")
+GENERATION_TASK_KEYS = ("combo_id", "stage", *ESSAY_COLUMNS[1:])
 GENERATION_STAT_SUFFIXES = ("", "_min", "_max", "_n")
 GENERATION_SCORES_TAIL = ("sum", "n_generations", "gen_ids")
 GENERATION_IDS_SEPARATOR = ";"

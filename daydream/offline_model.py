@@ -11,9 +11,11 @@ rehearse a run's concurrency and resumption with calls in flight.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 import re
 import time
+from collections.abc import Callable
 
 from daydream import stages
 
@@ -92,10 +94,19 @@ def evaluation_reply(words: list[str], seed: bytes) -> str:
                       f"Strength: {_sentences(words, seed[2:], 1)[0]}", f"SCORE: {score}"])
 
 
+def reply_function(name: str) -> Callable[[list[str], bytes], str]:
+    """A stage's `offline_reply`: a function of this module, or `module:function` for a stage an
+    experiment registers itself (`stages.STAGES_ENV`)."""
+    if ":" not in name:
+        return globals()[name]
+    module, _, function = name.partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
 def reply_text(prompt: str, *, stage: str, model: str) -> str:
     """The reply to `prompt`, at once (no latency); the stage registry names the reply
     function of each stage. The cohort checkpoint uses it for realistic parent texts."""
-    reply = globals()[stages.get(stage).offline_reply]
+    reply = reply_function(stages.get(stage).offline_reply)
     return reply(_keywords(prompt), _seed(model, stage, prompt))
 
 

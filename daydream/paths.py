@@ -9,6 +9,8 @@ config schemas shipped with the package.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,6 +121,16 @@ class Paths:
 
     def gen_dir(self, stage: str, gen_id: str) -> Path:
         return self.gens_root / stage / gen_id
+
+    def gen_dir_texts(self, stage: str, gen_ids: Iterable[str], name: str = "") -> list[str]:
+        """`gen_dir` of each gen_id as a string, or the file `name` in it (one of GEN_FILES or
+        ORIGINAL_METADATA_FILES): the bulk form of `gen_dir` / `parsed_path` / ... for readers of
+        thousands of documents (string joins, no Path object per document)."""
+        if name and name not in GEN_FILES + ORIGINAL_METADATA_FILES:
+            raise ValueError(f"{name!r} is not a file of a document; expected one of "
+                             f"{', '.join(GEN_FILES + ORIGINAL_METADATA_FILES)}")
+        base, tail = str(self.stage_dir(stage)) + os.sep, os.sep + name if name else ""
+        return [base + str(gen_id) + tail for gen_id in gen_ids]
 
     def prompt_path(self, stage: str, gen_id: str) -> Path:
         return self.gen_dir(stage, gen_id) / "prompt.txt"

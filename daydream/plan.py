@@ -35,7 +35,6 @@ import os
 import statistics
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 
 # Modules of the ledger's import cycle (ledger -> budget -> plan) are imported whole, never by name.
 from daydream import calls, documents, ledger, parsers, prompts, stages, store
@@ -83,16 +82,19 @@ def model_prices(rt: Runtime, model_id: str) -> tuple[Prices | None, Prices | No
 
 def finished_completion_tokens(paths) -> dict[tuple[str, str, str], int]:
     """The median completion tokens of the finished calls in the gens store by (stage,
-    template_id, model_id), from each document's metadata.json (copies have no call)."""
+    template_id, model_id), from each document's metadata (`store.read_document_metadata`, so
+    the original pipeline's documents count too; copies have no call)."""
     found: dict[tuple[str, str, str], list[int]] = defaultdict(list)
     for stage in stages.NAMES:
         folder = paths.stage_dir(stage)
         if not folder.is_dir():
             continue
         for entry in os.scandir(folder):
+            if entry.name.startswith(".") or not entry.is_dir():
+                continue
             try:
-                meta = json.loads((Path(entry.path) / "metadata.json").read_text(encoding="utf-8"))
-            except (FileNotFoundError, NotADirectoryError):
+                meta = store.read_document_metadata(paths, stage, entry.name, lineage=False)
+            except FileNotFoundError:
                 continue
             tokens = (meta.get("usage") or {}).get("completion_tokens")
             if meta.get("mode") == "llm" and tokens is not None:

@@ -1,5 +1,4 @@
-"""A readable live run: a progress line every few seconds, a summary at the end, and
-Snakemake's own terminal output kept to what a person reads.
+"""A readable live run: a progress line every few seconds and a summary at the end.
 
 Jobs run in threads of the Snakemake process (the profile's `force-use-threads`), so progress
 is counted in-process: `documents.write_document` counts each document (`document`), the
@@ -12,15 +11,9 @@ summary: documents, calls, failures and where each kind is recorded, tokens, cos
 The line and the summary are meant for the person at the terminal: this module prints them to
 stderr on purpose.
 
-`shape_terminal_output` (rules/common.smk, while the Snakefile is parsed) keeps Snakemake's
-terminal output readable when the profile's `quiet: [rules, host]` is in effect and
-`--verbose` is not given. The profile's quiet choices drop the per-job blocks (and the `rule
-all` block listing every gens file); this filter also drops, from the terminal only, the
-per-job lines no quiet choice covers (`Select jobs to execute...`, `Execute N jobs...`,
-`Finished jobid`, `N of M steps done`), shows the first `SHOWN_JOB_ERRORS` job errors and the
-first budget stop, and lowers daydream's own log lines to warnings. Snakemake's log file
-(`.snakemake/log/`) keeps everything. `--quiet host` brings Snakemake's per-job output back,
-`--verbose` also its debug lines and daydream's line per call.
+Snakemake's own terminal output is kept to what a person reads by daydream's logger plugin
+(`daydream.terminal`), which also lowers daydream's log lines to warnings in a readable run;
+`status` prints a line a person waits on even then.
 
 The ETA assumes the run makes every missing document of the active cohorts.
 """
@@ -40,12 +33,7 @@ from daydream import stages
 from daydream.paths import GEN_FILES
 from daydream.runtime import Runtime
 
-SHOWN_JOB_ERRORS = 10  # job errors shown on the terminal before the rest are only counted
 SHOWN_FAILURES = 5  # failed documents the summary names
-_SNAKEMAKE_LOGGER = "snakemake.logging"
-
-
-_READABLE: list[bool] = [False]  # set by shape_terminal_output: daydream's info lines are off the terminal
 
 
 def _emit(text: str) -> None:
@@ -54,8 +42,9 @@ def _emit(text: str) -> None:
 
 def status(logger: logging.Logger, text: str) -> None:
     """A line a person waits on (a provider batch's state while a round waits on it): printed
-    on the terminal even when the readable output hides daydream's info lines, logged otherwise."""
-    if _READABLE[0]:
+    on the terminal even when the readable output hides daydream's info lines (the logger plugin
+    set the `daydream` logger to warnings: `daydream.terminal`), logged otherwise."""
+    if logging.getLogger("daydream").level > logging.INFO:
         _emit(f"daydream: {text}")
     else:
         logger.info("%s", text)
@@ -346,60 +335,3 @@ def finish(rt: Runtime, ok: bool) -> None:
     snap = RUN.snapshot()
     if sum(snap["made"].values()) or sum(snap["failed"].values()) or snap["calls_made"]:
         _emit(summary(rt, snap, ok, _budget_status(rt)))
-
-
-# -- Snakemake's terminal output --------------------------------------------------------------------
-class TerminalFilter(logging.Filter):
-    """On Snakemake's terminal handler: drops the per-job lines, shows the first job errors
-    and the first budget stop (the summary counts the rest)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        from snakemake_interface_logger_plugins.common import LogEvent
-
-        self._chatter_events = frozenset({LogEvent.JOB_STARTED, LogEvent.JOB_FINISHED, LogEvent.PROGRESS})
-        self._error_event = LogEvent.ERROR
-        self._chatter_messages = frozenset({"Select jobs to execute..."})
-        self._lock = threading.Lock()
-        self.job_errors = 0
-        self.budget_stops = 0
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        event = getattr(record, "event", None)
-        if event in self._chatter_events:
-            return False
-        if event is None and isinstance(record.msg, str) and record.msg in self._chatter_messages:
-            return False
-        if event == self._error_event and getattr(record, "exception", None) == "RuleException":
-            return self._job_error(str(record.msg))
-        return True
-
-    def _job_error(self, text: str) -> bool:
-        with self._lock:
-            if "BudgetReached" in text:
-                self.budget_stops += 1
-                return self.budget_stops == 1
-            self.job_errors += 1
-            if self.job_errors == SHOWN_JOB_ERRORS + 1:
-                _emit(f"daydream: more job errors are not shown here (the first {SHOWN_JOB_ERRORS} are above); the "
-                      "summary at the end counts them and says where each is recorded")
-            return self.job_errors <= SHOWN_JOB_ERRORS
-
-
-def _names(quiet) -> set[str]:
-    return {getattr(q, "name", str(q)).lower() for q in (quiet or ())}
-
-
-def shape_terminal_output(quiet, verbose: bool) -> bool:
-    """Install `TerminalFilter` on Snakemake's terminal handler and lower daydream's terminal
-    lines to warnings, when Snakemake is quiet about rules (the profile) and not verbose.
-    `quiet` is Snakemake's set of quiet choices. Returns whether the readable output is on."""
-    if "rules" not in _names(quiet) or verbose:
-        return False
-    for handler in logging.getLogger(_SNAKEMAKE_LOGGER).handlers:
-        terminal = isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
-        if terminal and not any(isinstance(f, TerminalFilter) for f in handler.filters):
-            handler.addFilter(TerminalFilter())
-    logging.getLogger("daydream").setLevel(logging.WARNING)
-    _READABLE[0] = True
-    return True

@@ -302,7 +302,7 @@ _STOPPING = threading.Event()
 
 
 def watch_interrupts() -> None:
-    """Once, at parse time in the main thread: a Ctrl-C also tells a waiting round to stop, then
+    """Once, when a real run starts (`onstart:`, main thread): a Ctrl-C also tells a waiting round to stop, then
     goes on to the handler it replaced. Without it, Snakemake's answer to Ctrl-C (shutting its
     thread pool down, waiting for the jobs that run) would wait for the batches to end."""
     previous = signal.getsignal(signal.SIGINT)

@@ -9,13 +9,12 @@ defaults of its own.
 from __future__ import annotations
 
 import copy
-import functools
 from dataclasses import dataclass
 
 import jsonschema
 import yaml
 
-from daydream import stages
+from daydream import schemas, stages
 from daydream.paths import schema_path
 
 
@@ -27,9 +26,9 @@ class ConfigError(ValueError):
         super().__init__("the configuration is not valid:\n" + "\n".join(f"- {p}" for p in self.problems))
 
 
-@functools.lru_cache(maxsize=1)
 def _schema() -> dict:
-    return yaml.safe_load(schema_path("config").read_text(encoding="utf-8"))
+    """The config schema, its per-stage sections from the stage registry (`daydream.schemas`)."""
+    return schemas.load("config")
 
 
 def _resolve(node: dict, schema: dict) -> dict:
@@ -107,15 +106,12 @@ def validated(config: dict) -> dict:
     Values from `--config` are first read as the schema's types (`_from_command_line`), so any
     key, nested ones included, can be given on the command line as config.yaml says. Every
     problem is reported at once (ConfigError), each with its key and the fix."""
-    from snakemake.utils import validate  # the same check Snakemake documents for workflows
-
     schema = _schema()
     filled = _from_command_line(copy.deepcopy(dict(config)), schema, schema)
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(filled), key=lambda e: list(e.absolute_path))
     if errors:
         raise ConfigError([_problem(e, schema) for e in errors])
-    validate(filled, schema=str(schema_path("config")), set_default=True)
-    return filled
+    return schemas.fill_defaults(filled, schema)
 
 
 def as_bool(value: object) -> bool:

@@ -17,14 +17,10 @@ from daydream import (
     targets,
     writer_lock,
 )
-from daydream.runtime import Runtime, configure_logging
+from daydream.runtime import Runtime
 
-configure_logging()
-provider_batches.watch_interrupts()  # a Ctrl-C stops waiting batch rounds too
-# With the profile's `quiet: [rules, host]`: no per-job lines on the terminal (daydream.progress).
-progress.shape_terminal_output(
-    workflow.output_settings.quiet, workflow.output_settings.verbose
-)
+# Terminal output (daydream's log lines included) is the logger plugin's, `logger: [daydream]`
+# in the profile (daydream.terminal); parsing builds the Runtime and nothing else.
 RT = Runtime(config)
 PATHS = RT.paths
 
@@ -89,8 +85,10 @@ def get_plan_inputs(wildcards):
 
 
 def run_started():
-    """`onstart:` (real runs, once the DAG is built): the budget check before the first call,
-    then the progress line. A run whose only target is `plan` is never refused."""
+    """`onstart:` (real runs, once the DAG is built): a Ctrl-C also stops waiting batch rounds,
+    the budget check before the first call, then the progress line. A run whose only target is
+    `plan` is never refused."""
+    provider_batches.watch_interrupts()
     budget.check_before_run(RT, workflow.dag_settings.targets)
     progress.start(RT, workflow.dag_settings.targets)
 

@@ -1,11 +1,9 @@
-"""The live run: counters, the progress line, the summary, and Snakemake's terminal kept readable."""
+"""The live run: counters, the progress line and the summary (the terminal filter: test_terminal.py)."""
 
 import logging
 from collections import Counter
 
 import pytest
-from snakemake.settings.enums import Quietness
-from snakemake_interface_logger_plugins.common import LogEvent
 
 from daydream import budget, calls, documents, progress
 from daydream.runtime import Runtime
@@ -63,65 +61,17 @@ def test_the_summary_says_what_failed_and_where_to_look(run, data_root, cohorts_
     assert str(rt.paths.llm_errors_jsonl) in text and str(rt.paths.parse_errors_jsonl) in text
 
 
-def record(msg, event=None, level=logging.INFO, **extra) -> logging.LogRecord:
-    item = logging.LogRecord("snakemake.logging", level, __file__, 1, msg, None, None)
-    if event is not None:
-        item.event = event
-    item.__dict__.update(extra)
-    return item
-
-
-def test_the_terminal_filter_drops_per_job_lines_and_repeats_of_job_errors(capsys):
-    keep = progress.TerminalFilter()
-    assert not keep.filter(record("Select jobs to execute..."))
-    assert not keep.filter(record("Execute 3 jobs...", LogEvent.JOB_STARTED))
-    assert not keep.filter(record("Finished jobid: 4 (Rule: gen_document)", LogEvent.JOB_FINISHED))
-    assert not keep.filter(record("4 of 9 steps (44%) done", LogEvent.PROGRESS))
-    assert keep.filter(record("Job stats:\n...", LogEvent.RUN_INFO))
-    assert keep.filter(record("daydream: something", level=logging.WARNING))
-    budget_error = "RuleException:\nBudgetReached in file gens.smk, line 18:\nv_1: not called"
-    assert keep.filter(record(budget_error, LogEvent.ERROR, logging.ERROR, exception="RuleException"))
-    assert not keep.filter(record(budget_error, LogEvent.ERROR, logging.ERROR, exception="RuleException"))
-    shown = [keep.filter(record("RuleException:\nDocumentError", LogEvent.ERROR, logging.ERROR,
-                                exception="RuleException")) for _ in range(progress.SHOWN_JOB_ERRORS + 3)]
-    assert shown == [True] * progress.SHOWN_JOB_ERRORS + [False] * 3
-    assert "more job errors are not shown here" in capsys.readouterr().err
-    assert keep.filter(record("WorkflowError:\nAt least one job", LogEvent.ERROR, logging.ERROR,
-                              exception="WorkflowError"))
-
-
-def test_the_filter_goes_on_the_terminal_only_when_quiet_about_rules_and_not_verbose():
-    logger = logging.getLogger("snakemake.logging")
-    terminal, logfile = logging.StreamHandler(), logging.FileHandler("/dev/null")
-    daydream_level = logging.getLogger("daydream").level
-    logger.addHandler(terminal)
-    logger.addHandler(logfile)
-    try:
-        assert not progress.shape_terminal_output({Quietness.HOST}, verbose=False)
-        assert not progress.shape_terminal_output({Quietness.RULES, Quietness.HOST}, verbose=True)
-        assert terminal.filters == []
-        assert progress.shape_terminal_output({Quietness.RULES, Quietness.HOST}, verbose=False)
-        assert progress.shape_terminal_output({Quietness.RULES}, verbose=False)
-        assert [type(f) for f in terminal.filters] == [progress.TerminalFilter] and logfile.filters == []
-        assert logging.getLogger("daydream").level == logging.WARNING
-    finally:
-        logger.removeHandler(terminal)
-        logger.removeHandler(logfile)
-        logfile.close()
-        logging.getLogger("daydream").setLevel(daydream_level)
-        progress._READABLE[0] = False
-
-
 def test_a_status_line_reaches_the_terminal_when_the_info_lines_are_off(capsys, caplog):
     logger = logging.getLogger("daydream.provider_batches")
     with caplog.at_level(logging.INFO, logger="daydream"):
         progress.status(logger, "provider batch pb_1: in_progress, 2 of 5 done")
     assert "in_progress" in caplog.text and capsys.readouterr().err == ""
     caplog.clear()
-    progress._READABLE[0] = True
+    daydream = logging.getLogger("daydream")
+    level, daydream.level = daydream.level, logging.WARNING  # as the logger plugin sets it in a readable run
     try:
         progress.status(logger, "provider batch pb_1: in_progress, 3 of 5 done")
     finally:
-        progress._READABLE[0] = False
+        daydream.setLevel(level)
     assert capsys.readouterr().err == "daydream: provider batch pb_1: in_progress, 3 of 5 done\n"
     assert caplog.text == ""

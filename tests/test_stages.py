@@ -56,3 +56,18 @@ def test_ids_take_their_parts_from_the_registry():
     same_model = ids.document_id("essay", "d_5ezrffv9uf3lr37d", "creative-synthesis-v10", "m", 1, "m")
     other_model = ids.document_id("essay", "d_5ezrffv9uf3lr37d", "creative-synthesis-v10", "n", 1, "m")
     assert same_model == "e_sq5klak2lljyyom" and other_model != same_model
+
+
+def test_a_registry_named_in_the_environment_replaces_the_built_in_one(monkeypatch):
+    from tests import fourth_stage
+
+    monkeypatch.setenv(stages.STAGES_ENV, "tests.fourth_stage:STAGES")
+    assert stages._registry() == fourth_stage.STAGES
+    monkeypatch.setenv(stages.STAGES_ENV, "tests.no_such_module:STAGES")
+    with pytest.raises(stages.RegistryError, match="DAYDREAM_STAGES='tests.no_such_module:STAGES'.*or unset it"):
+        stages._registry()
+
+
+def test_the_lineage_columns_of_the_reports_come_from_the_registry():
+    assert stages.lineage_columns(stages.EVALUATED.name) == ("draft_template", "generation_template", "generation_model")
+    assert stages.EVALUATED.curated_key == "essays" and stages.EVALUATED.id_pattern == "^e_[0-9a-z]+$"

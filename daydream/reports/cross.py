@@ -20,15 +20,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from daydream import integrity, store
-from daydream.columns import AGGREGATED_COLUMNS, CROSS_PIVOT_INDEX, CROSS_PIVOT_SEPARATOR
+from daydream import integrity, stages, store
+from daydream.columns import AGGREGATED_COLUMNS, CROSS_PIVOT_INDEX, CROSS_PIVOT_SEPARATOR, ESSAY_COLUMNS
 from daydream.experiment import load_templates
 from daydream.paths import ORIGINAL_METADATA_FILES, Paths
 from daydream.reports import CROSS_AGGREGATED
-from daydream.reports.io import read_aggregated, read_membership
+from daydream.reports.io import gen_dirs, read_aggregated, read_membership
 from daydream.reports.scores import (
     GENERATION,
-    ROOT,
     SCORED,
     essay_lineage,
     parse_scores,
@@ -41,6 +40,8 @@ log = logging.getLogger(__name__)
 
 
 META_KEYS = ("template_id", "model_id", "parent_gen_id", "combo_id", "replicate", "cohort_id")
+# The metadata key of each membership column a stage's `lineage_columns` name.
+META_OF = {"template_id": "template_id", "llm_model_id": "model_id"}
 
 
 def list_gen_ids(paths: Paths, stage: str) -> list[str]:
@@ -71,8 +72,7 @@ def read_metadata(paths: Paths, stage: str, gen_ids: list[str]) -> pd.DataFrame:
     missing or lacks a key that the original kept in raw_metadata.json (replicate, model, cohort)
     are its raw_metadata.json and parsed_metadata.json read too, and merged by
     `store.normalise_metadata`. Documents without any get empty cells and `has_metadata` False."""
-    base = str(paths.stage_dir(stage)) + os.sep
-    files = [base + g + os.sep + "metadata.json" for g in gen_ids]
+    files = paths.gen_dir_texts(stage, gen_ids, "metadata.json")
     records = [_metadata_record(t, f) for t, f in zip(read_texts(files), files, strict=True)]
     aliases = {key: ours for key, ours in store.original_aliases(stage).items() if ours in META_KEYS}
     columns = [*META_KEYS, *aliases]
@@ -83,7 +83,8 @@ def read_metadata(paths: Paths, stage: str, gen_ids: list[str]) -> pd.DataFrame:
     frame = frame[list(META_KEYS)]
     has_metadata = np.array([r is not None for r in records], dtype=bool)
     incomplete = np.flatnonzero(frame[["template_id", "model_id", "replicate", "cohort_id"]].isna().any(axis=1))
-    side = [base + gen_ids[i] + os.sep + name for i in incomplete for name in ORIGINAL_METADATA_FILES]
+    side = [file for i in incomplete for name in ORIGINAL_METADATA_FILES
+            for file in paths.gen_dir_texts(stage, [gen_ids[i]], name)]
     side_records = [_metadata_record(t, f) for t, f in zip(read_texts(side), side, strict=True)]
     for n, i in enumerate(incomplete):
         raw, parsed = side_records[2 * n], side_records[2 * n + 1]
@@ -107,18 +108,24 @@ def evaluation_template_scales(paths: Paths) -> pd.DataFrame:
 
 
 def lineage(paths: Paths, parent_ids: pd.Series) -> pd.DataFrame:
-    """Essay lineage (ESSAY_COLUMNS) for each essay id, from essay and draft metadata."""
+    """Essay lineage (ESSAY_COLUMNS) for each essay id, from the metadata of the essay and of
+    each ancestor up to the root (the stage registry's `lineage_columns`). An essay of the
+    original pipeline carries no combo_id: the nearest ancestor's that has one."""
     essays = read_metadata(paths, GENERATION, sorted(set(parent_ids) - {""}))
-    drafts = read_metadata(paths, ROOT, sorted(set(essays["parent_gen_id"]) - {""}))
-    # an essay of the original pipeline carries no combo_id: its draft's
-    combo = essays["combo_id"].where(essays["combo_id"] != "", essays["parent_gen_id"].map(drafts["combo_id"]))
-    out = pd.DataFrame({"generation_template": essays["template_id"], "generation_model": essays["model_id"],
-                        "combo_id": combo.fillna("")}, index=essays.index)
-    out["draft_template"] = essays["parent_gen_id"].map(drafts["template_id"]).fillna("")
     missing = essays.index[~essays["has_metadata"]]
     if len(missing):
         log.warning("%d essay(s) have no metadata.json (e.g. %s): their evaluations' lineage is empty; "
                     "make them again", len(missing), paths.metadata_path(GENERATION, missing[0]))
+    out = pd.DataFrame(index=essays.index)
+    documents = pd.Series(essays.index, index=essays.index, dtype=object)  # each essay's ancestor at this level
+    combo = pd.Series("", index=essays.index, dtype=object)
+    for level, stage in enumerate(stages.lineage(GENERATION)):
+        meta = essays if level == 0 else read_metadata(paths, stage.name, sorted(set(documents) - {""}))
+        for column, report in stage.lineage_columns:
+            out[report] = documents.map(meta[META_OF[column]]).fillna("")
+        combo = combo.where(combo != "", documents.map(meta["combo_id"]).fillna(""))
+        documents = documents.map(meta["parent_gen_id"]).fillna("")
+    out["combo_id"] = combo
     return out
 
 
@@ -129,16 +136,15 @@ def cross_aggregated(paths: Paths, scales: pd.DataFrame, gen_ids: list[str] | No
                                 "(--data-root) or run the workflow first")
     gen_ids = list_gen_ids(paths, SCORED) if gen_ids is None else sorted(gen_ids)
     evals = read_metadata(paths, SCORED, gen_ids).reset_index()
-    evals["paths"] = str(paths.stage_dir(SCORED)) + os.sep + evals["gen_id"]
-    texts = read_texts(evals["paths"] + os.sep + "parsed.txt")
-    evals = evals.rename(columns={"template_id": "evaluation_template", "model_id": "evaluation_llm_model"})
+    evals["paths"] = gen_dirs(paths, SCORED, evals["gen_id"])
+    texts = read_texts(paths.gen_dir_texts(SCORED, evals["gen_id"], "parsed.txt"))
+    evals = evals.rename(columns={META_OF[column]: report for column, report in stages.SCORED.lineage_columns})
     evals[["score", "error"]] = parse_scores(texts, evals["evaluation_template"], scales)
     essays = lineage(paths, evals["parent_gen_id"])
     table = evals.merge(essays, left_on="parent_gen_id", right_index=True, how="left", suffixes=("", "_essay"))
     table["combo_id"] = table["combo_id"].where(table["combo_id"] != "", table["combo_id_essay"])
     table["flags"] = integrity.evaluation_flags(paths, table["gen_id"], integrity.stale_reasons(paths))
-    return table.reindex(columns=list(AGGREGATED_COLUMNS)).fillna({"draft_template": "", "combo_id": "",
-                                                                     "generation_template": "", "generation_model": ""})
+    return table.reindex(columns=list(AGGREGATED_COLUMNS)).fillna(dict.fromkeys(ESSAY_COLUMNS, ""))
 
 
 def evaluation_scores_by_template_model(aggregated: pd.DataFrame) -> pd.DataFrame:

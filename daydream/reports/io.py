@@ -7,7 +7,6 @@ half-written table that looks complete. Paths are built from `Paths` only.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -20,9 +19,10 @@ log = logging.getLogger(__name__)
 DECIMALS = 10
 
 
-def gen_dirs(paths: Paths, stage: str, gen_ids: pd.Series) -> pd.Series:
-    """Each document's gens folder as a string (a vectorised `paths.gen_dir`)."""
-    return str(paths.stage_dir(stage)) + os.sep + gen_ids.astype(str)
+def gen_dirs(paths: Paths, stage: str, gen_ids: pd.Series, name: str = "") -> pd.Series:
+    """Each document's gens folder as a string, or its file `name` (`Paths.gen_dir_texts`),
+    on the index of `gen_ids`."""
+    return pd.Series(paths.gen_dir_texts(stage, gen_ids, name), index=gen_ids.index, dtype=object)
 
 
 def write_csv(path: Path, frame: pd.DataFrame) -> None:

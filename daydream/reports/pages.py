@@ -5,7 +5,6 @@ no external resource, links only to anchors inside the page."""
 from __future__ import annotations
 
 import math
-import os
 from typing import TYPE_CHECKING
 
 import jinja2
@@ -57,7 +56,7 @@ def top_essays(tasks: pd.DataFrame, paths: Paths, n: int = TOP_ESSAYS) -> pd.Dat
     essays = essays.sort_values(["mean_scaled", "n_tasks", "parent_gen_id"], ascending=[False, False, True]).head(n)
     essays = essays.rename(columns={"parent_gen_id": "gen_id"}).reset_index(drop=True)
     essays["rank"] = np.arange(1, len(essays) + 1)
-    essays["essay_path"] = gen_dirs(paths, stages.SCORED.parent, essays["gen_id"]) + os.sep + "parsed.txt"
+    essays["essay_path"] = gen_dirs(paths, stages.EVALUATED.name, essays["gen_id"], "parsed.txt")
     return essays[list(TOP_ESSAY_COLUMNS)]
 
 

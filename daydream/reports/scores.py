@@ -154,21 +154,24 @@ def task_scores(aggregated: pd.DataFrame, scales: pd.DataFrame) -> pd.DataFrame:
 
 
 # -- one row per evaluation ----------------------------------------------------------------------
-SCORED, GENERATION, ROOT = (stage.name for stage in stages.lineage(stages.SCORED.name))
+# The scored stage (the reports' "evaluation") and the stage it judges (their "essay").
+SCORED, GENERATION = stages.SCORED.name, stages.EVALUATED.name
 
 
 def membership_lineage(membership: pd.DataFrame) -> pd.DataFrame:
-    """The membership's evaluations with their essay's and draft's lineage columns."""
+    """The membership's evaluations with the lineage columns of every ancestor (the stage
+    registry's `lineage_columns`), joined up the chain evaluation -> essay -> ... -> root."""
     stage = membership["stage"]
-    essays = membership.loc[stage == GENERATION, ["gen_id", "parent_gen_id", "template_id", "llm_model_id"]]
-    drafts = membership.loc[stage == ROOT, ["gen_id", "template_id"]]
-    essays = essays.rename(columns={"gen_id": "essay_id", "parent_gen_id": "draft_id",
-                                    "template_id": "generation_template", "llm_model_id": "generation_model"})
-    drafts = drafts.rename(columns={"gen_id": "draft_id", "template_id": "draft_template"})
-    evals = membership[stage == SCORED].rename(
-        columns={"template_id": "evaluation_template", "llm_model_id": "evaluation_llm_model"})
-    return (evals.merge(essays, left_on="parent_gen_id", right_on="essay_id", how="left")
-            .merge(drafts, on="draft_id", how="left").reset_index(drop=True))
+    chain = stages.lineage(SCORED)
+    table = membership[stage == SCORED].rename(columns=dict(chain[0].lineage_columns))
+    link = "parent_gen_id"
+    for ancestor in chain[1:]:
+        columns = dict(ancestor.lineage_columns)
+        own, up = f"_{ancestor.name}_gen_id", f"_{ancestor.name}_parent_gen_id"
+        part = membership.loc[stage == ancestor.name, ["gen_id", "parent_gen_id", *columns]]
+        part = part.rename(columns={"gen_id": own, "parent_gen_id": up, **columns})
+        table, link = table.merge(part, left_on=link, right_on=own, how="left"), up
+    return table.reset_index(drop=True)
 
 
 def aggregated_scores(paths: Paths, membership: pd.DataFrame, scales: pd.DataFrame) -> pd.DataFrame:
@@ -176,7 +179,7 @@ def aggregated_scores(paths: Paths, membership: pd.DataFrame, scales: pd.DataFra
     naming why there is none, and its essay's lineage. Each parsed.txt is read once."""
     table = membership_lineage(membership)
     table["paths"] = gen_dirs(paths, SCORED, table["gen_id"])
-    texts = read_texts(table["paths"] + os.sep + "parsed.txt")
+    texts = read_texts(paths.gen_dir_texts(SCORED, table["gen_id"], "parsed.txt"))
     table[["score", "error"]] = parse_scores(texts, table["evaluation_template"], scales)
     table["flags"] = integrity.evaluation_flags(paths, table["gen_id"], integrity.stale_reasons(paths))
     return table[list(AGGREGATED_COLUMNS)]

@@ -10,7 +10,6 @@ registry (`daydream.reports`) says which file each one makes.
 from __future__ import annotations
 
 import logging
-import os
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -153,8 +152,8 @@ def perfect_score_paths(aggregated: pd.DataFrame, scales: pd.DataFrame, paths: P
     the essay's parsed.txt and the judge's full answer (raw.txt)."""
     valid = attach_scales(valid_rows(aggregated), scales)
     perfect = valid[np.isclose(valid["score"], valid["score_max"], rtol=0, atol=TOLERANCE)].copy()
-    perfect["essay_path"] = gen_dirs(paths, GENERATION, perfect["parent_gen_id"]) + os.sep + "parsed.txt"
-    perfect["evaluation_path"] = gen_dirs(paths, SCORED, perfect["gen_id"]) + os.sep + "raw.txt"
+    perfect["essay_path"] = gen_dirs(paths, GENERATION, perfect["parent_gen_id"], "parsed.txt")
+    perfect["evaluation_path"] = gen_dirs(paths, SCORED, perfect["gen_id"], "raw.txt")
     return perfect[list(PERFECT_SCORE_COLUMNS)].sort_values(["parent_gen_id", "gen_id"]).reset_index(drop=True)
 
 
