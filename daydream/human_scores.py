@@ -79,7 +79,8 @@ def read_human_scores(paths: Paths, scales: pd.DataFrame, problems: list[str]) -
     ratings = pd.DataFrame(rows, columns=[*HUMAN_SCORE_COLUMNS, "line"])
     for essay_id, lines in ratings.groupby("essay_gen_id", sort=True)["line"]:
         if not paths.gen_dir(ESSAY_STAGE, essay_id).is_dir():
-            problems.append(f"{path} line(s) {', '.join(map(str, lines))}: unknown essay {essay_id!r}: "
+            where = f"line {lines.iloc[0]}" if len(lines) == 1 else f"lines {', '.join(map(str, lines))}"
+            problems.append(f"{path} {where}: unknown essay {essay_id!r}: "
                             f"{paths.gen_dir(ESSAY_STAGE, essay_id)} does not exist; use the gen_id of an essay "
                             "(parent_gen_id in aggregated_scores.csv)")
     return ratings[list(HUMAN_SCORE_COLUMNS)].astype({"score": float})

@@ -233,7 +233,7 @@ def length_bias(tasks: pd.DataFrame, words: pd.Series, confidence: float = CONFI
     """LENGTH_BIAS_COLUMNS: score vs length per judge, then length-controlled group means."""
     text = ("analysis_type", "evaluation_llm_model", "evaluation_template", "generation_template",
             "generation_model", "note")
-    scored = with_panel(with_words(tasks, words))
+    scored = with_words(with_panel(tasks), words)
     judges = scored[scored["evaluation_llm_model"] != PANEL]
     rows = [{"analysis_type": "score_vs_length", **dict(zip(JUDGE, key, strict=True)),
              **length_row(group, confidence), "confidence": confidence}
