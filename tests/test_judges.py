@@ -365,6 +365,7 @@ JUDGE_REPORTS = ("analysis/judge_vs_human.csv", "analysis/calibrated_means.csv",
                  "analysis/self_preference.csv", "analysis/disagreement.csv")
 
 
+@pytest.mark.e2e
 def test_the_report_rule_writes_every_judge_report_and_uses_human_ratings_once_they_exist(data_root, tmp_path):
     cohorts = tmp_path / "pilot_cohorts"
     cohorts.mkdir()
