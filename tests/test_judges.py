@@ -43,6 +43,7 @@ from daydream.reports.judges import (
     self_preference,
 )
 from daydream.reports.scores import task_scores
+from daydream.stats import krippendorff_alpha_interval
 from tests.conftest import REPO, run_workflow
 
 PROVIDERS = {"gA": "pA", "gB": "pA", "gC": "pC"}
@@ -159,6 +160,20 @@ def test_calibrated_means_recover_the_mean_human_score_where_the_judge_mean_miss
     assert ((overall["calibrated_ci_high"] - overall["calibrated_ci_low"])
             < (overall["human_ci_high"] - overall["human_ci_low"])).all()
     assert set(table["analysis_type"]) == {"overall", "by_generation_template", "by_generation_model"}
+
+
+def test_between_humans_alpha_is_krippendorffs_over_the_essays_with_two_raters_or_more():
+    aggregated, _, _ = synthetic(n=8)
+    ratings = {"ann": [3, 5, 6, 2, 7, 4, 5, 1], "bob": [4, 5, 7, 2, 6, None, None, None],
+               "cat": [None, 6, None, 3, None, None, 5, None]}
+    humans = pd.DataFrame([{"essay_gen_id": f"e_{i:03d}", "evaluation_template": "t9", "rater": rater, "score": score}
+                           for rater, scores in ratings.items() for i, score in enumerate(scores) if score is not None])
+    row = only(judge_vs_human(task_scores(aggregated, SCALES), humans), comparison="between_humans")
+    # units e_000..e_004 and e_006 have two or more raters; e_005 and e_007 one
+    matrix = np.array([ratings[r][:5] + [ratings[r][6]] for r in ("ann", "bob", "cat")], dtype=float)
+    assert (row["n"], row["n_raters"]) == (6, 3)
+    assert row["krippendorff_alpha"] == pytest.approx(krippendorff_alpha_interval(matrix))
+    assert row["alpha_ci_low"] <= row["krippendorff_alpha"] <= row["alpha_ci_high"]
 
 
 def test_without_human_ratings_both_human_reports_say_so(calibration):
@@ -414,3 +429,11 @@ def test_the_report_rule_writes_every_judge_report_and_uses_human_ratings_once_t
     assert (calibrated["n_labelled"].astype(int) > 0).all()
     assert set(yaml.safe_load((cohorts / "pilot.yaml").read_text())["evaluation"]["models"]) <= set(
         judges["evaluation_llm_model"])
+
+    # a rating off its template's scale fails the report rule, naming the file, the line and the fix
+    with paths.human_scores_csv.open("a", encoding="utf-8") as handle:
+        handle.write(f"{essays[1]},rigor-judge,cat,11\n")
+    failed = run_workflow(data_root, cohorts, ["pilot"], check=False)
+    assert failed.returncode != 0
+    assert f"human_scores.csv line {len(rows) + 1}: score 11 is outside the scale 1..10 of rigor-judge" in (
+        failed.stdout + failed.stderr)

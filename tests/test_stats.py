@@ -199,12 +199,15 @@ from scipy import stats as sp_stats  # noqa: E402
 
 from daydream.stats import (  # noqa: E402
     Estimate,
+    alpha_interval_rows,
+    dense_codes,
     group_means_at,
     mean_difference,
     ols,
     paired_bootstrap,
     ppi_mean,
     spearman,
+    spearman_rows,
 )
 
 # Wikipedia, "Spearman's rank correlation coefficient", worked example: IQ against hours of TV
@@ -310,3 +313,40 @@ def test_ppi_mean_by_hand_and_its_degenerate_cases():
     assert "no labelled unit" in ppi_mean([1, 2], [], []).note
     one = ppi_mean([1, 2], [3], [2])
     assert one.value == pytest.approx(1.0) and math.isnan(one.low) and "1 labelled unit" in one.note
+
+
+def test_the_row_wise_statistics_equal_the_one_sample_ones_and_mark_undefined_rows_nan():
+    rng = np.random.default_rng(5)
+    x, y = rng.integers(0, 5, size=(50, 7)).astype(float), rng.integers(0, 5, size=(50, 7)).astype(float)
+    x[0] = 2.0  # no variance
+    by_row = spearman_rows(x, y)
+    assert math.isnan(by_row[0])
+    assert by_row[1:] == pytest.approx([spearman(a, b) for a, b in zip(x[1:], y[1:], strict=True)])
+    alphas = alpha_interval_rows(x, y)
+    assert alphas == pytest.approx([krippendorff_alpha_interval(np.vstack([a, b])) for a, b in zip(x, y, strict=True)])
+    assert math.isnan(alpha_interval_rows(np.full((1, 4), 3.0), np.full((1, 4), 3.0))[0])
+    assert math.isnan(spearman_rows(x[:, :2], y[:, :2])[0])
+
+
+def test_paired_bootstrap_gives_the_same_interval_row_wise_as_one_resample_at_a_time():
+    rng = np.random.default_rng(8)
+    x = rng.integers(0, 4, size=25).astype(float)
+    y = x + rng.integers(0, 3, size=25)
+    assert paired_bootstrap(spearman, (x, y), rows=spearman_rows) == paired_bootstrap(spearman, (x, y))
+
+    def alpha(a, b):
+        return krippendorff_alpha_interval(np.vstack([a, b]))
+
+    assert paired_bootstrap(alpha, (x, y), rows=alpha_interval_rows) == paired_bootstrap(alpha, (x, y))
+    few = (np.array([1.0, 2, 3]), np.array([1.0, 3, 2]))
+    assert paired_bootstrap(spearman, few, rows=spearman_rows) == paired_bootstrap(spearman, few)
+
+
+def test_dense_codes_keep_spearman_and_rank_resamples_like_scipy():
+    rng = np.random.default_rng(9)
+    x, y = rng.normal(size=40), rng.integers(0, 6, size=40).astype(float)
+    assert spearman(dense_codes(x), dense_codes(y)) == pytest.approx(spearman(x, y))
+    assert dense_codes([2.5, 0.1, 2.5, 7.0]).tolist() == [1.0, 0.0, 1.0, 2.0]
+    index = rng.integers(0, 40, size=(30, 40))
+    by_codes = spearman_rows(dense_codes(x)[index], dense_codes(y)[index])
+    assert by_codes == pytest.approx([sp_stats.spearmanr(x[i], y[i]).statistic for i in index])

@@ -33,13 +33,16 @@ from daydream.columns import (
 )
 from daydream.stats import (
     Estimate,
+    alpha_interval_rows,
     bootstrap_mean_ci,
+    dense_codes,
     group_means_at,
     krippendorff_alpha_interval,
     mean_difference,
     paired_bootstrap,
     ppi_mean,
     spearman,
+    spearman_rows,
 )
 
 CONFIDENCE = 0.95
@@ -103,8 +106,8 @@ def judge_row(judge: pd.DataFrame, humans: pd.DataFrame, confidence: float) -> d
     """One judge's agreement with the humans on the essays both scored."""
     both = judge.merge(humans, on=["parent_gen_id", "evaluation_template"], how="inner")
     j, h = both["score"].to_numpy(float), both["human"].to_numpy(float)
-    rho = paired_bootstrap(spearman, (j, h), confidence=confidence)
-    alpha = paired_bootstrap(_alpha_of_rows, (j, h), confidence=confidence)
+    rho = paired_bootstrap(spearman, (dense_codes(j), dense_codes(h)), rows=spearman_rows, confidence=confidence)
+    alpha = paired_bootstrap(_alpha_of_rows, (j, h), rows=alpha_interval_rows, confidence=confidence)
     bias = mean_estimate(j - h, confidence) if len(both) else Estimate.undefined("no essay rated by both")
     return {"n": len(both), "n_raters": int(both["n_raters"].max()) if len(both) else 0,
             **_interval(rho, "spearman", "spearman_ci_low", "spearman_ci_high"),
@@ -120,7 +123,10 @@ def between_humans_row(ratings: pd.DataFrame, confidence: float) -> dict:
     row = {"n": matrix.shape[1], "n_raters": matrix.shape[0]}
     if matrix.shape[1] == 0:
         return {**row, "note": "alpha: no essay has two raters"}
-    alpha = paired_bootstrap(_alpha_of_rows, tuple(matrix.to_numpy(float)), confidence=confidence)
+    ratings = matrix.to_numpy(float)
+    complete = not np.isnan(ratings).any()  # every rater rated every essay: the row-wise alpha applies
+    alpha = paired_bootstrap(_alpha_of_rows, tuple(ratings), rows=alpha_interval_rows if complete else None,
+                             confidence=confidence)
     return {**row, **_interval(alpha, "krippendorff_alpha", "alpha_ci_low", "alpha_ci_high"),
             "note": _notes(alpha=alpha.note)}
 
@@ -196,8 +202,8 @@ def with_words(tasks: pd.DataFrame, words: pd.Series) -> pd.DataFrame:
 
 def length_row(judge: pd.DataFrame, confidence: float) -> dict:
     """One judge's scores against essay length."""
-    rho = paired_bootstrap(spearman, (judge["score"].to_numpy(float), judge["words"].to_numpy(float)),
-                           confidence=confidence)
+    rho = paired_bootstrap(spearman, (dense_codes(judge["score"]), dense_codes(judge["words"])),
+                           rows=spearman_rows, confidence=confidence)
     median = float(np.median(judge["words"])) if len(judge) else float("nan")
     means, slope = group_means_at(judge["score"].to_numpy(float), judge["log2_words"].to_numpy(float),
                                   np.zeros(len(judge)), np.log2(median) if len(judge) else 0.0,
