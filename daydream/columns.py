@@ -145,8 +145,9 @@ MEAN_SCORE_CI_COLUMNS = (
 # over the evaluation models of one essay under one evaluation template.
 # analysis/judge_vs_human.csv: per judge (comparison `judge_vs_humans`) the judge's essay
 # score (mean over replicates) against the humans' (mean over raters), on the essays both
-# scored; `mean_bias` = judge - human in score points. Comparison `between_humans`: the
-# raters' own alpha per evaluation template (essays with >= 2 raters).
+# scored; `mean_bias` = judge - human in score points; `n_raters` the most raters of one essay.
+# Comparison `between_humans`: the raters' own alpha per evaluation template over the essays
+# with >= 2 raters (`n`), `n_raters` the raters of those essays.
 JUDGE_VS_HUMAN_COLUMNS = (
     "comparison", "evaluation_llm_model", "evaluation_template", "n", "n_raters",
     "spearman", "spearman_ci_low", "spearman_ci_high",

@@ -120,6 +120,7 @@ def between_humans_row(ratings: pd.DataFrame, confidence: float) -> dict:
     """The raters' own alpha under one template (essays rated by at least two)."""
     matrix = ratings.pivot(index="rater", columns="essay_gen_id", values="score")
     matrix = matrix.loc[:, matrix.notna().sum(axis=0) >= 2]
+    matrix = matrix.loc[matrix.notna().any(axis=1)]  # the raters of those essays
     row = {"n": matrix.shape[1], "n_raters": matrix.shape[0]}
     if matrix.shape[1] == 0:
         return {**row, "note": "alpha: no essay has two raters"}
