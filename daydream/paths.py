@@ -72,6 +72,11 @@ class Paths:
     def models_csv(self) -> Path:
         return self.raw_root / "llm_models.csv"
 
+    @property
+    def human_scores_csv(self) -> Path:
+        """`1_raw/human_scores.csv`: optional human ratings of essays (`daydream.human_scores`)."""
+        return self.raw_root / "human_scores.csv"
+
     # cohorts --------------------------------------------------------------------------------
     def cohort_file(self, cohort_id: str) -> Path:
         """The cohort's definition, `<cohorts_dir>/<cohort_id>.yaml`."""

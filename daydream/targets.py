@@ -145,7 +145,19 @@ def cohort_report_inputs(rt: Runtime, cohort_id: str) -> dict[str, object]:
             "templates": str(rt.paths.templates_csv(scored)),
             "evaluations": [str(rt.paths.parsed_path(scored, m.gen_id)) for m in members],
             "raw": [str(rt.paths.raw_path(m.stage, m.gen_id)) for m in rt.membership.members(cohort_id)],
-            "stale": str(rt.paths.stale_generations_csv)}
+            "stale": str(rt.paths.stale_generations_csv),
+            **judge_report_inputs(rt, members)}
+
+
+def judge_report_inputs(rt: Runtime, evaluations) -> dict[str, object]:
+    """What the judge reports read besides the scores: the essays' texts (their length), the
+    model table (providers) and, when it exists, the human ratings."""
+    essay_stage = stages.SCORED.parent
+    inputs = {"essays": sorted({str(rt.paths.parsed_path(essay_stage, m.parent_gen_id)) for m in evaluations}),
+              "models": str(rt.paths.models_csv)}
+    if rt.paths.human_scores_csv.exists():
+        inputs["human_scores"] = str(rt.paths.human_scores_csv)
+    return inputs
 
 
 def cross_experiment_inputs(rt: Runtime) -> list[str]:

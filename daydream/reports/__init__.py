@@ -29,6 +29,7 @@ TABLES, FIGURES, CROSS = "tables", "figures", "cross"
 AGGREGATED = "parsing/aggregated_scores.csv"
 CROSS_AGGREGATED = "aggregated_scores.csv"
 CROSS_PIVOT = "evaluation_scores_by_template_model.csv"
+JUDGES = "Judges"  # the HTML report's category of the judge-reliability reports (reports/judges.py)
 _KINDS = {".csv": "table", ".png": "figure", ".html": "page"}
 
 
@@ -77,6 +78,18 @@ REPORTS: tuple[Report, ...] = (
            columns.JUDGE_AGREEMENT_COLUMNS, shown=False),
     _table("analysis/mean_score_ci.csv", "agreement:mean_score_ci_table", "mean score CI",
            columns.MEAN_SCORE_CI_COLUMNS),
+    *(Report(name, TABLES, builder, title, cols, caption, JUDGES) for name, builder, title, cols, caption in (
+        ("analysis/judge_vs_human.csv", "judges:judge_vs_human_table", "judges vs human raters",
+         columns.JUDGE_VS_HUMAN_COLUMNS, "judge_vs_human.rst"),
+        ("analysis/calibrated_means.csv", "judges:calibrated_means_table", "calibrated means",
+         columns.CALIBRATED_MEANS_COLUMNS, "calibrated_means.rst"),
+        ("analysis/length_bias.csv", "judges:length_bias_table", "length bias", columns.LENGTH_BIAS_COLUMNS,
+         "length_bias.rst"),
+        ("analysis/self_preference.csv", "judges:self_preference_table", "self-preference",
+         columns.SELF_PREFERENCE_COLUMNS, "self_preference.rst"),
+        ("analysis/disagreement.csv", "judges:disagreement_table", "panel disagreement",
+         columns.DISAGREEMENT_COLUMNS, "disagreement.rst"),
+    )),
     Report("plots/scores_by_generation_model.png", FIGURES, "figures:scores_by_generation_model",
            "scores by generation model", None, "scores_by_generation_model.rst", "Scores"),
     Report("plots/scores_by_generation_template.png", FIGURES, "figures:scores_by_generation_template",

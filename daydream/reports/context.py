@@ -40,6 +40,40 @@ class CohortContext:
         """One replicate-averaged score per evaluation task (`scores.task_scores`)."""
         return task_scores(self.aggregated, self.scales)
 
+    @cached_property
+    def essay_words(self) -> pd.Series:
+        """The length in words of each essay the cohort's evaluations score (its parsed.txt
+        split on whitespace), indexed by essay id; NaN where the text is missing."""
+        from daydream.reports.scores import GENERATION, read_texts
+
+        essays = sorted(set(self.aggregated["parent_gen_id"]) - {""})
+        texts = read_texts([self.paths.parsed_path(GENERATION, e) for e in essays])
+        return pd.Series([float("nan") if t is None else float(len(t.split())) for t in texts],
+                         index=pd.Index(essays, name="gen_id"), dtype=float)
+
+    @cached_property
+    def model_providers(self) -> dict[str, str]:
+        """Model id -> its `provider` in llm_models.csv (read strictly; a problem raises). Without
+        the file (a gens store copied without its definitions) no provider is known, and the
+        self-preference report notes each judge's provider as unknown."""
+        from daydream.experiment import ExperimentError, load_models
+
+        if not self.paths.models_csv.exists():
+            return {}
+        problems: list[str] = []
+        models = load_models(self.paths, problems)
+        if problems:
+            raise ExperimentError(problems)
+        return {model_id: row.provider for model_id, row in models.items()}
+
+    @cached_property
+    def human_scores(self) -> pd.DataFrame | None:
+        """The human ratings of `data/1_raw/human_scores.csv`, None without the file
+        (`daydream.human_scores`; a problem raises, naming the file, the line and the fix)."""
+        from daydream.human_scores import load_human_scores
+
+        return load_human_scores(self.paths, self.scales)
+
     def table(self, name: str) -> pd.DataFrame:
         """A report table of this cohort as written (for the figures and pages)."""
         return io.read_table(self.paths.cohort_report(self.cohort_id, name))
