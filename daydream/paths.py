@@ -9,6 +9,8 @@ config schemas shipped with the package.
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +18,7 @@ GEN_FILES = ("prompt.txt", "raw.txt", "parsed.txt", "metadata.json")
 # Metadata files of the original pipeline's gens store, read beside (or instead of) metadata.json.
 ORIGINAL_METADATA_FILES = ("raw_metadata.json", "parsed_metadata.json")
 REPLIES = ".replies"
+SPILL = ".spill"  # paid replies that could not be written into their document's ledger
 HISTORY = ".history"
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -149,6 +152,15 @@ class Paths:
     def reply_path(self, stage: str, gen_id: str, prompt_sha256: str) -> Path:
         """The saved reply to one prompt, named by the prompt's SHA-256 (first 16 hex)."""
         return self.replies_dir(stage, gen_id) / f"{prompt_sha256[:16]}.json"
+
+    def spill_paths(self, stage: str, gen_id: str, prompt_sha256: str) -> tuple[Path, Path]:
+        """Where a paid reply goes when its reply_path cannot be written (a full disk, a folder
+        that cannot be written): `<data_root>/.spill/`, then the system's temp folder (another
+        filesystem, most often), in a folder named by the data root. `ledger.saved_reply` looks
+        there too and moves a reply it finds into the ledger."""
+        name = f"{stage}__{gen_id}__{prompt_sha256[:16]}.json"
+        tag = hashlib.sha256(str(self.data_root.resolve()).encode("utf-8")).hexdigest()[:12]
+        return (self.data_root / SPILL / name, Path(tempfile.gettempdir()) / f"daydream-spill-{tag}" / name)
 
     def history_dir(self, stage: str, gen_id: str, stamp: str) -> Path:
         """Where a deliberate regeneration moves the document's earlier files."""

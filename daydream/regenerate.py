@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from daydream import stages, store
-from daydream.integrity import RAW_DIFFERS
+from daydream.integrity import restorable_only
 from daydream.paths import GEN_FILES, ORIGINAL_METADATA_FILES, REPLIES, Paths
 
 # A document's files, the original pipeline's metadata files beside them, and its saved replies.
@@ -87,12 +87,17 @@ def _stale_rows(paths: Paths) -> list[dict]:
 
 
 def stale_gen_ids(paths: Paths) -> list[str]:
-    """The gen_ids listed in the last stale report, except those whose only reason is a
-    changed raw.txt: regenerating would pay again for a reply the ledger still holds
-    (`raw_changed_gen_ids`; deleting their raw.txt restores it for free)."""
-    return [row["gen_id"] for row in _stale_rows(paths) if not row["reason"].startswith(RAW_DIFFERS)]
+    """The gen_ids listed in the last stale report, except those whose only reasons are files
+    that differ from the saved reply (raw.txt, parsed.txt, metadata.json): regenerating would pay
+    again for a reply the ledger still holds (`restorable_gen_ids`; deleting those files
+    restores them for free)."""
+    return [row["gen_id"] for row in _stale_rows(paths) if not restorable_only(row["reason"])]
 
 
-def raw_changed_gen_ids(paths: Paths) -> list[str]:
-    """The gen_ids of the last stale report whose only reason is a changed raw.txt."""
-    return [row["gen_id"] for row in _stale_rows(paths) if row["reason"].startswith(RAW_DIFFERS)]
+def restorable_gen_ids(paths: Paths) -> list[str]:
+    """The gen_ids of the last stale report whose only reasons are files that differ from the
+    saved reply (a rerun restores them after they are deleted, no call is made)."""
+    return [row["gen_id"] for row in _stale_rows(paths) if restorable_only(row["reason"])]
+
+
+raw_changed_gen_ids = restorable_gen_ids  # the name scripts and tests of the raw.txt check use

@@ -21,8 +21,9 @@ args = parser.parse_args()
 paths = Paths.from_str(args.data_root)
 chosen = args.gen_ids + (stale_gen_ids(paths) if args.stale else [])
 if args.stale and (edited := raw_changed_gen_ids(paths)):
-    print(f"not regenerated: {len(edited)} document(s) whose only problem is a changed raw.txt ({' '.join(edited)}); "
-          "the paid reply is saved: delete their raw.txt and rerun snakemake to restore it, no call is made")
+    print(f"not regenerated: {len(edited)} document(s) whose only problem is a changed raw.txt, parsed.txt or "
+          f"metadata.json ({' '.join(edited)}); the paid reply is saved: delete the file the stale report names "
+          f"({paths.stale_generations_csv}) and rerun snakemake to restore it, no call is made")
 if not chosen:
     parser.error("name gen_ids or use --stale")
 if not args.dry_run:
