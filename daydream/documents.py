@@ -28,12 +28,25 @@ def prompt_files(rt: Runtime, member: Member) -> PromptFiles:
     combo's concept texts (root stage) or its parent's parsed text."""
     stage, template = stages.get(member.stage), rt.template(member)
     template_path = rt.paths.template_path(member.stage, member.template_id) if template.generator == "llm" else None
+    if template_path is not None:
+        _inside_raw(rt, member, template_path)
     if stage.is_root:
         combo = rt.membership.combo(member.combo_id)
         concepts = tuple(Concept(c, rt.experiment.concepts.get(c, c), rt.paths.description_path(combo.level, c))
                          for c in combo.concepts)
+        for concept in concepts:
+            _inside_raw(rt, member, concept.path)
         return PromptFiles(member.stage, template_path, concepts=concepts)
     return PromptFiles(member.stage, template_path, parent=rt.paths.parsed_path(stage.parent, member.parent_gen_id))
+
+
+def _inside_raw(rt: Runtime, member: Member, path) -> None:
+    """DocumentError when a file a prompt would be built from lies outside 1_raw/ (an id that is
+    a path, a symlink out): nothing outside the data root's definitions is ever sent."""
+    if not rt.paths.inside_raw(path):
+        raise DocumentError(f"{member.gen_id}: its prompt would read {path}, which is outside {rt.paths.raw_root}; "
+                            "ids name files in 1_raw/ (letters, digits, '_', '.', '-'): fix the id in the "
+                            "cohort or definition file, or replace the symlink by the file itself")
 
 
 def document_prompt(rt: Runtime, member: Member) -> Prompt:

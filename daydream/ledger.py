@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from daydream import budget, calls, store
+from daydream import budget, calls, rehearsal, store
 from daydream.membership import Member
 from daydream.paths import Paths
 from daydream.prompts import Prompt
@@ -147,6 +147,7 @@ def save_reply(paths: Paths, member: Member, prompt: Prompt, done: calls.Complet
     fsync = not done.model.startswith(f"{OFFLINE_ROUTE}/")
     try:
         store.write_json_atomic(path, record, fsync=fsync)
+        rehearsal.note_paid(paths, done.model)
         return path
     except BaseException as error:  # a full disk, or the run stopping: the paid reply goes elsewhere first
         first = error
@@ -322,4 +323,5 @@ def answer(rt: Runtime, member: Member, prompt: Prompt) -> Answer:
             raise
         budget.paid(rt, ticket, done)  # counted first: in memory, it cannot fail
         _keep_reply(rt, member, prompt, done)
+    rehearsal.note_rehearsal(rt, member)
     return Answer(prompt, done, "called")

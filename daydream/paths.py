@@ -62,6 +62,11 @@ class Paths:
     def templates_csv(self, stage: str) -> Path:
         return self.raw_root / f"{stage}_templates.csv"
 
+    def inside_raw(self, path: Path) -> bool:
+        """True when `path` (symlinks resolved) lies inside `1_raw/`: the only files a prompt is
+        built from, besides a parent's parsed.txt."""
+        return Path(path).resolve().is_relative_to(self.raw_root.resolve())
+
     def template_path(self, stage: str, template_id: str) -> Path:
         return self.raw_root / "templates" / stage / f"{template_id}.txt"
 
@@ -161,6 +166,16 @@ class Paths:
         name = f"{stage}__{gen_id}__{prompt_sha256[:16]}.json"
         tag = hashlib.sha256(str(self.data_root.resolve()).encode("utf-8")).hexdigest()[:12]
         return (self.data_root / SPILL / name, Path(tempfile.gettempdir()) / f"daydream-spill-{tag}" / name)
+
+    @property
+    def rehearsal_marker(self) -> Path:
+        """Present once an offline rehearsal reply was saved here (`daydream.rehearsal`)."""
+        return self.data_root / ".daydream-offline-replies"
+
+    @property
+    def paid_marker(self) -> Path:
+        """Present once a reply of a real provider was saved here (`daydream.rehearsal`)."""
+        return self.data_root / ".daydream-paid-replies"
 
     def history_dir(self, stage: str, gen_id: str, stamp: str) -> Path:
         """Where a deliberate regeneration moves the document's earlier files."""

@@ -9,6 +9,7 @@ again (a new, paid call for each LLM document).
 from __future__ import annotations
 
 import csv
+import re
 import shutil
 from collections import defaultdict
 from datetime import UTC, datetime
@@ -66,10 +67,33 @@ def archive_document(paths: Paths, gen_id: str, stamp: str) -> Path | None:
     return target
 
 
-def archive_for_regeneration(paths: Paths, gen_ids: list[str], *, dry_run: bool = False) -> list[str]:
-    """Archive the chosen documents and their descendants; return the gen_ids affected."""
+class RegenerateError(ValueError):
+    """Chosen gen_ids that are not documents of this data root; the message names each and the fix."""
+
+
+def check_gen_ids(paths: Paths, gen_ids: list[str]) -> None:
+    """RegenerateError unless every gen_id has the gen_id pattern and is a document of this data
+    root with files to archive (nothing is moved when one is not)."""
+    problems = []
     for gen_id in gen_ids:
-        stages.of_gen_id(gen_id)
+        if not isinstance(gen_id, str) or not re.fullmatch(stages.GEN_ID_PATTERN, gen_id):
+            problems.append(f"{gen_id!r} is not a gen_id (d_..., e_..., v_...: a prefix, then lower-case letters and "
+                            "digits)")
+            continue
+        stage = stages.of_gen_id(gen_id).name
+        folder = paths.gen_dir(stage, gen_id)
+        if not any((folder / name).exists() for name in ARCHIVED):
+            where = "has nothing left to archive (already regenerated?)" if folder.is_dir() else "does not exist"
+            problems.append(f"{gen_id}: {folder} {where}; check the gen_id (membership.csv of each cohort and "
+                            f"{paths.stale_generations_csv} list them)")
+    if problems:
+        raise RegenerateError("nothing archived: " + "; ".join(problems))
+
+
+def archive_for_regeneration(paths: Paths, gen_ids: list[str], *, dry_run: bool = False) -> list[str]:
+    """Archive the chosen documents and their descendants; return the gen_ids affected.
+    RegenerateError (nothing moved) when a gen_id is not a document of this data root."""
+    check_gen_ids(paths, gen_ids)
     chosen = with_descendants(paths, gen_ids)
     if not dry_run:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")

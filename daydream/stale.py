@@ -112,3 +112,7 @@ def write_reports_after_failure(rt: Runtime) -> None:
         reports.write_reports_despite_failures(rt.paths, rt.cohort_ids, rt.experiment)
     except ExperimentError:
         log.warning("stale and cohort reports not rebuilt: the definition files have problems (listed above)")
+    except OSError as error:  # a full disk or a read-only data root: the summary still follows
+        log.warning("stale and cohort reports not rebuilt: %s could not be written (%s); free space (or make %s "
+                    "writable) and run again", getattr(error, "filename", None) or rt.paths.reporting_dir,
+                    error.strerror or error, rt.paths.data_root)

@@ -452,3 +452,209 @@ def test_an_edited_metadata_json_is_reported_and_regenerate_stale_does_not_pay_a
     store.write_csv_atomic(rt.paths.stale_generations_csv, tuple(row), [row])
     assert member.gen_id not in regenerate.stale_gen_ids(rt.paths)
     assert member.gen_id in regenerate.restorable_gen_ids(rt.paths)
+
+
+def test_the_reports_after_a_failed_run_do_not_stop_the_summary_on_a_full_disk(rt, monkeypatch, caplog):
+    monkeypatch.setattr(store, "write_csv_atomic", no_space)
+    stale.write_reports_after_failure(rt)  # onerror: then the summary
+    assert "reports not rebuilt" in caplog.text and "No space left" in caplog.text
+
+
+# -- invariant 4: a rehearsal never stands in for a paid reply -------------------------------------------
+def test_a_paid_run_after_a_rehearsal_on_the_same_root_is_refused_until_the_rehearsal_is_archived(
+        data_root, cohorts_dir, openai_server):
+    from daydream import regenerate, rehearsal, targets
+
+    paid = loop_runtime(data_root, cohorts_dir, openai_server)
+    rehearsed = Runtime({**paid.config, "offline": True})
+    member = drafts(rehearsed)[0]
+    assert make(rehearsed, member) is None and openai_server.request_count == 0
+    with pytest.raises(rehearsal.RehearsalMixError, match=rf"{member.gen_id} \(offline/fake-model\).*--offline"):
+        targets.cohort_outputs(Runtime(dict(paid.config)), "tiny")
+    found = rehearsal.rehearsal_gen_ids(paid.paths)
+    assert found == [member.gen_id]
+    regenerate.archive_for_regeneration(paid.paths, found)
+    rehearsal.clear_marker(paid.paths)
+    again = Runtime(dict(paid.config))
+    targets.cohort_outputs(again, "tiny")  # no refusal now
+    assert make(again, member) is None and openai_server.request_count == 1
+
+
+def test_a_rehearsal_on_a_root_holding_paid_replies_of_its_documents_is_refused(rt, openai_server):
+    from daydream import rehearsal, targets
+
+    made_draft(rt, openai_server)
+    with pytest.raises(rehearsal.RehearsalMixError, match="offline=true.*another data root"):
+        targets.cohort_outputs(Runtime({**rt.config, "offline": True}), "tiny")
+
+
+def test_documents_of_offline_rows_are_the_experiments_own_and_never_refused(data_root, cohorts_dir):
+    from daydream import targets
+
+    write_cohort(cohorts_dir, "tiny", {**COHORT, "draft": {"templates": ["links-brainstorm"], "models": ["offline_a"]},
+                                       "evaluation": {"templates": ["novelty-judge"], "models": ["offline_b"]}})
+    rt = Runtime({"data_root": str(data_root), "cohorts_dir": str(cohorts_dir), "cohorts": ["tiny"], "offline": True})
+    cohorts.build_cohort(rt.paths, "tiny", rt.paths.cohort_file("tiny"))
+    assert make(rt, drafts(rt)[0]) is None
+    assert targets.cohort_outputs(Runtime({**rt.config, "offline": False}), "tiny")
+
+
+# -- invariant 5: definitions cannot reach outside the data root -------------------------------------------
+def add_concept_row(data_root: Path, concept_id: str) -> None:
+    path = data_root / "1_raw" / "concepts_metadata.csv"
+    text = path.read_text(encoding="utf-8")
+    header = text.splitlines()[0].split(",")
+    cells = {"concept_id": concept_id, "name": "Secret"}
+    path.write_text(text.rstrip("\n") + "\n" + ",".join(cells.get(c, "") for c in header) + "\n", encoding="utf-8")
+
+
+def checkpoint_problems(rt: Runtime) -> str:
+    with pytest.raises(Exception) as caught:  # noqa: PT011 - CohortError or ExperimentError, by where it is read
+        cohorts.build_cohort(rt.paths, "tiny", rt.paths.cohort_file("tiny"))
+    return str(caught.value)
+
+
+@pytest.fixture
+def outside_secret(tmp_path):
+    secret = tmp_path / "outside" / "secret.txt"
+    secret.parent.mkdir()
+    secret.write_text("THE SECRET\n")
+    return "../../../../outside/secret"
+
+
+def test_a_concept_id_that_is_a_path_is_refused_where_the_table_is_read(data_root, cohorts_dir, outside_secret):
+    from daydream.experiment import ExperimentError, load_experiment
+    from daydream.paths import Paths
+
+    add_concept_row(data_root, outside_secret)
+    with pytest.raises(ExperimentError, match=r"concepts_metadata.csv line \d+: concept_id .* is not a valid id"):
+        load_experiment(Paths(data_root))
+
+
+@pytest.mark.parametrize("where", ["concepts.ids", "concepts.combos", "draft.templates", "evaluation.models"])
+def test_an_id_that_is_a_path_in_a_cohort_file_is_refused_and_never_registered(data_root, cohorts_dir,
+                                                                               outside_secret, where):
+    spec = json.loads(json.dumps(COHORT))
+    if where == "concepts.ids":
+        spec["concepts"]["ids"] = ["exaptation", outside_secret]
+    elif where == "concepts.combos":
+        spec["concepts"] = {"level": "paragraph", "k": 2, "combos": [["exaptation", outside_secret]]}
+    elif where == "draft.templates":
+        spec["draft"]["templates"] = [outside_secret]
+    else:
+        spec["evaluation"]["models"] = [outside_secret]
+    write_cohort(cohorts_dir, "tiny", spec)
+    rt = Runtime({"data_root": str(data_root), "cohorts_dir": str(cohorts_dir), "cohorts": ["tiny"], "offline": True})
+    text = checkpoint_problems(rt)
+    assert "is not a valid id" in text
+    register = rt.paths.combo_mappings_csv
+    assert not register.exists() or "outside" not in register.read_text()
+
+
+@pytest.mark.parametrize("concepts", [{"ids": ["exaptation", "exaptation", "weak-ties"]},
+                                      {"combos": [["exaptation", "exaptation"]]}], ids=["ids", "combos"])
+def test_a_concept_appears_at_most_once_per_combination(data_root, cohorts_dir, concepts):
+    write_cohort(cohorts_dir, "tiny", {**COHORT, "concepts": {"level": "paragraph", "k": 2, **concepts}})
+    rt = Runtime({"data_root": str(data_root), "cohorts_dir": str(cohorts_dir), "cohorts": ["tiny"], "offline": True})
+    assert "more than once" in checkpoint_problems(rt)
+    assert not rt.paths.combo_mappings_csv.exists() or rt.paths.combo_mappings_csv.read_text().count("exaptation") == 0
+
+
+def test_a_prompt_file_outside_1_raw_is_never_read(data_root, cohorts_dir, tmp_path):
+    write_cohort(cohorts_dir, "tiny", {**COHORT, "draft": {"templates": ["links-brainstorm"], "models": ["offline_a"]},
+                                       "evaluation": {"templates": ["novelty-judge"], "models": ["offline_b"]}})
+    rt = Runtime({"data_root": str(data_root), "cohorts_dir": str(cohorts_dir), "cohorts": ["tiny"], "offline": True})
+    cohorts.build_cohort(rt.paths, "tiny", rt.paths.cohort_file("tiny"))
+    member = drafts(rt)[0]
+    template = rt.paths.template_path("draft", "links-brainstorm")
+    outside = tmp_path / "outside.txt"
+    outside.write_text(template.read_text() + "\nTHE SECRET")
+    template.unlink()
+    template.symlink_to(outside)
+    error = make(rt, member)
+    assert isinstance(error, documents.DocumentError) and "outside" in str(error) and str(template) in str(error)
+
+
+def test_an_api_key_pasted_into_api_key_env_is_refused_without_echoing_it(data_root, openai_server, caplog):
+    from daydream.experiment import ExperimentError, load_experiment
+    from daydream.paths import Paths
+
+    key = "sk-or-v1-0123456789abcdef0123456789abcdef"
+    path = data_root / "1_raw" / "llm_models.csv"
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        columns, rows = list(reader.fieldnames) + ["api_key_env"], list(reader)
+    rows.append({c: "" for c in columns} | {"id": "pasted", "model": "m", "route": "openai", "api_key_env": key})
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    with pytest.raises(ExperimentError) as caught:
+        load_experiment(Paths(data_root))
+    assert "api_key_env" in str(caught.value) and "rotate the key" in str(caught.value)
+    assert key not in str(caught.value) and key[:12] not in str(caught.value) and key not in caught.value.__repr__()
+    assert key not in caplog.text
+
+
+# -- invariant 6: every failure names the document, the file and the fix ------------------------------------
+def test_regenerate_refuses_an_id_that_is_no_document(rt, openai_server):
+    import subprocess
+    import sys
+
+    from daydream import regenerate
+    from tests.conftest import REPO
+
+    made_draft(rt, openai_server)
+    with pytest.raises(regenerate.RegenerateError, match="d_doesnotexist1: .* does not exist"):
+        regenerate.archive_for_regeneration(rt.paths, ["d_doesnotexist1"])
+    with pytest.raises(regenerate.RegenerateError, match="is not a gen_id"):
+        regenerate.archive_for_regeneration(rt.paths, ["d_../../x"])
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "regenerate.py"), "--data-root",
+                           str(rt.paths.data_root), "d_doesnotexist1"], capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "d_doesnotexist1" in done.stderr and "archived" not in done.stdout
+
+
+def test_a_truncated_saved_reply_names_its_file_and_the_fix(rt, openai_server):
+    member = made_draft(rt, openai_server)
+    prompt = documents.document_prompt(rt, member)
+    path = rt.paths.reply_path(member.stage, member.gen_id, prompt.sha256)
+    path.write_text(path.read_text()[:40])
+    rt.paths.raw_path(member.stage, member.gen_id).unlink()
+    error = make(rerun(rt), member)
+    assert isinstance(error, ledger.ReplyRecordError) and str(path) in str(error) and "restore" in str(error)
+    assert openai_server.request_count == 1  # not paid again
+
+
+def test_a_parsed_txt_that_is_a_folder_names_the_file_and_the_fix(rt, openai_server):
+    member = drafts(rt)[0]
+    rt.paths.parsed_path(member.stage, member.gen_id).mkdir(parents=True)
+    error = make(rt, member)
+    assert isinstance(error, documents.DocumentError) and "is a folder" in str(error)
+    assert str(rt.paths.parsed_path(member.stage, member.gen_id)) in str(error)
+
+
+def test_a_read_only_data_root_names_the_file_and_the_fix(rt, openai_server, monkeypatch):
+    member = drafts(rt)[0]
+
+    def read_only(path, data, **kwargs):
+        raise PermissionError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(store, "write_bytes_atomic", read_only)
+    error = make(rt, member)
+    assert isinstance(error, documents.DocumentError) and member.gen_id in str(error)
+    assert "prompt.txt" in str(error) and "writable" in str(error)
+    assert openai_server.request_count == 0
+
+
+def test_a_run_that_cannot_start_says_so_before_it_holds_the_data_root(tmp_path):
+    from daydream import writer_lock
+
+    with pytest.raises(writer_lock.CannotStart, match="--cores 0"):
+        writer_lock.check_can_start(tmp_path, cores=0, local_exec=True)
+    writer_lock.check_can_start(tmp_path, cores=None, local_exec=False)  # a cluster run: its own cores
+    (tmp_path / "ro").mkdir()
+    import os
+    if os.geteuid() != 0:  # root writes anywhere
+        (tmp_path / "ro").chmod(0o555)
+        with pytest.raises(writer_lock.CannotStart, match="cannot be written"):
+            writer_lock.check_can_start(tmp_path / "ro", cores=2, local_exec=True)
