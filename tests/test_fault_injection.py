@@ -658,3 +658,65 @@ def test_a_run_that_cannot_start_says_so_before_it_holds_the_data_root(tmp_path)
         (tmp_path / "ro").chmod(0o555)
         with pytest.raises(writer_lock.CannotStart, match="cannot be written"):
             writer_lock.check_can_start(tmp_path / "ro", cores=2, local_exec=True)
+
+
+@pytest.mark.e2e
+def test_cores_0_is_refused_at_once_and_holds_no_lock(data_root, cohorts_dir):
+    from tests.conftest import run_workflow
+
+    write_cohort(cohorts_dir, "tiny", {**COHORT, "draft": {"templates": ["links-brainstorm"], "models": ["offline_a"]},
+                                       "evaluation": {"templates": ["novelty-judge"], "models": ["offline_b"]}})
+    done = run_workflow(data_root, cohorts_dir, ["tiny"], "--cores", "0", check=False, timeout=300)
+    assert done.returncode != 0 and "--cores 0: no job can start" in done.stderr + done.stdout
+    assert not list(data_root.parent.glob(".snakemake/locks/*"))
+
+
+# -- batch mode --------------------------------------------------------------------------------------
+def test_a_batch_that_fails_validation_as_a_whole_is_resubmitted_and_collect_and_cancel_work(
+        data_root, cohorts_dir, openai_server, monkeypatch):
+    """The probe: `.get` on the SDK's BatchError objects blocked the stage for good. Through the
+    real OpenAI batch provider: the failed batch is collected, its requests are submitted again,
+    `scripts/batches.py collect` and `cancel` work, and every reply is saved once."""
+    from dataclasses import replace
+
+    from daydream import batch_ledger, provider_batches
+    from tests.test_provider_batches import evaluations, wanted
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-loop")
+    write_cohort(cohorts_dir, "tiny", {**COHORT, "draft": {"templates": ["links-brainstorm"], "models": ["offline_a"]},
+                                       "evaluation": {"templates": ["novelty-judge"], "models": ["offline_b"]}})
+    runtime = Runtime({"data_root": str(data_root), "cohorts_dir": str(cohorts_dir), "cohorts": ["tiny"]})
+    cohorts.build_cohort(runtime.paths, "tiny", runtime.paths.cohort_file("tiny"))
+    models = runtime.experiment.models
+    models["offline_b"] = replace(models["offline_b"], route="openai", batch=True, api_base=openai_server.base_url,
+                                  model="gpt-4o-mini", input_cost_per_mtok=2.0, output_cost_per_mtok=8.0)
+    items, states = wanted(runtime, evaluations(runtime)), {}
+    config = provider_batches.batch_settings(runtime)
+    openai_server.fail_batch_validation("Enqueued token limit reached.", code="token_limit_exceeded")
+    with batch_ledger.locked(runtime.paths):
+        provider_batches._decide_and_submit(runtime, "evaluation", config, items, states)
+    (failed,) = batch_ledger.live_states(runtime.paths)
+    import time
+    deadline = time.monotonic() + 20
+    while batch_ledger.live_states(runtime.paths):  # scripts/batches.py collect
+        provider_batches.collect(runtime)
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    outcomes = json.loads(runtime.paths.provider_batch_state(failed["local_id"]).read_text())["outcomes"]
+    assert all("token_limit_exceeded" in o for o in outcomes.values())
+    with batch_ledger.locked(runtime.paths):  # the next round: collected as failed, submitted again
+        provider_batches._collect_live(runtime, items, states)
+        provider_batches._decide_and_submit(runtime, "evaluation", config, items, states)
+    (again,) = batch_ledger.live_states(runtime.paths)
+    assert again["local_id"] != failed["local_id"]
+    # scripts/batches.py cancel: the batch has ended on the server already, and no 400 stops it.
+    assert provider_batches.cancel(runtime, []) == [again["local_id"]]
+    deadline = time.monotonic() + 20
+    while batch_ledger.live_states(runtime.paths):
+        provider_batches.collect(runtime)
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    for item in items.values():
+        assert ledger.saved_reply(runtime.paths, item.member, item.prompt.sha256) is not None
+    paid = [r for r in records(runtime) if r["stage"] == "evaluation"]
+    assert sorted(r["gen_id"] for r in paid) == sorted(items)
