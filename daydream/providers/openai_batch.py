@@ -35,12 +35,15 @@ def usage_of(usage: dict | None) -> dict:
 
 
 def reply_of(custom_id: str, body: dict) -> BatchResult:
-    """A 200 line's chat completion; no text (and not cut by the token limit) is a failure."""
+    """A 200 line's chat completion. One without text (a refusal, an empty reply) was answered and
+    billed all the same: it is a reply, saved and recorded with its usage like any other (its
+    document then fails with the reason, and is not paid for again by a rerun); a line without
+    choices is a failure."""
     choices = body.get("choices") or []
-    message = (choices[0].get("message") or {}) if choices else {}
-    text, finish = message.get("content") or "", (choices[0].get("finish_reason") if choices else None)
-    if not text.strip() and finish != "length":
-        return BatchResult(custom_id, "errored", error=f"the reply has no text (finish_reason={finish})")
+    if not choices:
+        return BatchResult(custom_id, "errored", error="the reply has no choices")
+    message = choices[0].get("message") or {}
+    text, finish = message.get("content") or "", choices[0].get("finish_reason")
     return BatchResult(custom_id, "succeeded", Reply(text, finish, usage_of(body.get("usage"))))
 
 
