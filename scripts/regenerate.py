@@ -34,7 +34,8 @@ if args.stale and (edited := raw_changed_gen_ids(paths)):
 if not chosen:
     if args.offline and not args.gen_ids and not args.stale:
         rehearsal.clear_marker(paths)
-        sys.exit("no document of an offline rehearsal to archive")
+        print("no document of an offline rehearsal to archive")
+        sys.exit(0)
     parser.error("name gen_ids or use --stale")
 if not args.dry_run:
     try:  # never move files while a run writes to this data root
