@@ -42,6 +42,11 @@ localrules:
 # the first call and the progress line (daydream.budget, daydream.progress).
 onstart:
     if workflow.is_main_process:
+        writer_lock.check_can_start(
+            PATHS.data_root,
+            cores=workflow.resource_settings.cores,
+            local_exec=workflow.local_exec,
+        )
         writer_lock.acquire(PATHS.data_root, mode=RT.config["writer_lock"])
     run_started()
 

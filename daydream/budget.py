@@ -115,31 +115,50 @@ class Spend:
     unknown: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     def of(self, gen_ids) -> tuple[float, int]:
-        return (math.fsum(self.usd.get(g, 0.0) for g in gen_ids), sum(self.unknown.get(g, 0) for g in gen_ids))
+        """USD and calls of unknown cost of these documents (unreadable records count for all)."""
+        return (math.fsum(self.usd.get(g, 0.0) for g in gen_ids),
+                sum(self.unknown.get(g, 0) for g in gen_ids) + self.unknown.get(TORN, 0))
+
+
+TORN = "(unreadable record)"  # the gen_id a torn line of llm_calls.jsonl is counted under
 
 
 def recorded_spend(rt: Runtime) -> Spend:
-    """What the calls recorded in llm_calls.jsonl cost, per document."""
+    """What the calls recorded in llm_calls.jsonl cost, per document: `cost_usd`, else the
+    record's usage at today's prices, else `cost_usd_max` (a failed attempt that may have been
+    billed, counted at its call's high estimate), else a call of unknown cost. A line that is
+    not a JSON record (a write torn by a crash or a full disk) is counted as one call of
+    unknown cost, against every budget, and named in a warning: it never stops a run."""
     spend, path = Spend(), rt.paths.llm_calls_jsonl
     if not path.exists():
         return spend
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
-            record = json.loads(line)
+            try:
+                record = json.loads(line)
+                gen_id = str(record["gen_id"])
+            except (ValueError, KeyError, TypeError):
+                log.warning("%s line %d is not a complete call record (a write cut short by a crash or a full "
+                            "disk); it is counted as one call of unknown cost. Later records are read as usual; "
+                            "to silence this, remove that line once you know what the call cost", path, number)
+                spend.unknown[TORN] += 1
+                continue
             cost = record.get("cost_usd")
             if cost is None:
                 cost = _priced(rt, record.get("model_id"), record.get("usage") or {})
             if cost is None:
-                spend.unknown[record["gen_id"]] += 1
+                cost = record.get("cost_usd_max")
+            if cost is None:
+                spend.unknown[gen_id] += 1
             else:
-                spend.usd[record["gen_id"]] += float(cost)
+                spend.usd[gen_id] += float(cost)
     return spend
 
 
 def _priced(rt: Runtime, model_id: str | None, usage: dict) -> float | None:
-    if model_id not in rt.experiment.models:
+    if not usage or model_id not in rt.experiment.models:
         return None
     prices = plan.model_prices(rt, model_id)[0]
     return prices.cost(usage.get("prompt_tokens"), usage.get("completion_tokens")) if prices else None
@@ -259,6 +278,8 @@ class Ticket:
     budgets: tuple[str, ...]
     high: float
     paid: bool = False
+    base: float = 0.0  # the high estimate before the model's overrun factor (Guard._overrun)
+    billed: float = 0.0  # what its failed attempts cost so far
 
 
 class Guard:
@@ -276,6 +297,7 @@ class Guard:
         self._reserved: dict[str, float] = defaultdict(float)
         self._stopped: dict[str, str] = {}
         self._every: frozenset[str] = frozenset()
+        self._overrun: dict[str, float] = {}  # model_id -> the largest cost / high estimate seen
 
     def _refresh(self) -> None:
         """Budgets and their spend, again whenever a membership changes (a checkpoint ran)."""
@@ -293,6 +315,8 @@ class Guard:
         self._signature = signature
 
     def _high(self, member: Member, prompt: Prompt) -> float:
+        """The most the call may cost: every prompt token, max_tokens of completion, at direct
+        prices (before `_overrun`)."""
         prices = plan.model_prices(self.rt, member.llm_model_id)[0]
         if prices is None:
             raise BudgetReached(
@@ -309,10 +333,12 @@ class Guard:
             against = [b for b in self._budgets if b.covers(member.gen_id)]
         if not against:
             return Ticket(member, (), 0.0)
-        high = self._high(member, prompt)
+        base = self._high(member, prompt)
         with self._cond:
             while True:
                 self._refresh()
+                # A model that has reported more than its high estimate is reserved at that ratio.
+                high = base * self._overrun.get(member.llm_model_id, 1.0)
                 against = [b for b in self._budgets if b.covers(member.gen_id)]
                 stopped = [self._stopped[b.name] for b in against if b.name in self._stopped]
                 if stopped:
@@ -322,8 +348,10 @@ class Guard:
                 if not over:
                     for item in against:
                         self._reserved[item.name] += high
-                    return Ticket(member, tuple(b.name for b in against), high)
-                idle = [b for b in over if self._reserved[b.name] <= _EPSILON]
+                    return Ticket(member, tuple(b.name for b in against), high, base=base)
+                # Spent alone reaches the budget: no call can fit, whatever is in flight.
+                idle = [b for b in over if self._reserved[b.name] <= _EPSILON
+                        or self._spent[b.name] + high > b.usd + _EPSILON]
                 if idle:
                     reason = self._stop(idle[0], member, high)
                     raise BudgetReached(f"{member.gen_id}: not called: {reason}")
@@ -340,16 +368,49 @@ class Guard:
         return reason
 
     def paid(self, ticket: Ticket, done: calls.Completion) -> None:
-        """Count what the call cost (its high estimate when its cost is unknown)."""
+        """Count what the call cost as reported (its high estimate when its cost is unknown).
+        A cost above the high estimate (usage past max_tokens) counts in full, and later calls
+        of the model reserve that many times their estimate."""
         cost = done.cost_usd
         if cost is None:
             cost = _priced(self.rt, ticket.member.llm_model_id, done.usage or {})
         cost = ticket.high if cost is None else float(cost)
         with self._cond:
-            self._paid_here[ticket.member.gen_id] += cost
-            for name in ticket.budgets:
-                self._spent[name] = self._spent.get(name, 0.0) + cost
+            self._count(ticket, cost)
             ticket.paid = True
+
+    def billed(self, ticket: Ticket, attempt: calls.Attempt) -> tuple[float | None, str | None]:
+        """Count a failed attempt the provider may have billed (`calls.Attempt`): its reported
+        usage at its price, else (a reply nobody read, or no price) the call's high estimate.
+        Returns the USD counted (None: unknown, no budget to bound it) and, when the spend so far
+        and the calls in flight leave no room for another attempt, why none is made."""
+        cost = attempt.cost_usd
+        if cost is None and attempt.usage:
+            cost = _priced(self.rt, ticket.member.llm_model_id, attempt.usage)
+        if cost is None and ticket.budgets:
+            cost = ticket.high
+        with self._cond:
+            if cost is not None:
+                self._count(ticket, float(cost))
+                ticket.billed += float(cost)
+            over = [b for b in self._budgets if b.name in ticket.budgets
+                    and self._spent.get(b.name, 0.0) + self._reserved[b.name] > b.usd + _EPSILON]
+        if not over:
+            return cost, None
+        item = over[0]
+        return cost, (f"{ticket.member.gen_id}: not tried again: the budget of {item.name} ({item.where} = "
+                      f"{plan.money(item.usd)}) has no room for another attempt after a failed one that counts "
+                      f"{plan.money(cost or 0.0)} (spent {plan.money(self._spent.get(item.name, 0.0))}); raise it "
+                      f"({item.how_to_raise()}) and run again")
+
+    def _count(self, ticket: Ticket, cost: float) -> None:
+        """Under the lock: `cost` spent by the ticket's document, against its budgets."""
+        self._paid_here[ticket.member.gen_id] += cost
+        for name in ticket.budgets:
+            self._spent[name] = self._spent.get(name, 0.0) + cost
+        if ticket.base > _EPSILON and cost > ticket.high + _EPSILON:
+            model = ticket.member.llm_model_id
+            self._overrun[model] = max(self._overrun.get(model, 1.0), cost / ticket.base)
 
     def release(self, ticket: Ticket) -> None:
         with self._cond:
@@ -402,3 +463,12 @@ def paid(rt: Runtime, ticket: Ticket, done: calls.Completion) -> None:
     """A call of `metered` came back: its cost counts against its budgets and the progress."""
     guard(rt).paid(ticket, done)
     progress.RUN.call_paid(ticket.member.stage, done)
+
+
+def billed(rt: Runtime, ticket: Ticket, attempt: calls.Attempt) -> tuple[float | None, BudgetReached | None]:
+    """A failed attempt of a `metered` call that may have been billed: counted against its
+    budgets and in the progress (`Guard.billed`). Returns the USD counted (None: unknown) and,
+    when the budget leaves no room for another attempt, the BudgetReached to raise."""
+    cost, no_room = guard(rt).billed(ticket, attempt)
+    progress.RUN.attempt_billed(ticket.member.stage, attempt.usage, cost)
+    return cost, (BudgetReached(no_room) if no_room else None)

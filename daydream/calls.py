@@ -11,7 +11,11 @@ module owns what is the same for all of them:
   `llm.max_attempts` attempts and `llm.max_total_wait_s` seconds of waiting between them (a
   wait that would pass the budget ends the call at once);
 - one log line per call and per retry: gen_id, model, attempt, status or error, wait, tokens,
-  cost, duration.
+  cost, duration;
+- every failed attempt the provider may have billed (`http_errors.billing_of`: a reply without
+  text, a refusal, a malformed 200 body, a timeout) is handed to the caller's `on_billed` the
+  moment it comes back, as an `Attempt`, before any retry: the ledger records it and the budget
+  counts it (`ledger.answer`). A refusal is final; the rest are retried as transient.
 """
 
 from __future__ import annotations
@@ -21,13 +25,14 @@ import os
 import random
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import tenacity
 
 from daydream.experiment import ModelRow
 from daydream.limits import limits
-from daydream.providers import OFFLINE_ROUTE, CallRequest, Provider, Reply, provider_for
+from daydream.providers import OFFLINE_ROUTE, CallRequest, Provider, Reply, http_errors, provider_for
 from daydream.providers.http_errors import status_of
 from daydream.settings import LLMSettings
 
@@ -36,14 +41,39 @@ log = logging.getLogger(__name__)
 LONG_WAIT_S = 10.0  # retries waiting this long or longer are logged as warnings
 
 
-class LLMCallError(RuntimeError):
-    """A call that failed for good; the message is one line: gen_id, model, error class, reason."""
+@dataclass(frozen=True)
+class Attempt:
+    """A failed attempt the provider may have billed. `billed` is `http_errors.BILLED` (a reply
+    came back: `usage` is what it reported, `cost_usd` its price, None when unknown) or
+    `http_errors.MAYBE_BILLED` (a reply may have been made that nobody read: cost unknown)."""
 
-    def __init__(self, message: str, *, error_class: str, attempts: int, status: int | None = None):
+    model: str
+    attempt: int
+    billed: str
+    error_class: str
+    status: int | None
+    message: str
+    usage: dict | None
+    cost_usd: float | None
+    finish_reason: str | None
+    text: str
+    temperature: float
+    max_tokens: int
+    duration_s: float
+
+
+class LLMCallError(RuntimeError):
+    """A call that failed for good; the message is one line: gen_id, model, error class, reason.
+    `billed` is the last attempt when it was an answered reply without usable text (a refusal,
+    an empty reply): the ledger keeps it as the paid reply, so a rerun does not pay again."""
+
+    def __init__(self, message: str, *, error_class: str, attempts: int, status: int | None = None,
+                 billed: Attempt | None = None):
         super().__init__(message)
         self.error_class = error_class
         self.attempts = attempts
         self.status = status
+        self.billed = billed
 
 
 @dataclass
@@ -190,7 +220,7 @@ def _why_it_stopped(provider: Provider, error: BaseException, state: tenacity.Re
 
 
 def _failure(provider: Provider, error: BaseException, state: tenacity.RetryCallState | None, row: ModelRow,
-             settings: LLMSettings, gen_id: str, key: str | None) -> LLMCallError:
+             settings: LLMSettings, gen_id: str, key: str | None, billed: Attempt | None = None) -> LLMCallError:
     model, attempts = model_string(row, settings), state.attempt_number if state else 1
     status, name = status_of(error), type(error).__name__
     http = f" (HTTP {status})" if status else ""
@@ -198,16 +228,33 @@ def _failure(provider: Provider, error: BaseException, state: tenacity.RetryCall
     message = f"{gen_id}: model {model} ({row.id}) failed after {attempts} attempt(s): {name}{http}: " \
               f"{_one_line(str(error), key)}; {why}"
     log.warning("failed gen_id=%s model=%s attempts=%d error=%s status=%s", gen_id, model, attempts, name, status)
-    return LLMCallError(message, error_class=name, attempts=attempts, status=status)
+    return LLMCallError(message, error_class=name, attempts=attempts, status=status, billed=billed)
+
+
+def _billed_attempt(provider: Provider, request: CallRequest, error: BaseException, attempt: int, duration_s: float,
+                    key: str | None) -> Attempt | None:
+    """The failed attempt as an `Attempt` when the provider may have billed it, else None."""
+    billed = http_errors.billing_of(error)
+    if billed is None:
+        return None
+    usage = getattr(error, "usage", None) if billed == http_errors.BILLED else None
+    finish = getattr(error, "finish_reason", None)
+    cost = provider.cost_usd(request.row, Reply("", finish, usage, None, request.route)) if usage else None
+    return Attempt(request.model, attempt, billed, type(error).__name__, status_of(error),
+                   _one_line(str(error), key), usage, cost, finish, getattr(error, "text", "") or "",
+                   request.temperature, request.max_tokens, round(duration_s, 3))
 
 
 # -- the entry point --------------------------------------------------------------------------
-def call_model(row: ModelRow, prompt: str, *, stage: str, settings: LLMSettings, gen_id: str) -> Completion:
+def call_model(row: ModelRow, prompt: str, *, stage: str, settings: LLMSettings, gen_id: str,
+               on_billed: Callable[[Attempt], None] | None = None) -> Completion:
     """Ask `row`'s model for a reply to `prompt`, within the limits and the retry policy.
 
     Raises LLMCallError (one-line message: gen_id, model, error class, status, reason) after
-    the last attempt, or at once for a final error or a missing key; the caller writes
-    nothing for a failed call. Bugs (errors that are not provider errors) propagate as they are.
+    the last attempt, or at once for a final error or a missing key. Each failed attempt the
+    provider may have billed goes to `on_billed` as soon as it comes back (an exception it
+    raises, such as `budget.BudgetReached`, ends the call with no further attempt). Bugs
+    (errors that are not provider errors) propagate as they are.
     """
     provider, model, stage_settings = provider_of(row, settings), model_string(row, settings), settings.stage(stage)
     key = api_key(row, settings)
@@ -217,14 +264,27 @@ def call_model(row: ModelRow, prompt: str, *, stage: str, settings: LLMSettings,
     state: tenacity.RetryCallState | None = None
     started = None  # when the first attempt got its slot: waiting for a slot is not duration
     reply: Reply | None = None
+    last_billed: tuple[BaseException, Attempt] | None = None
+    failures = provider.errors()
     try:
         for attempt in retrying:
             state = attempt.retry_state
             with attempt, limits(settings.max_concurrency).slot(cap_key, row.max_concurrency):
                 started = time.monotonic() if started is None else started
-                reply = provider.complete(request)
-    except provider.errors() as error:
-        raise _failure(provider, error, state, row, settings, gen_id, key) from error
+                sent = time.monotonic()
+                try:
+                    reply = provider.complete(request)
+                except failures as error:
+                    billed = _billed_attempt(provider, request, error, state.attempt_number,
+                                             time.monotonic() - sent, key)
+                    if billed is not None:
+                        last_billed = (error, billed)
+                        if on_billed is not None:
+                            on_billed(billed)  # recorded and counted before any retry
+                    raise
+    except failures as error:
+        billed = last_billed[1] if last_billed is not None and last_billed[0] is error else None
+        raise _failure(provider, error, state, row, settings, gen_id, key, billed) from error
     attempts = state.attempt_number if state else 1
     done = Completion(reply.text, model, reply.finish_reason, reply.usage, provider.cost_usd(row, reply),
                       round(time.monotonic() - started, 3), attempts, stage_settings.temperature,

@@ -78,9 +78,22 @@ def resolve_combos(spec: dict, experiment: Experiment, where: str, problems: lis
         groups = [tuple(c) for c in spec["combos"]]
     else:
         chosen = sorted(experiment.concepts) if spec.get("ids", "all") == "all" else list(spec["ids"])
-        groups = list(itertools.combinations(sorted(chosen), k))
+        twice = sorted({c for c in chosen if chosen.count(c) > 1}, key=str)
+        if twice:
+            problems.append(f"{where}: concepts.ids: {', '.join(map(repr, twice))} listed more than once; a concept "
+                            "appears at most once in a combination: list each id once")
+        groups = list(itertools.combinations(sorted(set(chosen), key=str), k))
+    bad = False
     for group in groups:
+        if len(set(group)) != len(group):
+            problems.append(f"{where}: concepts: combo {list(group)} names a concept more than once; a concept "
+                            "appears at most once in a combination")
         for concept in group:
+            problem = ids.id_problem("concept id", concept)
+            if problem:
+                problems.append(f"{where}: concepts: {problem}")
+                bad = True
+                continue
             if concept not in experiment.concepts and not experiment.was_rejected(CONCEPTS, concept):
                 state = "inactive" if concept in experiment.inactive_concepts else "unknown"
                 problems.append(f"{where}: concepts: {state} concept {concept!r}; "
@@ -89,6 +102,8 @@ def resolve_combos(spec: dict, experiment: Experiment, where: str, problems: lis
             problems.append(f"{where}: concepts: combo {list(group)} has {len(group)} concepts, k is {k}")
     if not groups and CONCEPTS not in experiment.unreadable:
         problems.append(f"{where}: concepts: no combination of size {k} can be made")
+    if bad:
+        groups = [g for g in groups if not any(ids.id_problem("concept id", c) for c in g)]
     combos = {ids.combo_id(g, level, k): Combo(ids.combo_id(g, level, k), g, level, k) for g in groups}
     return [combos[key] for key in sorted(combos)]
 
@@ -101,6 +116,10 @@ def check_stage(stage: stages.Stage, spec: dict, experiment: Experiment, paths: 
     problem is not called unknown: that problem is reported already."""
     table, csv_path = experiment.templates[stage.name], paths.templates_csv(stage.name)
     for template_id in spec["templates"]:
+        problem = ids.id_problem("template id", template_id)
+        if problem:
+            problems.append(f"{where}: {stage.config_section}.templates: {problem}")
+            continue
         template = table.get(template_id)
         if template is None:
             if not experiment.was_rejected(stage.name, template_id):
@@ -117,6 +136,10 @@ def check_stage(stage: stages.Stage, spec: dict, experiment: Experiment, paths: 
                 problems.append(f"{where}: {stage.name} template {template_id!r}: {error}")
     for model_id in spec["models"]:
         if stage.parent and model_id == stage.parent:
+            continue
+        problem = ids.id_problem("model id", model_id)
+        if problem:
+            problems.append(f"{where}: {stage.config_section}.models: {problem}")
             continue
         model = experiment.models.get(model_id)
         if model is None:

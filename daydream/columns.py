@@ -51,7 +51,7 @@ METADATA_KEYS = (
     "stage", "gen_id", "task_id", "template_id", "model_id", "model", "parent_gen_id",
     "combo_id", "replicate", "cohort_id", "mode", "parser", "finish_reason", "truncated",
     "usage", "cost_usd", "duration_s", "attempts", "temperature", "max_tokens",
-    "prompt_sha256", "prompt_sources", "created_at",
+    "prompt_sha256", "prompt_sources", "created_at", "parsed_sha256",
 )
 # Only in a metadata.json written by scripts/import_gens_store.py (daydream.original_store).
 IMPORTED_METADATA_KEY = "imported_from"

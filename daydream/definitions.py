@@ -24,6 +24,8 @@ import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from daydream import ids
+
 TRUE_WORDS = ("true", "1", "yes", "y", "t")
 FALSE_WORDS = ("false", "0", "no", "n", "f")
 
@@ -215,6 +217,11 @@ def read_table_text(path: Path, text: str, required: tuple[str, ...], optional: 
             if key:
                 if not key_cell:
                     problems.append(f"{path} line {line}: empty {key}; give every row an id")
+                    continue
+                bad_id = ids.id_problem(key, key_cell)
+                if bad_id:
+                    problems.append(f"{path} line {line}: {bad_id}")
+                    table.rejected.add(key_cell)
                     continue
                 if key_cell in seen_keys:
                     problems.append(f"{path} line {line}: {key} {key_cell!r} is already used on line "

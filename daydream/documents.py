@@ -14,7 +14,8 @@ from daydream import ledger, parsers, progress, stages, store
 from daydream.calls import Completion
 from daydream.experiment import Template
 from daydream.membership import Member
-from daydream.prompts import Concept, Prompt, PromptFiles, build_prompt
+from daydream.prompts import Concept, Prompt, PromptFiles, build_prompt, sha256_text
+from daydream.providers import http_errors
 from daydream.runtime import Runtime
 
 
@@ -27,12 +28,25 @@ def prompt_files(rt: Runtime, member: Member) -> PromptFiles:
     combo's concept texts (root stage) or its parent's parsed text."""
     stage, template = stages.get(member.stage), rt.template(member)
     template_path = rt.paths.template_path(member.stage, member.template_id) if template.generator == "llm" else None
+    if template_path is not None:
+        _inside_raw(rt, member, template_path)
     if stage.is_root:
         combo = rt.membership.combo(member.combo_id)
         concepts = tuple(Concept(c, rt.experiment.concepts.get(c, c), rt.paths.description_path(combo.level, c))
                          for c in combo.concepts)
+        for concept in concepts:
+            _inside_raw(rt, member, concept.path)
         return PromptFiles(member.stage, template_path, concepts=concepts)
     return PromptFiles(member.stage, template_path, parent=rt.paths.parsed_path(stage.parent, member.parent_gen_id))
+
+
+def _inside_raw(rt: Runtime, member: Member, path) -> None:
+    """DocumentError when a file a prompt would be built from lies outside 1_raw/ (an id that is
+    a path, a symlink out): nothing outside the data root's definitions is ever sent."""
+    if not rt.paths.inside_raw(path):
+        raise DocumentError(f"{member.gen_id}: its prompt would read {path}, which is outside {rt.paths.raw_root}; "
+                            "ids name files in 1_raw/ (letters, digits, '_', '.', '-'): fix the id in the "
+                            "cohort or definition file, or replace the symlink by the file itself")
 
 
 def document_prompt(rt: Runtime, member: Member) -> Prompt:
@@ -64,6 +78,7 @@ def metadata(rt: Runtime, member: Member, template: Template, done: Completion, 
         "temperature": None if is_copy else temperature,
         "max_tokens": None if is_copy else max_tokens,
         "prompt_sha256": prompt.sha256, "prompt_sources": prompt.sources, "created_at": ledger.now_iso(),
+        "parsed_sha256": None,  # set once the reply parses
     }
 
 
@@ -75,21 +90,50 @@ def write_document(rt: Runtime, stage: str, gen_id: str, log_path: str | None = 
         counted.source = _write_document(rt, stage, gen_id, log_path)
 
 
+def _written(rt: Runtime, member: Member, path, write, kept: str = "") -> None:
+    """Run `write` (one gens file); an OSError (a full disk, a read-only folder, a folder where
+    the file should be) becomes a DocumentError naming the document, the file and the fix."""
+    try:
+        write()
+    except OSError as error:
+        if isinstance(error, IsADirectoryError) or path.is_dir():
+            fix = f"{path} is a folder, not a file: remove it and run again"
+        else:
+            fix = (f"{error.strerror or error}: free space (or make {rt.paths.data_root} writable) and run "
+                   "again")
+        raise DocumentError(f"{member.gen_id}: could not write {path}: {fix}{kept}") from error
+
+
 def _write_document(rt: Runtime, stage: str, gen_id: str, log_path: str | None) -> str:
     member = rt.membership.member(gen_id)
     template = rt.template(member)
     prompt = document_prompt(rt, member)
-    store.clear_temp_files(rt.paths.gen_dir(stage, gen_id))
-    store.write_text_atomic(rt.paths.prompt_path(stage, gen_id), prompt.text)
+    paths = rt.paths
+    _written(rt, member, paths.gen_dir(stage, gen_id), lambda: store.clear_temp_files(paths.gen_dir(stage, gen_id)))
+    _written(rt, member, paths.prompt_path(stage, gen_id),
+             lambda: store.write_text_atomic(paths.prompt_path(stage, gen_id), prompt.text))
     answer = _copy_answer(prompt) if template.generator == "copy" else ledger.answer(rt, member, prompt)
+    kept = "" if answer.source == "copy" else (
+        f" (its reply is saved in {paths.reply_path(stage, gen_id, answer.prompt.sha256)} or a spill file named "
+        "in the log, so the next run makes no call)")
     if answer.prompt.sha256 != prompt.sha256:
-        store.write_text_atomic(rt.paths.prompt_path(stage, gen_id), answer.prompt.text)
+        _written(rt, member, paths.prompt_path(stage, gen_id),
+                 lambda: store.write_text_atomic(paths.prompt_path(stage, gen_id), answer.prompt.text), kept)
     done = answer.completion
-    store.write_text_atomic(rt.paths.raw_path(stage, gen_id), done.text)
+    _written(rt, member, paths.raw_path(stage, gen_id),
+             lambda: store.write_text_atomic(paths.raw_path(stage, gen_id), done.text), kept)
     meta = metadata(rt, member, template, done, answer.prompt)
-    store.write_metadata(rt.paths, stage, gen_id, meta)
-    parsed = parse_reply(rt, member, template, meta, done.text)
-    store.write_text_atomic(rt.paths.parsed_path(stage, gen_id), parsed)
+    try:
+        parsed = parse_reply(rt, member, template, meta, done.text)
+    except DocumentError:
+        _written(rt, member, paths.metadata_path(stage, gen_id),
+                 lambda: store.write_metadata(paths, stage, gen_id, meta), kept)
+        raise
+    meta["parsed_sha256"] = sha256_text(parsed)  # parsed.txt is checked against it (daydream.integrity)
+    _written(rt, member, paths.metadata_path(stage, gen_id), lambda: store.write_metadata(paths, stage, gen_id, meta),
+             kept)
+    _written(rt, member, paths.parsed_path(stage, gen_id),
+             lambda: store.write_text_atomic(paths.parsed_path(stage, gen_id), parsed), kept)
     store.write_job_log(log_path, f"{gen_id}: {answer.source} model={done.model or '-'} attempts={done.attempts} "
                                   f"finish={done.finish_reason} usage={done.usage} cost_usd={done.cost_usd} "
                                   f"parsed with {template.parser!r}: {len(parsed)} characters")
@@ -107,7 +151,16 @@ def _parse_failure(rt: Runtime, member: Member, parser: str, reason: str, raw: s
 
 
 def parse_reply(rt: Runtime, member: Member, template: Template, meta: dict, raw: str) -> str:
-    """The parsed text of a reply; a truncated or unparsable reply fails with the reason."""
+    """The parsed text of a reply; a refused, empty, truncated or unparsable reply fails with
+    the reason (its reply stays saved: a rerun does not pay for it again)."""
+    finish = meta.get("finish_reason")
+    if meta.get("mode") != "copy" and (finish in http_errors.REFUSAL_FINISH_REASONS
+                                       or (not raw.strip() and finish != "length")):
+        what = "refused the prompt" if finish in http_errors.REFUSAL_FINISH_REASONS else "sent a reply without text"
+        raise _parse_failure(rt, member, template.parser, (
+            f"the provider {what} (finish_reason={finish}); it was paid for and is kept, so a rerun does not "
+            f"send the prompt again: change the prompt or the model and regenerate it on purpose "
+            f"(python scripts/regenerate.py --data-root {rt.paths.data_root} {member.gen_id})"), raw)
     if meta.get("truncated"):
         raise _parse_failure(rt, member, template.parser, (
             f"the reply was truncated (finish_reason={meta.get('finish_reason')}, "

@@ -9,6 +9,7 @@ and the fix, so a researcher fixes a broken experiment in one pass rather than o
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -177,6 +178,17 @@ def _flag(text: str, where: str, problems: list[str]) -> bool:
     return value == "true"
 
 
+ENV_VAR_PATTERN = r"[A-Za-z_][A-Za-z0-9_]{0,63}"
+
+
+def is_variable_name(text: str) -> bool:
+    """An environment variable's name, and not shaped like a key (long, mixing lower case and
+    digits, as keys are; names are conventionally upper case)."""
+    if not re.fullmatch(ENV_VAR_PATTERN, text):
+        return False
+    return not (len(text) >= 24 and re.search(r"[a-z]", text) and re.search(r"[0-9]", text))
+
+
 def _model_from_row(row: Row, where: str, problems: list[str]) -> ModelRow:
     concurrency = _number(row.get("max_concurrency", ""), None, f"{where} max_concurrency", problems)
     if concurrency is not None and (concurrency < 1 or concurrency != int(concurrency)):
@@ -188,10 +200,18 @@ def _model_from_row(row: Row, where: str, problems: list[str]) -> ModelRow:
         costs[column] = _number(row.get(column, ""), None, f"{where} {column}", problems)
         if costs[column] is not None and costs[column] < 0:
             problems.append(f"{where} {column}: {row[column]!r} is negative; a price per million tokens is >= 0")
+    key_env = row.get("api_key_env", "")
+    if key_env and not is_variable_name(key_env):
+        # Never echoed: a key pasted here must not reach the terminal or a log.
+        problems.append(f"{where} api_key_env: this cell names the environment variable that holds the key, and "
+                        "what it holds is not a variable name (is it the key itself? then remove it from this file "
+                        "at once and rotate the key); write a name such as OPENROUTER_API_KEY and export the key "
+                        "in that variable")
+        key_env = ""
     return ModelRow(
         id=row["id"], model=row["model"], provider=row.get("provider", ""),
         display_name=row.get("display_name", ""), route=row.get("route", ""),
-        api_base=row.get("api_base", ""), api_key_env=row.get("api_key_env", ""),
+        api_base=row.get("api_base", ""), api_key_env=key_env,
         max_concurrency=int(concurrency) if concurrency else None, **costs,
         active=is_active(row, where, problems), line=row.line,
         batch=_flag(row.get("batch", ""), f"{where} batch", problems),

@@ -8,12 +8,25 @@ A gen_id's prefix and its signature parts come from the stage registry (`daydrea
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable
 
 from daydream import stages
 
 COMBO_PREFIX = "combo_v1_"
 COHORT_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
+# Every id of a definition (concept, template, model, cohort) names a file or a folder: letters,
+# digits, `_`, `.` and `-`, starting with a letter or a digit; never a path (no `/`, no `..`).
+ID_PATTERN = COHORT_ID_PATTERN
+
+
+def id_problem(kind: str, value: object) -> str | None:
+    """Why `value` is not a valid id of `kind` (the id pattern), or None when it is one."""
+    if isinstance(value, str) and re.fullmatch(ID_PATTERN, value) and ".." not in value:
+        return None
+    shown = repr(value) if len(str(value)) <= 80 else repr(str(value)[:77] + "...")
+    return (f"{kind} {shown} is not a valid id: use letters, digits, '_', '.' and '-', starting with a letter or "
+            "a digit (an id names a file, never a path)")
 _BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 

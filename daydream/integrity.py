@@ -1,5 +1,5 @@
-"""Whether a document's raw.txt is still what was paid for: a changed raw.txt is reported,
-never silently scored.
+"""Whether a document's files are still what was paid for: a changed raw.txt, parsed.txt or
+metadata.json is reported, never silently scored.
 
 A paid reply is saved in the ledger (`data/gens/<stage>/<gen_id>/.replies/<sha16>.json`,
 `daydream.ledger.saved_texts`) before raw.txt is written from it, so the two are equal when
@@ -10,12 +10,14 @@ metadata.
 
 - `raw_change(paths, stage, gen_id)`: why a document's raw.txt is not what was paid for
   (or copied), or None (it is, or it cannot be checked: no metadata, no raw.txt, or a store
-  made before saved replies existed);
+  made before saved replies existed); `metadata_change`: metadata.json's model, finish_reason,
+  usage and cost against the saved reply; `parsed_change`: parsed.txt against the
+  `parsed_sha256` written with it; `document_change`: all three;
 - `stale_reasons(paths)`: gen_id -> reason of the last stale report
   (`data/7_reporting/stale_generations.csv`), other than a changed raw.txt;
 - `evaluation_flags(paths, gen_ids, stale)`: per scored document, the `flags` cell of the
-  reports: which documents of its lineage (itself, its essay, its draft) have a changed raw.txt,
-  and which are stale (their prompt or model would differ today, so the score stands on an
+  reports: which documents of its lineage (itself, its essay, its draft) have a changed raw.txt
+  (or parsed.txt, or metadata.json: `<file> changed: <stage> <gen_id>`), and which are stale (their prompt or model would differ today, so the score stands on an
   outdated document).
 """
 
@@ -33,6 +35,86 @@ READ_THREADS = 8
 RAW_CHANGED = "raw.txt changed"  # the flag in the reports
 STALE = "stale"  # the flag in the reports for a stale document of the lineage
 RAW_DIFFERS = "raw.txt differs"  # how a stale-report reason about it starts
+PARSED_DIFFERS = "parsed.txt differs"
+METADATA_DIFFERS = "metadata.json differs"
+# Reasons a rerun mends for free from the saved reply (delete the file): never a regeneration.
+RESTORABLE = (RAW_DIFFERS, PARSED_DIFFERS, METADATA_DIFFERS)
+# Fields of metadata.json that must equal the saved reply they were written from.
+PAID_FIELDS = ("model", "finish_reason", "usage", "cost_usd")
+
+
+def restorable_only(reason: str) -> bool:
+    """True when every part of a stale-report reason is a file that differs from the saved reply
+    (deleting it and rerunning restores it, no call is made)."""
+    parts = [p for p in str(reason or "").split("; ") if p]
+    return bool(parts) and all(p.startswith(RESTORABLE) for p in parts)
+
+
+def paid_record(paths: Paths, stage: str, gen_id: str, meta: dict) -> dict | None:
+    """The saved reply record that metadata.json says the document was made from (by its
+    prompt_sha256), or None (a copy, an old store, an unreadable record)."""
+    prompt_sha = str(meta.get("prompt_sha256") or "")
+    if meta.get("mode") == "copy" or not prompt_sha:
+        return None
+    try:
+        return ledger.read_record(paths.reply_path(stage, gen_id, prompt_sha))
+    except (FileNotFoundError, ledger.ReplyRecordError):
+        return None
+
+
+def metadata_change(paths: Paths, stage: str, gen_id: str, meta: dict) -> str | None:
+    """Why metadata.json is not what was written from the saved reply (its model, finish_reason,
+    usage or cost differ from the reply's, or its prompt_sha256 names no saved reply while some
+    are saved), or None."""
+    if meta.get("mode") == "copy":
+        return None
+    record = paid_record(paths, stage, gen_id, meta)
+    path = paths.metadata_path(stage, gen_id)
+    fix = f"delete {path} and rerun snakemake to write it again from the saved reply, no call is made"
+    if record is None:
+        if meta.get("prompt_sha256") and ledger.saved_texts(paths, stage, gen_id) and not \
+                paths.reply_path(stage, gen_id, str(meta["prompt_sha256"])).exists():
+            return f"{METADATA_DIFFERS}: its prompt_sha256 names no saved reply in {paths.replies_dir(stage, gen_id)}: {fix}"
+        return None
+    differ = [key for key in PAID_FIELDS if key in record and meta.get(key) != record.get(key)]
+    if not differ:
+        return None
+    return (f"{METADATA_DIFFERS} from the reply that was paid for ({', '.join(differ)}, see "
+            f"{paths.reply_path(stage, gen_id, str(meta['prompt_sha256']))}): {fix}")
+
+
+def parsed_change(paths: Paths, stage: str, gen_id: str, meta: dict) -> str | None:
+    """Why parsed.txt is not the parse written with the document (`parsed_sha256` in
+    metadata.json), or None (it is, or a document made before that key was written)."""
+    if "parsed_sha256" not in meta:
+        return None
+    path = paths.parsed_path(stage, gen_id)
+    fix = f"delete {path} and rerun snakemake to parse the saved reply again, no call is made"
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except IsADirectoryError:
+        return f"{PARSED_DIFFERS}: {path} is a folder, not a file: remove it and rerun snakemake to parse it again"
+    if meta["parsed_sha256"] is None:
+        return f"{PARSED_DIFFERS}: its reply did not parse, yet {path} exists: {fix}"
+    if hashlib.sha256(data).hexdigest() == meta["parsed_sha256"]:
+        return None
+    return f"{PARSED_DIFFERS} from the parse of the reply that was paid for (parsed_sha256 in metadata.json): {fix}"
+
+
+def document_change(paths: Paths, stage: str, gen_id: str, meta: dict | None = None) -> str | None:
+    """Every way the document's files differ from what was paid for and written from it: raw.txt,
+    metadata.json, parsed.txt (joined by "; "), or None."""
+    try:
+        meta = meta if meta is not None else store.read_metadata(paths, stage, gen_id)
+    except FileNotFoundError:
+        return None
+    except ValueError as error:
+        return f"{METADATA_DIFFERS}: {error}"
+    reasons = [raw_change(paths, stage, gen_id, meta), metadata_change(paths, stage, gen_id, meta),
+               parsed_change(paths, stage, gen_id, meta)]
+    return "; ".join(r for r in reasons if r) or None
 
 
 def raw_change(paths: Paths, stage: str, gen_id: str, meta: dict | None = None) -> str | None:
@@ -43,6 +125,9 @@ def raw_change(paths: Paths, stage: str, gen_id: str, meta: dict | None = None) 
         data = paths.raw_path(stage, gen_id).read_bytes()
     except (FileNotFoundError, ValueError):
         return None
+    except IsADirectoryError:
+        return (f"{RAW_DIFFERS}: {paths.raw_path(stage, gen_id)} is a folder, not a file: remove it and rerun "
+                "snakemake to restore it, no call is made")
     try:
         raw = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -78,7 +163,7 @@ def _lineage_checks(paths: Paths, gen_ids: list[str]) -> dict[str, tuple[str | N
             meta = store.read_metadata(paths, stage, gen_id)
         except (FileNotFoundError, ValueError):
             return gen_id, None, ""
-        return gen_id, raw_change(paths, stage, gen_id, meta), str(meta.get("parent_gen_id") or "")
+        return gen_id, document_change(paths, stage, gen_id, meta), str(meta.get("parent_gen_id") or "")
 
     wave = sorted(set(gen_ids))
     with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
@@ -99,7 +184,7 @@ def stale_reasons(paths: Paths) -> dict[str, str]:
         return {}
     reasons = {}
     for row in rows:
-        kept = [r for r in str(row.get("reason") or "").split("; ") if r and not r.startswith(RAW_DIFFERS)]
+        kept = [r for r in str(row.get("reason") or "").split("; ") if r and not r.startswith(RESTORABLE)]
         if kept:
             reasons[row["gen_id"]] = "; ".join(kept)
     return reasons
@@ -115,15 +200,17 @@ def evaluation_flags(paths: Paths, gen_ids: Iterable[str], stale: Mapping[str, s
     checks = _lineage_checks(paths, gen_ids)
     flags = []
     for gen_id in gen_ids:
-        changed, outdated, current = [], [], gen_id
+        changed: dict[str, list[str]] = {}  # the changed file -> the documents, in lineage order
+        outdated, current = [], gen_id
         while current and current in checks:
             change, parent = checks[current]
-            if change:
-                changed.append(f"{stages.of_gen_id(current).name} {current}")
+            for part in (change or "").split("; "):
+                if part:
+                    changed.setdefault(part.split(" ")[0], []).append(f"{stages.of_gen_id(current).name} {current}")
             if current in stale:
                 outdated.append(f"{stages.of_gen_id(current).name} {current} ({stale[current]})")
             current = parent
-        parts = ([f"{RAW_CHANGED}: {', '.join(changed)}"] if changed else []) + (
+        parts = [f"{name} changed: {', '.join(dict.fromkeys(found))}" for name, found in changed.items()] + (
             [f"{STALE}: {', '.join(outdated)}"] if outdated else [])
         flags.append("; ".join(parts))
     return flags

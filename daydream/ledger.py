@@ -12,26 +12,54 @@ money. For a document's prompt it returns, in this order:
   (`scripts/regenerate.py`, which moves the ledger into `.history/`);
 - `called`: a new call, its reply saved at once.
 The per-document job and the cluster batches both go through it. A call starts only when the
-budget guard admits it (`budget.metered`: no call that could pass a budget). Every call made is appended
-to `llm_calls.jsonl`, every failed one to `llm_errors.jsonl` (the audit of what was paid).
+budget guard admits it (`budget.metered`: no call that could pass a budget) and the data root
+has room to keep its reply (`check_room`, `min_free_mb`).
+
+Every reply a provider answered becomes a record here, and only here (`_keep_reply`,
+`_record_attempt`): its cost is counted by the budget guard first (in memory), then the reply
+is saved (`save_reply`: its document's ledger, else a spill file, `Paths.spill_paths`, which
+`saved_reply` finds and moves back on the next run), then its line is appended to
+`llm_calls.jsonl`, each step tried whatever the one before did. That includes the failed
+attempts a provider may have billed (`calls.Attempt`: a reply without text, a refusal, a
+malformed 200 body, a timeout), recorded the moment they come back with `outcome: failed` and
+their usage (`cost_usd_max` when the cost is unknown: the call's high estimate). A call that
+ends on an answered reply without usable text (a content-filter refusal, an empty reply) keeps
+that reply as the paid one, so a rerun does not pay for it again: the document fails with the
+reason and `scripts/regenerate.py` pays again on purpose. Every failed call is also appended
+to `llm_errors.jsonl`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from daydream import budget, calls, store
+from daydream import budget, calls, rehearsal, store
 from daydream.membership import Member
 from daydream.paths import Paths
 from daydream.prompts import Prompt
-from daydream.providers import OFFLINE_ROUTE
+from daydream.providers import OFFLINE_ROUTE, http_errors
 from daydream.runtime import Runtime
 
 log = logging.getLogger(__name__)
+
+
+class ReplyRecordError(ValueError):
+    """A saved reply file that cannot be read (cut short, not JSON): the message names the file
+    and the fix."""
+
+
+class ReplyNotKept(RuntimeError):
+    """A paid reply that could not be written to its ledger nor to a spill file; the message
+    names the document and every file tried (the record itself is logged as an error)."""
+
+
+class NoRoomForReply(RuntimeError):
+    """Not called: the data root's filesystem has less free space than `min_free_mb`."""
 
 
 class RepaymentRefused(RuntimeError):
@@ -57,12 +85,48 @@ class Answer:
     source: str
 
 
+def read_record(path: Path) -> dict:
+    """One saved reply record; ReplyRecordError naming the file and the fix when it is not one."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        record, problem = None, f"not UTF-8 text ({error.reason})"
+    except json.JSONDecodeError as error:
+        record, problem = None, f"not complete JSON (line {error.lineno} column {error.colno}: {error.msg})"
+    except IsADirectoryError:
+        record, problem = None, "a folder, not a file"
+    else:
+        problem = "" if isinstance(record, dict) and isinstance(record.get("text"), str) else \
+            "not a saved reply (a JSON object with a `text`)"
+    if problem:
+        raise ReplyRecordError(
+            f"{path}: the saved reply of this document is {problem}, so it cannot be used and its prompt is not "
+            f"paid for again by accident; restore the file from a backup (or a spill file under "
+            f"{path.parents[4] / '.spill' if len(path.parents) > 4 else '.spill'}), or move it into the folder's "
+            f".history/ to pay for the prompt again")
+    return record
+
+
 def saved_reply(paths: Paths, member: Member, prompt_sha256: str) -> calls.Completion | None:
-    """The reply saved for exactly this prompt of the document, or None."""
+    """The reply saved for exactly this prompt of the document, or None. A reply that was
+    spilled (its ledger could not be written when it came back) is found too, and moved back
+    into the ledger when it can be."""
     path = paths.reply_path(member.stage, member.gen_id, prompt_sha256)
-    if not path.exists():
-        return None
-    return _completion(json.loads(path.read_text(encoding="utf-8")))
+    if path.exists():
+        return _completion(read_record(path))
+    for spill in paths.spill_paths(member.stage, member.gen_id, prompt_sha256):
+        if spill.is_file():
+            record = read_record(spill)
+            try:
+                store.write_json_atomic(path, record, fsync=True)
+            except OSError as error:
+                log.warning("%s: its paid reply stays in %s (%s could not be written: %s)", member.gen_id, spill,
+                            path, error.strerror or error)
+            else:
+                spill.unlink(missing_ok=True)
+                log.warning("%s: its paid reply was moved from %s back into %s", member.gen_id, spill, path)
+            return _completion(record)
+    return None
 
 
 def _completion(record: dict) -> calls.Completion:
@@ -72,14 +136,56 @@ def _completion(record: dict) -> calls.Completion:
 def save_reply(paths: Paths, member: Member, prompt: Prompt, done: calls.Completion) -> Path:
     """Save a paid reply with the prompt it answers (atomic, fsync): the record of what was
     sent and what came back. Every path that pays for a reply (a direct call, a cluster batch,
-    a provider batch) saves it here before anything else is written."""
+    a provider batch) saves it here before anything else is written. When its ledger cannot be
+    written (a full disk, a read-only folder) it goes to the first spill file that can be
+    (`Paths.spill_paths`; returned, and named in a warning); ReplyNotKept when none can."""
     path = paths.reply_path(member.stage, member.gen_id, prompt.sha256)
     record = {**done.__dict__, "prompt": prompt.text, "prompt_sha256": prompt.sha256,
               "prompt_sources": prompt.sources, "saved_at": now_iso()}
     # On disk before the gens files, even across a power cut; the offline model's replies cost
     # nothing and come again the same, so they skip the fsync (a cost of every offline document).
-    store.write_json_atomic(path, record, fsync=not done.model.startswith(f"{OFFLINE_ROUTE}/"))
-    return path
+    fsync = not done.model.startswith(f"{OFFLINE_ROUTE}/")
+    try:
+        store.write_json_atomic(path, record, fsync=fsync)
+        rehearsal.note_paid(paths, done.model)
+        return path
+    except BaseException as error:  # a full disk, or the run stopping: the paid reply goes elsewhere first
+        first = error
+        problems = [f"{path}: {getattr(error, 'strerror', None) or error}"]
+    for spill in paths.spill_paths(member.stage, member.gen_id, prompt.sha256):
+        try:
+            store.write_json_atomic(spill, record, fsync=True)
+        except OSError as error:
+            problems.append(f"{spill}: {error.strerror or error}")
+            continue
+        if not isinstance(first, Exception):
+            raise first  # the run is stopping; the next one finds the reply in the spill file
+        log.warning("%s: its paid reply could not be saved in %s, so it was kept in %s; the next run finds it "
+                    "there (no call is made); free space in %s and run again", member.gen_id, problems[0],
+                    spill, paths.data_root)
+        return spill
+    log.error("%s: paid reply that could not be written anywhere (copy it into %s): %s", member.gen_id, path,
+              json.dumps(record, sort_keys=True))
+    raise ReplyNotKept(f"{member.gen_id}: its reply was paid for but could not be written ({'; '.join(problems)}); "
+                       f"the record is in the log above: free space (or fix the permissions) in "
+                       f"{paths.data_root}, copy it into {path}, then run again")
+
+
+def check_room(rt: Runtime, member: Member) -> None:
+    """NoRoomForReply when the data root's filesystem has less than `min_free_mb` free: no
+    call starts whose reply might not be kept."""
+    margin_mb = float(rt.config.get("min_free_mb") or 0)
+    if margin_mb <= 0:
+        return
+    root = rt.paths.data_root
+    while not root.exists() and root != root.parent:
+        root = root.parent
+    free_mb = shutil.disk_usage(root).free / 2**20
+    if free_mb < margin_mb:
+        raise NoRoomForReply(
+            f"{member.gen_id}: not called: only {free_mb:.1f} MB are free in {rt.paths.data_root}, less than "
+            f"min_free_mb = {margin_mb:g}, so its reply might not be kept; free some space there (or lower "
+            f"--config min_free_mb=...) and run again")
 
 
 def saved_texts(paths: Paths, stage: str, gen_id: str) -> dict[str, str]:
@@ -90,7 +196,7 @@ def saved_texts(paths: Paths, stage: str, gen_id: str) -> dict[str, str]:
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            continue
+            continue  # the reader that needs it (`read_record`) names the file and the fix
         if isinstance(record, dict) and isinstance(record.get("text"), str):
             texts[path.stem] = record["text"]
     return texts
@@ -111,7 +217,7 @@ def restore_earlier(paths: Paths, member: Member, prompt_sha256: str) -> Answer 
     earlier = earlier_replies(paths, member, prompt_sha256)
     if not earlier:
         return None
-    records = [json.loads(p.read_text(encoding="utf-8")) for p in earlier]
+    records = [read_record(p) for p in earlier]
     kept = [r for r in records if "prompt" in r]
     if not kept:
         raise RepaymentRefused(
@@ -136,7 +242,56 @@ def _record_call(rt: Runtime, member: Member, done: calls.Completion, **extra) -
     store.append_jsonl(rt.paths.llm_calls_jsonl, {
         "time": now_iso(), "gen_id": member.gen_id, "stage": member.stage, "model_id": member.llm_model_id,
         "model": done.model, "attempts": done.attempts, "wait_s": done.wait_s, "usage": done.usage,
-        "cost_usd": done.cost_usd, "duration_s": done.duration_s, "finish_reason": done.finish_reason, **extra})
+        "cost_usd": done.cost_usd, "duration_s": done.duration_s, "finish_reason": done.finish_reason,
+        "outcome": "ok", **extra})
+
+
+def _record_attempt(rt: Runtime, member: Member, ticket: budget.Ticket, attempt: calls.Attempt) -> None:
+    """A failed attempt the provider may have billed: counted by the budget guard, then one
+    `outcome: failed` line of llm_calls.jsonl. BudgetReached (after the line is written) when the
+    budget leaves no room for another attempt."""
+    counted, no_room = budget.billed(rt, ticket, attempt)
+    store.append_jsonl(rt.paths.llm_calls_jsonl, {
+        "time": now_iso(), "gen_id": member.gen_id, "stage": member.stage, "model_id": member.llm_model_id,
+        "model": attempt.model, "attempts": attempt.attempt, "usage": attempt.usage, "cost_usd": attempt.cost_usd,
+        "cost_usd_max": counted if attempt.cost_usd is None else None, "duration_s": attempt.duration_s,
+        "finish_reason": attempt.finish_reason, "outcome": "failed", "billed": attempt.billed,
+        "error_class": attempt.error_class, "status": attempt.status})
+    if no_room is not None:
+        raise no_room
+
+
+def _failed_reply(attempt: calls.Attempt) -> calls.Completion:
+    """An answered reply without usable text (a refusal, an empty reply), kept as the paid reply."""
+    return calls.Completion(attempt.text, attempt.model, attempt.finish_reason, attempt.usage or {},
+                            attempt.cost_usd, attempt.duration_s, attempt.attempt, attempt.temperature,
+                            attempt.max_tokens)
+
+
+def _keep_reply(rt: Runtime, member: Member, prompt: Prompt, done: calls.Completion, **extra) -> Path:
+    """A paid reply: saved (or spilled), then its line in llm_calls.jsonl; both are tried
+    whatever the other did, and the first failure is raised after (naming the document)."""
+    saved: Path | None = None
+    failure: BaseException | None = None
+    try:
+        saved = save_reply(rt.paths, member, prompt, done)  # first: a paid reply is on disk before anything else
+    except ReplyNotKept as error:
+        failure = error
+    except BaseException:  # the run is stopping: its call is still recorded
+        _record_call(rt, member, done, **extra)
+        raise
+    try:
+        _record_call(rt, member, done, **extra)
+    except OSError as error:
+        log.error("%s: its call (cost_usd=%s, usage=%s) could not be recorded in %s: %s", member.gen_id,
+                  done.cost_usd, done.usage, rt.paths.llm_calls_jsonl, error.strerror or error)
+        failure = failure or ReplyNotKept(
+            f"{member.gen_id}: its call could not be recorded in {rt.paths.llm_calls_jsonl} "
+            f"({error.strerror or error}); the reply is saved in {saved}, so the next run makes no call: free "
+            f"space in {rt.paths.data_root} and run again")
+    if failure is not None:
+        raise failure
+    return saved
 
 
 def answer(rt: Runtime, member: Member, prompt: Prompt) -> Answer:
@@ -154,14 +309,19 @@ def answer(rt: Runtime, member: Member, prompt: Prompt) -> Answer:
     from daydream import provider_batches  # it saves replies through this module
 
     provider_batches.refuse_direct_call(rt, member, prompt)
+    check_room(rt, member)
     row = rt.experiment.models[member.llm_model_id]
     with budget.metered(rt, member, prompt) as ticket:  # BudgetReached: this call could pass a budget
         try:
-            done = calls.call_model(row, prompt.text, stage=member.stage, settings=rt.settings, gen_id=member.gen_id)
+            done = calls.call_model(row, prompt.text, stage=member.stage, settings=rt.settings, gen_id=member.gen_id,
+                                    on_billed=lambda attempt: _record_attempt(rt, member, ticket, attempt))
         except calls.LLMCallError as error:
+            if error.billed is not None and error.billed.billed == http_errors.BILLED:
+                # An answered reply without usable text: kept as the paid reply (already counted).
+                save_reply(rt.paths, member, prompt, _failed_reply(error.billed))
             _record_failure(rt, member, error)
             raise
-        save_reply(rt.paths, member, prompt, done)  # first: a paid reply is on disk before anything else
-        _record_call(rt, member, done)
-        budget.paid(rt, ticket, done)
+        budget.paid(rt, ticket, done)  # counted first: in memory, it cannot fail
+        _keep_reply(rt, member, prompt, done)
+    rehearsal.note_rehearsal(rt, member)
     return Answer(prompt, done, "called")

@@ -9,7 +9,9 @@ config schemas shipped with the package.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,7 @@ GEN_FILES = ("prompt.txt", "raw.txt", "parsed.txt", "metadata.json")
 # Metadata files of the original pipeline's gens store, read beside (or instead of) metadata.json.
 ORIGINAL_METADATA_FILES = ("raw_metadata.json", "parsed_metadata.json")
 REPLIES = ".replies"
+SPILL = ".spill"  # paid replies that could not be written into their document's ledger
 HISTORY = ".history"
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -60,6 +63,11 @@ class Paths:
 
     def templates_csv(self, stage: str) -> Path:
         return self.raw_root / f"{stage}_templates.csv"
+
+    def inside_raw(self, path: Path) -> bool:
+        """True when `path` (symlinks resolved) lies inside `1_raw/`: the only files a prompt is
+        built from, besides a parent's parsed.txt."""
+        return Path(path).resolve().is_relative_to(self.raw_root.resolve())
 
     def template_path(self, stage: str, template_id: str) -> Path:
         return self.raw_root / "templates" / stage / f"{template_id}.txt"
@@ -166,6 +174,25 @@ class Paths:
     def reply_path(self, stage: str, gen_id: str, prompt_sha256: str) -> Path:
         """The saved reply to one prompt, named by the prompt's SHA-256 (first 16 hex)."""
         return self.replies_dir(stage, gen_id) / f"{prompt_sha256[:16]}.json"
+
+    def spill_paths(self, stage: str, gen_id: str, prompt_sha256: str) -> tuple[Path, Path]:
+        """Where a paid reply goes when its reply_path cannot be written (a full disk, a folder
+        that cannot be written): `<data_root>/.spill/`, then the system's temp folder (another
+        filesystem, most often), in a folder named by the data root. `ledger.saved_reply` looks
+        there too and moves a reply it finds into the ledger."""
+        name = f"{stage}__{gen_id}__{prompt_sha256[:16]}.json"
+        tag = hashlib.sha256(str(self.data_root.resolve()).encode("utf-8")).hexdigest()[:12]
+        return (self.data_root / SPILL / name, Path(tempfile.gettempdir()) / f"daydream-spill-{tag}" / name)
+
+    @property
+    def rehearsal_marker(self) -> Path:
+        """Present once an offline rehearsal reply was saved here (`daydream.rehearsal`)."""
+        return self.data_root / ".daydream-offline-replies"
+
+    @property
+    def paid_marker(self) -> Path:
+        """Present once a reply of a real provider was saved here (`daydream.rehearsal`)."""
+        return self.data_root / ".daydream-paid-replies"
 
     def history_dir(self, stage: str, gen_id: str, stamp: str) -> Path:
         """Where a deliberate regeneration moves the document's earlier files."""

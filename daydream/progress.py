@@ -91,6 +91,7 @@ class RunProgress:
             self.completion_tokens = 0
             self.cost_usd = 0.0
             self.unknown_cost_calls = 0
+            self.billed_failures = 0
             self.budget_stop: str | None = None
 
     # documents
@@ -131,6 +132,19 @@ class RunProgress:
                 self.unknown_cost_calls += 1
             else:
                 self.cost_usd += float(done.cost_usd)
+
+    def attempt_billed(self, stage: str, usage: dict | None, cost: float | None) -> None:
+        """A failed attempt that may have been billed (no text, a refusal, a reply nobody read):
+        its tokens and cost count in the run's spend."""
+        usage = usage or {}
+        with self._lock:
+            self.billed_failures += 1
+            self.prompt_tokens += usage.get("prompt_tokens") or 0
+            self.completion_tokens += usage.get("completion_tokens") or 0
+            if cost is None:
+                self.unknown_cost_calls += 1
+            else:
+                self.cost_usd += float(cost)
 
     def call_ended(self, stage: str, paid: bool) -> None:
         with self._lock:
@@ -255,6 +269,9 @@ def summary(rt: Runtime, snap: dict, ok: bool, budget_status: str | None, now: f
         f"{sources['copy']:,} copies, {sources['saved']:,} saved and {sources['restored']:,} restored replies",
         f"  {_tokens(snap)}; cost {_cost(snap)}" + (f"; {budget_status}" if budget_status else ""),
     ]
+    if snap.get("billed_failures"):
+        lines.append(f"  {snap['billed_failures']:,} failed attempt(s) may have been billed (no text, a refusal, "
+                     f"a reply never read): counted in the cost above and recorded in {rt.paths.llm_calls_jsonl}")
     if snap["budget_stop"]:
         lines.append(f"  budget: {snap['budget_stop']}")
     if snap["failure_kinds"]:

@@ -9,13 +9,14 @@ again (a new, paid call for each LLM document).
 from __future__ import annotations
 
 import csv
+import re
 import shutil
 from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 
 from daydream import stages, store
-from daydream.integrity import RAW_DIFFERS
+from daydream.integrity import restorable_only
 from daydream.paths import GEN_FILES, ORIGINAL_METADATA_FILES, REPLIES, Paths
 
 # A document's files, the original pipeline's metadata files beside them, and its saved replies.
@@ -66,10 +67,33 @@ def archive_document(paths: Paths, gen_id: str, stamp: str) -> Path | None:
     return target
 
 
-def archive_for_regeneration(paths: Paths, gen_ids: list[str], *, dry_run: bool = False) -> list[str]:
-    """Archive the chosen documents and their descendants; return the gen_ids affected."""
+class RegenerateError(ValueError):
+    """Chosen gen_ids that are not documents of this data root; the message names each and the fix."""
+
+
+def check_gen_ids(paths: Paths, gen_ids: list[str]) -> None:
+    """RegenerateError unless every gen_id has the gen_id pattern and is a document of this data
+    root with files to archive (nothing is moved when one is not)."""
+    problems = []
     for gen_id in gen_ids:
-        stages.of_gen_id(gen_id)
+        if not isinstance(gen_id, str) or not re.fullmatch(stages.GEN_ID_PATTERN, gen_id):
+            problems.append(f"{gen_id!r} is not a gen_id (d_..., e_..., v_...: a prefix, then lower-case letters and "
+                            "digits)")
+            continue
+        stage = stages.of_gen_id(gen_id).name
+        folder = paths.gen_dir(stage, gen_id)
+        if not any((folder / name).exists() for name in ARCHIVED):
+            where = "has nothing left to archive (already regenerated?)" if folder.is_dir() else "does not exist"
+            problems.append(f"{gen_id}: {folder} {where}; check the gen_id (membership.csv of each cohort and "
+                            f"{paths.stale_generations_csv} list them)")
+    if problems:
+        raise RegenerateError("nothing archived: " + "; ".join(problems))
+
+
+def archive_for_regeneration(paths: Paths, gen_ids: list[str], *, dry_run: bool = False) -> list[str]:
+    """Archive the chosen documents and their descendants; return the gen_ids affected.
+    RegenerateError (nothing moved) when a gen_id is not a document of this data root."""
+    check_gen_ids(paths, gen_ids)
     chosen = with_descendants(paths, gen_ids)
     if not dry_run:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
@@ -87,12 +111,17 @@ def _stale_rows(paths: Paths) -> list[dict]:
 
 
 def stale_gen_ids(paths: Paths) -> list[str]:
-    """The gen_ids listed in the last stale report, except those whose only reason is a
-    changed raw.txt: regenerating would pay again for a reply the ledger still holds
-    (`raw_changed_gen_ids`; deleting their raw.txt restores it for free)."""
-    return [row["gen_id"] for row in _stale_rows(paths) if not row["reason"].startswith(RAW_DIFFERS)]
+    """The gen_ids listed in the last stale report, except those whose only reasons are files
+    that differ from the saved reply (raw.txt, parsed.txt, metadata.json): regenerating would pay
+    again for a reply the ledger still holds (`restorable_gen_ids`; deleting those files
+    restores them for free)."""
+    return [row["gen_id"] for row in _stale_rows(paths) if not restorable_only(row["reason"])]
 
 
-def raw_changed_gen_ids(paths: Paths) -> list[str]:
-    """The gen_ids of the last stale report whose only reason is a changed raw.txt."""
-    return [row["gen_id"] for row in _stale_rows(paths) if row["reason"].startswith(RAW_DIFFERS)]
+def restorable_gen_ids(paths: Paths) -> list[str]:
+    """The gen_ids of the last stale report whose only reasons are files that differ from the
+    saved reply (a rerun restores them after they are deleted, no call is made)."""
+    return [row["gen_id"] for row in _stale_rows(paths) if restorable_only(row["reason"])]
+
+
+raw_changed_gen_ids = restorable_gen_ids  # the name scripts and tests of the raw.txt check use

@@ -55,11 +55,19 @@ def check_member(rt: Runtime, member: Member) -> dict | None:
     if current is not None and meta.get("prompt_sha256") != current.sha256:
         reasons.append(stale_reason(meta.get("prompt_sources") or {}, current.sources))
     model_now = current_model(rt, member)
-    if meta.get("model") and model_now and meta["model"] != model_now:
-        reasons.append(f"model changed (made by {meta['model']}, now {model_now})")
-    raw_change = integrity.raw_change(rt.paths, member.stage, member.gen_id, meta)
-    if raw_change:
-        reasons.append(raw_change)  # last: a reason that starts with it is the only one
+    # The model of the reply that was paid for (an edited metadata.json is reported below instead).
+    paid = integrity.paid_record(rt.paths, member.stage, member.gen_id, meta)
+    made_by = (paid or {}).get("model") or meta.get("model")
+    if made_by and model_now and made_by != model_now:
+        reasons.append(f"model changed (made by {made_by}, now {model_now})")
+    change = integrity.document_change(rt.paths, member.stage, member.gen_id, meta)
+    if meta.get("model_id") not in (None, member.llm_model_id) and meta.get("mode") != "copy":
+        change = "; ".join(filter(None, [change, (
+            f"{integrity.METADATA_DIFFERS} from its membership row (model_id {meta.get('model_id')!r}, the row says "
+            f"{member.llm_model_id!r}): delete {rt.paths.metadata_path(member.stage, member.gen_id)} and rerun "
+            "snakemake to write it again from the saved reply, no call is made")]))
+    if change:
+        reasons.append(change)  # last: a reason made only of these is mended by a rerun, for free
     if not reasons:
         return None
     return {"stage": member.stage, "gen_id": member.gen_id, "cohort_id": member.cohort_id,
@@ -104,3 +112,7 @@ def write_reports_after_failure(rt: Runtime) -> None:
         reports.write_reports_despite_failures(rt.paths, rt.cohort_ids, rt.experiment)
     except ExperimentError:
         log.warning("stale and cohort reports not rebuilt: the definition files have problems (listed above)")
+    except OSError as error:  # a full disk or a read-only data root: the summary still follows
+        log.warning("stale and cohort reports not rebuilt: %s could not be written (%s); free space (or make %s "
+                    "writable) and run again", getattr(error, "filename", None) or rt.paths.reporting_dir,
+                    error.strerror or error, rt.paths.data_root)

@@ -236,12 +236,19 @@ def load_generation(gens_root: str | Path, stage: str, gen_id: str) -> dict:
 
 
 def append_jsonl(path: Path, record: dict) -> None:
-    """Append one JSON line under an exclusive lock (safe across threads and processes)."""
+    """Append one JSON line under an exclusive lock (safe across threads and processes). A last
+    line cut short by a crash or a full disk is ended first, so it stays one unreadable line
+    (readers skip it and name it) and this record is whole on a line of its own."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(record, sort_keys=True) + "\n"
-    with path.open("a", encoding="utf-8") as out:
+    line = (json.dumps(record, sort_keys=True) + "\n").encode("utf-8")
+    with path.open("a+b") as out:
         fcntl.flock(out, fcntl.LOCK_EX)
         try:
+            size = out.seek(0, os.SEEK_END)
+            if size:
+                out.seek(size - 1)
+                if out.read(1) != b"\n":
+                    line = b"\n" + line
             out.write(line)
             out.flush()
         finally:

@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from daydream import batches, checkpoint_inputs, documents, provider_batches, reports, stages
+from daydream import batches, checkpoint_inputs, documents, provider_batches, rehearsal, reports, stages
 from daydream.paths import GEN_FILES
 from daydream.runtime import Runtime
 
@@ -56,6 +56,7 @@ def cohort_outputs(rt: Runtime, cohort_id: str) -> list[str]:
     """A cohort's gens files and its reports (once its membership is current). Documents waiting
     on a provider batch are held back, with their descendants and the reports, and the batch
     rounds that collect them are targeted instead (`provider_batches.gate`)."""
+    rehearsal.refuse_mixing(rt, cohort_id)  # offline rehearsal replies never stand in for paid ones
     gate = provider_batches.gate(rt)
     report_files = [str(rt.paths.cohort_report(cohort_id, r.name)) for r in reports.cohort_reports()]
     if not gate.blocked:

@@ -27,6 +27,7 @@ import os
 import shlex
 import socket
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,6 +45,27 @@ _HOST_LOCAL_FS = ("fuse.sshfs", "fuse.rclone", "fuse.s3fs")
 
 class DataRootBusy(RuntimeError):
     """Another run holds the data root; the message names it and what to do."""
+
+
+class CannotStart(RuntimeError):
+    """A run that could never make a document (no cores, a data root it cannot write): said at
+    once, before the data root is held."""
+
+
+def check_can_start(data_root: str | Path, *, cores: int | None, local_exec: bool) -> None:
+    """CannotStart when jobs run in this process and `--cores` is below 1 (Snakemake would wait
+    for a core forever), or when the data root cannot be written (a read-only mount or folder)."""
+    if local_exec and cores is not None and cores < 1:
+        raise CannotStart(f"--cores {cores}: no job can start with fewer than one core, so the run would wait for "
+                          "ever; run with --cores N (N >= 1), e.g. --cores 8")
+    root = Path(data_root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=root):
+            pass
+    except OSError as error:
+        raise CannotStart(f"the data root {root} cannot be written ({error.strerror or error}); make it writable "
+                          "(or mount it read-write), or give the run another data_root: --config data_root=DIR") from error
 
 
 class LockUnavailable(RuntimeError):

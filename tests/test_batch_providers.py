@@ -95,3 +95,32 @@ def test_routes_with_a_batch_api_and_their_limits():
     assert has_batch_api("openai") and has_batch_api("anthropic") and not has_batch_api("openrouter")
     assert (batch_provider_for("openai").max_requests, batch_provider_for("anthropic").max_requests) == (
         50_000, 100_000)
+
+
+def test_a_batch_that_fails_validation_as_a_whole_gives_its_reason_and_can_be_cancelled(openai_server):
+    """The SDK's BatchError objects are read as attributes: the failure is reported per request
+    (so each can be submitted again) and a cancel of the ended batch is not refused."""
+    openai_server.fail_batch_validation("Enqueued token limit reached.", code="token_limit_exceeded",
+                                        provider="openai")
+    provider, batch_id = submit(openai_server, "openai", ["v_a", "v_b"])
+    state = ended(provider, openai_server, "openai", batch_id)
+    assert state.status == "failed"
+    results = provider.results(target(openai_server, "openai"), batch_id, ["v_a", "v_b"])
+    assert [(r.custom_id, r.kind, r.status) for r in results] == [("v_a", "errored", None), ("v_b", "errored", None)]
+    assert all("token_limit_exceeded: Enqueued token limit reached." in r.error for r in results)
+    provider.cancel(target(openai_server, "openai"), batch_id)  # ended: nothing to cancel, no 400
+
+
+def test_a_batch_line_answered_without_text_is_a_billed_reply_with_its_usage(openai_server):
+    from tests.openai_server import reply
+
+    openai_server.on_batch_request(reply("", usage={"completion_tokens": 9}), "v_empty")
+    openai_server.on_batch_request(reply("no", finish_reason="content_filter", usage={"completion_tokens": 1}),
+                                   "v_refused")
+    provider, batch_id = submit(openai_server, "openai", ["v_empty", "v_refused"])
+    ended(provider, openai_server, "openai", batch_id)
+    results = {r.custom_id: r for r in provider.results(target(openai_server, "openai"), batch_id,
+                                                        ["v_empty", "v_refused"])}
+    assert results["v_empty"].kind == "succeeded" and results["v_empty"].reply.text == ""
+    assert results["v_empty"].reply.usage["completion_tokens"] == 9
+    assert results["v_refused"].reply.finish_reason == "content_filter"

@@ -76,14 +76,19 @@ class LiteLLMProvider:
             model=request.model, messages=[{"role": "user", "content": request.prompt}],
             temperature=request.temperature, max_tokens=request.max_tokens, timeout=request.timeout_s,
             num_retries=0, max_retries=0, api_key=key, **extra)
+        usage = usage_counts(getattr(response, "usage", None))
         choices = getattr(response, "choices", None) or []
         if not choices:
-            raise http_errors.EmptyReplyError("the reply has no choices")
+            raise http_errors.EmptyReplyError("the reply has no choices", usage=usage)
         message = getattr(choices[0], "message", None)
         text, finish = (getattr(message, "content", None) or ""), choices[0].finish_reason
+        if finish in http_errors.REFUSAL_FINISH_REASONS:
+            raise http_errors.RefusedReplyError(f"the provider refused the prompt (finish_reason={finish})",
+                                                usage=usage, finish_reason=finish, text=text)
         if not text.strip() and finish != "length":
-            raise http_errors.EmptyReplyError(f"the reply has no text (finish_reason={finish})")
-        return Reply(text, finish, usage_counts(getattr(response, "usage", None)), response, request.route)
+            raise http_errors.EmptyReplyError(f"the reply has no text (finish_reason={finish})", usage=usage,
+                                              finish_reason=finish, text=text)
+        return Reply(text, finish, usage, response, request.route)
 
     def errors(self) -> tuple[type[BaseException], ...]:
         """litellm's exceptions (all OpenAI SDK errors), HTTP transport errors (httpx's and
@@ -92,7 +97,7 @@ class LiteLLMProvider:
         import httpx
         import openai
 
-        return openai.OpenAIError, httpx.HTTPError, aiohttp.ClientError, TimeoutError, http_errors.EmptyReplyError
+        return openai.OpenAIError, httpx.HTTPError, aiohttp.ClientError, TimeoutError, http_errors.BilledReplyError
 
     def retry_decision(self, error: BaseException) -> RetryDecision | None:
         return http_errors.retry_decision(error)

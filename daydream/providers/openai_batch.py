@@ -35,13 +35,34 @@ def usage_of(usage: dict | None) -> dict:
 
 
 def reply_of(custom_id: str, body: dict) -> BatchResult:
-    """A 200 line's chat completion; no text (and not cut by the token limit) is a failure."""
+    """A 200 line's chat completion. One without text (a refusal, an empty reply) was answered and
+    billed all the same: it is a reply, saved and recorded with its usage like any other (its
+    document then fails with the reason, and is not paid for again by a rerun); a line without
+    choices is a failure."""
     choices = body.get("choices") or []
-    message = (choices[0].get("message") or {}) if choices else {}
-    text, finish = message.get("content") or "", (choices[0].get("finish_reason") if choices else None)
-    if not text.strip() and finish != "length":
-        return BatchResult(custom_id, "errored", error=f"the reply has no text (finish_reason={finish})")
+    if not choices:
+        return BatchResult(custom_id, "errored", error="the reply has no choices")
+    message = choices[0].get("message") or {}
+    text, finish = message.get("content") or "", choices[0].get("finish_reason")
     return BatchResult(custom_id, "succeeded", Reply(text, finish, usage_of(body.get("usage"))))
+
+
+def _field(item: object, name: str) -> object:
+    """A field of an SDK object (pydantic: an attribute) or of a plain dict."""
+    return item.get(name) if isinstance(item, dict) else getattr(item, name, None)
+
+
+def batch_errors(batch: object) -> str:
+    """Why a batch failed as a whole: each of its `errors.data` (the SDK's `BatchError` objects,
+    or dicts), as `code: message (line N)`."""
+    errors = getattr(batch, "errors", None)
+    items = (_field(errors, "data") if errors is not None else None) or []
+    parts = []
+    for item in items:
+        code, message, line = _field(item, "code"), _field(item, "message"), _field(item, "line")
+        text = ": ".join(str(p) for p in (code, message) if p) or "no detail"
+        parts.append(f"{text} (line {line})" if line is not None else text)
+    return "; ".join(parts) or "no reason given"
 
 
 def _error_line(row: dict) -> BatchResult:
@@ -93,14 +114,19 @@ class OpenAIBatchProvider:
                                        if response.get("status_code") == 200 else _error_line(row))
         for row in self._lines(target, batch.error_file_id):
             found[row["custom_id"]] = _error_line(row)
-        why = "; ".join(e.get("message", "") for e in ((batch.errors.data if batch.errors else None) or []))
+        why = batch_errors(batch)
         missing = BatchResult("", "errored", error=f"the batch failed: {why}") if batch.status == "failed" else None
         return [found.get(c) or BatchResult(c, missing.kind if missing else "canceled",
                                             error=missing.error if missing else "no result (cancelled)")
                 for c in custom_ids]
 
     def cancel(self, target: BatchTarget, batch_id: str) -> None:
-        litellm_module().cancel_batch(batch_id=batch_id, **_kwargs(target))
+        """Ask for the batch to be cancelled; nothing to do for a batch that has ended already
+        (a batch that failed validation, say: the provider answers 400 to a cancel then)."""
+        litellm = litellm_module()
+        if litellm.retrieve_batch(batch_id=batch_id, **_kwargs(target)).status in ENDED:
+            return
+        litellm.cancel_batch(batch_id=batch_id, **_kwargs(target))
 
     def find(self, target: BatchTarget, label: str, since: float, size: int, known: set[str]) -> str | None:
         after = None
