@@ -12,6 +12,7 @@ from daydream import (
     progress,
     provider_batches,
     reports,
+    settings,
     stages,
     stale,
     targets,
@@ -25,7 +26,9 @@ provider_batches.watch_interrupts()  # a Ctrl-C stops waiting batch rounds too
 progress.shape_terminal_output(
     workflow.output_settings.quiet, workflow.output_settings.verbose
 )
-RT = Runtime(config)
+# The data root: --config data_root > $DAYDREAM_DATA_ROOT > config.yaml; <data_root>/daydream.yaml
+# sits between config.yaml and --config (daydream.settings.resolved_config).
+RT = Runtime(settings.resolved_config(config, workflow.config_settings.overwrite_config))
 PATHS = RT.paths
 
 

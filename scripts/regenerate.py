@@ -8,17 +8,17 @@ Example: python scripts/regenerate.py --stale       # every document in stale_ge
 import argparse
 import sys
 
-from daydream import writer_lock
+from daydream import settings, writer_lock
 from daydream.paths import Paths
 from daydream.regenerate import archive_for_regeneration, raw_changed_gen_ids, stale_gen_ids
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("gen_ids", nargs="*", help="documents to regenerate (d_..., e_..., v_...)")
 parser.add_argument("--stale", action="store_true", help="add every document of the stale report")
-parser.add_argument("--data-root", default="data", help="the workflow's data_root (default: data)")
+parser.add_argument("--data-root", help="the data root (default: $DAYDREAM_DATA_ROOT, else config/config.yaml's data_root)")
 parser.add_argument("--dry-run", action="store_true", help="list what would be archived, change nothing")
 args = parser.parse_args()
-paths = Paths.from_str(args.data_root)
+paths = Paths.from_str(settings.data_root(args.data_root))
 chosen = args.gen_ids + (stale_gen_ids(paths) if args.stale else [])
 if args.stale and (edited := raw_changed_gen_ids(paths)):
     print(f"not regenerated: {len(edited)} document(s) whose only problem is a changed raw.txt ({' '.join(edited)}); "
