@@ -27,7 +27,7 @@ import tenacity
 
 from daydream.experiment import ModelRow
 from daydream.limits import limits
-from daydream.providers import OFFLINE_ROUTE, CallRequest, Provider, Reply, provider_for
+from daydream.providers import OFFLINE_ROUTE, CallRequest, Provider, Reply, http_errors, provider_for
 from daydream.providers.http_errors import status_of
 from daydream.settings import LLMSettings
 
@@ -153,7 +153,7 @@ def _log_retry(gen_id: str, model: str):
         wait = state.next_action.sleep if state.next_action else 0.0
         log.log(logging.WARNING if wait >= LONG_WAIT_S else logging.INFO,
                 "retry gen_id=%s model=%s attempt=%d error=%s status=%s wait=%.2fs",
-                gen_id, model, state.attempt_number, type(error).__name__, status_of(error), wait)
+                gen_id, model, state.attempt_number, type(error).__name__, http_errors.received_status(error), wait)
     return before_sleep
 
 
@@ -190,13 +190,16 @@ def _why_it_stopped(provider: Provider, error: BaseException, state: tenacity.Re
 
 
 def _failure(provider: Provider, error: BaseException, state: tenacity.RetryCallState | None, row: ModelRow,
-             settings: LLMSettings, gen_id: str, key: str | None) -> LLMCallError:
+             settings: LLMSettings, gen_id: str, key: str | None, timeout_s: float | None = None) -> LLMCallError:
+    """The one-line failure: what happened (`http_errors.describe`: a status only when one was
+    received; else could not resolve host, connection refused, timed out after N s), the
+    innermost cause's text when no response came, and why it stopped."""
     model, attempts = model_string(row, settings), state.attempt_number if state else 1
-    status, name = status_of(error), type(error).__name__
-    http = f" (HTTP {status})" if status else ""
+    status, name = http_errors.received_status(error), type(error).__name__
+    detail = str(error) if status is not None else http_errors.root_message(error)
     why = _why_it_stopped(provider, error, state, settings, key_env_var(row, settings))
-    message = f"{gen_id}: model {model} ({row.id}) failed after {attempts} attempt(s): {name}{http}: " \
-              f"{_one_line(str(error), key)}; {why}"
+    message = f"{gen_id}: model {model} ({row.id}) failed after {attempts} attempt(s): " \
+              f"{http_errors.describe(error, timeout_s)}: {_one_line(detail, key)}; {why}"
     log.warning("failed gen_id=%s model=%s attempts=%d error=%s status=%s", gen_id, model, attempts, name, status)
     return LLMCallError(message, error_class=name, attempts=attempts, status=status)
 
@@ -224,7 +227,7 @@ def call_model(row: ModelRow, prompt: str, *, stage: str, settings: LLMSettings,
                 started = time.monotonic() if started is None else started
                 reply = provider.complete(request)
     except provider.errors() as error:
-        raise _failure(provider, error, state, row, settings, gen_id, key) from error
+        raise _failure(provider, error, state, row, settings, gen_id, key, request.timeout_s) from error
     attempts = state.attempt_number if state else 1
     done = Completion(reply.text, model, reply.finish_reason, reply.usage, provider.cost_usd(row, reply),
                       round(time.monotonic() - started, 3), attempts, stage_settings.temperature,

@@ -271,7 +271,7 @@ def summary(rt: Runtime, snap: dict, ok: bool, budget_status: str | None, now: f
     if snap["failure_kinds"]:
         kinds = ", ".join(f"{n} {kind}" for kind, n in snap["failure_kinds"].most_common())
         lines.append(f"  failed documents: {kinds}")
-        lines += [f"    {f.stage} {f.gen_id}: {f.kind}: {f.message[:200]}" for f in snap["failures"]]
+        lines += [f"    {f.stage} {f.gen_id}: {f.kind}: {f.message}" for f in snap["failures"]]
     if set(snap["failure_kinds"]) - {BUDGET}:
         lines.append(f"  where to look: failed calls in {rt.paths.llm_errors_jsonl}, replies that did not parse in "
                      f"{rt.paths.parse_errors_jsonl}, each document's log under {rt.paths.data_root / 'logs'}, "
