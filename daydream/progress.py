@@ -400,6 +400,8 @@ def shape_terminal_output(quiet, verbose: bool) -> bool:
         terminal = isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
         if terminal and not any(isinstance(f, TerminalFilter) for f in handler.filters):
             handler.addFilter(TerminalFilter())
-    logging.getLogger("daydream").setLevel(logging.WARNING)
+    for handler in logging.getLogger("daydream").handlers:  # the terminal only: job logs keep INFO
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            handler.setLevel(logging.WARNING)
     _READABLE[0] = True
     return True

@@ -94,6 +94,8 @@ def test_the_filter_goes_on_the_terminal_only_when_quiet_about_rules_and_not_ver
     logger = logging.getLogger("snakemake.logging")
     terminal, logfile = logging.StreamHandler(), logging.FileHandler("/dev/null")
     daydream_level = logging.getLogger("daydream").level
+    daydream_terminal = logging.StreamHandler()
+    logging.getLogger("daydream").addHandler(daydream_terminal)
     logger.addHandler(terminal)
     logger.addHandler(logfile)
     try:
@@ -103,8 +105,10 @@ def test_the_filter_goes_on_the_terminal_only_when_quiet_about_rules_and_not_ver
         assert progress.shape_terminal_output({Quietness.RULES, Quietness.HOST}, verbose=False)
         assert progress.shape_terminal_output({Quietness.RULES}, verbose=False)
         assert [type(f) for f in terminal.filters] == [progress.TerminalFilter] and logfile.filters == []
-        assert logging.getLogger("daydream").level == logging.WARNING
+        # the terminal shows daydream's warnings only; the logger keeps INFO for the job logs
+        assert daydream_terminal.level == logging.WARNING and logging.getLogger("daydream").level == daydream_level
     finally:
+        logging.getLogger("daydream").removeHandler(daydream_terminal)
         logger.removeHandler(terminal)
         logger.removeHandler(logfile)
         logfile.close()
