@@ -19,10 +19,16 @@ parser.add_argument("--data-root", help="the data root (default: $DAYDREAM_DATA_
 parser.add_argument("--dry-run", action="store_true", help="list what would be archived, change nothing")
 args = parser.parse_args()
 paths = Paths.from_str(settings.data_root(args.data_root))
-chosen = args.gen_ids + (stale_gen_ids(paths) if args.stale else [])
+try:
+    chosen = args.gen_ids + (stale_gen_ids(paths) if args.stale else [])
+except FileNotFoundError as error:
+    sys.exit(f"error: {error}")
 if args.stale and (edited := raw_changed_gen_ids(paths)):
     print(f"not regenerated: {len(edited)} document(s) whose only problem is a changed raw.txt ({' '.join(edited)}); "
           "the paid reply is saved: delete their raw.txt and rerun snakemake to restore it, no call is made")
+if not chosen and args.stale:
+    print(f"nothing is stale ({paths.stale_generations_csv}): nothing to regenerate")
+    sys.exit(0)
 if not chosen:
     parser.error("name gen_ids or use --stale")
 if not args.dry_run:
