@@ -94,3 +94,26 @@ def test_a_failed_document_log_says_why(rt, tmp_path):  # noqa: F811
         documents.write_document(rt, member.stage, member.gen_id, str(log_path))
     text = log_path.read_text()
     assert "reusing saved reply" in text and "failed: DocumentError" in text and "no <essay-idea> block" in text
+
+
+def test_offline_replicates_of_one_evaluation_differ_by_replicate(data_root, cohorts_dir):
+    from daydream import cohorts
+    from daydream.runtime import Runtime
+    from tests.conftest import TINY_COHORT, write_cohort
+
+    write_cohort(cohorts_dir, "reps", {**TINY_COHORT, "evaluation": {**TINY_COHORT["evaluation"], "replicates": 3}})
+    runtime = Runtime({"data_root": str(data_root), "cohorts_dir": str(cohorts_dir), "cohorts": ["reps"],
+                       "offline": True})
+    cohorts.build_cohort(runtime.paths, "reps", runtime.paths.cohort_file("reps"))
+    for stage in ("draft", "essay", "evaluation"):
+        for member in runtime.membership.members("reps", stage):
+            documents.write_document(runtime, member.stage, member.gen_id)
+    evaluations = runtime.membership.members("reps", "evaluation")
+    by_task: dict = {}
+    for m in evaluations:
+        key = (m.parent_gen_id, m.template_id, m.llm_model_id)
+        by_task.setdefault(key, {})[m.replicate] = runtime.paths.raw_path(m.stage, m.gen_id).read_text()
+    assert len(by_task) == 24 and all(sorted(texts) == [1, 2, 3] for texts in by_task.values())
+    assert all(len(set(texts.values())) == 3 for texts in by_task.values())  # same prompt, three replies
+    scores = [{t.splitlines()[-1] for t in texts.values()} for texts in by_task.values()]
+    assert sum(len(s) > 1 for s in scores) >= 18  # the scores vary by replicate too
