@@ -61,6 +61,7 @@ import yaml
 
 from daydream import ids, stages
 from daydream.columns import MEMBERSHIP_COLUMNS
+from daydream.errors import UserError
 from daydream.paths import Paths
 
 TOP_LEVEL_KEYS = ("axes", "rules", "output")
@@ -73,7 +74,7 @@ FILE_PREFIX = "@file:"
 _FAILED = object()  # what `_include` returns after it recorded a problem
 
 
-class DesignError(ValueError):
+class DesignError(ValueError, UserError):
     """A bad design spec or design; `problems` holds one line per problem (file, item, fix)."""
 
     def __init__(self, problems: Iterable[str]):

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 from daydream import definitions
 from daydream.columns import COMBO_MAPPING_COLUMNS
+from daydream.errors import UserError
 from daydream.paths import Paths
 
 VERSION = "v1"
@@ -35,7 +36,7 @@ class ComboClashError(ValueError):
     pass
 
 
-class ComboRegisterError(ValueError):
+class ComboRegisterError(ValueError, UserError):
     """`combo_mappings.csv` cannot be read; `problems` has one line per problem (file, line, fix)."""
 
     def __init__(self, problems: list[str]):

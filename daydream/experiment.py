@@ -27,10 +27,11 @@ from daydream.columns import (
     TEMPLATE_COLUMNS,
 )
 from daydream.definitions import Row, Table, parse_bool, read_table
+from daydream.errors import UserError
 from daydream.paths import Paths
 
 
-class ExperimentError(ValueError):
+class ExperimentError(ValueError, UserError):
     """Bad experiment input; `problems` holds one line per problem."""
 
     def __init__(self, problems: list[str]):

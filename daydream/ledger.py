@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from daydream import budget, calls, store
+from daydream.errors import UserError
 from daydream.membership import Member
 from daydream.paths import Paths
 from daydream.prompts import Prompt
@@ -34,7 +35,7 @@ from daydream.runtime import Runtime
 log = logging.getLogger(__name__)
 
 
-class RepaymentRefused(RuntimeError):
+class RepaymentRefused(RuntimeError, UserError):
     """A document already has a reply paid for an earlier prompt: paying again must be a
     deliberate regeneration. The message names the command."""
 

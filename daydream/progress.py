@@ -413,8 +413,8 @@ def finish(rt: Runtime, ok: bool) -> None:
     if sum(snap["made"].values()) or sum(snap["failed"].values()) or snap["calls_made"]:
         _emit(summary(rt, snap, ok, _budget_status(rt)))
     elif not _PLANNING[0]:
-        _emit("\n".join([f"daydream: run {'finished' if ok else 'ended with failures'}: no document needed making",
-                         *results(rt)]))
+        what = "finished: no document needed making" if ok else "ended with failures before any document was made"
+        _emit("\n".join([f"daydream: run {what}", *results(rt)]))
 
 
 # -- Snakemake's terminal output --------------------------------------------------------------------

@@ -17,10 +17,11 @@ import jsonschema
 import yaml
 
 from daydream import stages
+from daydream.errors import UserError
 from daydream.paths import CONFIG_DIR, schema_path
 
 
-class ConfigError(ValueError):
+class ConfigError(ValueError, UserError):
     """A config that does not fit the schema; one line per problem: the key, why, the fix."""
 
     def __init__(self, problems: list[str]):

@@ -7,6 +7,7 @@ from daydream import (
     checkpoint_inputs,
     cohorts,
     documents,
+    errors,
     ids,
     plan,
     progress,
@@ -21,6 +22,7 @@ from daydream import (
 from daydream.runtime import Runtime, configure_logging
 
 configure_logging()
+errors.show_user_errors_briefly()  # a UserError's message once, without frames (daydream.errors)
 provider_batches.watch_interrupts()  # a Ctrl-C stops waiting batch rounds too
 # With the profile's `quiet: [rules, host]`: no per-job lines on the terminal (daydream.progress).
 progress.shape_terminal_output(
