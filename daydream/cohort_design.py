@@ -303,8 +303,13 @@ def _parse_spec(spec: object, ctx: _Context) -> _Parsed:
 
 
 def _parse_axes(raw: object, ctx: _Context) -> dict[str, list[str]]:
-    if not isinstance(raw, dict) or not raw:
-        ctx.add("axes", "must be a non-empty mapping of axis name to a list of levels or '@file:<path>'")
+    """The declared axes; `axes:` may be empty (`{}` or nothing) when tuple rules define every
+    axis (a curated bundle), which `compile_design` checks once the rules are read."""
+    if raw is None or raw == {}:
+        return {}
+    if not isinstance(raw, dict):
+        ctx.add("axes", "must be a mapping of axis name to a list of levels or '@file:<path>' (empty only when "
+                "tuple rules define every axis)")
         return {}
     axes = {}
     for name, levels in raw.items():
@@ -675,6 +680,9 @@ def compile_design(spec: dict, base_dir: Path | str, *, seed: int | None = None,
     ctx = _Context(str(source) if source is not None else f"{base_dir} (design spec)", Path(base_dir))
     parsed = _parse_spec(spec, ctx)
     layout = _layout(parsed)
+    if not layout.order and not ctx.problems:
+        ctx.add("axes", "no axes: declare them under axes (a mapping of axis name to levels), or define them "
+                "with tuple rules; axes may be empty only when tuples define every axis")
     for rule in parsed.rules:
         _APPLY[rule.kind](layout, rule, ctx)
     columns = _columns(layout, parsed.field_order, ctx)
