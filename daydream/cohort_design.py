@@ -725,6 +725,12 @@ PARENT_MODEL_FIELDS = ("essay_llm",)  # may be None: the parent document's own m
 DRAFT_MODEL_WORDS = ("", "none")  # an essay_llm meaning "the draft's model" (any case)
 
 
+def design_combo_ids(design: Design) -> list[str]:
+    """The combo ids a compiled design names, in first-seen order (from `combo_id` or `combo`)."""
+    column = next((alias for alias in FIELD_ALIASES["combo_id"] if alias in design.columns), None)
+    return list(dict.fromkeys(row[column] for row in design.rows)) if column else []
+
+
 def _field_columns(columns: list[str], where: str, problems: list[str]) -> dict[str, str | None]:
     """The design column that holds each field (None: an optional field the design leaves out)."""
     chosen: dict[str, str | None] = {}
