@@ -16,8 +16,8 @@ import argparse
 import sys
 from collections import Counter
 
-from daydream.original_store import import_store
 from daydream import settings
+from daydream.original_store import import_store
 from daydream.paths import Paths
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
