@@ -30,7 +30,9 @@ progress.shape_terminal_output(
 )
 # The data root: --config data_root > $DAYDREAM_DATA_ROOT > config.yaml; <data_root>/daydream.yaml
 # sits between config.yaml and --config (daydream.settings.resolved_config).
-RT = Runtime(settings.resolved_config(config, workflow.config_settings.overwrite_config))
+RT = Runtime(
+    settings.resolved_config(config, workflow.config_settings.overwrite_config)
+)
 PATHS = RT.paths
 # Snakemake calls no hook when a run has nothing to do: this says so, and where the results are.
 progress.watch_nothing_to_do(RT, lambda: workflow.dryrun)
