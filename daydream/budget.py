@@ -43,6 +43,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from daydream import calls, cohorts, plan, progress, settings
+from daydream.errors import UserError
 from daydream.membership import Member
 from daydream.prompts import Prompt
 from daydream.runtime import Runtime
@@ -53,7 +54,7 @@ PLAN_RULE = "plan"  # the target rule of rules/plan.smk: it makes no call and is
 _EPSILON = 1e-12
 
 
-class BudgetRefused(RuntimeError):
+class BudgetRefused(RuntimeError, UserError):
     """The missing calls could cost more than a budget allows: refused before the first call."""
 
 

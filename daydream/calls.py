@@ -183,7 +183,7 @@ def _log_retry(gen_id: str, model: str):
         wait = state.next_action.sleep if state.next_action else 0.0
         log.log(logging.WARNING if wait >= LONG_WAIT_S else logging.INFO,
                 "retry gen_id=%s model=%s attempt=%d error=%s status=%s wait=%.2fs",
-                gen_id, model, state.attempt_number, type(error).__name__, status_of(error), wait)
+                gen_id, model, state.attempt_number, type(error).__name__, http_errors.received_status(error), wait)
     return before_sleep
 
 
@@ -220,13 +220,17 @@ def _why_it_stopped(provider: Provider, error: BaseException, state: tenacity.Re
 
 
 def _failure(provider: Provider, error: BaseException, state: tenacity.RetryCallState | None, row: ModelRow,
-             settings: LLMSettings, gen_id: str, key: str | None, billed: Attempt | None = None) -> LLMCallError:
+             settings: LLMSettings, gen_id: str, key: str | None, billed: Attempt | None = None,
+             timeout_s: float | None = None) -> LLMCallError:
+    """The one-line failure: what happened (`http_errors.describe`: a status only when one was
+    received; else could not resolve host, connection refused, timed out after N s), the
+    innermost cause's text when no response came, and why it stopped."""
     model, attempts = model_string(row, settings), state.attempt_number if state else 1
-    status, name = status_of(error), type(error).__name__
-    http = f" (HTTP {status})" if status else ""
+    status, name = http_errors.received_status(error), type(error).__name__
+    detail = str(error) if status is not None else http_errors.root_message(error)
     why = _why_it_stopped(provider, error, state, settings, key_env_var(row, settings))
-    message = f"{gen_id}: model {model} ({row.id}) failed after {attempts} attempt(s): {name}{http}: " \
-              f"{_one_line(str(error), key)}; {why}"
+    message = f"{gen_id}: model {model} ({row.id}) failed after {attempts} attempt(s): " \
+              f"{http_errors.describe(error, timeout_s)}: {_one_line(detail, key)}; {why}"
     log.warning("failed gen_id=%s model=%s attempts=%d error=%s status=%s", gen_id, model, attempts, name, status)
     return LLMCallError(message, error_class=name, attempts=attempts, status=status, billed=billed)
 
@@ -247,7 +251,7 @@ def _billed_attempt(provider: Provider, request: CallRequest, error: BaseExcepti
 
 # -- the entry point --------------------------------------------------------------------------
 def call_model(row: ModelRow, prompt: str, *, stage: str, settings: LLMSettings, gen_id: str,
-               on_billed: Callable[[Attempt], None] | None = None) -> Completion:
+               on_billed: Callable[[Attempt], None] | None = None, replicate: int = 1) -> Completion:
     """Ask `row`'s model for a reply to `prompt`, within the limits and the retry policy.
 
     Raises LLMCallError (one-line message: gen_id, model, error class, status, reason) after
@@ -259,7 +263,7 @@ def call_model(row: ModelRow, prompt: str, *, stage: str, settings: LLMSettings,
     provider, model, stage_settings = provider_of(row, settings), model_string(row, settings), settings.stage(stage)
     key = api_key(row, settings)
     request = CallRequest(row, route_of(row, settings), model, stage, prompt, stage_settings.temperature, stage_settings.max_tokens,
-                          stage_settings.timeout_s, key)
+                          stage_settings.timeout_s, key, replicate)
     cap_key, retrying = concurrency_key(row, settings), _retrying(provider, settings, gen_id, model)
     state: tenacity.RetryCallState | None = None
     started = None  # when the first attempt got its slot: waiting for a slot is not duration
@@ -284,7 +288,7 @@ def call_model(row: ModelRow, prompt: str, *, stage: str, settings: LLMSettings,
                     raise
     except failures as error:
         billed = last_billed[1] if last_billed is not None and last_billed[0] is error else None
-        raise _failure(provider, error, state, row, settings, gen_id, key, billed) from error
+        raise _failure(provider, error, state, row, settings, gen_id, key, billed, request.timeout_s) from error
     attempts = state.attempt_number if state else 1
     done = Completion(reply.text, model, reply.finish_reason, reply.usage, provider.cost_usd(row, reply),
                       round(time.monotonic() - started, 3), attempts, stage_settings.temperature,

@@ -61,6 +61,7 @@ import yaml
 
 from daydream import ids, stages
 from daydream.columns import MEMBERSHIP_COLUMNS
+from daydream.errors import UserError
 from daydream.paths import Paths
 
 TOP_LEVEL_KEYS = ("axes", "rules", "output")
@@ -73,7 +74,7 @@ FILE_PREFIX = "@file:"
 _FAILED = object()  # what `_include` returns after it recorded a problem
 
 
-class DesignError(ValueError):
+class DesignError(ValueError, UserError):
     """A bad design spec or design; `problems` holds one line per problem (file, item, fix)."""
 
     def __init__(self, problems: Iterable[str]):
@@ -302,8 +303,13 @@ def _parse_spec(spec: object, ctx: _Context) -> _Parsed:
 
 
 def _parse_axes(raw: object, ctx: _Context) -> dict[str, list[str]]:
-    if not isinstance(raw, dict) or not raw:
-        ctx.add("axes", "must be a non-empty mapping of axis name to a list of levels or '@file:<path>'")
+    """The declared axes; `axes:` may be empty (`{}` or nothing) when tuple rules define every
+    axis (a curated bundle), which `compile_design` checks once the rules are read."""
+    if raw is None or raw == {}:
+        return {}
+    if not isinstance(raw, dict):
+        ctx.add("axes", "must be a mapping of axis name to a list of levels or '@file:<path>' (empty only when "
+                "tuple rules define every axis)")
         return {}
     axes = {}
     for name, levels in raw.items():
@@ -674,6 +680,9 @@ def compile_design(spec: dict, base_dir: Path | str, *, seed: int | None = None,
     ctx = _Context(str(source) if source is not None else f"{base_dir} (design spec)", Path(base_dir))
     parsed = _parse_spec(spec, ctx)
     layout = _layout(parsed)
+    if not layout.order and not ctx.problems:
+        ctx.add("axes", "no axes: declare them under axes (a mapping of axis name to levels), or define them "
+                "with tuple rules; axes may be empty only when tuples define every axis")
     for rule in parsed.rules:
         _APPLY[rule.kind](layout, rule, ctx)
     columns = _columns(layout, parsed.field_order, ctx)
@@ -708,6 +717,12 @@ PARENT_MODEL_FIELDS = tuple(model for stage, (_, model, _) in zip(LINEAGE, STAGE
                             if stage.parent_model_by_default)
 OPTIONAL_FIELDS = (*PARENT_MODEL_FIELDS, *REPLICATE_FIELDS)
 DRAFT_MODEL_WORDS = ("", "none")  # an essay_llm meaning "the draft's model" (any case)
+
+
+def design_combo_ids(design: Design) -> list[str]:
+    """The combo ids a compiled design names, in first-seen order (from `combo_id` or `combo`)."""
+    column = next((alias for alias in FIELD_ALIASES["combo_id"] if alias in design.columns), None)
+    return list(dict.fromkeys(row[column] for row in design.rows)) if column else []
 
 
 def _field_columns(columns: list[str], where: str, problems: list[str]) -> dict[str, str | None]:

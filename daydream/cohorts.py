@@ -328,8 +328,8 @@ def design_combos(combo_ids: list[str], experiment: Experiment, paths: Paths, wh
     for combo_id in sorted(combo_ids):
         if combo_id not in known:
             problems.append(f"{where}: combo_id {combo_id!r} is not registered in {paths.combo_mappings_csv}; "
-                            "bring that file along from the original data folder, or name the concepts in a "
-                            "plain cohort file (concepts: combos: [[...]])")
+                            "bring that file along from the original data folder, or register it from its concepts: "
+                            f"python scripts/register_combos.py {where} --level <level> --concepts a,b ...")
             continue
         concepts, level, k = known[combo_id]
         for concept in concepts:

@@ -43,6 +43,8 @@ MEMBERSHIP_COLUMNS = (
     "stage", "gen_id", "cohort_id", "parent_gen_id", "combo_id",
     "template_id", "llm_model_id", "replicate",
 )
+# The original pipeline's 1_raw/replication_config.csv (replicates per stage).
+REPLICATION_CONFIG_COLUMNS = ("stage", "replicates")
 COMBO_MAPPING_COLUMNS = ("combo_id", "version", "concept_id", "description_level", "k_max", "created_at")
 
 # -- the gens store ---------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 from daydream import definitions
 from daydream.columns import COMBO_MAPPING_COLUMNS
+from daydream.errors import UserError
 from daydream.paths import Paths
 
 VERSION = "v1"
@@ -35,7 +36,7 @@ class ComboClashError(ValueError):
     pass
 
 
-class ComboRegisterError(ValueError):
+class ComboRegisterError(ValueError, UserError):
     """`combo_mappings.csv` cannot be read; `problems` has one line per problem (file, line, fix)."""
 
     def __init__(self, problems: list[str]):
@@ -134,3 +135,45 @@ def registered_combos(paths: Paths) -> dict[str, tuple[tuple[str, ...], str, int
     ComboRegisterError when it cannot be read."""
     return {key: (tuple(concepts), level, k) for key, (concepts, level, k) in
             _read_register(paths.combo_mappings_csv).items()}
+
+
+# -- rebuilding the register from concept lists -------------------------------------------------
+# The original repository git-ignores combo_mappings.csv, so its specs arrive naming combo ids
+# that no register here knows. An id is `ids.combo_id(concepts, level, k)`: it cannot be read
+# back into concepts, but the concepts a researcher names give it again.
+
+@dataclass(frozen=True)
+class Registration:
+    """What `register_named` did: combos added, those already registered, lists whose id the
+    spec does not name (refused), and the spec's ids still unknown."""
+
+    added: list[Combo]
+    known: list[Combo]
+    refused: list[Combo]
+    still_unknown: list[str]
+
+
+def combo_of(concepts: list[str], level: str, k: int | None = None) -> Combo:
+    """The combo these concept ids make at `level` (k: their number unless given)."""
+    from daydream import ids
+
+    k = len(concepts) if k is None else int(k)
+    return Combo(ids.combo_id(concepts, level, k), tuple(concepts), level, k)
+
+
+def register_named(paths: Paths, wanted: list[str], concept_lists: list[list[str]], level: str,
+                   k: int | None = None, *, write: bool = True) -> Registration:
+    """Register the combos of `concept_lists` whose ids are among `wanted` (the combo ids a spec
+    names). A list whose id is not wanted is refused (a typo, another level or k), so nothing
+    the spec does not ask for enters the append-only register."""
+    registered = registered_combos(paths)
+    combos = [combo_of(concepts, level, k) for concepts in concept_lists]
+    wanted_set = set(wanted)
+    refused = [c for c in combos if c.combo_id not in wanted_set]
+    accepted = [c for c in combos if c.combo_id in wanted_set]
+    known = [c for c in accepted if c.combo_id in registered]
+    added = [c for c in accepted if c.combo_id not in registered]
+    if write and added:
+        append_combo_mappings(paths, added)
+    covered = set(registered) | {c.combo_id for c in accepted}
+    return Registration(added, known, refused, [i for i in dict.fromkeys(wanted) if i not in covered])

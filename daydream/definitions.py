@@ -25,12 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from daydream import ids
+from daydream.errors import UserError
 
 TRUE_WORDS = ("true", "1", "yes", "y", "t")
 FALSE_WORDS = ("false", "0", "no", "n", "f")
 
 
-class DefinitionError(ValueError):
+class DefinitionError(ValueError, UserError):
     """A definition file that cannot be used; the message names the file, the line and the fix."""
 
 

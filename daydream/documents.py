@@ -10,7 +10,7 @@ ledger without a call. Rules call this with the shared `Runtime` and the wildcar
 
 from __future__ import annotations
 
-from daydream import ledger, parsers, progress, stages, store
+from daydream import job_log, ledger, parsers, progress, stages, store
 from daydream.calls import Completion
 from daydream.experiment import Template
 from daydream.membership import Member
@@ -86,8 +86,8 @@ def write_document(rt: Runtime, stage: str, gen_id: str, log_path: str | None = 
     """All four files of one document. prompt.txt is written before any call, so a failed call
     leaves it to read; a restored document gets the prompt that was paid for. Counted for the
     progress line and the run's summary (`daydream.progress`)."""
-    with progress.document(stage, gen_id) as counted:
-        counted.source = _write_document(rt, stage, gen_id, log_path)
+    with job_log.document_log(log_path) as job, progress.document(stage, gen_id) as counted:
+        counted.source = _write_document(rt, stage, gen_id, job)
 
 
 def _written(rt: Runtime, member: Member, path, write, kept: str = "") -> None:
@@ -104,7 +104,7 @@ def _written(rt: Runtime, member: Member, path, write, kept: str = "") -> None:
         raise DocumentError(f"{member.gen_id}: could not write {path}: {fix}{kept}") from error
 
 
-def _write_document(rt: Runtime, stage: str, gen_id: str, log_path: str | None) -> str:
+def _write_document(rt: Runtime, stage: str, gen_id: str, job: job_log.JobLog) -> str:
     member = rt.membership.member(gen_id)
     template = rt.template(member)
     prompt = document_prompt(rt, member)
@@ -134,9 +134,9 @@ def _write_document(rt: Runtime, stage: str, gen_id: str, log_path: str | None) 
              kept)
     _written(rt, member, paths.parsed_path(stage, gen_id),
              lambda: store.write_text_atomic(paths.parsed_path(stage, gen_id), parsed), kept)
-    store.write_job_log(log_path, f"{gen_id}: {answer.source} model={done.model or '-'} attempts={done.attempts} "
-                                  f"finish={done.finish_reason} usage={done.usage} cost_usd={done.cost_usd} "
-                                  f"parsed with {template.parser!r}: {len(parsed)} characters")
+    job.line(f"{gen_id}: {answer.source} model={done.model or '-'} attempts={done.attempts} "
+             f"finish={done.finish_reason} usage={done.usage} cost_usd={done.cost_usd} "
+             f"parsed with {template.parser!r}: {len(parsed)} characters; saved {paths.gen_dir(stage, gen_id)}")
     return answer.source
 
 

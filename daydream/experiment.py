@@ -28,10 +28,11 @@ from daydream.columns import (
     TEMPLATE_COLUMNS,
 )
 from daydream.definitions import Row, Table, parse_bool, read_table
+from daydream.errors import UserError
 from daydream.paths import Paths
 
 
-class ExperimentError(ValueError):
+class ExperimentError(ValueError, UserError):
     """Bad experiment input; `problems` holds one line per problem."""
 
     def __init__(self, problems: list[str]):
@@ -231,6 +232,29 @@ def load_models(paths: Paths, problems: list[str], tables: dict[str, Table] | No
     return models
 
 
+def check_replication_config(paths: Paths, problems: list[str]) -> None:
+    """The original pipeline's `1_raw/replication_config.csv` (`stage,replicates`) is read: here
+    a cohort says its replicates, so a row of 1 (the default) is accepted, and any other count
+    is refused with where it goes now, rather than silently ignored."""
+    from daydream.columns import REPLICATION_CONFIG_COLUMNS
+
+    path = paths.replication_config_csv
+    if not path.exists():
+        return
+    for row in read_table(path, REPLICATION_CONFIG_COLUMNS, (), problems, key="stage").rows:
+        stage, count, where = row["stage"], row["replicates"], f"{path} line {row.line}"
+        if stage not in stages.NAMES:
+            problems.append(f"{where}: unknown stage {stage!r}; the stages are {', '.join(stages.NAMES)}")
+        elif not count.isdigit() or int(count) < 1:
+            problems.append(f"{where}: replicates {count!r} is not a whole number of at least 1")
+        elif int(count) != 1:
+            levels = ", ".join(f"'{i}'" for i in range(1, int(count) + 1))
+            problems.append(
+                f"{where}: {stage} replicates={count}: replicates are set per cohort here, not in 1_raw: write "
+                f"`{stage}: {{replicates: {count}}}` in the cohort file (config/cohorts/<id>.yaml), or an axis "
+                f"`{stage}_replicate: [{levels}]` in a design spec; then set this row to 1 or delete the file")
+
+
 def load_experiment(paths: Paths, problems: list[str] | None = None) -> Experiment:
     """Read every definition table strictly (`daydream.definitions`).
 
@@ -243,6 +267,7 @@ def load_experiment(paths: Paths, problems: list[str] | None = None) -> Experime
     concepts, inactive = load_concepts(paths, found, tables)
     templates = {stage: load_templates(paths, stage, found, tables) for stage in stages.NAMES}
     models = load_models(paths, found, tables)
+    check_replication_config(paths, found)
     if problems is None and found:
         raise ExperimentError(found)
     if problems is not None:

@@ -39,6 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from daydream import budget, calls, rehearsal, store
+from daydream.errors import UserError
 from daydream.membership import Member
 from daydream.paths import Paths
 from daydream.prompts import Prompt
@@ -62,7 +63,7 @@ class NoRoomForReply(RuntimeError):
     """Not called: the data root's filesystem has less free space than `min_free_mb`."""
 
 
-class RepaymentRefused(RuntimeError):
+class RepaymentRefused(RuntimeError, UserError):
     """A document already has a reply paid for an earlier prompt: paying again must be a
     deliberate regeneration. The message names the command."""
 
@@ -314,6 +315,7 @@ def answer(rt: Runtime, member: Member, prompt: Prompt) -> Answer:
     with budget.metered(rt, member, prompt) as ticket:  # BudgetReached: this call could pass a budget
         try:
             done = calls.call_model(row, prompt.text, stage=member.stage, settings=rt.settings, gen_id=member.gen_id,
+                                    replicate=member.replicate,
                                     on_billed=lambda attempt: _record_attempt(rt, member, ticket, attempt))
         except calls.LLMCallError as error:
             if error.billed is not None and error.billed.billed == http_errors.BILLED:

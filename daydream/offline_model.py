@@ -3,8 +3,10 @@
 It answers like a real model would for each stage, so every parser and report is exercised
 without a network or a key: drafts carry `<thinking>`, staged `<essay-idea>` blocks and an
 `<essay>` block; essays an `<essay>` block; evaluations a short judgement ending in a
-`SCORE: n` line (n in 1..9, valid on both a 0-9 and a 1-10 scale). The same prompt and model
-always give the same reply. `DAYDREAM_OFFLINE_LATENCY_S` makes each call take that long, to
+`SCORE: n` line (n in 1..9, valid on both a 0-9 and a 1-10 scale). The same prompt, model and
+replicate always give the same reply; replicates of one document (same prompt) get different
+replies and scores, as a sampling model's would, so a rehearsal's replicate statistics are not
+degenerate. Replicate 1 gets the reply it always had. `DAYDREAM_OFFLINE_LATENCY_S` makes each call take that long, to
 rehearse a run's concurrency and resumption with calls in flight.
 """
 
@@ -103,19 +105,21 @@ def reply_function(name: str) -> Callable[[list[str], bytes], str]:
     return getattr(importlib.import_module(module), function)
 
 
-def reply_text(prompt: str, *, stage: str, model: str) -> str:
-    """The reply to `prompt`, at once (no latency); the stage registry names the reply
-    function of each stage. The cohort checkpoint uses it for realistic parent texts."""
+def reply_text(prompt: str, *, stage: str, model: str, replicate: int = 1) -> str:
+    """The reply to `prompt` for this replicate of the document, at once (no latency); the
+    stage registry names the reply function of each stage. The cohort checkpoint uses it for
+    realistic parent texts."""
     reply = reply_function(stages.get(stage).offline_reply)
-    return reply(_keywords(prompt), _seed(model, stage, prompt))
+    parts = (model, stage, prompt) if replicate == 1 else (model, stage, prompt, f"replicate {replicate}")
+    return reply(_keywords(prompt), _seed(*parts))
 
 
-def generate(prompt: str, *, stage: str, model: str) -> tuple[str, dict]:
+def generate(prompt: str, *, stage: str, model: str, replicate: int = 1) -> tuple[str, dict]:
     """The reply text and its usage (`prompt_tokens`, `completion_tokens`, `total_tokens`)."""
     latency = float(os.environ.get("DAYDREAM_OFFLINE_LATENCY_S") or 0)
     if latency > 0:
         time.sleep(latency)
-    text = reply_text(prompt, stage=stage, model=model)
+    text = reply_text(prompt, stage=stage, model=model, replicate=replicate)
     usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": len(text.split())}
     usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
     return text, usage

@@ -133,6 +133,7 @@ class Action:
     gen_id: str
     action: str
     detail: str
+    recovered: tuple[tuple[str, object], ...] = ()  # keys the metadata lacks, found elsewhere
 
 
 def _number(value: object) -> float | None:
@@ -183,7 +184,84 @@ def imported_metadata(paths: Paths, stage: str, gen_id: str, meta: dict) -> dict
     }
 
 
-def _plan_document(paths: Paths, stage: str, gen_id: str) -> list[Action]:
+# -- what the original's current writer leaves out ------------------------------------------------
+# Its raw_metadata.json has no template_id (nor, at times, the model). They are recovered from
+# the original's membership.csv files, else from the gen_id itself: ids are deterministic
+# (SPEC §4), so the one template x model x replicate of 1_raw whose id from the document's
+# parent (or combo) is this gen_id is its lineage.
+MAX_SEARCHED_REPLICATE = 5
+
+
+@dataclass
+class _Known:
+    """What recovery reads once per import: membership rows by gen_id, templates and models."""
+
+    members: dict[str, tuple[dict, str]]
+    templates: dict[str, list[str]]
+    models: list[str]
+
+
+def _known(paths: Paths) -> _Known:
+    import csv
+
+    from daydream.experiment import load_models, load_templates
+
+    members: dict[str, tuple[dict, str]] = {}
+    for path in sorted((paths.data_root / "cohorts").glob("*/membership.csv")):
+        with path.open(newline="", encoding="utf-8") as handle:
+            for row in csv.DictReader(handle):
+                if row.get("gen_id"):
+                    members.setdefault(row["gen_id"], (row, str(path)))
+    ignored: list[str] = []  # a damaged table only narrows the search; the checkpoint reports it
+    templates = {s: list(load_templates(paths, s, ignored)) for s in stages.NAMES}
+    return _Known(members, templates, list(load_models(paths, ignored)))
+
+
+def recover_lineage(paths: Paths, stage: str, gen_id: str, meta: dict, known: _Known) -> tuple[dict, str]:
+    """The template_id and model_id (and replicate) the metadata lacks, and where they were
+    found; ({}, "") when nothing tells them for sure."""
+    row, path = known.members.get(gen_id, ({}, ""))
+    model = row.get("model_id") or row.get("llm_model_id")
+    if row.get("stage", stage) == stage and row.get("template_id") and model:
+        found = {"template_id": row["template_id"], "model_id": model}
+        found.update({k: row[k] for k in ("parent_gen_id", "combo_id") if row.get(k)})
+        if str(row.get("replicate", "")).isdigit():
+            found["replicate"] = int(row["replicate"])
+        return {k: v for k, v in found.items() if not meta.get(k) or k == "replicate"}, f"membership {path}"
+    return _from_gen_id(paths, stage, gen_id, meta, known)
+
+
+def _from_gen_id(paths: Paths, stage: str, gen_id: str, meta: dict, known: _Known) -> tuple[dict, str]:
+    from daydream import ids
+
+    parent = stages.parent_of(stage)
+    anchor = meta["parent_gen_id"] if parent is not None else meta["combo_id"]
+    if not anchor:
+        return {}, ""
+    parent_model = None
+    if parent is not None:
+        try:
+            parent_model = store.read_document_metadata(paths, parent.name, anchor, lineage=False).get("model_id")
+        except FileNotFoundError:
+            parent_model = None
+    templates = [meta["template_id"]] if meta.get("template_id") else known.templates.get(stage, [])
+    models = [meta["model_id"]] if meta.get("model_id") else list(dict.fromkeys([parent_model, *known.models]))
+    replicates = [meta["replicate"]] if isinstance(meta.get("replicate"), int) else range(1, MAX_SEARCHED_REPLICATE + 1)
+    matches = {(t, m, r) for t in templates for m in models if m for r in replicates
+               if ids.document_id(stage, anchor, t, m, r, parent_model) == gen_id}
+    if len({(t, r) for t, _, r in matches}) != 1:
+        return {}, ""
+    template, _, replicate = next(iter(matches))
+    models_found = {m for _, m, _ in matches}
+    # an essay in its draft's model leaves the model out of the id: every model matches; it is the draft's
+    model = next(iter(models_found)) if len(models_found) == 1 else parent_model if parent_model in models_found else None
+    if model is None:
+        return {}, ""
+    found = {"template_id": template, "model_id": model, "replicate": replicate}
+    return {k: v for k, v in found.items() if not meta.get(k) or k == "replicate"}, "its gen_id (SPEC §4)"
+
+
+def _plan_document(paths: Paths, stage: str, gen_id: str, known: _Known) -> list[Action]:
     folder = paths.gen_dir(stage, gen_id)
     meta = store.read_document_metadata(paths, stage, gen_id, lineage=False)
     actions = []
@@ -195,12 +273,21 @@ def _plan_document(paths: Paths, stage: str, gen_id: str) -> list[Action]:
         actions.append(Action(stage, gen_id, "write-prompt", f"{paths.prompt_path(stage, gen_id)} (from {source})"))
     if not paths.metadata_path(stage, gen_id).exists():
         unknown = [key for key in ("template_id", "model_id") if not meta.get(key)]
-        if not (folder / "raw.txt").exists() or unknown or not isinstance(meta["replicate"], int):
-            why = ("no raw.txt" if not (folder / "raw.txt").exists() else
-                   f"its metadata has no {', '.join(unknown)}" if unknown else f"replicate {meta['replicate']!r}")
+        recovered, source = recover_lineage(paths, stage, gen_id, meta, known) if unknown else ({}, "")
+        if not (folder / "raw.txt").exists() or (unknown and not recovered) or not isinstance(meta["replicate"], int):
+            if (folder / "raw.txt").exists() and unknown:
+                return [Action(stage, gen_id, "skip", (
+                    f"its metadata has no {', '.join(unknown)}, and neither a membership.csv under "
+                    f"{paths.data_root / 'cohorts'} nor its gen_id (from its parent or combo and the templates and "
+                    "models of 1_raw) tells them: add its row (stage, gen_id, template_id, llm_model_id, replicate) "
+                    "to the original cohort's membership.csv and import again, or leave it out of your cohorts"))]
+            why = "no raw.txt" if not (folder / "raw.txt").exists() else f"replicate {meta['replicate']!r}"
             return [Action(stage, gen_id, "skip", f"{why}: not a complete document; restore it from the original "
                            "store or leave it out of your cohorts")]
-        actions.append(Action(stage, gen_id, "write-metadata", str(paths.metadata_path(stage, gen_id))))
+        detail = str(paths.metadata_path(stage, gen_id))
+        if recovered:
+            detail += f" ({', '.join(f'{k}={v}' for k, v in recovered.items())} from {source})"
+        actions.append(Action(stage, gen_id, "write-metadata", detail, tuple(recovered.items())))
     writes_metadata = any(a.action == "write-metadata" for a in actions)
     if paths.parsed_path(stage, gen_id).exists() and (writes_metadata or parse_is_outdated(paths, stage, gen_id)):
         actions.append(Action(stage, gen_id, "touch-parsed", str(paths.parsed_path(stage, gen_id))))
@@ -219,7 +306,10 @@ def _apply(paths: Paths, action: Action) -> None:
         source = copy_prompt_source(paths, action.stage, action.gen_id, meta)
         _write_new(paths.prompt_path(action.stage, action.gen_id), source.read_bytes())
     elif action.action == "write-metadata":
-        meta = store.read_document_metadata(paths, action.stage, action.gen_id)
+        meta = {**store.read_document_metadata(paths, action.stage, action.gen_id), **dict(action.recovered)}
+        parent = stages.parent_of(action.stage)
+        if not meta["combo_id"] and meta["parent_gen_id"] and parent is not None:  # a recovered parent's combo
+            meta["combo_id"] = store.read_document_metadata(paths, parent.name, meta["parent_gen_id"])["combo_id"]
         record = imported_metadata(paths, action.stage, action.gen_id, meta)
         if paths.metadata_path(action.stage, action.gen_id).exists():
             raise FileExistsError(f"{paths.metadata_path(action.stage, action.gen_id)} appeared during the import")
@@ -231,13 +321,13 @@ def _apply(paths: Paths, action: Action) -> None:
 def import_store(paths: Paths, *, write: bool = False) -> list[Action]:
     """Every action the import takes (or, without `write`, would take) over the whole gens store,
     stage by stage (root first) and gen_id by gen_id. Documents we made are left alone."""
-    actions = []
+    actions, known = [], _known(paths)
     for stage in stages.STAGES:
         root = paths.stage_dir(stage.name)
         folders = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name[0] != ".") if root.is_dir() else []
         for gen_id in folders:
             if is_original(paths, stage.name, gen_id):
-                actions.extend(_plan_document(paths, stage.name, gen_id))
+                actions.extend(_plan_document(paths, stage.name, gen_id, known))
     if write:
         for action in actions:
             _apply(paths, action)

@@ -54,6 +54,11 @@ class Paths:
         nested = self.raw_root / "concepts" / "concepts_metadata.csv"
         return nested if not top.exists() and nested.exists() else top
 
+    @property
+    def replication_config_csv(self) -> Path:
+        """`1_raw/replication_config.csv`: the original pipeline's replicates per stage."""
+        return self.raw_root / "replication_config.csv"
+
     def description_path(self, level: str, concept_id: str) -> Path:
         return self.raw_root / "concepts" / f"descriptions-{level}" / f"{concept_id}.txt"
 

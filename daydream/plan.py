@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 # Modules of the ledger's import cycle (ledger -> budget -> plan) are imported whole, never by name.
 from daydream import calls, documents, ledger, parsers, prompts, stages, store
 from daydream.columns import PLAN_COLUMNS
+from daydream.errors import UserError
 from daydream.membership import Member
 from daydream.paths import GEN_FILES
 from daydream.pricing import Prices, batch_prices, direct_prices
@@ -51,7 +52,7 @@ UNKNOWN = "unknown"
 _PARENT = "\x00daydream-parent\x00"
 
 
-class PlanError(RuntimeError):
+class PlanError(RuntimeError, UserError):
     """A membership the plan cannot walk; the message names the document and the fix."""
 
 

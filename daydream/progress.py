@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from daydream import stages
 from daydream.paths import GEN_FILES
-from daydream.runtime import Runtime
+from daydream.runtime import Runtime, terminal_shows_info
 
 SHOWN_FAILURES = 5  # failed documents the summary names
 
@@ -44,7 +44,7 @@ def status(logger: logging.Logger, text: str) -> None:
     """A line a person waits on (a provider batch's state while a round waits on it): printed
     on the terminal even when the readable output hides daydream's info lines (the logger plugin
     set the `daydream` logger to warnings: `daydream.terminal`), logged otherwise."""
-    if logging.getLogger("daydream").level > logging.INFO:
+    if not terminal_shows_info():
         _emit(f"daydream: {text}")
     else:
         logger.info("%s", text)
@@ -250,9 +250,27 @@ def progress_line(snap: dict, totals: Counter, budget_status: str | None, now: f
     parts.append(f"spent {_cost(snap)}" + (f", {budget_status}" if budget_status else ""))
     made, failed = sum(snap["made"].values()), sum(snap["failed"].values())
     remaining = max(0, sum(totals.values()) - made - failed)
-    eta = _duration(remaining * elapsed / made) if made and remaining else ("0:00:00" if not remaining else "?")
-    parts.append(f"ETA {eta}")
+    shown = eta(made, remaining, elapsed)
+    if shown is not None:
+        parts.append(f"ETA {shown}")
     return f"daydream {_duration(elapsed)} | " + " | ".join(parts)
+
+
+# An ETA from a handful of documents or seconds (the first drafts, a slow first call, the
+# one-off import) is noise: none is shown until both are enough to extrapolate from.
+ETA_MIN_DOCUMENTS = 20
+ETA_MIN_FRACTION = 0.05
+ETA_MIN_SECONDS = 30.0
+
+
+def eta(made: int, remaining: int, elapsed: float) -> str | None:
+    """The time left at the pace so far, or None while too few documents (ETA_MIN_DOCUMENTS,
+    and ETA_MIN_FRACTION of the run) or seconds (ETA_MIN_SECONDS) have passed to tell."""
+    if not remaining:
+        return "0:00:00"
+    if made < max(ETA_MIN_DOCUMENTS, ETA_MIN_FRACTION * (made + remaining)) or elapsed < ETA_MIN_SECONDS:
+        return None
+    return _duration(remaining * elapsed / made)
 
 
 def summary(rt: Runtime, snap: dict, ok: bool, budget_status: str | None, now: float | None = None) -> str:
@@ -277,12 +295,56 @@ def summary(rt: Runtime, snap: dict, ok: bool, budget_status: str | None, now: f
     if snap["failure_kinds"]:
         kinds = ", ".join(f"{n} {kind}" for kind, n in snap["failure_kinds"].most_common())
         lines.append(f"  failed documents: {kinds}")
-        lines += [f"    {f.stage} {f.gen_id}: {f.kind}: {f.message[:200]}" for f in snap["failures"]]
+        lines += [f"    {f.stage} {f.gen_id}: {f.kind}: {f.message}" for f in snap["failures"]]
     if set(snap["failure_kinds"]) - {BUDGET}:
         lines.append(f"  where to look: failed calls in {rt.paths.llm_errors_jsonl}, replies that did not parse in "
                      f"{rt.paths.parse_errors_jsonl}, each document's log under {rt.paths.data_root / 'logs'}, "
                      "and Snakemake's complete log (named below)")
-    return "\n".join(lines)
+    return "\n".join(lines + results(rt))
+
+
+def results(rt: Runtime) -> list[str]:
+    """Where the results are: each active cohort's reports and results viewer, the stale report."""
+    lines = ["  results:"]
+    for cohort_id in rt.cohort_ids:
+        lines.append(f"    {cohort_id}: reports in {rt.paths.reports_dir(cohort_id)}")
+        viewer = rt.paths.cohort_report(cohort_id, "site/index.html")
+        if viewer.exists():
+            lines.append(f"    {cohort_id}: open {viewer} in a browser")
+    stale_csv = rt.paths.stale_generations_csv
+    if stale_csv.exists():
+        with stale_csv.open(encoding="utf-8") as handle:
+            stale = max(0, sum(1 for line in handle if line.strip()) - 1)
+        lines.append(f"    stale report: {stale_csv} ({stale} stale document(s)"
+                     + ("; python scripts/regenerate.py --stale --dry-run lists them)" if stale else ")"))
+    return lines
+
+
+def nothing_to_do(rt: Runtime) -> str:
+    """What a run with nothing to do prints (Snakemake calls neither onstart nor onsuccess then)."""
+    cohorts = ", ".join(rt.cohort_ids)
+    return "\n".join([f"daydream: nothing to do: every document and report of {cohorts} is up to date "
+                      "(a missing file is what makes a job; the stale report lists what changed)", *results(rt)])
+
+
+class _NothingToDo(logging.Filter):
+    """On Snakemake's logger: when a real run finds nothing to do, say so and where the results are."""
+
+    def __init__(self, rt: Runtime, dryrun) -> None:
+        super().__init__()
+        from snakemake.common import NOTHING_TO_BE_DONE_MSG
+
+        self.rt, self.dryrun, self.message = rt, dryrun, NOTHING_TO_BE_DONE_MSG
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == self.message and not self.dryrun():
+            _emit(nothing_to_do(self.rt))
+        return True
+
+
+def watch_nothing_to_do(rt: Runtime, dryrun) -> None:
+    """From common.smk: `dryrun()` says whether this is a dry run (asked when the time comes)."""
+    logging.getLogger(_SNAKEMAKE_LOGGER).addFilter(_NothingToDo(rt, dryrun))
 
 
 def _budget_status(rt: Runtime) -> str | None:
@@ -329,12 +391,17 @@ class _Reporter(threading.Thread):
 _REPORTER: list[_Reporter] = []
 
 
+_SNAKEMAKE_LOGGER = "snakemake.logging"
+_PLANNING = [False]  # the run's only target is the plan: no summary
+
+
 def start(rt: Runtime, targets=()) -> None:
     """`onstart:` (real runs): reset the counters and start the progress line (not for a run
     whose only target is the plan, nor with progress_interval_s 0)."""
     from daydream.budget import planning_only
 
     RUN.reset()
+    _PLANNING[0] = planning_only(targets)
     interval = float(rt.config["progress_interval_s"])
     if interval > 0 and not planning_only(targets):
         reporter = _Reporter(rt, interval)
@@ -352,3 +419,6 @@ def finish(rt: Runtime, ok: bool) -> None:
     snap = RUN.snapshot()
     if sum(snap["made"].values()) or sum(snap["failed"].values()) or snap["calls_made"]:
         _emit(summary(rt, snap, ok, _budget_status(rt)))
+    elif not _PLANNING[0]:
+        what = "finished: no document needed making" if ok else "ended with failures before any document was made"
+        _emit("\n".join([f"daydream: run {what}", *results(rt)]))

@@ -20,6 +20,7 @@ from pathlib import Path
 import jinja2
 
 from daydream import definitions, stages
+from daydream.errors import UserError
 
 _ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
                           autoescape=False)
@@ -27,7 +28,7 @@ _ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newlin
 CONCEPT_SEPARATOR = "\x1f"
 
 
-class PromptError(ValueError):
+class PromptError(ValueError, UserError):
     """A template that does not parse or does not render; the message names the file."""
 
 

@@ -671,14 +671,12 @@ def log_waiting(rt: Runtime) -> None:
                     rt.paths.data_root)
 
 
-def command_runtime(data_root: str) -> Runtime:
-    """The Runtime of scripts/batches.py: config/config.yaml with another data_root."""
-    import yaml
+def command_runtime(data_root: str | None) -> Runtime:
+    """The Runtime of scripts/batches.py: config/config.yaml, the data root resolved as the
+    workflow does (`--data-root` > $DAYDREAM_DATA_ROOT > config.yaml) and its daydream.yaml."""
+    from daydream import settings
 
-    from daydream.paths import CONFIG_DIR
-
-    config = yaml.safe_load((CONFIG_DIR / "config.yaml").read_text(encoding="utf-8")) or {}
-    return Runtime({**config, "data_root": data_root})
+    return Runtime(settings.command_config(data_root))
 
 
 def format_batches(rows: list[dict]) -> str:

@@ -19,15 +19,34 @@ from daydream.paths import Paths
 log = logging.getLogger(__name__)
 
 
-def configure_logging(level: int = logging.INFO) -> None:
-    """Send the package's log lines (one per model call, retries, warnings) to stderr once."""
+def configure_logging(terminal_level: int = logging.INFO) -> None:
+    """Send the package's log lines (one per model call, retries, warnings) to stderr, at
+    `terminal_level` and above. The logger itself stays at INFO, so each job's own log
+    (`daydream.job_log`) gets every line whatever the terminal shows."""
     logger = logging.getLogger("daydream")
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("daydream %(levelname)s %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(level)
+    terminal = _terminal_handler()
+    if terminal is None:
+        terminal = logging.StreamHandler()
+        terminal.set_name(_TERMINAL)
+        terminal.setFormatter(logging.Formatter("daydream %(levelname)s %(message)s"))
+        logger.addHandler(terminal)
         logger.propagate = False
+    terminal.setLevel(terminal_level)
+    logger.setLevel(logging.INFO)
+
+
+_TERMINAL = "daydream-terminal"
+
+
+def _terminal_handler() -> logging.Handler | None:
+    return next((h for h in logging.getLogger("daydream").handlers if h.get_name() == _TERMINAL), None)
+
+
+def terminal_shows_info() -> bool:
+    """Whether daydream's info lines reach the terminal (not when the readable run lowered them
+    to warnings: `daydream.terminal`)."""
+    terminal = _terminal_handler()
+    return terminal is None or terminal.level <= logging.INFO
 
 
 class Runtime:

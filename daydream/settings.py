@@ -9,16 +9,18 @@ defaults of its own.
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass
 
 import jsonschema
 import yaml
 
 from daydream import schemas, stages
-from daydream.paths import schema_path
+from daydream.errors import UserError
+from daydream.paths import CONFIG_DIR, schema_path
 
 
-class ConfigError(ValueError):
+class ConfigError(ValueError, UserError):
     """A config that does not fit the schema; one line per problem: the key, why, the fix."""
 
     def __init__(self, problems: list[str]):
@@ -112,6 +114,78 @@ def validated(config: dict) -> dict:
     if errors:
         raise ConfigError([_problem(e, schema) for e in errors])
     return schemas.fill_defaults(filled, schema)
+
+
+DATA_ROOT_ENV = "DAYDREAM_DATA_ROOT"
+DATA_ROOT_CONFIG = "daydream.yaml"  # config keys kept beside the data: <data_root>/daydream.yaml
+
+
+def data_root(explicit: str | None = None, default: str | None = None, env: dict | None = None) -> str:
+    """The one answer to "where does this experiment live": `explicit` (`--config data_root=`,
+    a script's `--data-root`) if given, else `$DAYDREAM_DATA_ROOT` if set, else `default`
+    (config/config.yaml's `data_root`), else the schema's default."""
+    env = os.environ if env is None else env
+    if default is None:
+        default = _checkout_config().get("data_root")
+    for value in (explicit, env.get(DATA_ROOT_ENV), default):
+        if value is not None and str(value).strip():
+            return str(value).strip()
+    return _schema()["properties"]["data_root"]["default"]
+
+
+def _checkout_config() -> dict:
+    """config/config.yaml of this checkout, as written."""
+    return yaml.safe_load((CONFIG_DIR / "config.yaml").read_text(encoding="utf-8")) or {}
+
+
+def _merged(base: dict, update: dict) -> dict:
+    """`base` updated by `update`, nested mappings merged key by key (as `--config` does)."""
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            value = _merged(merged[key], value)
+        merged[key] = value
+    return merged
+
+
+def data_root_config(root: str) -> dict:
+    """The keys of `<root>/daydream.yaml` (none when it does not exist): cohorts, budgets, llm
+    settings kept beside the data they belong to. It cannot move the data root itself."""
+    path = os.path.join(root, DATA_ROOT_CONFIG)
+    if not os.path.isfile(path):
+        return {}
+    try:
+        loaded = yaml.safe_load(open(path, encoding="utf-8").read())
+    except yaml.YAMLError as error:
+        raise ConfigError([f"{path}: not valid YAML ({error}); fix the file"]) from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError([f"{path}: must be a mapping of config keys (e.g. `cohorts: [my_cohort]`)"])
+    if "data_root" in loaded:
+        raise ConfigError([f"{path}: data_root cannot be set in the file that lives in the data root; "
+                           f"remove it (set {DATA_ROOT_ENV} or --config data_root=... instead)"])
+    return loaded
+
+
+def resolved_config(config: dict, overrides: dict | None = None, env: dict | None = None) -> dict:
+    """The run's config before validation: `config` (config/config.yaml, with `--config` merged
+    in by Snakemake), then `<data_root>/daydream.yaml`, then `overrides` (the `--config` values)
+    again so the command line wins. The data root is `data_root(overrides, $DAYDREAM_DATA_ROOT,
+    config.yaml)`."""
+    overrides = dict(overrides or {})
+    root = data_root(overrides.get("data_root"), config.get("data_root"), env)
+    resolved = _merged(_merged(dict(config), data_root_config(root)), overrides)
+    resolved["data_root"] = root
+    return resolved
+
+
+def command_config(explicit_root: str | None = None, env: dict | None = None) -> dict:
+    """The config a script outside Snakemake works with: config/config.yaml, the data root
+    resolved as the workflow does, and that root's daydream.yaml."""
+    base = _checkout_config()
+    overrides = {"data_root": explicit_root} if explicit_root else {}
+    return resolved_config(base, overrides, env)
 
 
 def as_bool(value: object) -> bool:

@@ -162,5 +162,9 @@ def judge_report_inputs(rt: Runtime, evaluations) -> dict[str, object]:
 
 
 def cross_experiment_inputs(rt: Runtime) -> list[str]:
-    """The cross-experiment tables run after the active cohorts' aggregated scores exist."""
-    return [str(rt.paths.cohort_report(c, reports.AGGREGATED)) for c in rt.cohort_ids]
+    """The cross-experiment tables run after the aggregated scores of the active cohorts that
+    have a membership in this data root. They read the whole gens store, so they need no
+    cohort: an active cohort never built here (e.g. the default `pilot` with another data
+    root) is not made for them, nor checked against this root's 1_raw."""
+    return [str(rt.paths.cohort_report(c, reports.AGGREGATED)) for c in rt.cohort_ids
+            if rt.paths.membership_csv(c).exists()]

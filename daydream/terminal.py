@@ -29,6 +29,7 @@ from typing import TextIO
 from snakemake_interface_logger_plugins.base import LogHandlerBase
 from snakemake_interface_logger_plugins.common import LogEvent
 
+from daydream.errors import short_user_error
 from daydream.runtime import configure_logging
 
 SHOWN_JOB_ERRORS = 10  # job errors shown on the terminal before the rest are only counted
@@ -77,6 +78,19 @@ class TerminalFilter(logging.Filter):
             return self.job_errors <= SHOWN_JOB_ERRORS
 
 
+def _briefly(record: logging.LogRecord) -> logging.LogRecord:
+    """A `UserError`'s report as `ClassName: message`, without Snakemake's frames and wrappers
+    (`daydream.errors`); the log file keeps them. Any other record as it is."""
+    if record.levelno < logging.ERROR or not isinstance(record.msg, str) or record.args:
+        return record
+    short = short_user_error(record.msg)
+    if short is None:
+        return record
+    brief = logging.makeLogRecord(record.__dict__)
+    brief.msg = short
+    return brief
+
+
 class LogHandler(LogHandlerBase):
     """Snakemake's terminal output, through `TerminalFilter` when the run is readable."""
 
@@ -97,7 +111,7 @@ class LogHandler(LogHandlerBase):
 
     def emit(self, record: logging.LogRecord) -> None:
         if self.keep is None or self.keep.filter(record):
-            self.terminal.emit(record)
+            self.terminal.emit(_briefly(record))
 
     @property
     def writes_to_stream(self) -> bool:

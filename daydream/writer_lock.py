@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from daydream.errors import UserError
+
 LOCK_FILE = ".daydream-writer.lock"
 MARKER_FILE = ".daydream-writer.marker"
 MODES = ("auto", "marker")
@@ -43,7 +45,7 @@ _UNSUPPORTED = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, err
 _HOST_LOCAL_FS = ("fuse.sshfs", "fuse.rclone", "fuse.s3fs")
 
 
-class DataRootBusy(RuntimeError):
+class DataRootBusy(RuntimeError, UserError):
     """Another run holds the data root; the message names it and what to do."""
 
 

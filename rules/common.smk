@@ -12,6 +12,7 @@ from daydream import (
     progress,
     provider_batches,
     reports,
+    settings,
     stages,
     stale,
     targets,
@@ -20,9 +21,16 @@ from daydream import (
 from daydream.runtime import Runtime
 
 # Terminal output (daydream's log lines included) is the logger plugin's, `logger: [daydream]`
-# in the profile (daydream.terminal); parsing builds the Runtime and nothing else.
-RT = Runtime(config)
+# in the profile (daydream.terminal); parsing builds the Runtime, and adds one filter below.
+# The data root: --config data_root > $DAYDREAM_DATA_ROOT > config.yaml; <data_root>/daydream.yaml
+# sits between config.yaml and --config (daydream.settings.resolved_config).
+RT = Runtime(
+    settings.resolved_config(config, workflow.config_settings.overwrite_config)
+)
 PATHS = RT.paths
+# Snakemake 9 calls no hook when a run has nothing to do, and a logger plugin never sees the
+# Runtime: this filter on its logger says so, and where the results are.
+progress.watch_nothing_to_do(RT, lambda: workflow.dryrun)
 
 
 wildcard_constraints:

@@ -14,7 +14,7 @@ from daydream import provider_batches
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("command", choices=["list", "collect", "cancel"])
 parser.add_argument("local_ids", nargs="*", help="cancel: our batch ids (pb_..., from `list`)")
-parser.add_argument("--data-root", default="data", help="the workflow's data_root (default: data)")
+parser.add_argument("--data-root", help="the data root (default: $DAYDREAM_DATA_ROOT, else config/config.yaml's data_root)")
 args = parser.parse_args()
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 rt = provider_batches.command_runtime(args.data_root)

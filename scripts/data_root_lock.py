@@ -15,18 +15,18 @@ Example: python scripts/data_root_lock.py status --data-root data
 import argparse
 import sys
 
-from daydream import writer_lock
+from daydream import settings, writer_lock
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("action", choices=["status", "release"], help="show the holder, or release a left-behind marker")
-parser.add_argument("--data-root", default="data", help="the workflow's data_root (default: data)")
+parser.add_argument("--data-root", help="the data root (default: $DAYDREAM_DATA_ROOT, else config/config.yaml's data_root)")
 parser.add_argument("--force", action="store_true",
                     help="release a marker whose holder ran on another host (check there first that it has ended)")
 args = parser.parse_args()
 if args.action == "status":
-    print(writer_lock.status(args.data_root))
+    print(writer_lock.status(settings.data_root(args.data_root)))
 else:
     try:
-        print(writer_lock.release_marker(args.data_root, force=args.force))
+        print(writer_lock.release_marker(settings.data_root(args.data_root), force=args.force))
     except writer_lock.DataRootBusy as error:
         sys.exit(f"refused: {error}")

@@ -16,14 +16,15 @@ import argparse
 import sys
 from collections import Counter
 
+from daydream import settings
 from daydream.original_store import import_store
 from daydream.paths import Paths
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-parser.add_argument("--data-root", default="data", help="the data folder holding gens/ (default: data)")
+parser.add_argument("--data-root", help="the data root (default: $DAYDREAM_DATA_ROOT, else config/config.yaml's data_root)")
 parser.add_argument("--write", action="store_true", help="do it (default: a dry run that changes nothing)")
 args = parser.parse_args()
-paths = Paths.from_str(args.data_root)
+paths = Paths.from_str(settings.data_root(args.data_root))
 if not paths.gens_root.is_dir():
     parser.exit(1, f"error: {paths.gens_root} does not exist; pass the data folder that holds gens/\n")
 actions = import_store(paths, write=args.write)

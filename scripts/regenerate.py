@@ -8,7 +8,7 @@ Example: python scripts/regenerate.py --stale       # every document in stale_ge
 import argparse
 import sys
 
-from daydream import rehearsal, writer_lock
+from daydream import rehearsal, settings, writer_lock
 from daydream.experiment import ExperimentError
 from daydream.paths import Paths
 from daydream.regenerate import RegenerateError, archive_for_regeneration, raw_changed_gen_ids, stale_gen_ids
@@ -16,12 +16,12 @@ from daydream.regenerate import RegenerateError, archive_for_regeneration, raw_c
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("gen_ids", nargs="*", help="documents to regenerate (d_..., e_..., v_...)")
 parser.add_argument("--stale", action="store_true", help="add every document of the stale report")
-parser.add_argument("--data-root", default="data", help="the workflow's data_root (default: data)")
+parser.add_argument("--data-root", help="the data root (default: $DAYDREAM_DATA_ROOT, else config/config.yaml's data_root)")
 parser.add_argument("--dry-run", action="store_true", help="list what would be archived, change nothing")
 parser.add_argument("--offline", action="store_true",
                     help="add every document an offline rehearsal (offline=true) made for a real model (free)")
 args = parser.parse_args()
-paths = Paths.from_str(args.data_root)
+paths = Paths.from_str(settings.data_root(args.data_root))
 try:
     chosen = args.gen_ids + (stale_gen_ids(paths) if args.stale else [])
     chosen += rehearsal.rehearsal_gen_ids(paths) if args.offline else []
@@ -31,6 +31,9 @@ if args.stale and (edited := raw_changed_gen_ids(paths)):
     print(f"not regenerated: {len(edited)} document(s) whose only problem is a changed raw.txt, parsed.txt or "
           f"metadata.json ({' '.join(edited)}); the paid reply is saved: delete the file the stale report names "
           f"({paths.stale_generations_csv}) and rerun snakemake to restore it, no call is made")
+if not chosen and args.stale:
+    print(f"nothing is stale ({paths.stale_generations_csv}): nothing to regenerate")
+    sys.exit(0)
 if not chosen:
     if args.offline and not args.gen_ids and not args.stale:
         rehearsal.clear_marker(paths)

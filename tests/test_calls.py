@@ -295,3 +295,87 @@ def test_a_missing_key_fails_before_any_request(openai_server, monkeypatch):
     error = failure(openai_server, api_key_env="LOOP_API_KEY")
     assert error.error_class == "MissingKey" and "export LOOP_API_KEY=" in str(error)
     assert openai_server.request_count == 0
+
+
+# -- honest failure labels: a status only when one was received --------------------------------
+class _ClosedPort:
+    """A loopback port nothing listens on (connection refused)."""
+    base_url = ""
+
+    def __init__(self):
+        import socket
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+
+
+def test_a_refused_connection_says_so_and_invents_no_status():
+    closed = _ClosedPort()
+    error = failure(closed, replace(FAST, max_attempts=1))
+    assert f"connection refused by 127.0.0.1:{closed.port}" in str(error), str(error)
+    assert "HTTP 500" not in str(error) and "no HTTP response" in str(error) and error.status is None
+
+
+def test_a_refused_anthropic_endpoint_is_not_an_internal_server_error_500(monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    closed = _ClosedPort()
+    row = loop_row(closed, route="anthropic", model="claude-x", api_base=f"http://127.0.0.1:{closed.port}")
+    with pytest.raises(LLMCallError) as caught:
+        call_model(row, PROMPT, stage="draft", settings=replace(FAST, max_attempts=1), gen_id="d_test1")
+    assert f"connection refused by 127.0.0.1:{closed.port}" in str(caught.value)
+    assert "HTTP 500" not in str(caught.value) and caught.value.status is None
+
+
+def test_a_host_that_does_not_resolve_says_could_not_resolve_host(monkeypatch):
+    import socket
+
+    def no_such_host(host, *args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_such_host)
+    row = ModelRow(id="far", model="x", provider="test", display_name="Far", route="openai",
+                   api_base="http://api.nowhere.invalid/v1")
+    with pytest.raises(LLMCallError) as caught:
+        call_model(row, PROMPT, stage="draft", settings=replace(FAST, max_attempts=1), gen_id="d_test1")
+    message = str(caught.value)
+    assert "could not resolve host api.nowhere.invalid" in message and "HTTP 500" not in message, message
+    assert "Name or service not known" in message and caught.value.status is None
+
+
+def test_a_client_timeout_says_timed_out_after_the_timeout_not_http_408(openai_server):
+    openai_server.set_default(hang(5))
+    settings = replace(FAST, max_attempts=1, stages={**FAST.stages, "draft": replace(FAST.stages["draft"], timeout_s=0.3)})
+    error = failure(openai_server, settings)
+    assert "timed out after 0.3 s" in str(error) and "HTTP 408" not in str(error) and error.status is None
+
+
+def test_a_status_the_server_sent_is_still_reported(openai_server):
+    openai_server.set_default(server_error(503))
+    error = failure(openai_server, replace(FAST, max_attempts=1))
+    assert "(HTTP 503)" in str(error) and error.status == 503
+
+
+def test_litellm_exception_objects_are_labelled_from_their_cause():
+    import socket
+
+    import litellm
+
+    from daydream.providers import http_errors
+
+    def raised(outer, cause):
+        try:
+            try:
+                raise cause
+            except BaseException as inner:
+                raise outer from inner
+        except BaseException as caught:
+            return caught
+
+    dns = raised(litellm.APIConnectionError("Connection error.", "openrouter", "x"), socket.gaierror(-2, "Name or service not known"))
+    assert http_errors.received_status(dns) is None and http_errors.describe(dns).startswith("could not resolve host")
+    timeout = litellm.Timeout("Request timed out.", "x", "openai")
+    assert http_errors.received_status(timeout) is None
+    assert http_errors.describe(timeout, 900).startswith("timed out after 900 s")
+    limited = litellm.RateLimitError("slow down", "openai", "x")
+    assert http_errors.received_status(limited) == 429 and http_errors.describe(limited) == "RateLimitError (HTTP 429)"

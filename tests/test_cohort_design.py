@@ -457,7 +457,9 @@ AB_OUT = "output:\n  field_order: [a]\n"
     ("axes:\n  a: '@file:a.yaml'\n" + AB_OUT, {"a.yaml": "[unclosed\n"}, ["axes.a: @file:a.yaml", "a.yaml"]),
     ("axes:\n  a: '@file:a.yaml'\n" + AB_OUT, {"a.yaml": "{x: 1, x: 2}\n"}, ["'x' is written twice", "fix the file"]),
     ("axes:\n  a: {levels: [a1]}\n" + AB_OUT, {}, ["axes.a", "must be a non-empty list of levels"]),
-    ("axes: {}\n" + AB_OUT, {}, ["axes: must be a non-empty mapping"]),
+    ("axes: {}\n" + AB_OUT, {}, ["axes: no axes", "define them with tuple rules"]),
+    ("axes:\n" + AB_OUT, {}, ["axes: no axes"]),
+    ("axes: [a, b]\n" + AB_OUT, {}, ["axes: must be a mapping"]),
 ])
 def test_bad_specs_name_the_file_the_item_and_the_fix(tmp_path, text, files, fragments):
     problems = problems_of(tmp_path, text, files)
@@ -643,3 +645,22 @@ def test_cli_prints_jsonl_or_csv_and_fails_with_the_problems(tmp_path):
     done = run(str(tmp_path / "bad.yaml"))
     assert done.returncode == 1 and done.stdout == ""
     assert f"- {tmp_path / 'bad.yaml'}: axes.a[0]: 1 was read as int" in done.stderr
+
+
+@pytest.mark.parametrize("empty", ["axes: {}", "axes:"])
+def test_axes_may_be_empty_when_tuple_rules_define_every_axis(tmp_path, empty):
+    """A curated bundle (the original accepts it): essay template x essay model x evaluation
+    template x evaluation model, all from one tuple, crossed with a combo tuple."""
+    design = compiled(tmp_path, "\n        " + empty + """
+        rules:
+          tuples:
+            lineage: {axes: [combo_id, draft_template, draft_llm], items: [[c1, d1, m1], [c2, d1, m2]]}
+            bundle:
+              axes: [essay_template, essay_llm, evaluation_template, evaluation_llm]
+              items: [[e1, m1, v1, j1], [e2, None, v1, j2]]
+        output:
+          field_order: [combo_id, draft_template, draft_llm, essay_template, essay_llm, evaluation_template, evaluation_llm]
+    """)
+    assert design.rows == table("combo_id draft_template draft_llm essay_template essay_llm evaluation_template "
+                                "evaluation_llm", "c1 d1 m1 e1 m1 v1 j1", "c1 d1 m1 e2 None v1 j2",
+                                "c2 d1 m2 e1 m1 v1 j1", "c2 d1 m2 e2 None v1 j2")

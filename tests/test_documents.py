@@ -68,3 +68,52 @@ def test_a_draft_shorter_than_min_lines_fails_its_parse_and_keeps_raw(rt):  # no
     assert rt.paths.raw_path(member.stage, member.gen_id).read_text() == short
     assert not rt.paths.parsed_path(member.stage, member.gen_id).exists()
     assert "parsing.min_lines.draft" in json.loads(rt.paths.parse_errors_jsonl.read_text().splitlines()[-1])["reason"]
+
+
+def test_each_document_log_holds_its_own_call_and_what_was_saved_even_in_threads(rt, tmp_path):  # noqa: F811
+    from concurrent.futures import ThreadPoolExecutor
+
+    drafts = rt.membership.members("tiny", "draft")[:4]
+    logs = {m.gen_id: tmp_path / "logs" / f"{m.gen_id}.log" for m in drafts}
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda m: documents.write_document(rt, m.stage, m.gen_id, str(logs[m.gen_id])), drafts))
+    for gen_id, path in logs.items():
+        text = path.read_text()
+        assert f"call gen_id={gen_id} " in text and f"saved {rt.paths.gen_dir('draft', gen_id)}" in text, text
+        assert all(other not in text for other in logs if other != gen_id), text
+
+
+def test_a_failed_document_log_says_why(rt, tmp_path):  # noqa: F811
+    member = first_draft(rt)
+    prompt = documents.document_prompt(rt, member)
+    usage = {"prompt_tokens": 1, "completion_tokens": 5, "total_tokens": 6}
+    ledger.save_reply(rt.paths, member, prompt, Completion("no idea blocks at all", "offline/m", "stop", usage,
+                                                           0.0, 0.1, 1, 0.9, 4096))
+    log_path = tmp_path / "doc.log"
+    with pytest.raises(documents.DocumentError):
+        documents.write_document(rt, member.stage, member.gen_id, str(log_path))
+    text = log_path.read_text()
+    assert "reusing saved reply" in text and "failed: DocumentError" in text and "no <essay-idea> block" in text
+
+
+def test_offline_replicates_of_one_evaluation_differ_by_replicate(data_root, cohorts_dir):
+    from daydream import cohorts
+    from daydream.runtime import Runtime
+    from tests.conftest import TINY_COHORT, write_cohort
+
+    write_cohort(cohorts_dir, "reps", {**TINY_COHORT, "evaluation": {**TINY_COHORT["evaluation"], "replicates": 3}})
+    runtime = Runtime({"data_root": str(data_root), "cohorts_dir": str(cohorts_dir), "cohorts": ["reps"],
+                       "offline": True})
+    cohorts.build_cohort(runtime.paths, "reps", runtime.paths.cohort_file("reps"))
+    for stage in ("draft", "essay", "evaluation"):
+        for member in runtime.membership.members("reps", stage):
+            documents.write_document(runtime, member.stage, member.gen_id)
+    evaluations = runtime.membership.members("reps", "evaluation")
+    by_task: dict = {}
+    for m in evaluations:
+        key = (m.parent_gen_id, m.template_id, m.llm_model_id)
+        by_task.setdefault(key, {})[m.replicate] = runtime.paths.raw_path(m.stage, m.gen_id).read_text()
+    assert len(by_task) == 24 and all(sorted(texts) == [1, 2, 3] for texts in by_task.values())
+    assert all(len(set(texts.values())) == 3 for texts in by_task.values())  # same prompt, three replies
+    scores = [{t.splitlines()[-1] for t in texts.values()} for texts in by_task.values()]
+    assert sum(len(s) > 1 for s in scores) >= 18  # the scores vary by replicate too

@@ -110,3 +110,26 @@ def test_every_tables_problems_are_collected_and_what_could_be_read_is_returned(
     assert experiment.was_rejected("concepts", "exaptation") and "exaptation" not in experiment.concepts
     assert experiment.unreadable == {"essay"} and experiment.was_rejected("essay", "anything")
     assert "max_concurrency: '0' must be a whole number of at least 1" in problems[2]
+
+
+def test_the_originals_replication_config_of_ones_is_accepted(data_root):
+    shutil.copy(REPO / "tests" / "fixtures" / "legacy_1_raw" / "replication_config.csv", data_root / "1_raw")
+    assert load_experiment(Paths(data_root)).models
+
+
+def test_replication_config_with_more_replicates_is_refused_saying_where_they_go_now(data_root):
+    (data_root / "1_raw" / "replication_config.csv").write_text("stage,replicates\ndraft,1\nessay,1\nevaluation,3\n")
+    with pytest.raises(ExperimentError) as raised:
+        load_experiment(Paths(data_root))
+    (problem,) = raised.value.problems
+    assert "replication_config.csv line 4: evaluation replicates=3" in problem
+    assert "`evaluation: {replicates: 3}` in the cohort file" in problem
+    assert "`evaluation_replicate: ['1', '2', '3']` in a design spec" in problem
+
+
+def test_replication_config_rows_are_checked(data_root):
+    (data_root / "1_raw" / "replication_config.csv").write_text("stage,replicates\ndrafts,1\nessay,0\n")
+    problems: list[str] = []
+    load_experiment(Paths(data_root), problems)
+    assert any("line 2: unknown stage 'drafts'" in p for p in problems)
+    assert any("line 3: replicates '0' is not a whole number of at least 1" in p for p in problems)

@@ -43,3 +43,29 @@ def test_evaluation_scores_fit_both_shipped_scales(model):
 def test_usage_counts_add_up():
     _, usage = offline_model.generate(PROMPT, stage="evaluation", model="a")
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"] > 0
+
+
+def test_replicates_of_one_prompt_get_different_replies_and_scores_deterministically():
+    prompts = [f"Judge this essay about tidal pools and weak ties, number {i}." for i in range(30)]
+    scores = {r: [parsers.parse("evaluation", "in_last_line", offline_model.reply_text(p, stage="evaluation",
+                                                                                       model="m", replicate=r))
+                  for p in prompts] for r in (1, 2, 3)}
+    assert offline_model.reply_text(prompts[0], stage="evaluation", model="m") == \
+        offline_model.reply_text(prompts[0], stage="evaluation", model="m", replicate=1)
+    for r in (2, 3):
+        assert all(offline_model.reply_text(p, stage="draft", model="m", replicate=r)
+                   != offline_model.reply_text(p, stage="draft", model="m", replicate=1) for p in prompts)
+        assert sum(a != b for a, b in zip(scores[1], scores[r], strict=True)) >= 20, scores
+        assert scores[r] == [parsers.parse("evaluation", "in_last_line", offline_model.reply_text(
+            p, stage="evaluation", model="m", replicate=r)) for p in prompts]
+
+
+def test_the_offline_provider_passes_the_documents_replicate():
+    from daydream.experiment import ModelRow
+    from daydream.providers import CallRequest
+    from daydream.providers.offline import OfflineProvider
+
+    row = ModelRow(id="o", model="daydream-offline-a", provider="offline", display_name="Offline", route="offline")
+    replies = {r: OfflineProvider().complete(CallRequest(row, "offline", "offline/x", "essay", "About weak ties.",
+                                                         0.7, 100, 10, None, r)).text for r in (1, 2)}
+    assert replies[1] != replies[2]

@@ -169,3 +169,42 @@ def test_the_original_spec_in_its_place_compiles_to_the_stores_documents(origina
     assert len(rows) == 3 + 4 + 8 and len(new) == 1  # the copy essay's prior-art evaluation
     assert pd.DataFrame(rows).query("gen_id in @new").iloc[0][["parent_gen_id", "template_id"]].tolist() == \
         [COPY_ESSAY, "gemini-prior-art-eval"]
+
+
+# -- raw_metadata.json without template_id (the original's current writer) --------------------------
+def _strip(original, gen_id, *keys):
+    path = original.gen_dir("evaluation", gen_id) / "raw_metadata.json"
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps({k: v for k, v in record.items() if k not in keys}, indent=2))
+
+
+def test_a_document_without_template_or_model_gets_them_back_from_its_gen_id(original):
+    _strip(original, COPY_VERIFICATION, "template_id", "llm_model_id")
+    planned = [a for a in original_store.import_store(original) if a.action == "write-metadata"]
+    assert [a.gen_id for a in planned] == [COPY_VERIFICATION]
+    assert "template_id=daydreaming-verification-v2, model_id=sonnet-4" in planned[0].detail
+    assert "from its gen_id" in planned[0].detail
+    original_store.import_store(original, write=True)
+    meta = json.loads(original.metadata_path("evaluation", COPY_VERIFICATION).read_text())
+    assert (meta["template_id"], meta["model_id"], meta["replicate"]) == ("daydreaming-verification-v2", "sonnet-4", 1)
+
+
+def test_the_originals_membership_tells_template_and_model_when_the_id_cannot(original):
+    _strip(original, COPY_VERIFICATION, "template_id", "llm_model_id", "parent_gen_id")  # no anchor to rebuild the id
+    membership = original.data_root / "cohorts" / COHORT / "membership.csv"
+    membership.write_text("stage,gen_id,origin_cohort_id,parent_gen_id,combo_id,template_id,llm_model_id,replicate\n"
+                          f"evaluation,{COPY_VERIFICATION},{COHORT},{COPY_ESSAY},,daydreaming-verification-v2,"
+                          "sonnet-4,1\n")
+    (action,) = [a for a in original_store.import_store(original) if a.action == "write-metadata"]
+    assert f"from membership {membership}" in action.detail and "model_id=sonnet-4" in action.detail
+    original_store.import_store(original, write=True)
+    meta = json.loads(original.metadata_path("evaluation", COPY_VERIFICATION).read_text())
+    assert (meta["parent_gen_id"], meta["template_id"], meta["combo_id"]) == \
+        (COPY_ESSAY, "daydreaming-verification-v2", COMBO_B)
+
+
+def test_a_document_nothing_tells_the_template_of_is_skipped_with_the_reason_and_the_fix(original):
+    _strip(original, COPY_VERIFICATION, "template_id", "llm_model_id", "parent_gen_id")
+    (action,) = [a for a in original_store.import_store(original) if a.gen_id == COPY_VERIFICATION]
+    assert action.action == "skip" and "its metadata has no template_id, model_id" in action.detail
+    assert "add its row (stage, gen_id, template_id, llm_model_id, replicate)" in action.detail

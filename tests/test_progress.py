@@ -5,7 +5,7 @@ from collections import Counter
 
 import pytest
 
-from daydream import budget, calls, documents, progress
+from daydream import budget, calls, documents, progress, runtime
 from daydream.runtime import Runtime
 
 
@@ -45,7 +45,20 @@ def test_the_progress_line_has_stages_calls_tokens_spend_and_an_eta(run):
     line = progress.progress_line(run.snapshot(), Counter(draft=4, essay=4), "budget $0.04 of $1.00")
     assert line.startswith("daydream 0:00:10 | draft 4/4 | essay 0/4 (1 running) | calls 4 (")
     assert "tokens 400 in + 200 out" in line and "spent $0.0400, budget $0.04 of $1.00" in line
-    assert line.endswith("ETA 0:00:10")  # 4 made in 10 s, 4 to go
+    assert line.endswith("spent $0.0400, budget $0.04 of $1.00")  # 4 made in 10 s: too little for an ETA
+    run.started -= 50
+    for _ in range(20):
+        with progress.document("essay", "e") as counted:
+            counted.source = "called"
+    line = progress.progress_line(run.snapshot(), Counter(draft=4, essay=40), None)
+    assert line.endswith("| ETA 0:00:50")  # 24 made in 60 s, 20 to go
+
+
+def test_no_eta_until_enough_documents_and_seconds_have_passed():
+    assert progress.eta(4, 4, 11.0) is None  # the first line of an 11 s run
+    assert progress.eta(19, 500, 120.0) is None and progress.eta(200, 500, 29.0) is None
+    assert progress.eta(30, 10_000, 120.0) is None  # under 5 % of the run
+    assert progress.eta(500, 500, 60.0) == "0:01:00" and progress.eta(10, 0, 1.0) == "0:00:00"
 
 
 def test_the_summary_says_what_failed_and_where_to_look(run, data_root, cohorts_dir):
@@ -59,6 +72,26 @@ def test_the_summary_says_what_failed_and_where_to_look(run, data_root, cohorts_
     assert "  documents: 0 made, 1 failed" in text and "1 call failed" in text
     assert "draft d_9: call failed: d_9: model openai/x failed after 5 attempt(s)" in text
     assert str(rt.paths.llm_errors_jsonl) in text and str(rt.paths.parse_errors_jsonl) in text
+    assert text.splitlines()[-2:] == ["  results:", f"    tiny: reports in {rt.paths.reports_dir('tiny')}"]
+
+
+def test_the_summary_ends_with_the_viewer_and_the_stale_report_when_they_exist(run, data_root, cohorts_dir, capsys):
+    rt = Runtime({"data_root": str(data_root), "cohorts_dir": str(cohorts_dir), "cohorts": ["tiny"]})
+    viewer = rt.paths.cohort_report("tiny", "site/index.html")
+    viewer.parent.mkdir(parents=True)
+    viewer.write_text("<html></html>")
+    rt.paths.stale_generations_csv.parent.mkdir(parents=True)
+    rt.paths.stale_generations_csv.write_text("gen_id,stage,reason\nd_1,draft,template changed\n")
+    with progress.document("draft", "d_1") as counted:
+        counted.source = "called"
+    tail = progress.summary(rt, run.snapshot(), ok=True, budget_status=None).splitlines()[-2:]
+    assert tail[0] == f"    tiny: open {viewer} in a browser"
+    assert tail[1] == f"    stale report: {rt.paths.stale_generations_csv} (1 stale document(s); " \
+                      "python scripts/regenerate.py --stale --dry-run lists them)"
+    run.reset()
+    progress.finish(rt, ok=True)  # a run that made nothing still says where the results are
+    err = capsys.readouterr().err
+    assert "no document needed making" in err and f"tiny: open {viewer}" in err
 
 
 def test_a_status_line_reaches_the_terminal_when_the_info_lines_are_off(capsys, caplog):
@@ -68,10 +101,12 @@ def test_a_status_line_reaches_the_terminal_when_the_info_lines_are_off(capsys, 
     assert "in_progress" in caplog.text and capsys.readouterr().err == ""
     caplog.clear()
     daydream = logging.getLogger("daydream")
-    level, daydream.level = daydream.level, logging.WARNING  # as the logger plugin sets it in a readable run
+    handlers, level = list(daydream.handlers), daydream.level
+    runtime.configure_logging(logging.WARNING)  # as the logger plugin sets it in a readable run
     try:
         progress.status(logger, "provider batch pb_1: in_progress, 3 of 5 done")
     finally:
+        daydream.handlers[:] = handlers
         daydream.setLevel(level)
     assert capsys.readouterr().err == "daydream: provider batch pb_1: in_progress, 3 of 5 done\n"
     assert caplog.text == ""

@@ -17,7 +17,7 @@ CONCEPTS = ["default-mode-network", "generator-verifier-gap", "adjacent-possible
             "desirable-difficulty", "fitness-landscape", "red-teaming"]
 SCREENS = 3 * 50  # lines of a few terminal screens
 PROGRESS_LINE = re.compile(r"^daydream \d+:\d\d:\d\d \| draft [\d,]+/46\b.* \| calls [\d,]+ \(.*/s, \d+ in flight\) "
-                           r"\| tokens [\d,]+ in \+ [\d,]+ out \| spent \$0\.0000 \| ETA ")
+                           r"\| tokens [\d,]+ in \+ [\d,]+ out \| spent \$0\.0000( \| ETA \d+:\d\d:\d\d)?$")
 
 
 def test_a_500_document_offline_run_fits_on_a_few_screens_with_progress_lines_and_a_summary(

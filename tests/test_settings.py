@@ -1,13 +1,16 @@
 """Settings come from the config schema's defaults plus the config; nothing else holds a default."""
 
 import json
+import os
 import subprocess
+import sys
 
 import pytest
 import yaml
 
 from daydream import settings, stages
 from daydream.paths import CONFIG_DIR, Paths, schema_path
+from tests.conftest import REPO, SNAKEMAKE
 
 
 def test_an_empty_config_gets_every_default_from_the_schema():
@@ -108,3 +111,55 @@ def test_config_overrides_on_the_command_line_reach_the_run_and_bad_ones_stop_it
     assert "config cohorts/0: '../tiny' does not match" in bad.stderr
     assert "config llm/max_concurrency: 'lots' is not of type 'integer'" in bad.stderr
     assert count_lines(paths.llm_calls_jsonl) == calls and "Building DAG" not in bad.stderr
+
+
+# One data root without repeating it (README "Running it") ----------------------------------
+
+def test_the_data_root_is_the_explicit_one_then_the_environment_then_config_yaml():
+    env = {settings.DATA_ROOT_ENV: "/exp/a"}
+    assert settings.data_root("/cli", "data", env) == "/cli"
+    assert settings.data_root(None, "data", env) == "/exp/a"
+    assert settings.data_root(None, "elsewhere", {}) == "elsewhere"
+    assert settings.data_root(None, None, {}) == yaml.safe_load((CONFIG_DIR / "config.yaml").read_text())["data_root"]
+    assert settings.data_root(None, "data", {settings.DATA_ROOT_ENV: "  "}) == "data"
+
+
+def test_a_config_file_beside_the_data_sits_between_config_yaml_and_the_command_line(tmp_path):
+    root = tmp_path / "exp"
+    root.mkdir()
+    (root / settings.DATA_ROOT_CONFIG).write_text("cohorts: [mine]\nllm: {max_attempts: 2}\n", encoding="utf-8")
+    base = {"data_root": "data", "cohorts": ["pilot"], "llm": {"max_concurrency": 4}}
+    resolved = settings.resolved_config(base, {}, {settings.DATA_ROOT_ENV: str(root)})
+    assert resolved["data_root"] == str(root) and resolved["cohorts"] == ["mine"]
+    assert resolved["llm"] == {"max_concurrency": 4, "max_attempts": 2}
+    overridden = settings.resolved_config({**base, "cohorts": "theirs"}, {"cohorts": "theirs"},
+                                          {settings.DATA_ROOT_ENV: str(root)})
+    assert overridden["cohorts"] == "theirs"  # --config wins over the file beside the data
+    assert settings.validated(resolved)["cohorts"] == ["mine"]
+
+
+def test_a_config_file_beside_the_data_cannot_move_the_data_root(tmp_path):
+    (tmp_path / settings.DATA_ROOT_CONFIG).write_text("data_root: /elsewhere\n", encoding="utf-8")
+    with pytest.raises(settings.ConfigError, match="data_root cannot be set"):
+        settings.resolved_config({"data_root": str(tmp_path)}, {}, {})
+
+
+def test_scripts_find_the_data_root_in_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv(settings.DATA_ROOT_ENV, str(tmp_path))
+    assert settings.command_config()["data_root"] == str(tmp_path)
+    assert settings.command_config("/given")["data_root"] == "/given"
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "data_root_lock.py"), "status"],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 0 and str(tmp_path) in done.stdout, done.stderr
+
+
+def test_cross_experiment_tables_need_no_cohort_and_take_the_data_root_from_the_environment(data_root, tmp_path):
+    """The default cohort `pilot` is never built nor checked against another data root's 1_raw."""
+    (data_root / "1_raw" / "concepts" / "concepts_metadata.csv").write_text("concept_id,name,active\n", encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k != settings.DATA_ROOT_ENV}
+    done = subprocess.run([*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--cores", "1", "-n", "cross_experiment_tables"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**env, settings.DATA_ROOT_ENV: str(data_root)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    output = done.stdout + done.stderr
+    assert "cohort_membership" not in output and "cross_experiment_tables" in output

@@ -12,7 +12,7 @@ from snakemake.settings.enums import Quietness
 from snakemake_interface_logger_plugins.common import LogEvent
 from snakemake_interface_logger_plugins.registry import LoggerPluginRegistry
 
-from daydream import terminal
+from daydream import runtime, terminal
 from tests.conftest import REPO
 
 
@@ -83,7 +83,10 @@ def test_the_plugin_prints_snakemakes_lines_without_the_per_job_ones_and_daydrea
     handler.handle(record("Finished jobid: 4 (Rule: gen_document)", LogEvent.JOB_FINISHED))
     handler.handle(record("Job stats: 3 jobs", LogEvent.RUN_INFO))
     assert out.getvalue() == "Job stats: 3 jobs\n"
-    assert daydream_logger.level == logging.WARNING and len(daydream_logger.handlers) == 1
+    # daydream's terminal lines are warnings only; the logger keeps INFO for each job's own log
+    (shown,) = daydream_logger.handlers
+    assert shown.level == logging.WARNING and daydream_logger.level == logging.INFO
+    assert not runtime.terminal_shows_info()
 
 
 def test_without_the_quiet_choices_the_plugin_prints_what_snakemake_would(daydream_logger):
@@ -91,7 +94,18 @@ def test_without_the_quiet_choices_the_plugin_prints_what_snakemake_would(daydre
     handler = handler_writing_to(out, {Quietness.HOST})
     handler.handle(record("Finished jobid: 4 (Rule: gen_document)", LogEvent.JOB_FINISHED))
     assert out.getvalue() == "Finished jobid: 4 (Rule: gen_document)\n"
-    assert daydream_logger.level == logging.INFO
+    assert daydream_logger.handlers[0].level == logging.INFO and runtime.terminal_shows_info()
+
+
+def test_a_user_errors_report_is_shown_once_without_frames_and_others_keep_theirs(daydream_logger):
+    out = io.StringIO()
+    handler = handler_writing_to(out, {Quietness.RULES, Quietness.HOST})
+    report = ('RuleException:\nCohortError in file "/w/rules/cohort.smk", line 20:\n- pilot.yaml: unknown concept'
+              '\n  File "/w/rules/cohort.smk", line 20, in __rule_cohort_membership')
+    handler.handle(record(report, LogEvent.ERROR, logging.ERROR))
+    bug = 'RuleException:\nKeyError in file "/w/rules/gens.smk", line 9:\n\'x\'\n  File "/w/x.py", line 1'
+    handler.handle(record(bug, LogEvent.ERROR, logging.ERROR))
+    assert out.getvalue() == "CohortError:\n- pilot.yaml: unknown concept\n" + bug + "\n"
 
 
 def test_snakemake_finds_the_plugin_the_profile_selects():

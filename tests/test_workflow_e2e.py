@@ -55,15 +55,23 @@ def test_a_run_fills_the_gens_store_and_the_reports(finished_run):
     assert len(per_pair) == 24
     # copy essays make no model call: 3 drafts + 3 llm essays + 24 evaluations
     assert count_lines(paths.llm_calls_jsonl) == 30
+    for row in membership.itertuples():  # each document's log says what its job did (jobs run in threads)
+        text = paths.log_path("gen_document", row.stage, row.gen_id).read_text()
+        assert f"saved {paths.gen_dir(row.stage, row.gen_id)}" in text, text
+        assert (f"call gen_id={row.gen_id} " in text) == (row.template_id != "copy-draft"), text
 
 
 def test_a_second_run_has_nothing_to_do_and_makes_no_call(finished_run):
     data_root, cohorts_dir = finished_run
     dry = run_workflow(data_root, cohorts_dir, ["tiny"], "-n")
     assert "Nothing to be done" in dry.stdout + dry.stderr
+    assert "daydream: nothing to do" not in dry.stderr  # a dry run says only Snakemake's line
     calls = count_lines(Paths(data_root).llm_calls_jsonl)
-    run_workflow(data_root, cohorts_dir, ["tiny"])
+    again = run_workflow(data_root, cohorts_dir, ["tiny"])
     assert count_lines(Paths(data_root).llm_calls_jsonl) == calls
+    assert "daydream: nothing to do: every document and report of tiny is up to date" in again.stderr
+    assert f"tiny: reports in {Paths(data_root).reports_dir('tiny')}" in again.stderr
+    assert f"stale report: {Paths(data_root).stale_generations_csv} (0 stale document(s))" in again.stderr
 
 
 def test_deleting_one_parsed_evaluation_remakes_only_that_document_without_a_call(finished_run):

@@ -51,6 +51,7 @@ class CallRequest:
     max_tokens: int
     timeout_s: float
     api_key: str | None
+    replicate: int = 1  # the document's replicate: the offline model's replies differ by it
 
 
 @dataclass(frozen=True)

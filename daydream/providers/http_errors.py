@@ -124,3 +124,86 @@ def retry_after_s(error: BaseException) -> float | None:
     except ValueError:
         when = email.utils.parsedate_to_datetime(value) if email.utils.parsedate_tz(value) else None
         return max(0.0, (when - datetime.now(UTC)).total_seconds()) if when and when.tzinfo else None
+
+
+# -- what happened, in words ------------------------------------------------------------------
+# litellm wraps transport failures in classes that carry an invented status (APIConnectionError
+# 500, InternalServerError 500, Timeout 408); the real cause is further down the chain.
+_NO_RESPONSE_CLASSES = frozenset({"APIConnectionError", "Timeout", "APITimeoutError"})
+_CLOSED_NAMES = frozenset({"ServerDisconnectedError", "RemoteProtocolError", "ClientOSError", "ReadError"})
+_CONNECT_NAMES = frozenset({"ConnectError", "ClientConnectorError", "ClientConnectorDNSError", "ConnectTimeout"})
+
+
+def chain(error: BaseException) -> list[BaseException]:
+    """`error` and the exceptions it was raised from (`__cause__`, else `__context__`)."""
+    links: list[BaseException] = []
+    while error is not None and all(error is not seen for seen in links):
+        links.append(error)
+        error = error.__cause__ or error.__context__
+    return links
+
+
+def _transport_failure(links: list[BaseException], timeout_s: float | None) -> str | None:
+    """What went wrong below HTTP (no response was received), or None."""
+    import socket
+
+    names = {type(link).__name__ for link in links}
+    where = _address(links)
+    if any(isinstance(link, socket.gaierror) or type(link).__name__ == "ClientConnectorDNSError" for link in links):
+        return f"could not resolve host {where.split(':')[0] or '(unknown)'}"
+    if any(isinstance(link, ConnectionRefusedError) for link in links):
+        return f"connection refused by {where or 'the server'}"
+    if any(isinstance(link, TimeoutError) or "Timeout" in type(link).__name__ for link in links):
+        return f"timed out after {timeout_s:g} s" if timeout_s else "timed out"
+    if names & _CONNECT_NAMES or any(isinstance(link, ConnectionError) for link in links):
+        return f"could not connect to {where or 'the server'}"
+    if names & _CLOSED_NAMES:
+        return f"the connection to {where or 'the server'} was closed before a response"
+    return None
+
+
+def _address(links: list[BaseException]) -> str:
+    """host:port of the failed connection, from aiohttp's or httpx's error, '' if unknown."""
+    import re
+
+    for link in links:
+        host = getattr(link, "host", None)
+        if isinstance(host, str) and host:
+            port = getattr(link, "port", None)
+            return f"{host}:{port}" if port else host
+        found = re.search(r"host ([\w.\-\[\]:]+?):(\d+)", str(link))
+        if found:
+            return f"{found.group(1)}:{found.group(2)}"
+        if type(link).__module__.startswith("httpx"):
+            try:
+                url = link.request.url
+            except (AttributeError, RuntimeError):
+                continue
+            return f"{url.host}:{url.port}" if url.port else str(url.host)
+    return ""
+
+
+def received_status(error: BaseException) -> int | None:
+    """The HTTP status the server actually sent; None when no response was received (a
+    transport failure, or a class litellm gives an invented status)."""
+    links = chain(error)
+    if type(error).__name__ in _NO_RESPONSE_CLASSES or _transport_failure(links, None) is not None:
+        return None
+    return status_of(error)
+
+
+def describe(error: BaseException, timeout_s: float | None = None) -> str:
+    """What happened, for a person: `could not resolve host api.x.com (APIConnectionError, no
+    HTTP response)`, `connection refused by 127.0.0.1:8080 (...)`, `timed out after 900 s
+    (...)`, or `RateLimitError (HTTP 429)` when a response was received."""
+    name = type(error).__name__
+    what = _transport_failure(chain(error), timeout_s)
+    if what is not None or name in _NO_RESPONSE_CLASSES:
+        return f"{what or 'no response'} ({name}, no HTTP response)"
+    status = status_of(error)
+    return f"{name} (HTTP {status})" if status else name
+
+
+def root_message(error: BaseException) -> str:
+    """The innermost exception's text: the cause itself, not litellm's wrapping."""
+    return str(chain(error)[-1])

@@ -14,7 +14,8 @@ class OfflineProvider:
         return None
 
     def complete(self, request: CallRequest) -> Reply:
-        text, usage = offline_model.generate(request.prompt, stage=request.stage, model=request.row.model)
+        text, usage = offline_model.generate(request.prompt, stage=request.stage, model=request.row.model,
+                                             replicate=request.replicate)
         return Reply(text, "stop", usage)
 
     def errors(self) -> tuple[type[BaseException], ...]:
