@@ -42,7 +42,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from daydream import calls, cohorts, plan, progress, settings
+from daydream import calls, cohorts, plan, pricing, progress, settings
 from daydream.membership import Member
 from daydream.prompts import Prompt
 from daydream.runtime import Runtime
@@ -142,7 +142,7 @@ def _priced(rt: Runtime, model_id: str | None, usage: dict) -> float | None:
     if model_id not in rt.experiment.models:
         return None
     prices = plan.model_prices(rt, model_id)[0]
-    return prices.cost(usage.get("prompt_tokens"), usage.get("completion_tokens")) if prices else None
+    return pricing.usage_cost(prices, usage)
 
 
 # -- the check before the first call -----------------------------------------------------------
@@ -210,22 +210,38 @@ def refusal(rt: Runtime, over: list[Standing]) -> str:
     ])
 
 
-_RUN_STATE = {"planning_only": False}
+class MissingKeys(RuntimeError):
+    """A model still to be called has no API key in the environment: refused before any call."""
+
+
+def missing_run_keys(rt: Runtime) -> list[str]:
+    """One problem per model that a document still missing from the active cohorts' gens store
+    would call while its key variable is unset. The checkpoint checks the keys of a membership
+    it makes; this covers a membership made by a run that only planned (no key needed)."""
+    used = {m.llm_model_id for c in rt.cohort_ids for m in rt.membership.members(c)
+            if not plan.is_complete(rt, m)}
+    rows = [rt.experiment.models[i] for i in sorted(used) if i in rt.experiment.models]
+    return calls.missing_keys(rows, rt.settings, "the run")
 
 
 def check_before_run(rt: Runtime, targets=()) -> None:
-    """`onstart:`: refuse the run (BudgetRefused) before its first call when the missing
-    calls of the active cohorts could pass a budget (see the module's docstring)."""
-    _RUN_STATE["planning_only"] = planning_only(targets)
-    if _RUN_STATE["planning_only"]:
+    """`onstart:`: refuse the run before its first call when a model still to be called has no
+    key (MissingKeys) or the missing calls of the active cohorts could pass a budget
+    (BudgetRefused; see the module's docstring). A run that only plans is never refused, and
+    `rt.planning_only` tells the cohort checkpoint to skip the keys."""
+    rt.planning_only = planning_only(targets)
+    if rt.planning_only:
         return
+    problems = missing_run_keys(rt)
+    if problems:
+        raise MissingKeys("daydream: no call is started:\n" + "\n".join(f"  - {p}" for p in problems))
     _check(rt)
 
 
 def check_cohort(rt: Runtime, cohort_id: str) -> None:
     """The end of the cohort checkpoint: the same check, now that `cohort_id`'s membership is
     known (a `plan` run is never refused)."""
-    if not _RUN_STATE["planning_only"]:
+    if not rt.planning_only:
         _check(rt)
 
 

@@ -21,7 +21,8 @@ DEFAULT_SCORE_MAX = 9.0
 MODEL_COLUMNS = ("id", "model", "provider", "display_name")
 OPTIONAL_MODEL_COLUMNS = (
     "route", "api_base", "api_key_env", "max_concurrency",
-    "input_cost_per_mtok", "output_cost_per_mtok", "active", "batch",
+    "input_cost_per_mtok", "output_cost_per_mtok", "cached_input_cost_per_mtok", "cache_write_cost_per_mtok",
+    "active", "batch",
 )
 # Columns of the original pipeline's llm_models.csv that are accepted and not used.
 LEGACY_MODEL_COLUMNS = ("specialization", "for_generation", "for_evaluation")

@@ -157,7 +157,8 @@ def answer(rt: Runtime, member: Member, prompt: Prompt) -> Answer:
     row = rt.experiment.models[member.llm_model_id]
     with budget.metered(rt, member, prompt) as ticket:  # BudgetReached: this call could pass a budget
         try:
-            done = calls.call_model(row, prompt.text, stage=member.stage, settings=rt.settings, gen_id=member.gen_id)
+            done = calls.call_model(row, prompt.text, stage=member.stage, settings=rt.settings, gen_id=member.gen_id,
+                                    cache_prefix=prompt.shared_prefix)
         except calls.LLMCallError as error:
             _record_failure(rt, member, error)
             raise

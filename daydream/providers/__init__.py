@@ -51,6 +51,7 @@ class CallRequest:
     max_tokens: int
     timeout_s: float
     api_key: str | None
+    cache_prefix: str = ""  # the prompt's start its template shares with every document (prompt caching)
 
 
 @dataclass(frozen=True)
