@@ -183,14 +183,14 @@ def standings(rt: Runtime, the_plan: plan.Plan | None = None) -> list[Standing]:
     found = budgets(rt)
     if not found:
         return []
-    the_plan = the_plan if the_plan is not None else plan.missing_calls(rt, completion_low={})
+    the_plan = the_plan if the_plan is not None else plan.missing_calls(rt, plan.NO_HISTORY)
     spend, every = recorded_spend(rt), the_plan.gen_ids
     prices = {m: plan.model_prices(rt, m)[0] for m in {c.model_id for c in the_plan.calls}}
     result = []
     for item in found:
         covered = [c for c in the_plan.calls if item.covers(c.gen_id)]
         spent, unknown = spend.of(every if item.gen_ids is None else item.gen_ids)
-        highs = [c.cost(prices[c.model_id], high=True) for c in covered]
+        highs = [c.bound_cost(prices[c.model_id]) for c in covered]
         unpriced = tuple(sorted({c.model_id for c in covered if prices[c.model_id] is None}))
         result.append(Standing(item, spent, unknown, math.fsum(h for h in highs if h is not None), len(covered),
                                unpriced))

@@ -33,6 +33,10 @@ from daydream.providers.litellm_import import litellm_module
 
 BATCH_DISCOUNT = 0.5
 DEFAULT_CACHE_MIN_TOKENS = 1024  # OpenAI's automatic caching and most Claude models
+# Routes whose provider caches a long shared prompt prefix: OpenAI by itself, Anthropic where the
+# request marks it (`cache_control`; writing it is billed).
+MARKED_CACHE_ROUTES = frozenset({"anthropic"})
+CACHE_ROUTES = frozenset({"openai"}) | MARKED_CACHE_ROUTES
 CACHED_KEY, CACHE_WRITE_KEY = "cached_tokens", "cache_creation_tokens"  # in a recorded `usage`
 
 

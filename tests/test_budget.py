@@ -21,7 +21,7 @@ HIGH = (100 * 2 + 2048 * 10) / 1e6  # an evaluation prompt of 100 words at max_t
 
 @pytest.fixture(autouse=True)
 def words_as_tokens(monkeypatch):
-    monkeypatch.setattr(plan, "count_tokens", lambda rt, model_id, text: len(text.split()))
+    monkeypatch.setattr(plan, "count_tokens", lambda rt, model_id, text, route=None: len(text.split()))
 
 
 # The tests reason with these completion limits; the schema's defaults may change.

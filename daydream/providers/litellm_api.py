@@ -60,16 +60,13 @@ def cache_usage(usage: object | None) -> dict:
     return found
 
 
-CACHE_CONTROL_ROUTES = frozenset({"anthropic"})  # routes whose prompt cache needs the prefix marked
-
-
 def cache_breakpoint(request: CallRequest) -> bool:
     """Whether the request's shared prefix is marked for the provider's prompt cache: on a
     route that needs it marked (Anthropic: `cache_control`), when the prefix reaches the
     model's minimum (`pricing.cache_min_tokens`, counted with litellm's tokenizer) and leaves
     some prompt after it. OpenAI caches a long prefix without a mark."""
     prefix = request.cache_prefix
-    if request.route not in CACHE_CONTROL_ROUTES or not prefix or len(prefix) >= len(request.prompt):
+    if request.route not in pricing.MARKED_CACHE_ROUTES or not prefix or len(prefix) >= len(request.prompt):
         return False
     tokens = litellm_module().token_counter(model=request.model, text=prefix)
     return tokens >= pricing.cache_min_tokens(request.row, request.route)
