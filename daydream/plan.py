@@ -123,7 +123,8 @@ def _percentile(ordered: list[float], q: float) -> float:
 class History:
     """Finished calls in the gens store by (stage, template_id, model_id, model string): their
     completion and prompt tokens as the provider counted them, and per (model_id, model
-    string) a few documents whose prompt can be counted again with our tokenizer."""
+    string), and per (stage, template_id, model_id, model string), a few documents whose prompt
+    can be counted again with our tokenizer."""
 
     completion: dict[tuple, list[int]] = field(default_factory=lambda: defaultdict(list))
     prompt: dict[tuple, list[int]] = field(default_factory=lambda: defaultdict(list))
@@ -136,10 +137,13 @@ class History:
     def prompt_spread(self, key: tuple) -> Spread | None:
         return Spread.of(self.prompt[key]) if self.prompt.get(key) else None
 
-    def factor(self, rt: Runtime, model_id: str, model: str, route: str) -> Spread:
+    def factor(self, rt: Runtime, model_id: str, model: str, route: str, template: tuple = ()) -> Spread:
         """How the provider's prompt tokens compare with our tokenizer's count of the same
-        prompts (the ratio's spread over `CALIBRATION_SAMPLES` documents); ONE without any."""
-        key = (model_id, model)
+        prompts (the ratio's spread over `CALIBRATION_SAMPLES` documents): those of the same
+        `template` (stage, template_id) where there are some, else the model's; ONE without any."""
+        key = (*template, model_id, model)
+        if template and not self.samples.get(key):
+            return self.factor(rt, model_id, model, route)
         if key not in self._factors:
             ratios = []
             for stage, gen_id, tokens in self.samples.get(key, []):
@@ -181,9 +185,9 @@ def read_history(paths) -> History:
             found.completion[key].append(int(usage["completion_tokens"]))
             if usage.get("prompt_tokens"):
                 found.prompt[key].append(int(usage["prompt_tokens"]))
-                sample = found.samples[key[2:]]
-                if len(sample) < CALIBRATION_SAMPLES:
-                    sample.append((stage, entry.name, int(usage["prompt_tokens"])))
+                for sample in (found.samples[key[2:]], found.samples[key]):
+                    if len(sample) < CALIBRATION_SAMPLES:
+                        sample.append((stage, entry.name, int(usage["prompt_tokens"])))
     return found
 
 
@@ -346,7 +350,7 @@ class _Walk:
         route, model = self.bill(member)
         key = (member.stage, member.template_id, member.llm_model_id, model)
         max_tokens = self.rt.settings.stage(member.stage).max_tokens
-        factor = self.history.factor(self.rt, member.llm_model_id, model, route)
+        factor = self.history.factor(self.rt, member.llm_model_id, model, route, key[:2])
         replies = self.history.completion_spread(key)
         if replies is not None:
             low, high, basis = round(replies.low), round(replies.high), f"history n={replies.n}"
@@ -610,7 +614,7 @@ def _again(rt: Runtime, member: Member, history: History) -> tuple[float, float]
     except FileNotFoundError:
         text = ""
     prompt = count_tokens(rt, member.llm_model_id, text, route)
-    factor = history.factor(rt, member.llm_model_id, key[3], route)
+    factor = history.factor(rt, member.llm_model_id, key[3], route, key[:2])
     replies = history.completion_spread(key)
     max_tokens = rt.settings.stage(member.stage).max_tokens
     low, high = (replies.low, replies.high) if replies else (0, max_tokens)

@@ -91,7 +91,7 @@ def test_finished_calls_give_the_low_estimate_and_finished_documents_are_not_cal
     assert sorted(history.completion[key]) == sorted(used) and set(history.completion) == {key}
     spread = history.completion_spread(key)
     assert spread.n == 3 and min(used) <= spread.low <= spread.high <= max(used)
-    assert history.factor(rt, "offline_a", key[3], "offline") == plan.Spread(3, 1.0, 1.0), \
+    assert history.factor(rt, "offline_a", key[3], "offline", key[:2]) == plan.Spread(3, 1.0, 1.0), \
         "the offline model counts words, as the plan does"
     the_plan = plan.missing_calls(rt)
     assert the_plan.done == {"draft": 3} and "draft" not in by_stage(the_plan)
