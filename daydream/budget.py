@@ -417,4 +417,4 @@ def metered(rt: Runtime, member: Member, prompt: Prompt) -> Iterator[Ticket]:
 def paid(rt: Runtime, ticket: Ticket, done: calls.Completion) -> None:
     """A call of `metered` came back: its cost counts against its budgets and the progress."""
     guard(rt).paid(ticket, done)
-    progress.RUN.call_paid(ticket.member.stage, done)
+    progress.RUN.call_paid(ticket.member.stage, done, plan.cache_saving(rt, ticket.member.llm_model_id, done.usage or {}))

@@ -94,6 +94,29 @@ def bill_prices(rt: Runtime, model_id: str) -> tuple[Prices | None, Prices | Non
     return direct_prices(row, route), batch_prices(row, route)
 
 
+def cache_saving(rt: Runtime, model_id: str | None, usage: dict) -> float:
+    """What a recorded call saved by its prompt cache: its cost without the cache less its cost
+    (0 without cached tokens or a known price)."""
+    if not (usage.get(pricing.CACHED_KEY) or usage.get(pricing.CACHE_WRITE_KEY)) or model_id not in rt.experiment.models:
+        return 0.0
+    prices = model_prices(rt, model_id)[0]
+    full = prices.cost(usage.get("prompt_tokens"), usage.get("completion_tokens")) if prices else None
+    return 0.0 if full is None else full - pricing.usage_cost(prices, usage)
+
+
+def recorded_cache_savings(rt: Runtime) -> tuple[int, float]:
+    """(tokens read from a cache, USD saved) over every call in llm_calls.jsonl."""
+    tokens, saved = 0, 0.0
+    if rt.paths.llm_calls_jsonl.exists():
+        with rt.paths.llm_calls_jsonl.open(encoding="utf-8") as handle:
+            for line in handle:
+                record = json.loads(line) if line.strip() else {}
+                usage = record.get("usage") or {}
+                tokens += usage.get(pricing.CACHED_KEY) or 0
+                saved += cache_saving(rt, record.get("model_id"), usage)
+    return tokens, saved
+
+
 # -- history: what earlier replies of the same template and model took --------------------------
 @dataclass(frozen=True)
 class Spread:
@@ -560,6 +583,10 @@ def describe(rt: Runtime, plan: Plan, rows: list[dict], stale_lines: list[str] |
                      f"and {total['cache_write_tokens']:,} written, saving about {money(total['cache_savings_usd'])} "
                      "(a template's shared prefix, before its first per-document variable: the first call writes it, "
                      "the rest read it while the cache lasts)")
+    read, saved = recorded_cache_savings(rt)
+    if read:
+        lines.append(f"prompt cache so far: {read:,} input tokens of the calls recorded in {rt.paths.llm_calls_jsonl} "
+                     f"were read from a provider's cache, saving {money(saved)}")
     lines += stale_lines or []
     lines += [
         "low - high: each reply at the 10th - 90th percentile of finished calls of the same stage, template and "

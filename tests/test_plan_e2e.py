@@ -270,7 +270,8 @@ def test_the_plans_cache_projection_for_forty_evaluations_sharing_a_rubric_is_wi
     projected = sum(int(rows[("evaluation", m)]["cache_read_tokens"]) for m in ("loop_a", "loop_b"))
     assert all(int(rows[("evaluation", m)]["calls"]) == 20 for m in ("loop_a", "loop_b"))
     assert int(rows[("total", "")]["cache_write_tokens"]) == 0, "OpenAI bills no cache write"
-    run(data_root, cohorts_dir, loop)
+    done = run(data_root, cohorts_dir, loop)
+    assert "prompt cache: " in done.stderr and "input tokens read from the providers' caches, saving $" in done.stderr
 
     made = jsonl(paths.llm_calls_jsonl)[before:]
     evaluations = [c for c in made if c["stage"] == "evaluation"]
@@ -284,3 +285,4 @@ def test_the_plans_cache_projection_for_forty_evaluations_sharing_a_rubric_is_wi
         assert call["cost_usd"] == pytest.approx(expected, rel=1e-9)
         meta = json.loads(paths.metadata_path(call["stage"], call["gen_id"]).read_text())
         assert meta["cost_usd"] == call["cost_usd"] and meta["usage"] == usage
+    assert "prompt cache so far: " in run(data_root, cohorts_dir, loop, "plan").stdout
