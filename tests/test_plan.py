@@ -177,3 +177,28 @@ def test_the_plan_rule_writes_the_csv_and_prints_the_table(data_root, cohorts_di
 
 def test_money_says_unknown_never_zero():
     assert plan.money(None) == "unknown" and plan.money(0.0) == "$0.0000" and plan.money(1234.5) == "$1,234.50"
+
+
+def test_the_cache_projection_writes_a_templates_prefix_once_and_reads_it_for_every_later_call():
+    def call(gen_id, prefix, writes):
+        return plan.MissingCall("evaluation", gen_id, "judge", "m", 1500, 1500, 10, 20, True, cache_prefix=prefix,
+                                cache_writes=writes)
+
+    assert plan.cache_tokens([call(f"v_{i}", 1200, True) for i in range(40)]) == (39 * 1200, 1200)
+    assert plan.cache_tokens([call(f"v_{i}", 1200, False) for i in range(40)]) == (39 * 1200, 0), "OpenAI"
+    assert plan.cache_tokens([call("v_1", 0, True)]) == (0, 0)
+    prices = plan.Prices(2e-6, 10e-6, "row", 0.2e-6, 2.5e-6)
+    group = [call(f"v_{i}", 1200, True) for i in range(3)]
+    full = plan._group_cost(group, prices, high=False, reads=0, writes=0)
+    cached = plan._group_cost(group, prices, high=False, reads=2400, writes=1200)
+    assert full - cached == pytest.approx(2400 * 1.8e-6 - 1200 * 0.5e-6)
+
+
+def test_the_plan_counts_stale_documents_and_prices_regenerating_them(data_root, cohorts_dir):
+    rt = runtime(data_root, cohorts_dir)
+    make(rt, "draft")
+    template = rt.paths.template_path("draft", "idea-sketch")
+    template.write_text(template.read_text() + "\nOne more instruction.\n")
+    lines = plan.stale_summary(rt, plan.read_history(rt.paths))
+    assert len(lines) == 1 and lines[0].startswith("stale: 3 documents")
+    assert "regenerate.py --stale` would pay for 3 calls" in lines[0] and "$0.0000" in lines[0]

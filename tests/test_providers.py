@@ -126,3 +126,24 @@ def test_a_reply_with_cached_tokens_costs_them_at_the_cached_rate():
              "cache_creation_tokens": 500}
     cost = providers.provider_for("anthropic").cost_usd(priced, Reply("x", "stop", usage, None, "anthropic"))
     assert cost * 1e6 == pytest.approx(500 * 3 + 1000 * 0.3 + 500 * 3.75 + 100 * 15)
+
+
+def test_through_litellm_an_anthropic_route_writes_then_reads_its_marked_prefix_and_pays_the_cached_rates():
+    from tests.openai_server import FakeOpenAIServer
+
+    rubric = "judge the essay by what it claims " * 200
+    with FakeOpenAIServer() as server:
+        claude = row(model="claude-sonnet-4-5", route="anthropic", api_base=server.root_url, input_cost_per_mtok=3,
+                     output_cost_per_mtok=15, cached_input_cost_per_mtok=0.3, cache_write_cost_per_mtok=3.75)
+        provider = providers.provider_for("anthropic")
+        replies = [provider.complete(CallRequest(claude, "anthropic", "anthropic/claude-sonnet-4-5", "evaluation",
+                                                 rubric + essay, 0.0, 50, 10, "k", rubric))
+                   for essay in ("the first essay", "the second essay")]
+    assert [r.usage["cache_creation_tokens"] for r in replies] == [1400, 0]
+    assert [r.usage["cached_tokens"] for r in replies] == [0, 1400]
+    for reply in replies:
+        usage = reply.usage
+        plain = usage["prompt_tokens"] - usage["cached_tokens"] - usage["cache_creation_tokens"]
+        expected = (plain * 3 + usage["cached_tokens"] * 0.3 + usage["cache_creation_tokens"] * 3.75
+                    + usage["completion_tokens"] * 15) / 1e6
+        assert provider.cost_usd(claude, reply) == pytest.approx(expected)
