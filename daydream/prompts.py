@@ -127,7 +127,8 @@ class Prompt:
     text: str
     sha256: str
     sources: dict[str, str] = field(default_factory=dict)  # source name -> SHA-256 of its text
-    shared_prefix: str = ""  # the text every prompt of its template begins with (`shared_prefix`)
+    # the text every prompt of its template begins with (`shared_prefix`); derived, so not compared
+    shared_prefix: str = field(default="", compare=False)
 
 
 # Stands for each per-document value when a template is rendered to find its shared prefix.
