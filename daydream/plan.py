@@ -7,23 +7,34 @@ four gens files exist is done. A missing document makes no call when it is a cop
 paid-reply ledger holds a reply for it (`ledger.saved_reply` for its prompt, or the record of an
 earlier prompt, which `ledger.answer` restores). Every other missing document is one call:
 
+The history (`read_history`: every finished call in the gens store, read through
+`store.read_document_metadata`) is keyed by stage, template, model id and the model string the
+bill is about (`bill_route`: the configured route, also under offline=true, whose own calls
+cost nothing), so replies of the offline rehearsal never stand in for a real model's.
+
+- completion tokens: with history (`basis` `history n=…`), low and high are the 10th and 90th
+  percentiles of the finished calls' completion tokens; without (`max_tokens`), low is
+  `plan_default_completion_tokens` (default 0) and high the stage's `max_tokens`.
 - prompt tokens: counted on the rendered prompt where it can be rendered (every root document,
   and every document whose parent's parsed text exists or is already known: a copy of an
-  existing text, a saved reply). Otherwise the template is rendered without its parent, and
-  the parent's estimated reply is added as often as the template uses it (`prompt_tokens_est`
-  with the parent's low estimate, `prompt_tokens_high` with its max_tokens). Tokens are counted
-  with the model's tokenizer through `litellm.token_counter` (litellm's default tokenizer for a
-  model it has none for; never a download: LITELLM_OFFLINE_MODE), and as words for the offline
-  model, as `offline_model.generate` counts them.
-- completion tokens: low = the median completion tokens of the finished calls of the same
-  template and model in the gens store (their metadata.json `usage`), else
-  `plan_default_completion_tokens` (default 0: the low estimate is then the prompt's cost
-  alone); high = the stage's `max_tokens`.
-- prices: `pricing.direct_prices` and `pricing.batch_prices`; an unknown price stays unknown.
+  existing text, a saved reply), with the model's tokenizer through `litellm.token_counter`
+  (litellm's default tokenizer for a model it has none for; never a download:
+  LITELLM_OFFLINE_MODE), as words for the offline model, and scaled by the spread of the ratio
+  between the provider's count and ours over earlier prompts (`History.factor`). Otherwise the
+  history's prompt tokens of the same key, else the template rendered without its parent plus
+  the parent's estimated reply as often as the template uses it.
+- the budgets' bound (`MissingCall.bound_cost`): our count of the prompt, every reply (and every
+  parent inside a prompt) at max_tokens, no cache discount.
+- prompt cache (`cache_tokens`): on a caching route (`pricing.CACHE_ROUTES`), a template whose
+  shared prefix (`prompts.shared_prefix`) reaches the model's minimum is written by its first
+  call and read by every later one.
+- prices: `pricing.direct_prices` and `pricing.batch_prices` on the configured route; an unknown
+  price stays unknown, and the total counts the calls without one.
 
-`plan_rows` sums the calls per stage and model, plus a total row; `write_plan` (the `plan` rule)
-writes `data/7_reporting/plan.csv` and prints the same as a table: the plan is meant for the
-person at the terminal, so this module prints it to stdout on purpose.
+`plan_rows` sums the calls per stage, template and model, plus a total row; `write_plan` (the
+`plan` rule) writes `data/7_reporting/plan.csv` and prints the same as a table, with the stale
+documents and the prompt cache's recorded savings: the plan is meant for the person at the
+terminal, so this module prints it to stdout on purpose.
 """
 
 from __future__ import annotations
