@@ -32,7 +32,6 @@ Two checks:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import threading
@@ -42,7 +41,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from daydream import calls, cohorts, plan, progress, settings
+from daydream import calls, cohorts, plan, pricing, progress, settings, store
 from daydream.errors import UserError
 from daydream.membership import Member
 from daydream.prompts import Prompt
@@ -131,30 +130,23 @@ def recorded_spend(rt: Runtime) -> Spend:
     not a JSON record (a write torn by a crash or a full disk) is counted as one call of
     unknown cost, against every budget, and named in a warning: it never stops a run."""
     spend, path = Spend(), rt.paths.llm_calls_jsonl
-    if not path.exists():
-        return spend
-    with path.open(encoding="utf-8", errors="replace") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                gen_id = str(record["gen_id"])
-            except (ValueError, KeyError, TypeError):
-                log.warning("%s line %d is not a complete call record (a write cut short by a crash or a full "
-                            "disk); it is counted as one call of unknown cost. Later records are read as usual; "
-                            "to silence this, remove that line once you know what the call cost", path, number)
-                spend.unknown[TORN] += 1
-                continue
-            cost = record.get("cost_usd")
-            if cost is None:
-                cost = _priced(rt, record.get("model_id"), record.get("usage") or {})
-            if cost is None:
-                cost = record.get("cost_usd_max")
-            if cost is None:
-                spend.unknown[gen_id] += 1
-            else:
-                spend.usd[gen_id] += float(cost)
+    for number, record in store.jsonl_records(path):
+        if record is None or "gen_id" not in record:
+            log.warning("%s line %d is not a complete call record (a write cut short by a crash or a full "
+                        "disk); it is counted as one call of unknown cost. Later records are read as usual; "
+                        "to silence this, remove that line once you know what the call cost", path, number)
+            spend.unknown[TORN] += 1
+            continue
+        gen_id = str(record["gen_id"])
+        cost = record.get("cost_usd")
+        if cost is None:
+            cost = _priced(rt, record.get("model_id"), record.get("usage") or {})
+        if cost is None:
+            cost = record.get("cost_usd_max")
+        if cost is None:
+            spend.unknown[gen_id] += 1
+        else:
+            spend.usd[gen_id] += float(cost)
     return spend
 
 
@@ -162,7 +154,7 @@ def _priced(rt: Runtime, model_id: str | None, usage: dict) -> float | None:
     if not usage or model_id not in rt.experiment.models:
         return None
     prices = plan.model_prices(rt, model_id)[0]
-    return prices.cost(usage.get("prompt_tokens"), usage.get("completion_tokens")) if prices else None
+    return pricing.usage_cost(prices, usage)
 
 
 # -- the check before the first call -----------------------------------------------------------
@@ -203,14 +195,14 @@ def standings(rt: Runtime, the_plan: plan.Plan | None = None) -> list[Standing]:
     found = budgets(rt)
     if not found:
         return []
-    the_plan = the_plan if the_plan is not None else plan.missing_calls(rt, completion_low={})
+    the_plan = the_plan if the_plan is not None else plan.missing_calls(rt, plan.NO_HISTORY)
     spend, every = recorded_spend(rt), the_plan.gen_ids
     prices = {m: plan.model_prices(rt, m)[0] for m in {c.model_id for c in the_plan.calls}}
     result = []
     for item in found:
         covered = [c for c in the_plan.calls if item.covers(c.gen_id)]
         spent, unknown = spend.of(every if item.gen_ids is None else item.gen_ids)
-        highs = [c.cost(prices[c.model_id], high=True) for c in covered]
+        highs = [c.bound_cost(prices[c.model_id]) for c in covered]
         unpriced = tuple(sorted({c.model_id for c in covered if prices[c.model_id] is None}))
         result.append(Standing(item, spent, unknown, math.fsum(h for h in highs if h is not None), len(covered),
                                unpriced))
@@ -230,22 +222,38 @@ def refusal(rt: Runtime, over: list[Standing]) -> str:
     ])
 
 
-_RUN_STATE = {"planning_only": False}
+class MissingKeys(RuntimeError):
+    """A model still to be called has no API key in the environment: refused before any call."""
+
+
+def missing_run_keys(rt: Runtime) -> list[str]:
+    """One problem per model that a document still missing from the active cohorts' gens store
+    would call while its key variable is unset. The checkpoint checks the keys of a membership
+    it makes; this covers a membership made by a run that only planned (no key needed)."""
+    used = {m.llm_model_id for c in rt.cohort_ids for m in rt.membership.members(c)
+            if not plan.is_complete(rt, m)}
+    rows = [rt.experiment.models[i] for i in sorted(used) if i in rt.experiment.models]
+    return calls.missing_keys(rows, rt.settings, "the run")
 
 
 def check_before_run(rt: Runtime, targets=()) -> None:
-    """`onstart:`: refuse the run (BudgetRefused) before its first call when the missing
-    calls of the active cohorts could pass a budget (see the module's docstring)."""
-    _RUN_STATE["planning_only"] = planning_only(targets)
-    if _RUN_STATE["planning_only"]:
+    """`onstart:`: refuse the run before its first call when a model still to be called has no
+    key (MissingKeys) or the missing calls of the active cohorts could pass a budget
+    (BudgetRefused; see the module's docstring). A run that only plans is never refused, and
+    `rt.planning_only` tells the cohort checkpoint to skip the keys."""
+    rt.planning_only = planning_only(targets)
+    if rt.planning_only:
         return
+    problems = missing_run_keys(rt)
+    if problems:
+        raise MissingKeys("daydream: no call is started:\n" + "\n".join(f"  - {p}" for p in problems))
     _check(rt)
 
 
 def check_cohort(rt: Runtime, cohort_id: str) -> None:
     """The end of the cohort checkpoint: the same check, now that `cohort_id`'s membership is
     known (a `plan` run is never refused)."""
-    if not _RUN_STATE["planning_only"]:
+    if not rt.planning_only:
         _check(rt)
 
 
@@ -463,7 +471,7 @@ def metered(rt: Runtime, member: Member, prompt: Prompt) -> Iterator[Ticket]:
 def paid(rt: Runtime, ticket: Ticket, done: calls.Completion) -> None:
     """A call of `metered` came back: its cost counts against its budgets and the progress."""
     guard(rt).paid(ticket, done)
-    progress.RUN.call_paid(ticket.member.stage, done)
+    progress.RUN.call_paid(ticket.member.stage, done, plan.cache_saving(rt, ticket.member.llm_model_id, done.usage or {}))
 
 
 def billed(rt: Runtime, ticket: Ticket, attempt: calls.Attempt) -> tuple[float | None, BudgetReached | None]:

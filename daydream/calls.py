@@ -251,19 +251,22 @@ def _billed_attempt(provider: Provider, request: CallRequest, error: BaseExcepti
 
 # -- the entry point --------------------------------------------------------------------------
 def call_model(row: ModelRow, prompt: str, *, stage: str, settings: LLMSettings, gen_id: str,
-               on_billed: Callable[[Attempt], None] | None = None, replicate: int = 1) -> Completion:
+               on_billed: Callable[[Attempt], None] | None = None, replicate: int = 1,
+               cache_prefix: str = "") -> Completion:
     """Ask `row`'s model for a reply to `prompt`, within the limits and the retry policy.
 
     Raises LLMCallError (one-line message: gen_id, model, error class, status, reason) after
     the last attempt, or at once for a final error or a missing key. Each failed attempt the
     provider may have billed goes to `on_billed` as soon as it comes back (an exception it
     raises, such as `budget.BudgetReached`, ends the call with no further attempt). Bugs
-    (errors that are not provider errors) propagate as they are.
+    (errors that are not provider errors) propagate as they are. `replicate`: the document's
+    replicate (the offline model's replies differ by it). `cache_prefix`: the start of `prompt`
+    that every prompt of its template shares (a provider may mark it for its prompt cache).
     """
     provider, model, stage_settings = provider_of(row, settings), model_string(row, settings), settings.stage(stage)
     key = api_key(row, settings)
     request = CallRequest(row, route_of(row, settings), model, stage, prompt, stage_settings.temperature, stage_settings.max_tokens,
-                          stage_settings.timeout_s, key, replicate)
+                          stage_settings.timeout_s, key, replicate, cache_prefix)
     cap_key, retrying = concurrency_key(row, settings), _retrying(provider, settings, gen_id, model)
     state: tenacity.RetryCallState | None = None
     started = None  # when the first attempt got its slot: waiting for a slot is not duration

@@ -450,11 +450,14 @@ def drop_derived_reports(paths: Paths, cohort_id: str) -> None:
 
 
 def write_cohort(rt: Runtime, cohort_id: str, log_path: str | None = None) -> None:
-    """The checkpoint: validate the cohort and write its manifest and membership."""
+    """The checkpoint: validate the cohort and write its manifest and membership. The models'
+    API keys are checked here too, except in a run that only plans (`rt.planning_only`): a plan
+    needs no key, and a later run checks them before its first call (`budget.check_before_run`)."""
     def check_models(rows, where):
         by_stage = provider_batches.models_by_stage(rt, rows)
         used = list({row.id: row for models in by_stage.values() for row in models}.values())
-        return calls.missing_keys(used, rt.settings, where) + provider_batches.route_problems(rt, by_stage, where)
+        keys = [] if rt.planning_only else calls.missing_keys(used, rt.settings, where)  # a plan needs no key
+        return keys + provider_batches.route_problems(rt, by_stage, where)
 
     inputs = checkpoint_inputs.file_hashes(rt.paths, cohort_id)  # before they are read: what is validated
     try:
@@ -466,3 +469,4 @@ def write_cohort(rt: Runtime, cohort_id: str, log_path: str | None = None) -> No
     checkpoint_inputs.write_record(rt.paths, cohort_id, inputs)
     counts = {stage: sum(r["stage"] == stage for r in rows) for stage in stages.NAMES}
     store.write_job_log(log_path, f"cohort {cohort_id}: {counts}")
+

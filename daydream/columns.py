@@ -23,7 +23,8 @@ DEFAULT_SCORE_MAX = 9.0
 MODEL_COLUMNS = ("id", "model", "provider", "display_name")
 OPTIONAL_MODEL_COLUMNS = (
     "route", "api_base", "api_key_env", "max_concurrency",
-    "input_cost_per_mtok", "output_cost_per_mtok", "active", "batch",
+    "input_cost_per_mtok", "output_cost_per_mtok", "cached_input_cost_per_mtok", "cache_write_cost_per_mtok",
+    "active", "batch",
 )
 # Columns of the original pipeline's llm_models.csv that are accepted and not used.
 LEGACY_MODEL_COLUMNS = ("specialization", "for_generation", "for_evaluation")
@@ -62,12 +63,14 @@ IMPORTED_METADATA_KEY = "imported_from"
 STALE_COLUMNS = ("stage", "gen_id", "cohort_id", "template_id", "reason",
                  "stored_prompt_sha256", "current_prompt_sha256")
 
-# data/7_reporting/plan.csv (`snakemake plan`): one row per stage and model with calls still
-# missing, then a `total` row. Costs are empty where a price is unknown (never 0).
+# data/7_reporting/plan.csv (`snakemake plan`): one row per stage, template and model with calls
+# still missing, then a `total` row. Costs are empty where a price is unknown (never 0). `basis`:
+# `history n=…` or `max_tokens`; cache tokens: the projected prompt-cache reads and writes.
 PLAN_COLUMNS = (
-    "stage", "model_id", "calls", "prompt_tokens_est", "prompt_tokens_high",
-    "completion_tokens_low", "completion_tokens_high", "cost_usd_low", "cost_usd_high",
-    "cost_usd_batch_low", "cost_usd_batch_high", "price_source", "note",
+    "stage", "template_id", "model_id", "calls", "basis", "prompt_tokens_est", "prompt_tokens_high",
+    "completion_tokens_low", "completion_tokens_high", "cache_read_tokens", "cache_write_tokens",
+    "cost_usd_low", "cost_usd_high", "cost_usd_batch_low", "cost_usd_batch_high", "cache_savings_usd",
+    "price_source", "note",
 )
 
 # -- reports (SPEC §9) ------------------------------------------------------------------------------

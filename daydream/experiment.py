@@ -65,6 +65,8 @@ class ModelRow:
     max_concurrency: int | None = None
     input_cost_per_mtok: float | None = None
     output_cost_per_mtok: float | None = None
+    cached_input_cost_per_mtok: float | None = None  # prompt caching: a read, and a write (Anthropic)
+    cache_write_cost_per_mtok: float | None = None
     active: bool = True
     batch: bool = False  # calls go through the provider's batch API (daydream.provider_batches)
     line: int = 0  # its line in llm_models.csv
@@ -197,7 +199,8 @@ def _model_from_row(row: Row, where: str, problems: list[str]) -> ModelRow:
                         "least 1 (or empty: the global cap)")
         concurrency = None
     costs = {}
-    for column in ("input_cost_per_mtok", "output_cost_per_mtok"):
+    for column in ("input_cost_per_mtok", "output_cost_per_mtok", "cached_input_cost_per_mtok",
+                   "cache_write_cost_per_mtok"):
         costs[column] = _number(row.get(column, ""), None, f"{where} {column}", problems)
         if costs[column] is not None and costs[column] < 0:
             problems.append(f"{where} {column}: {row[column]!r} is negative; a price per million tokens is >= 0")

@@ -315,7 +315,7 @@ def answer(rt: Runtime, member: Member, prompt: Prompt) -> Answer:
     with budget.metered(rt, member, prompt) as ticket:  # BudgetReached: this call could pass a budget
         try:
             done = calls.call_model(row, prompt.text, stage=member.stage, settings=rt.settings, gen_id=member.gen_id,
-                                    replicate=member.replicate,
+                                    replicate=member.replicate, cache_prefix=prompt.shared_prefix,
                                     on_billed=lambda attempt: _record_attempt(rt, member, ticket, attempt))
         except calls.LLMCallError as error:
             if error.billed is not None and error.billed.billed == http_errors.BILLED:

@@ -92,6 +92,8 @@ class RunProgress:
             self.cost_usd = 0.0
             self.unknown_cost_calls = 0
             self.billed_failures = 0
+            self.cached_tokens = 0  # prompt tokens read from a provider's cache, and what that saved
+            self.cache_saved_usd = 0.0
             self.budget_stop: str | None = None
 
     # documents
@@ -122,9 +124,11 @@ class RunProgress:
             self.calls_in_flight += 1
             self.first_call = self.first_call or time.monotonic()
 
-    def call_paid(self, stage: str, done) -> None:
+    def call_paid(self, stage: str, done, cache_saved_usd: float = 0.0) -> None:
         usage = done.usage or {}
         with self._lock:
+            self.cached_tokens += usage.get("cached_tokens") or 0
+            self.cache_saved_usd += cache_saved_usd
             self.calls_made += 1
             self.prompt_tokens += usage.get("prompt_tokens") or 0
             self.completion_tokens += usage.get("completion_tokens") or 0
@@ -290,6 +294,11 @@ def summary(rt: Runtime, snap: dict, ok: bool, budget_status: str | None, now: f
     if snap.get("billed_failures"):
         lines.append(f"  {snap['billed_failures']:,} failed attempt(s) may have been billed (no text, a refusal, "
                      f"a reply never read): counted in the cost above and recorded in {rt.paths.llm_calls_jsonl}")
+    if snap["cached_tokens"]:
+        from daydream.plan import money
+
+        lines.append(f"  prompt cache: {snap['cached_tokens']:,} input tokens read from the providers' caches, "
+                     f"saving {money(snap['cache_saved_usd'])}")
     if snap["budget_stop"]:
         lines.append(f"  budget: {snap['budget_stop']}")
     if snap["failure_kinds"]:

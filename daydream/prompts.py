@@ -128,6 +128,30 @@ class Prompt:
     text: str
     sha256: str
     sources: dict[str, str] = field(default_factory=dict)  # source name -> SHA-256 of its text
+    # the text every prompt of its template begins with (`shared_prefix`); derived, so not compared
+    shared_prefix: str = field(default="", compare=False)
+
+
+# Stands for each per-document value when a template is rendered to find its shared prefix.
+_MARK = "\x00daydream-document\x00"
+
+
+@functools.lru_cache(maxsize=256)
+def _shared_prefix(path: str, sha256: str, stage_name: str) -> str:
+    template = _compiled(path, Path(path).stat().st_mtime_ns)
+    concept = {"concept_id": _MARK, "name": _MARK, "content": _MARK}
+    try:
+        text = template.compiled.render(**stages.get(stage_name).variables([concept] * 8, _MARK))
+    except _RENDER_ERRORS:
+        return ""  # a template that reads its documents in other ways shares nothing known
+    return text.split(_MARK, 1)[0]
+
+
+def shared_prefix(template: LoadedTemplate, stage_name: str) -> str:
+    """The text before the template's first per-document variable (concepts, the parent's
+    text): the longest prefix every prompt of the template shares, which a provider can cache.
+    A template with its shared rubric first and the document last shares the most."""
+    return _shared_prefix(template.path, template.sha256, stage_name)
 
 
 def read_source(path: Path, what: str) -> str:
@@ -168,4 +192,5 @@ def build_prompt(files: PromptFiles) -> Prompt:
     template = load_template(files.template)
     sources["template"] = template.sha256
     text = render(template, stage.variables(concepts, parent))
-    return Prompt(text, sha256_text(text), sources)
+    prefix = shared_prefix(template, files.stage)
+    return Prompt(text, sha256_text(text), sources, prefix if text.startswith(prefix) else "")

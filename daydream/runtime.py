@@ -60,6 +60,8 @@ class Runtime:
         self.membership = MembershipIndex(self.paths, self.cohort_ids)
         self.reply_batch_size = int(self.config["reply_batch_size"])  # cluster runs: see batches
         self._experiment: Experiment | None = None
+        # True in a run whose only target is `plan` (set by `budget.check_before_run`): no key is needed
+        self.planning_only = False
         self._lock = threading.Lock()
         if self.settings.offline and self.paths.data_root.resolve() == Path("data").resolve():
             log.warning("offline=true writes rehearsal replies into %s; they would stand in for paid "

@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import jsonschema
@@ -253,6 +254,23 @@ def append_jsonl(path: Path, record: dict) -> None:
             out.flush()
         finally:
             fcntl.flock(out, fcntl.LOCK_UN)
+
+
+def jsonl_records(path: Path) -> Iterator[tuple[int, dict | None]]:
+    """Each non-empty line of an append-only record file as (line number, record), the record
+    None where the line is no JSON object (a write torn by a crash or a full disk): every
+    reader decides what such a line counts as, and none stops on it."""
+    if not path.exists():
+        return
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = None
+            yield number, record if isinstance(record, dict) else None
 
 
 def write_job_log(log_path: str | Path | None, line: str) -> None:

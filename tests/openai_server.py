@@ -18,6 +18,15 @@ helper functions below (``reply``, ``empty``, ``length``, ``rate_limit``,
 ``malformed``).  Each chat/message request consumes the oldest queued action
 (``enqueue``); when the queue is empty the default action (``set_default``) is used.
 
+Prompt caching (chat and message requests, not batches): a prompt of at least
+``cache_min_tokens`` words (1,024, as OpenAI's and most Claude models' minimum) that shares a
+prefix of that many words or more with an earlier prompt (within ``cache_ttl_s``, 300 s)
+reports the shared words as ``usage.prompt_tokens_details.cached_tokens`` (OpenAI; they stay
+counted in ``prompt_tokens``). On ``/v1/messages`` only a prefix marked with ``cache_control``
+is cached, as Anthropic does: the text up to the last marked block, when it reaches the
+minimum, is a ``cache_creation_input_tokens`` write the first time and a
+``cache_read_input_tokens`` read after (``input_tokens`` counts the rest). Tokens are words.
+
 Batches never touch that queue.  A batch request's outcome is decided when its
 batch is created, by the first matching rule (``on_batch_request``: a ``reply``,
 an ``error`` or ``expire()``), else the batch default (``reply()``).  A batch moves
@@ -271,12 +280,14 @@ def default_content(prompt: str) -> str:
     )
 
 
-def completion_body(payload: Any, action: Action, serial: int) -> dict[str, Any]:
-    """Build the ChatCompletion JSON object answering ``payload`` under ``action``."""
+def completion_body(payload: Any, action: Action, serial: int, cached_tokens: int = 0) -> dict[str, Any]:
+    """Build the ChatCompletion JSON object answering ``payload`` under ``action``
+    (``cached_tokens``: of the prompt's tokens, read from the prompt cache)."""
     prompt = prompt_text(payload)
     content = default_content(prompt) if action.content is None else action.content
-    usage = {"prompt_tokens": count_words(prompt), "completion_tokens": count_words(content)}
+    usage: dict[str, Any] = {"prompt_tokens": count_words(prompt), "completion_tokens": count_words(content)}
     usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+    usage["prompt_tokens_details"] = {"cached_tokens": cached_tokens}
     usage.update(action.usage or {})
     model = payload.get("model") if isinstance(payload, dict) else None
     return {
@@ -352,16 +363,19 @@ _ANTHROPIC_USAGE_KEYS = {"prompt_tokens": "input_tokens", "completion_tokens": "
 _ANTHROPIC_STOP_REASONS = {"stop": "end_turn", "length": "max_tokens"}
 
 
-def message_body(params: Any, action: Action, serial: int | str) -> dict[str, Any]:
+def message_body(params: Any, action: Action, serial: int | str, cache: tuple[int, int] = (0, 0)) -> dict[str, Any]:
     """Build the Anthropic Message JSON answering ``params`` under ``action``.
 
     Content and token counts equal :func:`completion_body`'s for the same prompt;
     ``action.usage`` keys may use either API's names (``prompt_tokens`` maps to
-    ``input_tokens``, ``completion_tokens`` to ``output_tokens``).
+    ``input_tokens``, ``completion_tokens`` to ``output_tokens``). ``cache``: the prompt's
+    tokens (read, written) from and to the prompt cache, which ``input_tokens`` leaves out.
     """
     prompt = anthropic_prompt_text(params)
     content = default_content(prompt) if action.content is None else action.content
-    usage: dict[str, Any] = {"input_tokens": count_words(prompt), "output_tokens": count_words(content)}
+    read, written = cache
+    usage: dict[str, Any] = {"input_tokens": count_words(prompt) - read - written, "output_tokens": count_words(content),
+                             "cache_read_input_tokens": read, "cache_creation_input_tokens": written}
     for key, value in (action.usage or {}).items():
         if key != "total_tokens":
             usage[_ANTHROPIC_USAGE_KEYS.get(key, key)] = value
@@ -376,6 +390,72 @@ def message_body(params: Any, action: Action, serial: int | str) -> dict[str, An
         "stop_sequence": None,
         "usage": usage,
     }
+
+
+def _blocks(content: Any) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    return [p for p in content if isinstance(p, dict)] if isinstance(content, list) else []
+
+
+def anthropic_cached_prefix(params: Any) -> int:
+    """Words of a Messages request's prompt up to its last block marked ``cache_control``
+    (``system`` first, then the messages, as :func:`anthropic_prompt_text` joins them); 0 if none."""
+    if not isinstance(params, dict):
+        return 0
+    parts = [_blocks(params.get("system"))]
+    parts += [_blocks(m.get("content")) for m in params.get("messages") or [] if isinstance(m, dict)]
+    words = marked = 0
+    for block in (b for part in parts for b in part):
+        words += count_words(block.get("text", "") if isinstance(block.get("text"), str) else "")
+        if block.get("cache_control"):
+            marked = words
+    return marked
+
+
+class PromptCache:
+    """The loopback's prompt cache (see the module's docstring); thread-safe."""
+
+    def __init__(self, min_tokens: int = 1024, ttl_s: float = 300.0, size: int = 256) -> None:
+        self.min_tokens, self.ttl_s = min_tokens, ttl_s
+        self._lock = threading.Lock()
+        self._prompts: deque[tuple[float, tuple[str, ...]]] = deque(maxlen=size)  # OpenAI: recent long prompts
+        self._prefixes: dict[str, float] = {}  # Anthropic: SHA-256 of a marked prefix -> last use
+
+    def openai(self, payload: Any) -> int:
+        """Cached tokens of a chat request: its longest prefix shared with a recent prompt."""
+        words = tuple(prompt_text(payload).split())
+        if len(words) < self.min_tokens:
+            return 0
+        with self._lock:
+            now, best = time.monotonic(), 0
+            for seen_at, seen in self._prompts:
+                if now - seen_at <= self.ttl_s:
+                    best = max(best, _common_prefix(words, seen))
+            self._prompts.append((now, words))
+        return best if best >= self.min_tokens else 0
+
+    def anthropic(self, params: Any) -> tuple[int, int]:
+        """(read, written) tokens of a Messages request's marked prefix."""
+        marked = anthropic_cached_prefix(params)
+        if marked < self.min_tokens:
+            return 0, 0
+        words = anthropic_prompt_text(params).split()[:marked]
+        key = hashlib.sha256(" ".join(words).encode("utf-8")).hexdigest()
+        with self._lock:
+            now = time.monotonic()
+            fresh = now - self._prefixes.get(key, -math.inf) <= self.ttl_s
+            self._prefixes[key] = now  # a read refreshes the lifetime, as Anthropic's does
+        return (marked, 0) if fresh else (0, marked)
+
+
+def _common_prefix(a: tuple[str, ...], b: tuple[str, ...]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 # ------------------------------------------------------------------------ batch APIs
@@ -1269,7 +1349,8 @@ class FakeOpenAIServer:
     before answering any chat/message request whose action has no latency of its
     own (batch and file endpoints answer at once).  ``stats_file``, when given, is
     atomically rewritten with :meth:`stats` after every completed request.
-    ``batch_timing`` and ``batch_limits`` set the batch phases and limits.
+    ``batch_timing`` and ``batch_limits`` set the batch phases and limits;
+    ``cache_min_tokens`` and ``cache_ttl_s`` the prompt cache's.
     """
 
     def __init__(
@@ -1280,8 +1361,11 @@ class FakeOpenAIServer:
         stats_file: str | None = None,
         batch_timing: BatchTiming | None = None,
         batch_limits: BatchLimits | None = None,
+        cache_min_tokens: int = 1024,
+        cache_ttl_s: float = 300.0,
     ) -> None:
         self._port = port
+        self.prompt_cache = PromptCache(cache_min_tokens, cache_ttl_s)
         self._lock = threading.Lock()
         self._stats_lock = threading.Lock()
         self._stopping = threading.Event()
@@ -1700,8 +1784,9 @@ class FakeOpenAIServer:
         if action.kind == KIND_MALFORMED:
             return 200, MALFORMED_BODY, action.headers
         if anthropic:
-            return 200, _dumps(message_body(payload, action, serial)), action.headers
-        return 200, _dumps(completion_body(payload, action, serial)), action.headers
+            return 200, _dumps(message_body(payload, action, serial, self.prompt_cache.anthropic(payload))), \
+                action.headers
+        return 200, _dumps(completion_body(payload, action, serial, self.prompt_cache.openai(payload))), action.headers
 
     def _track_connection(self, conn: socket.socket, *, add: bool) -> None:
         with self._lock:

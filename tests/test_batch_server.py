@@ -409,7 +409,8 @@ def test_anthropic_batch_lifecycle_and_result_shapes(openai_server):
     direct = completion_body({"messages": [{"content": "Tidal pools at dawn."}]}, reply(), 0)
     assert message["content"] == [{"type": "text", "text": direct["choices"][0]["message"]["content"]}]
     assert message["usage"] == {"input_tokens": direct["usage"]["prompt_tokens"],
-                                "output_tokens": direct["usage"]["completion_tokens"]}
+                                "output_tokens": direct["usage"]["completion_tokens"],
+                                "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0}
     assert message["stop_reason"] == "end_turn" and message["model"] == "claude-haiku-4-5"
     assert results["busy"] == {"type": "errored", "error": {"type": "error", "error": {
         "type": "overloaded_error", "message": "Overloaded"}}}

@@ -21,7 +21,7 @@ HIGH = (100 * 2 + 2048 * 10) / 1e6  # an evaluation prompt of 100 words at max_t
 
 @pytest.fixture(autouse=True)
 def words_as_tokens(monkeypatch):
-    monkeypatch.setattr(plan, "count_tokens", lambda rt, model_id, text: len(text.split()))
+    monkeypatch.setattr(plan, "count_tokens", lambda rt, model_id, text, route=None: len(text.split()))
 
 
 # The tests reason with these completion limits; the schema's defaults may change.
@@ -169,3 +169,20 @@ def test_without_a_budget_a_call_is_admitted_without_an_estimate(data_root, coho
     with budget.metered(rt, priced_member(rt), PROMPT) as ticket:
         assert ticket.budgets == () and ticket.high == 0.0
     assert budget.guard(rt).status() is None
+
+
+def test_a_run_that_only_plans_needs_no_key_and_a_real_run_is_refused_before_any_call_without_one(
+        data_root, cohorts_dir, monkeypatch):
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    add_priced_model(data_root, "claude", route="anthropic", api_base="", **PRICED)
+    write_cohort(cohorts_dir, "tiny", {**TINY_COHORT, "evaluation": {"templates": ["novelty-judge"],
+                                                                      "models": ["claude"]}})
+    rt = Runtime({"data_root": str(data_root), "cohorts_dir": str(cohorts_dir), "cohorts": ["tiny"], **TOKENS})
+    with pytest.raises(cohorts.CohortError, match="export ANTHROPIC_API_KEY="):
+        cohorts.write_cohort(rt, "tiny")  # a real run's checkpoint checks the keys
+    budget.check_before_run(rt, ["plan"])
+    assert rt.planning_only
+    cohorts.write_cohort(rt, "tiny")  # a plan's checkpoint does not
+    with pytest.raises(budget.MissingKeys, match="model 'claude' .* export ANTHROPIC_API_KEY="):
+        budget.check_before_run(rt, [])
+    assert budget.missing_run_keys(rt) and not rt.planning_only

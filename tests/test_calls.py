@@ -191,7 +191,8 @@ def test_the_wait_budget_caps_the_sleep_between_attempts(openai_server):
 def test_usage_comes_from_the_reply_and_the_call_settings_are_recorded(openai_server):
     openai_server.enqueue(reply("a b c", usage={"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14}))
     done = ask(openai_server)
-    assert done.usage == {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14}
+    # the loopback reports prompt_tokens_details.cached_tokens, as OpenAI does: recorded as reported
+    assert done.usage == {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14, "cached_tokens": 0}
     assert (done.temperature, done.max_tokens, done.model) == (0.5, 100, "openai/fake-model")
     body = openai_server.requests[0]["body"]
     assert body["temperature"] == 0.5 and body["max_tokens"] == 100 and body["messages"][0]["content"] == PROMPT

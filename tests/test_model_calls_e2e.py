@@ -32,7 +32,7 @@ def add_models(data_root: Path, rows: list[dict]) -> None:
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         columns, existing = list(reader.fieldnames), list(reader)
-    columns += [c for c in ("api_key_env",) if c not in columns]
+    columns += [c for c in dict.fromkeys(["api_key_env", *(k for row in rows for k in row)]) if c not in columns]
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, restval="")
         writer.writeheader()

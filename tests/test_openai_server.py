@@ -277,3 +277,47 @@ def test_cli_prints_base_url_and_writes_stats(tmp_path):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
         proc.stdout.close()
+
+
+# --------------------------------------------------------------------------- prompt cache
+
+RUBRIC_WORDS = " ".join(f"rule{i}" for i in range(1100))
+
+
+def test_a_repeated_long_prefix_is_reported_as_openai_cached_tokens():
+    with FakeOpenAIServer() as server:
+        first = complete(server, prompt=f"{RUBRIC_WORDS} essay one")
+        second = complete(server, prompt=f"{RUBRIC_WORDS} essay two")
+        short = complete(server, prompt="a short prompt")
+    assert first.usage.prompt_tokens_details.cached_tokens == 0
+    assert second.usage.prompt_tokens_details.cached_tokens == 1101  # the rubric and "essay"
+    assert second.usage.prompt_tokens == 1102, "cached tokens stay counted in prompt_tokens"
+    assert short.usage.prompt_tokens_details.cached_tokens == 0
+
+
+def test_a_prefix_shorter_than_the_minimum_or_past_its_lifetime_is_not_cached():
+    with FakeOpenAIServer(cache_min_tokens=2000) as small, FakeOpenAIServer(cache_ttl_s=0.0) as brief:
+        for server in (small, brief):
+            complete(server, prompt=f"{RUBRIC_WORDS} essay one")
+            time.sleep(0.01)
+            again = complete(server, prompt=f"{RUBRIC_WORDS} essay two")
+            assert again.usage.prompt_tokens_details.cached_tokens == 0
+
+
+def message(server: FakeOpenAIServer, essay: str, *, marked: bool = True) -> dict:
+    block = {"type": "text", "text": RUBRIC_WORDS, **({"cache_control": {"type": "ephemeral"}} if marked else {})}
+    body = {"model": "claude-x", "max_tokens": 50,
+            "messages": [{"role": "user", "content": [block, {"type": "text", "text": essay}]}]}
+    response = httpx.post(f"{server.root_url}/v1/messages", json=body, headers={"x-api-key": "k"}, timeout=10)
+    return response.json()["usage"]
+
+
+def test_the_anthropic_endpoint_writes_then_reads_a_prefix_marked_with_cache_control():
+    with FakeOpenAIServer() as server:
+        written = message(server, "essay one")
+        read = message(server, "essay two words")
+        unmarked = message(server, "essay three", marked=False)
+    assert (written["cache_creation_input_tokens"], written["cache_read_input_tokens"]) == (1100, 0)
+    assert (read["cache_creation_input_tokens"], read["cache_read_input_tokens"]) == (0, 1100)
+    assert read["input_tokens"] == 3, "input_tokens leaves the cached prefix out"
+    assert (unmarked["cache_read_input_tokens"], unmarked["input_tokens"]) == (0, 1102)

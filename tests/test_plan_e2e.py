@@ -14,12 +14,12 @@ import pytest
 
 from daydream.paths import Paths
 from tests.conftest import run_workflow, write_cohort
-from tests.openai_server import FakeOpenAIServer
+from tests.openai_server import FakeOpenAIServer, PromptCache
 from tests.test_model_calls_e2e import add_models, config_file, jsonl
 
 pytestmark = pytest.mark.e2e
 
-PRICES = {"input_cost_per_mtok": 2, "output_cost_per_mtok": 10}
+PRICES = {"input_cost_per_mtok": 2, "output_cost_per_mtok": 10, "cached_input_cost_per_mtok": 0.5}
 # replies of the loopback server are ~45 words: max_tokens 100 keeps the high estimate close
 SMALL = {"llm": {"max_concurrency": 6, "max_attempts": 2, "backoff_initial_s": 0.05, "backoff_max_s": 0.1,
                  "stages": {name: {"max_tokens": 100} for name in ("draft", "essay", "evaluation")}}}
@@ -177,3 +177,112 @@ def test_a_run_that_reaches_its_budget_starts_no_more_calls_and_loses_none(data_
     assert max(Counter(c["gen_id"] for c in calls).values()) == 1, "no document was paid twice"
     assert "run finished" in rest.stderr
 
+
+
+NEW_CONCEPTS = ["default-mode-network", "generator-verifier-gap", "adjacent-possible", "incubation-effect",
+                "analogical-transfer"]
+
+
+def test_after_one_cohort_the_plan_of_the_next_brackets_its_cost_within_a_factor_of_two(data_root, cohorts_dir, loop):
+    paths = Paths(data_root)
+    run(data_root, cohorts_dir, loop)  # cohort A: the history
+    before = len(jsonl(paths.llm_calls_jsonl))
+    write_cohort(cohorts_dir, "loop", {**COHORT, "concepts": {**COHORT["concepts"], "ids": NEW_CONCEPTS[:4]}})
+
+    shown = run(data_root, cohorts_dir, loop, "plan")
+
+    rows = plan_rows(data_root)
+    total = rows.pop(("total", ""))
+    assert {row["basis"] for row in rows.values()} == {"history n=3", "history n=6"}, rows
+    assert "basis" in shown.stdout and "history n=6" in shown.stdout
+    low, high = float(total["cost_usd_low"]), float(total["cost_usd_high"])
+    assert 0 < low and high / low <= 2, (low, high)
+    run(data_root, cohorts_dir, loop)  # cohort B: 6 new combos
+    made = jsonl(paths.llm_calls_jsonl)[before:]
+    assert len(made) == int(total["calls"]) == 36
+    assert low <= sum(c["cost_usd"] for c in made) <= high
+
+
+def test_a_budget_with_an_unpriced_model_is_refused_before_any_call_naming_the_model(data_root, cohorts_dir, loop):
+    add_models(data_root, [{"id": "loop_free", "api_base": loop["loop_b"].base_url}])  # no price: fake-model
+    write_cohort(cohorts_dir, "loop", {**COHORT, "evaluation": {"templates": ["novelty-judge"],
+                                                                  "models": ["loop_a", "loop_free"]}})
+    done = run(data_root, cohorts_dir, loop, check=False, budget_usd=10)
+    out = done.stdout + done.stderr
+    assert done.returncode != 0 and requests(loop) == {"loop_a": 0, "loop_b": 0}
+    assert "no known price for loop_free" in out and "input_cost_per_mtok" in out
+    assert not Paths(data_root).gens_root.exists()
+
+    planned = run(data_root, cohorts_dir, loop, "plan")
+    assert "unknown for 6 calls: no price for loop_free (6 calls)" in planned.stdout
+
+
+def test_a_plan_needs_no_key_and_a_run_without_keys_is_refused_before_any_call(data_root, cohorts_dir, monkeypatch):
+    for variable in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY"):
+        monkeypatch.delenv(variable, raising=False)
+    add_models(data_root, [{"id": "claude", "model": "claude-sonnet-4-5", "route": "anthropic", "api_key_env": ""},
+                           {"id": "mini", "model": "gpt-4o-mini", "route": "openai", "api_key_env": ""}])
+    write_cohort(cohorts_dir, "keyless", {**COHORT, "draft": {"templates": ["links-brainstorm"], "models": ["claude"]},
+                                          "evaluation": {"templates": ["novelty-judge"], "models": ["mini"]}})
+    paths = Paths(data_root)
+
+    offline = run_workflow(data_root, cohorts_dir, ["keyless"], "plan", offline=True)
+    assert "This run costs $0 (offline=true" in offline.stdout
+    shown = run_workflow(data_root, cohorts_dir, ["keyless"], "plan", offline=False)
+
+    rows = plan_rows(data_root)
+    assert {r["price_source"] for k, r in rows.items() if k[0] != "total"} == {"litellm"}
+    assert float(rows[("total", "")]["cost_usd_low"]) > 0 and rows[("total", "")]["note"] == ""
+    assert "This run costs $0" not in shown.stdout
+    refused = run_workflow(data_root, cohorts_dir, ["keyless"], offline=False, check=False)
+    out = refused.stdout + refused.stderr
+    assert refused.returncode != 0 and "MissingKeys" in out
+    assert "export ANTHROPIC_API_KEY=" in out and "export OPENAI_API_KEY=" in out
+    assert not list(paths.gens_root.glob("*/*/raw.txt")), "no call was made"
+
+
+RUBRIC = " ".join(f"Criterion {i} asks whether the essay gives careful reasons for its claim number {i} and "
+                  "whether an expert would accept them." for i in range(1, 81))  # 1,440 words
+
+
+def add_rubric_template(data_root: Path) -> None:
+    raw = data_root / "1_raw"
+    with (raw / "evaluation_templates.csv").open("a", encoding="utf-8") as handle:
+        handle.write("rubric-judge,Rubric Judge,One long rubric then the essay,in_last_line,llm,True,0,9\n")
+    (raw / "templates" / "evaluation" / "rubric-judge.txt").write_text(
+        f"{RUBRIC}\n\nEssay:\n{{{{ response }}}}\n\nEnd with the line SCORE: <0-9>\n", encoding="utf-8")
+
+
+def test_the_plans_cache_projection_for_forty_evaluations_sharing_a_rubric_is_within_ten_percent(
+        data_root, cohorts_dir, loop):
+    paths = Paths(data_root)
+    add_rubric_template(data_root)
+    rubric = {**COHORT, "evaluation": {"templates": ["rubric-judge"], "models": ["loop_a", "loop_b"]}}
+    write_cohort(cohorts_dir, "loop", rubric)
+    run(data_root, cohorts_dir, loop)  # a first cohort: the history (12 evaluations)
+    before = len(jsonl(paths.llm_calls_jsonl))
+    for name in ("loop_a", "loop_b"):  # what a provider's cache holds after its lifetime has passed
+        loop[name].prompt_cache = PromptCache()
+    write_cohort(cohorts_dir, "loop", {**rubric, "concepts": {**COHORT["concepts"], "ids": NEW_CONCEPTS}})
+
+    run(data_root, cohorts_dir, loop, "plan")
+    rows = plan_rows(data_root)
+    projected = sum(int(rows[("evaluation", m)]["cache_read_tokens"]) for m in ("loop_a", "loop_b"))
+    assert all(int(rows[("evaluation", m)]["calls"]) == 20 for m in ("loop_a", "loop_b"))
+    assert int(rows[("total", "")]["cache_write_tokens"]) == 0, "OpenAI bills no cache write"
+    done = run(data_root, cohorts_dir, loop)
+    assert "prompt cache: " in done.stderr and "input tokens read from the providers' caches, saving $" in done.stderr
+
+    made = jsonl(paths.llm_calls_jsonl)[before:]
+    evaluations = [c for c in made if c["stage"] == "evaluation"]
+    recorded = sum(c["usage"]["cached_tokens"] for c in evaluations)
+    assert len(evaluations) == 40 and recorded > 0
+    assert abs(projected - recorded) <= 0.1 * recorded, (projected, recorded)
+    for call in made:  # the cost of each call is its usage at the cached rate
+        usage = call["usage"]
+        expected = ((usage["prompt_tokens"] - usage["cached_tokens"]) * 2 + usage["cached_tokens"] * 0.5
+                    + usage["completion_tokens"] * 10) / 1e6
+        assert call["cost_usd"] == pytest.approx(expected, rel=1e-9)
+        meta = json.loads(paths.metadata_path(call["stage"], call["gen_id"]).read_text())
+        assert meta["cost_usd"] == call["cost_usd"] and meta["usage"] == usage
+    assert "prompt cache so far: " in run(data_root, cohorts_dir, loop, "plan").stdout

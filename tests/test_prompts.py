@@ -75,3 +75,21 @@ def test_a_copy_prompt_is_the_parent_text_and_has_no_template(tmp_path):
     assert prompt.text == "The draft, parsed." and prompt.sources == {"parent": sha256_text("The draft, parsed.")}
     assert PromptFiles("essay", None, parent=tmp_path / "parsed.txt").as_inputs() == {
         "parent": str(tmp_path / "parsed.txt")}
+
+
+def test_the_shared_prefix_is_the_text_before_the_first_per_document_variable(tmp_path):
+    rubric = loaded(tmp_path / "judge.txt", "Rubric: be fair.\nEssay:\n{{ response }}\nScore it.")
+    assert prompts.shared_prefix(rubric, "evaluation") == "Rubric: be fair.\nEssay:\n"
+    draft = loaded(tmp_path / "draft.txt", "Combine:{% for c in concepts %} {{ c.name }}{% endfor %}")
+    assert prompts.shared_prefix(draft, "draft") == "Combine: "
+    essay_last = loaded(tmp_path / "first.txt", "{{ draft_block }} then the rubric")
+    assert prompts.shared_prefix(essay_last, "essay") == "", "the document first: nothing shared"
+
+
+def test_a_built_prompt_carries_its_templates_shared_prefix(tmp_path):
+    template = tmp_path / "judge.txt"
+    template.write_text("Rubric first.\n{{ response }}")
+    parent = tmp_path / "parsed.txt"
+    parent.write_text("the essay")
+    prompt = build_prompt(PromptFiles("evaluation", template, parent=parent))
+    assert prompt.text == "Rubric first.\nthe essay" and prompt.shared_prefix == "Rubric first.\n"

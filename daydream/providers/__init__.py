@@ -52,6 +52,7 @@ class CallRequest:
     timeout_s: float
     api_key: str | None
     replicate: int = 1  # the document's replicate: the offline model's replies differ by it
+    cache_prefix: str = ""  # the prompt's start its template shares with every document (prompt caching)
 
 
 @dataclass(frozen=True)

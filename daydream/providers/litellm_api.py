@@ -26,14 +26,60 @@ KEY_ENV_BY_ROUTE = {
 NO_KEY_ROUTES = frozenset({"ollama", "ollama_chat", "hosted_vllm", "lm_studio"})
 
 def usage_counts(usage: object | None) -> dict:
-    """`prompt_tokens, completion_tokens, total_tokens` as ints, None where the provider gave none."""
+    """`prompt_tokens, completion_tokens, total_tokens` as ints, None where the provider gave none,
+    plus the prompt-cache counts where the provider reports them (`cache_usage`)."""
     counts = {}
     for name in ("prompt_tokens", "completion_tokens", "total_tokens"):
         value = getattr(usage, name, None) if usage is not None else None
         counts[name] = int(value) if value is not None else None
     if counts["total_tokens"] is None and None not in (counts["prompt_tokens"], counts["completion_tokens"]):
         counts["total_tokens"] = counts["prompt_tokens"] + counts["completion_tokens"]
-    return counts
+    return counts | cache_usage(usage)
+
+
+def _field(holder: object | None, name: str):
+    if holder is None:
+        return None
+    return holder.get(name) if isinstance(holder, dict) else getattr(holder, name, None)
+
+
+def cache_usage(usage: object | None) -> dict:
+    """`cached_tokens` (prompt tokens read from the provider's cache: OpenAI's
+    `prompt_tokens_details.cached_tokens`, Anthropic's `cache_read_input_tokens`) and
+    `cache_creation_tokens` (written to it: Anthropic's `cache_creation_input_tokens`), each only
+    where the reply reports it. litellm counts both inside `prompt_tokens`."""
+    details = _field(usage, "prompt_tokens_details")
+    found = {}
+    for key, sources in ((pricing.CACHED_KEY, ((details, "cached_tokens"), (usage, "cache_read_input_tokens"))),
+                         (pricing.CACHE_WRITE_KEY, ((usage, "cache_creation_input_tokens"),
+                                                    (details, "cache_creation_tokens")))):
+        values = [_field(holder, name) for holder, name in sources]
+        value = next((v for v in values if isinstance(v, int | float) and not isinstance(v, bool)), None)
+        if value is not None:
+            found[key] = int(value)
+    return found
+
+
+def cache_breakpoint(request: CallRequest) -> bool:
+    """Whether the request's shared prefix is marked for the provider's prompt cache: on a
+    route that needs it marked (Anthropic: `cache_control`), when the prefix reaches the
+    model's minimum (`pricing.cache_min_tokens`, counted with litellm's tokenizer) and leaves
+    some prompt after it. OpenAI caches a long prefix without a mark."""
+    prefix = request.cache_prefix
+    if request.route not in pricing.MARKED_CACHE_ROUTES or not prefix or len(prefix) >= len(request.prompt):
+        return False
+    tokens = litellm_module().token_counter(model=request.model, text=prefix)
+    return tokens >= pricing.cache_min_tokens(request.row, request.route)
+
+
+def message_content(request: CallRequest) -> str | list[dict]:
+    """The user message: the prompt as one text, or two blocks with the shared prefix marked
+    `cache_control` (`cache_breakpoint`)."""
+    if not cache_breakpoint(request):
+        return request.prompt
+    prefix = request.cache_prefix
+    return [{"type": "text", "text": prefix, "cache_control": {"type": "ephemeral"}},
+            {"type": "text", "text": request.prompt[len(prefix):]}]
 
 
 class _CallLoop:
@@ -73,7 +119,7 @@ class LiteLLMProvider:
         extra = {"api_base": row.api_base} if row.api_base else {}
         key = request.api_key if request.api_key is not None else ("no-key" if row.api_base else None)
         response = await litellm_module().acompletion(
-            model=request.model, messages=[{"role": "user", "content": request.prompt}],
+            model=request.model, messages=[{"role": "user", "content": message_content(request)}],
             temperature=request.temperature, max_tokens=request.max_tokens, timeout=request.timeout_s,
             num_retries=0, max_retries=0, api_key=key, **extra)
         usage = usage_counts(getattr(response, "usage", None))
@@ -104,6 +150,6 @@ class LiteLLMProvider:
 
     def cost_usd(self, row, reply: Reply) -> float | None:
         """The reply's cost from its usage at `pricing.direct_prices` (the row's own prices,
-        else litellm's price map, looked up once per model); None when unknown, never 0."""
-        prices = pricing.direct_prices(row, reply.route)
-        return prices.cost(reply.usage.get("prompt_tokens"), reply.usage.get("completion_tokens")) if prices else None
+        else litellm's price map, looked up once per model), cached and cache-write tokens at
+        their rates (`pricing.usage_cost`); None when unknown, never 0."""
+        return pricing.usage_cost(pricing.direct_prices(row, reply.route), reply.usage)
