@@ -15,8 +15,7 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from daydream import stages, store
-from daydream.integrity import restorable_only
+from daydream import integrity, stages, store
 from daydream.paths import GEN_FILES, ORIGINAL_METADATA_FILES, REPLIES, Paths
 
 # A document's files, the original pipeline's metadata files beside them, and its saved replies.
@@ -115,13 +114,13 @@ def stale_gen_ids(paths: Paths) -> list[str]:
     that differ from the saved reply (raw.txt, parsed.txt, metadata.json): regenerating would pay
     again for a reply the ledger still holds (`restorable_gen_ids`; deleting those files
     restores them for free)."""
-    return [row["gen_id"] for row in _stale_rows(paths) if not restorable_only(row["reason"])]
+    return [row["gen_id"] for row in _stale_rows(paths) if not integrity.restorable_only(row["reason"])]
 
 
 def restorable_gen_ids(paths: Paths) -> list[str]:
     """The gen_ids of the last stale report whose only reasons are files that differ from the
     saved reply (a rerun restores them after they are deleted, no call is made)."""
-    return [row["gen_id"] for row in _stale_rows(paths) if restorable_only(row["reason"])]
+    return [row["gen_id"] for row in _stale_rows(paths) if integrity.restorable_only(row["reason"])]
 
 
 raw_changed_gen_ids = restorable_gen_ids  # the name scripts and tests of the raw.txt check use
