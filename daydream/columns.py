@@ -72,9 +72,10 @@ ESSAY_COLUMNS = ("combo_id", "draft_template", "generation_template", "generatio
 # face value: `raw.txt changed: <stage> <gen_id>, ...` names each document of its lineage whose
 # raw.txt is no longer the reply that was paid for, and `stale: <stage> <gen_id> (<reason>), ...`
 # each one the stale report lists (its prompt or model would differ today; `daydream.integrity`).
+# `concepts` names the combo's concepts (`daydream.reports.concepts`: names joined with " + ").
 AGGREGATED_COLUMNS = (
     "gen_id", "parent_gen_id", "evaluation_template", "evaluation_llm_model", "score", "error",
-    "combo_id", "draft_template", "generation_template", "generation_model", "cohort_id",
+    "combo_id", "concepts", "draft_template", "generation_template", "generation_model", "cohort_id",
     "replicate", "paths", "flags",
 )
 
@@ -84,17 +85,20 @@ TASK_KEYS = ("parent_gen_id", "evaluation_template", "evaluation_llm_model")
 # summary/generation_scores.csv (the seeds' pivot): one row per generation task key (replicates of
 # drafts, essays and evaluations pooled; gen_id and replicate are not keys), then per evaluator
 # `<evaluation_model>_<evaluation_template>` four columns (mean, then these suffixes), then `sum`
-# (of the evaluator means), `n_generations` (essays pooled) and `gen_ids` (them, `;`-separated).
-# `stage` is the stage of the evaluated documents.
+# (of the evaluator means, on different scales: the original pipeline's), `mean_scaled` (the
+# mean over evaluators of each mean as a share of its template's scale: what rankings use),
+# `n_generations` (essays pooled) and `gen_ids` (them, `;`-separated). `stage` is the stage of
+# the evaluated documents; `concepts` (after `combo_id`) names the combo's concepts.
 GENERATION_TASK_KEYS = ("combo_id", "stage", "draft_template", "generation_template", "generation_model")
 GENERATION_STAT_SUFFIXES = ("", "_min", "_max", "_n")
-GENERATION_SCORES_TAIL = ("sum", "n_generations", "gen_ids")
+GENERATION_SCORES_TAIL = ("sum", "mean_scaled", "n_generations", "gen_ids")
 GENERATION_IDS_SEPARATOR = ";"
 
 # summary/generation_scores_by_essay.csv: the same per essay (`gen_id`, evaluation replicates
-# averaged), then `sum` and `paths` (the essay's gens folder).
+# averaged), then `sum`, `mean_scaled` and `paths` (the essay's gens folder); `concepts` after
+# `combo_id`.
 GENERATION_SCORES_BY_ESSAY_INDEX = ("gen_id", *ESSAY_COLUMNS)
-GENERATION_SCORES_BY_ESSAY_TAIL = ("sum", "paths")
+GENERATION_SCORES_BY_ESSAY_TAIL = ("sum", "mean_scaled", "paths")
 
 # summary/final_results.csv: one row per group of one analysis type; key columns that the
 # analysis type does not group by are empty.
@@ -136,7 +140,8 @@ MEAN_SCORE_CI_COLUMNS = (
 )
 
 # 7_cross_experiment/evaluation_scores_by_template_model.csv: one row per essay, then one
-# column per `<evaluation_template>__<evaluation_model>` (mean over replicates).
+# column per `<evaluation_template>__<evaluation_model>` (mean over replicates), then
+# `mean_scaled` (the mean of those columns as shares of their scales); `concepts` after `combo_id`.
 CROSS_PIVOT_INDEX = ("gen_id", *ESSAY_COLUMNS)
 CROSS_PIVOT_SEPARATOR = "__"
 

@@ -145,7 +145,9 @@ def cohort_report_inputs(rt: Runtime, cohort_id: str) -> dict[str, object]:
             "templates": str(rt.paths.templates_csv(scored)),
             "evaluations": [str(rt.paths.parsed_path(scored, m.gen_id)) for m in members],
             "raw": [str(rt.paths.raw_path(m.stage, m.gen_id)) for m in rt.membership.members(cohort_id)],
-            "stale": str(rt.paths.stale_generations_csv)}
+            "stale": str(rt.paths.stale_generations_csv),
+            # the `concepts` column: the combo register and the concept names
+            "concepts": [str(rt.paths.combo_mappings_csv), str(rt.paths.concepts_metadata_csv)]}
 
 
 def cross_experiment_inputs(rt: Runtime) -> list[str]:
