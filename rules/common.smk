@@ -12,6 +12,7 @@ from daydream import (
     progress,
     provider_batches,
     reports,
+    site,
     stages,
     stale,
     targets,
@@ -145,3 +146,8 @@ def report_files(group):
 
 def cross_table_outputs():
     return {r.key: PATHS.cross_table(r.name) for r in reports.in_group("cross")}
+
+
+def get_cohort_site_inputs(wildcards):
+    checkpoints.cohort_membership.get(cohort_id=wildcards.cohort_id)
+    return targets.site_inputs(RT, wildcards.cohort_id)
