@@ -7,6 +7,7 @@ Chromium (the essays table's script sorts and filters by the URL hash), and embe
 from __future__ import annotations
 
 import html
+import json
 import math
 import re
 import shutil
@@ -162,6 +163,27 @@ def test_rebuilding_the_site_drops_pages_of_essays_no_longer_in_the_cohort(run):
     assert built["pages"] == 6 + 5 + len(list((site_of(paths) / "tables").glob("*.html")))
 
 
+def test_an_evaluation_that_did_not_parse_shows_the_answer_and_why(run, tmp_path):
+    paths = Paths(shutil.copytree(run[0].data_root, tmp_path / "data"))
+    aggregated = read_aggregated(paths.cohort_report(COHORT, reports.AGGREGATED))
+    victim, essay_id = aggregated.loc[0, "gen_id"], aggregated.loc[0, "parent_gen_id"]
+    paths.parsed_path("evaluation", victim).unlink()
+    paths.parse_errors_jsonl.parent.mkdir(parents=True, exist_ok=True)
+    with paths.parse_errors_jsonl.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"gen_id": victim, "stage": "evaluation", "parser": "complex",
+                                 "reason": "no SCORE line"}) + "\n")
+    experiment = load_experiment(paths)
+    reports.write_cohort_reports(paths, COHORT, experiment)
+    build_site(paths, COHORT, experiment)
+    page = html.unescape((paths.cohort_site(COHORT) / "essays" / f"{essay_id}.html").read_text(encoding="utf-8"))
+    block = page[page.index(f'id="{victim}"'):]
+    block = block[:block.index('<div class="eval"') if '<div class="eval"' in block else len(block)]
+    assert "no score" in block and "missing parsed.txt" in block
+    assert "the reply did not parse (parser complex: no SCORE line)" in block
+    assert paths.raw_path("evaluation", victim).read_text(encoding="utf-8").strip() in block
+    assert "1 unscored" in (paths.cohort_site(COHORT) / "essays.html").read_text(encoding="utf-8")
+
+
 def test_paired_comparison_differences_are_over_shared_combos_only():
     # combo C1: A 8, B 6; C2: A 5, B 2; C3: only A (not shared) -> differences 2 and 3
     rows = [("C1", "A", 8.0), ("C1", "B", 6.0), ("C2", "A", 5.0), ("C2", "B", 2.0), ("C3", "A", 9.0)]
@@ -184,7 +206,8 @@ def test_a_column_is_described_by_its_table_then_shared_then_as_a_judge():
     judges = {"jA_novelty", "novelty__jA"}
     assert "evaluation" in pages.describe_column("parsing/aggregated_scores.csv", "gen_id", judges)
     assert pages.describe_column("x.csv", "mean_scaled", judges).startswith("The mean score as a share")
-    assert "jA_novelty" in pages.describe_column("x.csv", "jA_novelty_min", judges)
+    assert pages.describe_column("x.csv", "jA_novelty_min", judges).startswith("Lowest score of judge jA_novelty")
+    assert pages.describe_column("x.csv", "jA_novelty", judges).startswith("Mean score of judge jA_novelty")
     assert "novelty__jA" in pages.describe_column("x.csv", "novelty__jA", judges)
     assert pages.describe_column("x.csv", "mystery", judges).startswith("(not described yet")
 
@@ -192,6 +215,7 @@ def test_a_column_is_described_by_its_table_then_shared_then_as_a_judge():
 def test_numbers_are_formatted_for_reading():
     assert (pages.points(7.0), pages.points(6.5), pages.points(math.nan)) == ("7", "6.50", "")
     assert (pages.share(0.6666), pages.money(None), pages.money(0.5)) == ("0.667", "unknown", "$0.5000")
+    assert (pages.mean_points(5.0), pages.mean_points(16 / 3), pages.raw(math.nan)) == ("5.00", "5.33", "")
 
 
 # -- in a browser ------------------------------------------------------------------------------------------

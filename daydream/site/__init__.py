@@ -73,7 +73,7 @@ class Renderer:
             layout=layout, cohort_id=self.cohort_id, link=lambda target: self.link(path, target),
             wide=variables.pop("wide", False), **variables)
         if self.bundle:
-            self.sections.append({"path": path, "html": html, "wide": template == "essays.html"})
+            self.sections.append({"path": path, "html": html, "wide": template in ("essays.html", "table.html")})
             return
         data = html.encode("utf-8")
         target = self.root / path
@@ -133,7 +133,7 @@ def render(data: SiteData, renderer: Renderer) -> None:
         shown = pages.table(data, entry, BUNDLE_ROWS if renderer.bundle else SITE_ROWS)
         entry["rows"] = shown["rows"]
         shown["href"] = renderer.file_href(entry["page"], entry["path"])
-        renderer.page("table.html", entry["page"], {"title": entry["title"], "t": shown})
+        renderer.page("table.html", entry["page"], {"title": entry["title"], "t": shown, "wide": True})
     renderer.page("tables.html", "tables.html", {"title": "Tables", "tables": tables, "reports_dir": str(reports_dir)})
     renderer.page("judges.html", "judges.html", pages.judges_page(data, tables))
 

@@ -103,6 +103,25 @@ class SiteData:
         return {g: r for g, r in integrity.stale_reasons(self.paths).items() if g in members}
 
     @cached_property
+    def parse_errors(self) -> dict[str, str]:
+        """gen_id -> why its last reply did not parse (`7_reporting/parse_errors.jsonl`), for the
+        members that still have no parsed.txt."""
+        path = self.paths.parse_errors_jsonl
+        if not path.exists():
+            return {}
+        missing = set(self.documents.index[~self.documents["made"]])
+        found = {}
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                log.warning("%s line %d is not JSON: the site skips it", path, number)
+                continue
+            if isinstance(record, dict) and record.get("gen_id") in missing:
+                found[record["gen_id"]] = f"parser {record.get('parser', '?')}: {record.get('reason', '')}"
+        return found
+
+    @cached_property
     def raw_changed(self) -> set[str]:
         """Members whose raw.txt is no longer the reply paid for (named in a score's flags)."""
         found: set[str] = set()

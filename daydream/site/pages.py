@@ -41,6 +41,16 @@ def points(value: object) -> str:
     return f"{value:.0f}" if value.is_integer() else f"{value:.2f}"
 
 
+def mean_points(value: object) -> str:
+    """A mean in points, always two decimals (so a column of means lines up); "" when undefined."""
+    return "" if _nan(value) else f"{float(value):.2f}"
+
+
+def raw(value: object) -> str:
+    """A number as the page's script sorts it ("" when undefined)."""
+    return "" if _nan(value) else repr(float(value))
+
+
 def share(value: object) -> str:
     return "" if _nan(value) else f"{float(value):.3f}"
 
@@ -121,8 +131,9 @@ def essay_rows(data: SiteData) -> list[dict]:
                      "combo_id": row["combo_id"], "draft_template": row["draft_template"],
                      "generation_template": row["generation_template"], "generation_model": row["generation_model"],
                      "replicate": str(row["replicate"]),
-                     "judges": [points(row[judge_key(*j)]) for j in data.judges],
-                     "overall": share(overall), "overall_v": "" if _nan(overall) else repr(float(overall)),
+                     "judges": [{"text": mean_points(row[judge_key(*j)]), "v": raw(row[judge_key(*j)])}
+                                for j in data.judges],
+                     "overall": share(overall), "overall_v": raw(overall),
                      "bar": 0 if _nan(overall) else round(float(overall) * 3, 2),
                      "n_evaluations": int(row["n_evaluations"]), "flagged": bool(row["flags"]),
                      "tags": tags(row, copy)})
@@ -208,7 +219,7 @@ def _document(data: SiteData, gen_id: str, files: list[tuple[str, Path]]) -> dic
     """What a page shows of one document: model, tokens, cost, time, flags and its files."""
     if gen_id not in data.documents.index:
         return {"gen_id": gen_id, "made": False, "files": [], "model": "", "tokens": "", "cost": "",
-                "duration": "", "created_at": "", "stale": "", "raw_changed": False}
+                "duration": "", "created_at": "", "stale": "", "raw_changed": False, "parse_error": ""}
     doc = data.documents.loc[gen_id]
     tokens = "" if _nan(doc["prompt_tokens"]) else f"{int(doc['prompt_tokens']):,} in + " \
                                                    f"{int(np.nan_to_num(doc['completion_tokens'])):,} out"
@@ -217,6 +228,7 @@ def _document(data: SiteData, gen_id: str, files: list[tuple[str, Path]]) -> dic
             "duration": "" if _nan(doc["duration_s"]) else f"{float(doc['duration_s']):.1f} s",
             "created_at": doc["created_at"].replace("T", " ").replace("+00:00", " UTC"),
             "stale": data.stale.get(gen_id, ""), "raw_changed": gen_id in data.raw_changed,
+            "parse_error": data.parse_errors.get(gen_id, ""),
             "files": [{"name": name, "path": path} for name, path in files]}
 
 
@@ -264,7 +276,7 @@ def essay(data: SiteData, gen_id: str) -> dict:
         valid = group[group["error"].fillna("") == ""]
         mean = valid["score"].mean() if len(valid) else math.nan
         summary.append({"model": model_name(data, model), "template": template_name(data, SCORED, template),
-                        "scale": scale_text(low, high), "mean": points(mean),
+                        "scale": scale_text(low, high), "mean": mean_points(mean),
                         "share": share((mean - low) / (high - low)) if not _nan(mean) else "",
                         "scores": ", ".join(points(s) if e == "" else "no score"
                                             for s, e in zip(group["score"], group["error"].fillna(""), strict=True))})
@@ -281,7 +293,7 @@ def comparisons(data: SiteData) -> dict:
     for n, comparison in enumerate(found):
         comparison["anchor"] = f"c{n}"
         for r in comparison["rows"]:
-            fmt = share if r["scale"] == "share" else points
+            fmt = share if r["scale"] == "share" else mean_points
             r.update(mean_a=fmt(r["mean_a"]), mean_b=fmt(r["mean_b"]), diff=fmt(r["diff"]),
                      ci="" if _nan(r["ci_low"]) else f"{fmt(r['ci_low'])} to {fmt(r['ci_high'])}")
     return {"title": "Compare", "comparisons": found, "confidence": round(CONFIDENCE * 100)}
@@ -296,8 +308,8 @@ def describe_column(table: str, name: str, judges: set[str]) -> str:
     if name in COLUMN_DESCRIPTIONS:
         return COLUMN_DESCRIPTIONS[name]
     for suffix in sorted(EVALUATOR_COLUMN_DESCRIPTIONS, key=len, reverse=True):
-        stem = name.removesuffix(suffix) if suffix else name
-        if stem in judges:
+        stem = name[:len(name) - len(suffix)]
+        if name.endswith(suffix) and stem in judges:
             return EVALUATOR_COLUMN_DESCRIPTIONS[suffix].format(judge=stem)
     return "(not described yet: add it to COLUMN_DESCRIPTIONS in daydream/columns.py)"
 
@@ -344,7 +356,7 @@ def judges_page(data: SiteData, tables: list[dict]) -> dict:
         mean = valid.mean() if len(valid) else math.nan
         means.append({"model": model_name(data, model), "template": template_name(data, SCORED, template),
                       "scale": scale_text(low, high), "n": len(group), "errors": len(group) - len(valid),
-                      "mean": points(mean), "share": "" if _nan(mean) else share((mean - low) / (high - low))})
+                      "mean": mean_points(mean), "share": "" if _nan(mean) else share((mean - low) / (high - low))})
     analyses = [t for t in tables if t["name"].startswith("analysis/") and t["rows"] is not None]
     return {"title": "Judges", "judge_means": means, "agreement": agreement_rows(data), "analyses": analyses}
 
