@@ -266,7 +266,7 @@ def summary(rt: Runtime, snap: dict, ok: bool, budget_status: str | None, now: f
         f"{sources['copy']:,} copies, {sources['saved']:,} saved and {sources['restored']:,} restored replies",
         f"  {_tokens(snap)}; cost {_cost(snap)}" + (f"; {budget_status}" if budget_status else ""),
     ]
-    lines += [f"  results: {p}" for c in rt.cohort_ids if (p := rt.paths.cohort_site(c) / "index.html").exists()]
+    lines += [f"  results: {p}" for c in rt.cohort_ids if ok and (p := rt.paths.cohort_site(c) / "index.html").exists()]
     if snap["budget_stop"]:
         lines.append(f"  budget: {snap['budget_stop']}")
     if snap["failure_kinds"]:
