@@ -247,6 +247,8 @@ def test_chromium_shows_the_overview(run, tmp_path):
     assert f"Cohort {COHORT}" in page
     assert all(name in page for name in NAMES.values())
     assert len(re.findall(r'href="essays/e_\w+\.html"', page)) >= 6
+    agreement = page[page.index("Judge agreement"):page.index("Judges page")]
+    assert "nan" not in agreement and "Krippendorff" in agreement
 
 
 @needs_chromium

@@ -115,13 +115,13 @@ def _plots(data: SiteData, renderer: Renderer) -> list[dict]:
     return out
 
 
-def render(data: SiteData, renderer: Renderer) -> None:
-    """Every page of the site through `renderer`."""
+def render(data: SiteData, renderer: Renderer, essays: dict[str, dict]) -> None:
+    """Every page of the site through `renderer` (`essays`: each essay page's variables)."""
     rows = pages.essay_rows(data)
     renderer.page("overview.html", "index.html", pages.overview(data, rows, _plots(data, renderer)))
     renderer.page("essays.html", "essays.html", pages.essays_table(data, rows))
     for row in rows:
-        variables = pages.essay(data, row["gen_id"])
+        variables = essays[row["gen_id"]]
         _with_files(renderer, row["page"], [variables["draft"], variables["essay"], *variables["evaluations"]])
         renderer.page("essay.html", row["page"], variables)
     renderer.page("compare.html", "compare.html", pages.comparisons(data))
@@ -146,10 +146,11 @@ def build_site(paths: Paths, cohort_id: str, experiment: Experiment) -> dict:
     if root.exists():
         shutil.rmtree(root)  # a page of an essay no longer in the cohort must not linger
     root.mkdir(parents=True)
+    essays = {gen_id: pages.essay(data, gen_id) for gen_id in data.essays.index}
     site = Renderer(root, cohort_id, bundle=False)
-    render(data, site)
+    render(data, site, essays)
     bundle = Renderer(root, cohort_id, bundle=True)
-    render(data, bundle)
+    render(data, bundle, essays)
     bundle.finish(paths.cohort_site_bundle(cohort_id))
     return {"pages": site.written, "largest_page": site.largest, "essays": len(data.essays),
             "bundle_bytes": paths.cohort_site_bundle(cohort_id).stat().st_size,

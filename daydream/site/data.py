@@ -103,6 +103,18 @@ class SiteData:
         return {g: r for g, r in integrity.stale_reasons(self.paths).items() if g in members}
 
     @cached_property
+    def _descriptions(self) -> dict[tuple[str, str], str]:
+        return {}
+
+    def description(self, level: str, concept_id: str) -> str:
+        """A concept's description at a level ("" when the file is gone), each file read once."""
+        key = (level, concept_id)
+        if key not in self._descriptions:
+            path = self.paths.description_path(level, concept_id)
+            self._descriptions[key] = path.read_text(encoding="utf-8") if path.exists() else ""
+        return self._descriptions[key]
+
+    @cached_property
     def parse_errors(self) -> dict[str, str]:
         """gen_id -> why its last reply did not parse (`7_reporting/parse_errors.jsonl`), for the
         members that still have no parsed.txt."""
@@ -171,17 +183,31 @@ class SiteData:
         out["flags"] = flags.reindex(out.index).fillna("")
         return out.sort_values(["concepts", "draft_template", "generation_template", "generation_model", "replicate"])
 
-    def evaluations_of(self, essay_id: str) -> pd.DataFrame:
+    def evaluations_of(self, essay_id: str) -> list[dict]:
         """The aggregated rows of one essay with their scales, by judge model, template, replicate."""
-        rows = self.evaluations_by_essay.get(essay_id)
-        return rows if rows is not None else self.aggregated.iloc[0:0]
+        return self.evaluations_by_essay.get(essay_id, [])
 
     @cached_property
-    def evaluations_by_essay(self) -> dict[str, pd.DataFrame]:
+    def evaluations_by_essay(self) -> dict[str, list[dict]]:
         scaled = attach_scales(self.aggregated, self.scales)
+        scaled["error"] = scaled["error"].fillna("").astype(str)
+        scaled["flags"] = scaled["flags"].fillna("").astype(str)
         scaled["replicate_n"] = pd.to_numeric(scaled["replicate"], errors="coerce")
         scaled = scaled.sort_values(["evaluation_llm_model", "evaluation_template", "replicate_n", "gen_id"])
-        return {key: group for key, group in scaled.groupby("parent_gen_id", sort=False)}
+        found: dict[str, list[dict]] = {}
+        for record in scaled.to_dict("records"):
+            found.setdefault(record["parent_gen_id"], []).append(record)
+        return found
+
+    @cached_property
+    def records(self) -> dict[str, dict]:
+        """`documents` as plain dicts by gen_id (page building reads them one by one)."""
+        return self.documents.to_dict("index")
+
+    @cached_property
+    def essay_records(self) -> dict[str, dict]:
+        """`essays` as plain dicts by gen_id."""
+        return self.essays.to_dict("index")
 
     def stage_counts(self) -> list[dict]:
         """Per stage: members, made, missing, calls (documents answered by a model), tokens,

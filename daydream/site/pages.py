@@ -151,7 +151,7 @@ def agreement_rows(data: SiteData) -> list[dict]:
         what = "rubric" if r["comparison"] == "across_evaluation_models" else "judge"
         rows.append({"raters": str(r["raters"]).replace("|", ", "), "fixed": f"{what}: {fixed}",
                      "alpha": share(r["krippendorff_alpha_interval"]), "icc": share(r["icc_2_1"]),
-                     "n_units": r["n_units"], "scale": r["scale"], "note": r["note"]})
+                     "n_units": r["n_units"], "scale": r["scale"], "note": "" if _nan(r["note"]) else r["note"]})
     return rows
 
 
@@ -217,10 +217,10 @@ def essays_table(data: SiteData, rows: list[dict]) -> dict:
 
 def _document(data: SiteData, gen_id: str, files: list[tuple[str, Path]]) -> dict:
     """What a page shows of one document: model, tokens, cost, time, flags and its files."""
-    if gen_id not in data.documents.index:
+    doc = data.records.get(gen_id)
+    if doc is None:
         return {"gen_id": gen_id, "made": False, "files": [], "model": "", "tokens": "", "cost": "",
                 "duration": "", "created_at": "", "stale": "", "raw_changed": False, "parse_error": ""}
-    doc = data.documents.loc[gen_id]
     tokens = "" if _nan(doc["prompt_tokens"]) else f"{int(doc['prompt_tokens']):,} in + " \
                                                    f"{int(np.nan_to_num(doc['completion_tokens'])):,} out"
     return {"gen_id": gen_id, "made": bool(doc["made"]), "model": doc["model"], "tokens": tokens,
@@ -240,14 +240,31 @@ def _gens_files(data: SiteData, stage: str, gen_id: str, names: tuple[str, ...])
 ALL_FILES = ("prompt.txt", "raw.txt", "parsed.txt", "metadata.json")
 
 
+def _judge_summary(data: SiteData, evals: list[dict]) -> list[dict]:
+    """Per judge and rubric of one essay: its scores, their mean and the mean as a share of the scale."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for v in evals:
+        groups.setdefault((v["evaluation_llm_model"], v["evaluation_template"]), []).append(v)
+    summary = []
+    for (model, template), group in sorted(groups.items()):
+        low, high = scale_of(data, template)
+        valid = [v["score"] for v in group if v["error"] == ""]
+        mean = sum(valid) / len(valid) if valid else math.nan
+        summary.append({"model": model_name(data, model), "template": template_name(data, SCORED, template),
+                        "scale": scale_text(low, high), "mean": mean_points(mean),
+                        "share": share((mean - low) / (high - low)) if not _nan(mean) else "",
+                        "scores": ", ".join(points(v["score"]) if v["error"] == "" else "no score" for v in group)})
+    return summary
+
+
 def essay(data: SiteData, gen_id: str) -> dict:
-    row = data.essays.loc[gen_id]
-    docs = data.documents
+    row = data.essay_records[gen_id]
+    docs = data.records
     draft_id = row["draft_id"]
 
     def document(stage: str, doc_id: str, template_id: str, model_id: str) -> dict:
-        text = docs.at[doc_id, "parsed.txt"] if doc_id in docs.index else None
-        prompt = docs.at[doc_id, "prompt.txt"] if doc_id in docs.index else None
+        doc = docs.get(doc_id, {})
+        text, prompt = doc.get("parsed.txt"), doc.get("prompt.txt")
         return {**_document(data, doc_id, _gens_files(data, stage, doc_id, ALL_FILES)),
                 "template_id": template_id, "template_name": template_name(data, stage, template_id),
                 "is_copy": is_copy(data, stage, template_id), "model_name": model_name(data, model_id),
@@ -255,36 +272,24 @@ def essay(data: SiteData, gen_id: str) -> dict:
                 "prompt": prompt if prompt is not None else "(no prompt.txt)",
                 "text": text if text is not None else "(no parsed.txt: not made yet, or failed)"}
 
-    draft_model = docs.at[draft_id, "llm_model_id"] if draft_id in docs.index else ""
+    draft_model = docs.get(draft_id, {}).get("llm_model_id", "")
     essay_doc = document(GENERATION, gen_id, row["generation_template"], row["generation_model"])
     draft_doc = document(ROOT, draft_id, row["draft_template"], draft_model)
     concepts = data.names.concepts_of(row["combo_id"])
     for concept in concepts:
-        path = data.paths.description_path(concept["level"], concept["concept_id"])
-        concept["description"] = path.read_text(encoding="utf-8") if path.exists() else ""
-    evaluations, summary = [], []
+        concept["description"] = data.description(concept["level"], concept["concept_id"])
     evals = data.evaluations_of(gen_id)
-    for v in evals.itertuples(index=False):
-        answer = docs.at[v.gen_id, "raw.txt"] if v.gen_id in docs.index else None
-        evaluations.append({**_document(data, v.gen_id, _gens_files(data, SCORED, v.gen_id, ALL_FILES)),
-                            "model_name": model_name(data, v.evaluation_llm_model),
-                            "template_name": template_name(data, SCORED, v.evaluation_template),
-                            "replicate": v.replicate, "score": points(v.score), "error": v.error,
-                            "flags": v.flags, "scale": scale_text(v.score_min, v.score_max), "answer": answer})
-    for (model, template), group in evals.groupby(["evaluation_llm_model", "evaluation_template"], sort=True):
-        low, high = scale_of(data, template)
-        valid = group[group["error"].fillna("") == ""]
-        mean = valid["score"].mean() if len(valid) else math.nan
-        summary.append({"model": model_name(data, model), "template": template_name(data, SCORED, template),
-                        "scale": scale_text(low, high), "mean": mean_points(mean),
-                        "share": share((mean - low) / (high - low)) if not _nan(mean) else "",
-                        "scores": ", ".join(points(s) if e == "" else "no score"
-                                            for s, e in zip(group["score"], group["error"].fillna(""), strict=True))})
+    evaluations = [{**_document(data, v["gen_id"], _gens_files(data, SCORED, v["gen_id"], ALL_FILES)),
+                    "model_name": model_name(data, v["evaluation_llm_model"]),
+                    "template_name": template_name(data, SCORED, v["evaluation_template"]),
+                    "replicate": v["replicate"], "score": points(v["score"]), "error": v["error"],
+                    "flags": v["flags"], "scale": scale_text(v["score_min"], v["score_max"]),
+                    "answer": docs.get(v["gen_id"], {}).get("raw.txt")} for v in evals]
     flags = [{"text": f, "bad": f.startswith("raw.txt changed")} for f in str(row["flags"]).split("; ") if f]
     label = row["concepts"]
     return {"title": label or gen_id, "essay": essay_doc, "draft": draft_doc, "concepts": concepts,
-            "concepts_label": label, "evaluations": evaluations, "summary": summary, "overall": share(row["overall"]),
-            "flags": flags}
+            "concepts_label": label, "evaluations": evaluations, "summary": _judge_summary(data, evals),
+            "overall": share(row["overall"]), "flags": flags}
 
 
 def comparisons(data: SiteData) -> dict:
