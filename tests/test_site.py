@@ -184,6 +184,24 @@ def test_an_evaluation_that_did_not_parse_shows_the_answer_and_why(run, tmp_path
     assert "1 unscored" in (paths.cohort_site(COHORT) / "essays.html").read_text(encoding="utf-8")
 
 
+def test_a_changed_raw_reply_is_marked_on_the_essay_page_and_in_the_table(run, tmp_path):
+    paths = Paths(shutil.copytree(run[0].data_root, tmp_path / "data"))
+    membership = pd.read_csv(paths.membership_csv(COHORT), dtype=str).set_index("gen_id")
+    essay_id = essay_ids(paths)[0]
+    draft_id = membership.at[essay_id, "parent_gen_id"]
+    raw = paths.raw_path("draft", draft_id)
+    raw.write_text(raw.read_text(encoding="utf-8") + "\nedited by hand\n", encoding="utf-8")
+    experiment = load_experiment(paths)
+    reports.write_cohort_reports(paths, COHORT, experiment)
+    build_site(paths, COHORT, experiment)
+    page = html.unescape((paths.cohort_site(COHORT) / "essays" / f"{essay_id}.html").read_text(encoding="utf-8"))
+    assert f"raw.txt changed: draft {draft_id}" in page
+    assert "This document's raw.txt is no longer the reply that was paid for" in page
+    table = (paths.cohort_site(COHORT) / "essays.html").read_text(encoding="utf-8")
+    row = re.search(rf'<tr [^>]*data-id="{essay_id}">(.*?)(?=<tr |</tbody>)', table, re.S).group(0)
+    assert 'data-flag="flagged"' in row and "raw changed" in row
+
+
 def test_paired_comparison_differences_are_over_shared_combos_only():
     # combo C1: A 8, B 6; C2: A 5, B 2; C3: only A (not shared) -> differences 2 and 3
     rows = [("C1", "A", 8.0), ("C1", "B", 6.0), ("C2", "A", 5.0), ("C2", "B", 2.0), ("C3", "A", 9.0)]
