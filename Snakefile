@@ -30,6 +30,7 @@ localrules:
     provider_batch,
     cohort_reports,
     cohort_report_figures,
+    cohort_site,
     stale_generations,
     cross_experiment_tables,
     plan,

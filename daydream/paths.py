@@ -125,6 +125,14 @@ class Paths:
         """A cohort report by its SPEC §9 name, e.g. `parsing/aggregated_scores.csv`."""
         return self.reports_dir(cohort_id) / name
 
+    def cohort_site(self, cohort_id: str) -> Path:
+        """The cohort's results site (`daydream.site`): a folder of static pages, `index.html` first."""
+        return self.reports_dir(cohort_id) / "site"
+
+    def cohort_site_bundle(self, cohort_id: str) -> Path:
+        """The same site as one self-contained file (what `snakemake --report` embeds)."""
+        return self.reports_dir(cohort_id) / "site.html"
+
     @property
     def combo_mappings_csv(self) -> Path:
         return self.data_root / "combo_mappings.csv"

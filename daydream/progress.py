@@ -317,7 +317,7 @@ def results(rt: Runtime) -> list[str]:
     lines = ["  results:"]
     for cohort_id in rt.cohort_ids:
         lines.append(f"    {cohort_id}: reports in {rt.paths.reports_dir(cohort_id)}")
-        viewer = rt.paths.cohort_report(cohort_id, "site/index.html")
+        viewer = rt.paths.cohort_site(cohort_id) / "index.html"
         if viewer.exists():
             lines.append(f"    {cohort_id}: open {viewer} in a browser")
     stale_csv = rt.paths.stale_generations_csv

@@ -59,6 +59,7 @@ def cohort_outputs(rt: Runtime, cohort_id: str) -> list[str]:
     rehearsal.refuse_mixing(rt, cohort_id)  # offline rehearsal replies never stand in for paid ones
     gate = provider_batches.gate(rt)
     report_files = [str(rt.paths.cohort_report(cohort_id, r.name)) for r in reports.cohort_reports()]
+    report_files += site_outputs(rt, cohort_id)
     if not gate.blocked:
         return cohort_documents(rt, cohort_id) + report_files + list(gate.rounds)
     files = [str(rt.paths.gen_dir(m.stage, m.gen_id) / name) for m in rt.membership.members(cohort_id)
@@ -147,6 +148,8 @@ def cohort_report_inputs(rt: Runtime, cohort_id: str) -> dict[str, object]:
             "evaluations": [str(rt.paths.parsed_path(scored, m.gen_id)) for m in members],
             "raw": [str(rt.paths.raw_path(m.stage, m.gen_id)) for m in rt.membership.members(cohort_id)],
             "stale": str(rt.paths.stale_generations_csv),
+            # the `concepts` column: the combo register and the concept names
+            "concepts": [str(rt.paths.combo_mappings_csv), str(rt.paths.concepts_metadata_csv)],
             **judge_report_inputs(rt, members)}
 
 
@@ -159,6 +162,21 @@ def judge_report_inputs(rt: Runtime, evaluations) -> dict[str, object]:
     if rt.paths.human_scores_csv.exists():
         inputs["human_scores"] = str(rt.paths.human_scores_csv)
     return inputs
+
+
+def site_outputs(rt: Runtime, cohort_id: str) -> list[str]:
+    """The cohort's results site: its folder and its one-file bundle (`daydream.site`)."""
+    return [str(rt.paths.cohort_site(cohort_id)), str(rt.paths.cohort_site_bundle(cohort_id))]
+
+
+def site_inputs(rt: Runtime, cohort_id: str) -> dict[str, object]:
+    """What the results site is built from: the membership, every member's parsed text (a
+    document made or remade changes its page), every cohort report it shows, and the concept
+    names."""
+    return {"membership": str(rt.paths.membership_csv(cohort_id)),
+            "parsed": [str(rt.paths.parsed_path(m.stage, m.gen_id)) for m in rt.membership.members(cohort_id)],
+            "reports": [str(rt.paths.cohort_report(cohort_id, r.name)) for r in reports.cohort_reports()],
+            "concepts": [str(rt.paths.combo_mappings_csv), str(rt.paths.concepts_metadata_csv)]}
 
 
 def cross_experiment_inputs(rt: Runtime) -> list[str]:

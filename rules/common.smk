@@ -13,6 +13,7 @@ from daydream import (
     provider_batches,
     reports,
     settings,
+    site,
     stages,
     stale,
     targets,
@@ -151,3 +152,8 @@ def report_files(group):
 
 def cross_table_outputs():
     return {r.key: PATHS.cross_table(r.name) for r in reports.in_group("cross")}
+
+
+def get_cohort_site_inputs(wildcards):
+    checkpoints.cohort_membership.get(cohort_id=wildcards.cohort_id)
+    return targets.site_inputs(RT, wildcards.cohort_id)

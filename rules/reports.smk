@@ -1,6 +1,7 @@
 # Cohort reports (SPEC §9): the tables, then the figures and pages of `snakemake --report`.
-# Outputs come from the report registry (daydream/reports/__init__.py). Both rules run
-# in-process (`run:`), so they take no `conda:`; environment.yml serves them.
+# Outputs come from the report registry (daydream/reports/__init__.py). The rules run
+# in-process (`run:`), so they take no `conda:`; environment.yml serves them. Last, the results site
+# of a cohort (daydream/site), its pages built from those reports and the gens store.
 
 
 rule cohort_reports:
@@ -34,3 +35,15 @@ rule stale_generations:
         PATHS.log_path("stale_generations", "stale_generations"),
     run:
         stale.write_stale_report(RT, log[0])
+
+
+rule cohort_site:
+    input:
+        unpack(get_cohort_site_inputs),
+    output:
+        site=directory(PATHS.cohort_site("{cohort_id}")),
+        bundle=html_report_entry(reports.SITE),
+    log:
+        PATHS.log_path("cohort_site", "{cohort_id}"),
+    run:
+        site.write_site(PATHS, wildcards.cohort_id, RT.experiment, log[0])

@@ -77,7 +77,7 @@ def test_the_summary_says_what_failed_and_where_to_look(run, data_root, cohorts_
 
 def test_the_summary_ends_with_the_viewer_and_the_stale_report_when_they_exist(run, data_root, cohorts_dir, capsys):
     rt = Runtime({"data_root": str(data_root), "cohorts_dir": str(cohorts_dir), "cohorts": ["tiny"]})
-    viewer = rt.paths.cohort_report("tiny", "site/index.html")
+    viewer = rt.paths.cohort_site("tiny") / "index.html"
     viewer.parent.mkdir(parents=True)
     viewer.write_text("<html></html>")
     rt.paths.stale_generations_csv.parent.mkdir(parents=True)

@@ -65,6 +65,11 @@ EVALUATIONS = [  # gen_id, essay, template, judge, replicate, parsed.txt (None =
     ("v_8", "e_2", "rigor", "jA", 1, "4"),
     ("v_9", "e_2", "rigor", "jB", 1, "abc"),
 ]
+# C1 = alpha + beta, C2 = beta + gamma (gamma is retired: its name still shows)
+CONCEPTS_CSV = "concept_id,name,active\nalpha,Alpha Wave,true\nbeta,Beta Test,true\ngamma,Gamma Ray,false\n"
+COMBOS_CSV = ("combo_id,version,concept_id,description_level,k_max,created_at\n"
+              + "".join(f"{c},v1,{k},paragraph,2,2026-01-01T00:00:00+00:00\n"
+                        for c, k in (("C1", "alpha"), ("C1", "beta"), ("C2", "beta"), ("C2", "gamma"))))
 TEMPLATES_CSV = "template_id,template_name,description,parser,generator,score_min,score_max\n" \
                 "novelty,Novelty,,in_last_line,llm,0,9\nrigor,Rigor,,complex,llm,1,10\n"
 
@@ -104,6 +109,8 @@ def store(tmp_path) -> Paths:
     pd.DataFrame(rows)[columns].to_csv(paths.membership_csv(COHORT), index=False)
     paths.raw_root.mkdir(parents=True)
     paths.templates_csv("evaluation").write_text(TEMPLATES_CSV, encoding="utf-8")
+    paths.concepts_metadata_csv.write_text(CONCEPTS_CSV, encoding="utf-8")
+    paths.combo_mappings_csv.write_text(COMBOS_CSV, encoding="utf-8")
     return paths
 
 
@@ -136,6 +143,13 @@ def test_aggregated_scores_has_one_row_per_evaluation_with_spec_columns(tables, 
         ("C1", "sketch", "essay", "gA")
     assert (first.cohort_id, str(first.replicate), first.error) == (COHORT, "1", "")
     assert first.paths == str(store.gen_dir("evaluation", "v_1"))
+    # names, not hashes: the combo register's concepts by their names (a retired one too)
+    assert aggregated.set_index("gen_id").loc[["v_1", "v_9"], "concepts"].tolist() == \
+        ["Alpha Wave + Beta Test", "Beta Test + Gamma Ray"]
+    by_essay = tables["summary/generation_scores_by_essay.csv"].set_index("gen_id")
+    assert by_essay.at["e_2", "concepts"] == "Beta Test + Gamma Ray"
+    assert tables["summary/generation_scores.csv"]["concepts"].tolist() == \
+        ["Alpha Wave + Beta Test", "Beta Test + Gamma Ray"]
 
 
 def test_a_missing_or_unparsable_score_fills_error_instead_of_crashing(tables):
@@ -160,8 +174,9 @@ def test_parse_scores_rejects_scores_outside_the_template_scale_and_non_finite_t
 def test_generation_scores_by_essay_average_replicates_with_min_max_n_and_sum(tables, store):
     scores = tables["summary/generation_scores_by_essay.csv"].set_index("gen_id")
     evaluators = ["jA_novelty", "jA_rigor", "jB_novelty", "jB_rigor"]
-    expected_columns = ["combo_id", "draft_template", "generation_template", "generation_model",
-                        *[f"{e}{s}" for e in evaluators for s in ("", "_min", "_max", "_n")], "sum", "paths"]
+    expected_columns = ["combo_id", "concepts", "draft_template", "generation_template", "generation_model",
+                        *[f"{e}{s}" for e in evaluators for s in ("", "_min", "_max", "_n")], "sum",
+                        "mean_scaled", "paths"]
     assert list(scores.columns) == expected_columns
     e1 = scores.loc["e_1"]
     assert (e1["jA_novelty"], e1["jA_novelty_min"], e1["jA_novelty_max"], e1["jA_novelty_n"]) == (8.0, 7.0, 9.0, 2)
@@ -196,14 +211,14 @@ def pooled_aggregated() -> pd.DataFrame:
     return frame.assign(draft_template="sketch", generation_template="essay", cohort_id=COHORT, paths="")
 
 
-def test_generation_scores_pool_draft_essay_and_evaluation_replicates_under_the_task_key(store):
+def test_generation_scores_pool_draft_essay_and_evaluation_replicates_under_the_task_key(store, scales):
     from daydream.reports.tables import generation_scores, generation_scores_by_essay
 
-    pooled = generation_scores(pooled_aggregated())
+    pooled = generation_scores(pooled_aggregated(), scales)
     assert list(pooled.columns) == [
-        "combo_id", "stage", "draft_template", "generation_template", "generation_model",
+        "combo_id", "concepts", "stage", "draft_template", "generation_template", "generation_model",
         *[f"{e}{s}" for e in ("jA_novelty", "jB_novelty", "jB_rigor") for s in ("", "_min", "_max", "_n")],
-        "sum", "n_generations", "gen_ids"]
+        "sum", "mean_scaled", "n_generations", "gen_ids"]
     assert pooled[["combo_id", "generation_model", "stage"]].values.tolist() == \
         [["C1", "gA", "essay"], ["C1", "gB", "essay"], ["C2", "gA", "essay"]]
     c1 = pooled.iloc[0]
@@ -211,11 +226,15 @@ def test_generation_scores_pool_draft_essay_and_evaluation_replicates_under_the_
     assert (c1["jA_novelty"], c1["jA_novelty_min"], c1["jA_novelty_max"], c1["jA_novelty_n"]) == (6.75, 4, 9, 4)
     assert (c1["jB_novelty"], c1["jB_novelty_n"], c1["jB_rigor_n"]) == (5.0, 1, 0) and math.isnan(c1["jB_rigor"])
     assert (c1["sum"], c1["n_generations"], c1["gen_ids"]) == (11.75, 3, "e_a;e_b;e_c")
+    # the normalised mean: jA novelty 6.75/9 and jB novelty 5/9 (0..9), averaged, never summed
+    assert c1["mean_scaled"] == pytest.approx((6.75 / 9 + 5 / 9) / 2)
     other_model, other_combo = pooled.iloc[1], pooled.iloc[2]
     assert (other_model["jB_rigor"], other_model["sum"], other_model["gen_ids"]) == (7.0, 7.0, "e_e")
     assert (other_combo["jA_novelty"], other_combo["jA_novelty_n"], other_combo["sum"]) == (3.0, 1, 3.0)
-    by_essay = generation_scores_by_essay(pooled_aggregated(), store).set_index("gen_id")
+    by_essay = generation_scores_by_essay(pooled_aggregated(), store, scales).set_index("gen_id")
     assert by_essay.loc[["e_a", "e_b", "e_c"], "jA_novelty"].tolist() == [7.0, 4.0, 9.0]  # not pooled
+    # e_e: rigor 7 on 1..10 is (7 - 1) / 9 of its scale; its sum is the raw 7
+    assert (by_essay.at["e_e", "sum"], by_essay.at["e_e", "mean_scaled"]) == (7.0, pytest.approx(6 / 9))
 
 
 def test_generation_scores_of_the_cohort_pool_replicates(tables):
@@ -403,9 +422,13 @@ def test_cross_aggregated_covers_every_evaluation_folder_of_every_cohort(store, 
 
 
 def test_pivot_has_one_row_per_essay_and_one_column_per_template_and_model(store, scales):
-    pivot = evaluation_scores_by_template_model(cross_aggregated(store, scales)).set_index("gen_id")
-    assert list(pivot.columns) == ["combo_id", "draft_template", "generation_template", "generation_model",
-                                   "novelty__jA", "novelty__jB", "rigor__jA", "rigor__jB"]
+    pivot = evaluation_scores_by_template_model(cross_aggregated(store, scales), scales).set_index("gen_id")
+    assert list(pivot.columns) == ["combo_id", "concepts", "draft_template", "generation_template",
+                                   "generation_model", "novelty__jA", "novelty__jB", "rigor__jA", "rigor__jB",
+                                   "mean_scaled"]
+    assert pivot.at["e_1", "concepts"] == "Alpha Wave + Beta Test"
+    # e_2: novelty jA 2/9, jB 5/9, rigor jA (4 - 1)/9
+    assert pivot.at["e_2", "mean_scaled"] == pytest.approx((2 / 9 + 5 / 9 + 3 / 9) / 3)
     assert pivot.loc["e_1", ["novelty__jA", "novelty__jB", "rigor__jA"]].tolist() == [8.0, 9.0, 10.0]
     assert pivot.loc["e_2", ["novelty__jA", "novelty__jB", "rigor__jA"]].tolist() == [2.0, 5.0, 4.0]
     assert pivot["rigor__jB"].isna().all()
@@ -491,8 +514,8 @@ def test_cross_tables_of_a_store_without_evaluations_are_headers_only(tmp_path):
     paths.gens_root.mkdir(parents=True)
     aggregated_path, pivot_path = reports.write_cross_experiment_tables(paths)
     assert aggregated_path.read_text().strip() == ",".join(AGGREGATED_COLUMNS)
-    assert pd.read_csv(pivot_path).columns.tolist() == ["gen_id", "combo_id", "draft_template",
-                                                        "generation_template", "generation_model"]
+    assert pd.read_csv(pivot_path).columns.tolist() == ["gen_id", "combo_id", "concepts", "draft_template",
+                                                        "generation_template", "generation_model", "mean_scaled"]
 
 
 def test_a_parsed_score_is_the_last_line_as_the_original_wrote_it(scales):

@@ -105,6 +105,11 @@ REPORTS: tuple[Report, ...] = (
 )
 
 
+# The results site of each cohort (`daydream.site.write_site`, rule `cohort_site`; not in REPORTS:
+# it has no builder here). Its one-file bundle `site.html` is what Snakemake's HTML report shows.
+SITE = Report("site.html", "site", "daydream.site:write_site", "results site", None, "site.rst", "Results")
+
+
 def in_group(group: str) -> list[Report]:
     return [r for r in REPORTS if r.group == group]
 

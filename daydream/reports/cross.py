@@ -25,11 +25,14 @@ from daydream.columns import AGGREGATED_COLUMNS, CROSS_PIVOT_INDEX, CROSS_PIVOT_
 from daydream.experiment import load_templates
 from daydream.paths import ORIGINAL_METADATA_FILES, Paths
 from daydream.reports import CROSS_AGGREGATED
+from daydream.reports.concepts import ConceptNames, insert_concepts
 from daydream.reports.io import gen_dirs, read_aggregated, read_membership
 from daydream.reports.scores import (
     GENERATION,
     SCORED,
+    concepts_by_combo,
     essay_lineage,
+    evaluator_mean_scaled,
     parse_scores,
     read_texts,
     scales_from_templates,
@@ -144,20 +147,26 @@ def cross_aggregated(paths: Paths, scales: pd.DataFrame, gen_ids: list[str] | No
     table = evals.merge(essays, left_on="parent_gen_id", right_index=True, how="left", suffixes=("", "_essay"))
     table["combo_id"] = table["combo_id"].where(table["combo_id"] != "", table["combo_id_essay"])
     table["flags"] = integrity.evaluation_flags(paths, table["gen_id"], integrity.stale_reasons(paths))
+    table["concepts"] = ConceptNames(paths).column(table["combo_id"].fillna(""))
     return table.reindex(columns=list(AGGREGATED_COLUMNS)).fillna(dict.fromkeys(ESSAY_COLUMNS, ""))
 
 
-def evaluation_scores_by_template_model(aggregated: pd.DataFrame) -> pd.DataFrame:
-    """One row per evaluated essay (CROSS_PIVOT_INDEX), one column per
-    `<evaluation_template>__<evaluation_model>` present in `aggregated`, holding the mean valid
-    score over replicates (empty when that judge gave the essay no valid score)."""
+def evaluation_scores_by_template_model(aggregated: pd.DataFrame, scales: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per evaluated essay (CROSS_PIVOT_INDEX, then `concepts` after `combo_id`), one
+    column per `<evaluation_template>__<evaluation_model>` present in `aggregated`, holding the
+    mean valid score over replicates (empty when that judge gave the essay no valid score),
+    then `mean_scaled`: the mean of those columns as shares of their templates' scales (with
+    `scales`; the default 0..9 scale for templates it lacks)."""
     column = (aggregated["evaluation_template"].astype(str) + CROSS_PIVOT_SEPARATOR
               + aggregated["evaluation_llm_model"].astype(str))
     columns = sorted(column.unique())
     valid = valid_rows(aggregated.assign(column=column))
     means = valid.groupby(["parent_gen_id", "column"])["score"].mean().unstack("column")
     out = essay_lineage(aggregated).join(means.reindex(columns=columns))
-    return out.reset_index()[[*CROSS_PIVOT_INDEX, *columns]]
+    scales = scales if scales is not None else scales_from_templates({})
+    out["mean_scaled"] = evaluator_mean_scaled(aggregated, scales, ["parent_gen_id"], out.index)
+    out = out.reset_index()[[*CROSS_PIVOT_INDEX, *columns, "mean_scaled"]]
+    return insert_concepts(out, concepts_by_combo(aggregated, out["combo_id"]))
 
 
 def cohort_evaluation_ids(paths: Paths, cohort_id: str) -> list[str]:
@@ -184,4 +193,5 @@ def aggregated_table(ctx: CrossContext) -> pd.DataFrame:
 
 def pivot_table(ctx: CrossContext) -> pd.DataFrame:
     """The pivot of the aggregated table written beside it."""
-    return evaluation_scores_by_template_model(read_aggregated(ctx.paths.cross_table(CROSS_AGGREGATED, ctx.cohort_id)))
+    aggregated = read_aggregated(ctx.paths.cross_table(CROSS_AGGREGATED, ctx.cohort_id))
+    return evaluation_scores_by_template_model(aggregated, evaluation_template_scales(ctx.paths))

@@ -20,6 +20,7 @@ import pandas as pd
 from daydream import integrity, stages
 from daydream.columns import AGGREGATED_COLUMNS, DEFAULT_SCORE_MAX, DEFAULT_SCORE_MIN, ESSAY_COLUMNS, TASK_KEYS
 from daydream.paths import Paths
+from daydream.reports.concepts import ConceptNames
 from daydream.reports.io import gen_dirs
 
 log = logging.getLogger(__name__)
@@ -182,4 +183,28 @@ def aggregated_scores(paths: Paths, membership: pd.DataFrame, scales: pd.DataFra
     texts = read_texts(paths.gen_dir_texts(SCORED, table["gen_id"], "parsed.txt"))
     table[["score", "error"]] = parse_scores(texts, table["evaluation_template"], scales)
     table["flags"] = integrity.evaluation_flags(paths, table["gen_id"], integrity.stale_reasons(paths))
+    table["concepts"] = ConceptNames(paths).column(table["combo_id"])
     return table[list(AGGREGATED_COLUMNS)]
+
+
+def concepts_by_combo(aggregated: pd.DataFrame, combo_ids: pd.Series) -> pd.Series:
+    """The `concepts` cell of each of `combo_ids`, as the aggregated table has it ("" where it
+    has none)."""
+    known: dict[str, str] = {}
+    if "concepts" in aggregated:
+        pairs = aggregated[["combo_id", "concepts"]].fillna("").astype(str).drop_duplicates("combo_id")
+        known = dict(zip(pairs["combo_id"], pairs["concepts"], strict=True))
+    return pd.Series([known.get(str(c), "") for c in combo_ids], index=combo_ids.index, dtype=object)
+
+
+def evaluator_mean_scaled(aggregated: pd.DataFrame, scales: pd.DataFrame, keys: list[str],
+                          index: pd.Index) -> pd.Series:
+    """Per group of `keys` (on `index`): the mean over evaluators (evaluation model x template)
+    of each evaluator's mean valid score as a share of its template's scale (0..1). Unlike a sum
+    of means it never adds scores on different scales; NaN where a group has no valid score."""
+    valid = attach_scales(valid_rows(aggregated), scales)
+    if valid.empty:
+        return pd.Series(np.nan, index=index, dtype=float)
+    per_evaluator = valid.groupby([*keys, "evaluation_llm_model", "evaluation_template"])["scaled"].mean()
+    means = per_evaluator.groupby(level=list(range(len(keys)))).mean()
+    return means.reindex(index)

@@ -29,8 +29,18 @@ from daydream.columns import (
     VARIANCE_COLUMNS,
 )
 from daydream.paths import Paths
+from daydream.reports.concepts import insert_concepts
 from daydream.reports.io import gen_dirs
-from daydream.reports.scores import GENERATION, SCORED, TOLERANCE, attach_scales, essay_lineage, valid_rows
+from daydream.reports.scores import (
+    GENERATION,
+    SCORED,
+    TOLERANCE,
+    attach_scales,
+    concepts_by_combo,
+    essay_lineage,
+    evaluator_mean_scaled,
+    valid_rows,
+)
 
 if TYPE_CHECKING:
     from daydream.reports.context import CohortContext
@@ -87,12 +97,13 @@ def _sum_of_means(columns: dict, evaluators: list[str], index: pd.Index) -> pd.S
     return means.sum(axis=1, min_count=1)
 
 
-def generation_scores(aggregated: pd.DataFrame) -> pd.DataFrame:
+def generation_scores(aggregated: pd.DataFrame, scales: pd.DataFrame) -> pd.DataFrame:
     """The seeds' pivot: one row per generation task key (GENERATION_TASK_KEYS: combo, the
     evaluated stage, draft template, generation template and model), pooling every replicate of
     drafts, essays and evaluations behind it; per evaluator `<evaluation_model>_<evaluation_template>`
     the mean, `_min`, `_max` and `_n` over all their valid scores (n = 0, others empty, when there is
-    none); then `sum` of the evaluator means, `n_generations` and `gen_ids`, the essays pooled."""
+    none); then `sum` of the evaluator means, `mean_scaled` (their mean as shares of each scale),
+    `n_generations` and `gen_ids`, the essays pooled; `concepts` follows `combo_id`."""
     keys = list(GENERATION_TASK_KEYS)
     frame = aggregated.assign(stage=GENERATION, evaluator=_evaluators(aggregated))
     frame[list(ESSAY_COLUMNS)] = frame[list(ESSAY_COLUMNS)].fillna("").astype(str)
@@ -102,23 +113,28 @@ def generation_scores(aggregated: pd.DataFrame) -> pd.DataFrame:
     columns = _evaluator_columns(valid_rows(frame), keys, essays.index, evaluators)
     out = pd.DataFrame(columns, index=essays.index)
     out["sum"] = _sum_of_means(columns, evaluators, essays.index)
+    out["mean_scaled"] = evaluator_mean_scaled(frame, scales, keys, essays.index)
     out = out.join(essays).reset_index()
-    return out[[*keys, *columns, *GENERATION_SCORES_TAIL]]
+    out = out[[*keys, *columns, *GENERATION_SCORES_TAIL]]
+    return insert_concepts(out, concepts_by_combo(aggregated, out["combo_id"]))
 
 
-def generation_scores_by_essay(aggregated: pd.DataFrame, paths: Paths) -> pd.DataFrame:
+def generation_scores_by_essay(aggregated: pd.DataFrame, paths: Paths, scales: pd.DataFrame) -> pd.DataFrame:
     """One row per essay; per evaluator `<evaluation_model>_<evaluation_template>` the mean,
     `_min`, `_max` and `_n` of its valid scores over replicates (n = 0, others empty, when it
-    has none), then `sum` of the evaluator means and `paths`, the essay's gens folder."""
+    has none), then `sum` of the evaluator means, `mean_scaled` (their mean as shares of each
+    scale) and `paths`, the essay's gens folder; `concepts` follows `combo_id`."""
     essays = essay_lineage(aggregated)
     frame = aggregated.assign(evaluator=_evaluators(aggregated))
     evaluators = sorted(frame["evaluator"].unique())
     columns = _evaluator_columns(valid_rows(frame), ["parent_gen_id"], essays.index, evaluators)
     out = pd.concat([essays, pd.DataFrame(columns, index=essays.index)], axis=1)
     out["sum"] = _sum_of_means(columns, evaluators, essays.index)
+    out["mean_scaled"] = evaluator_mean_scaled(aggregated, scales, ["parent_gen_id"], essays.index)
     out = out.reset_index()
     out["paths"] = gen_dirs(paths, GENERATION, out["gen_id"])
-    return out[[*GENERATION_SCORES_BY_ESSAY_INDEX, *columns, *GENERATION_SCORES_BY_ESSAY_TAIL]]
+    out = out[[*GENERATION_SCORES_BY_ESSAY_INDEX, *columns, *GENERATION_SCORES_BY_ESSAY_TAIL]]
+    return insert_concepts(out, concepts_by_combo(aggregated, out["combo_id"]))
 
 
 def summarise(tasks: pd.DataFrame, keys: tuple[str, ...]) -> pd.DataFrame:
@@ -197,11 +213,11 @@ def aggregated_table(ctx: CohortContext) -> pd.DataFrame:
 
 
 def generation_scores_table(ctx: CohortContext) -> pd.DataFrame:
-    return generation_scores(ctx.aggregated)
+    return generation_scores(ctx.aggregated, ctx.scales)
 
 
 def generation_scores_by_essay_table(ctx: CohortContext) -> pd.DataFrame:
-    return generation_scores_by_essay(ctx.aggregated, ctx.paths)
+    return generation_scores_by_essay(ctx.aggregated, ctx.paths, ctx.scales)
 
 
 def final_results_table(ctx: CohortContext) -> pd.DataFrame:

@@ -1,0 +1,166 @@
+"""The results site of a cohort: static HTML pages to read and compare what a run made.
+
+`write_site` writes `data/cohorts/<cohort>/reports/site/` (`Paths.cohort_site`): an overview,
+the essays table (sortable and filterable by a small inline script whose state is the URL
+hash), one page per essay with its lineage (concepts, draft prompt and draft, essay prompt and
+essay, every judge's full answer beside its parsed score), a Compare page (paired differences
+with bootstrap intervals), a Judges page and every report table with its columns explained.
+Pages link to each other and to the gens-store files by relative paths, so the folder opens
+from file:// without a server.
+
+It also writes the same pages as one file (`Paths.cohort_site_bundle`, `reports/site.html`):
+each page a section shown by the hash (`#/essays.html?model=...`). Snakemake's self-contained
+HTML report cannot hold a directory, so that file is what `snakemake --report report.html`
+shows; gens-store links are plain text there and long tables are cut shorter.
+
+Scores come from the written `parsing/aggregated_scores.csv`, so the site and the CSV agree.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+
+from daydream import store
+from daydream.experiment import Experiment
+from daydream.paths import Paths
+from daydream.reports import evaluation_scales
+from daydream.site import pages
+from daydream.site.data import SiteData
+
+log = logging.getLogger(__name__)
+
+SITE_ROWS = 3000  # rows of a report table shown on its page (the CSV has them all)
+BUNDLE_ROWS = 300  # the same in the one-file bundle
+_ENV = jinja2.Environment(loader=jinja2.PackageLoader("daydream.site", "templates"), autoescape=True,
+                          undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+_ENV.globals.update(money=pages.money, share=pages.share)
+
+
+@dataclass
+class Renderer:
+    """Renders pages as separate files under `root` (`bundle=False`) or as sections of one file."""
+
+    root: Path
+    cohort_id: str
+    bundle: bool
+    sections: list[dict] = field(default_factory=list)
+    written: int = 0
+    largest: int = 0
+
+    def link(self, page: str, target: str) -> str:
+        """A link from `page` to another page of the site (both relative to the site root)."""
+        if self.bundle:
+            return "#/" + target
+        return os.path.relpath(target, os.path.dirname(page) or ".")
+
+    def file_href(self, page: str, path: Path) -> str | None:
+        """A link from `page` to a file outside the site (none in the bundle)."""
+        if self.bundle:
+            return None
+        return Path(os.path.relpath(path, self.root / (os.path.dirname(page) or "."))).as_posix()
+
+    def page(self, template: str, path: str, variables: dict) -> None:
+        layout = "fragment.html" if self.bundle else "layout.html"
+        html = _ENV.get_template(template).render(
+            layout=layout, cohort_id=self.cohort_id, link=lambda target: self.link(path, target),
+            wide=variables.pop("wide", False), **variables)
+        if self.bundle:
+            self.sections.append({"path": path, "html": html, "wide": template in ("essays.html", "table.html")})
+            return
+        data = html.encode("utf-8")
+        target = self.root / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        store.write_bytes_atomic(target, data)
+        self.written += 1
+        self.largest = max(self.largest, len(data))
+
+    def finish(self, target: Path) -> None:
+        if self.bundle:
+            html = _ENV.get_template("bundle.html").render(cohort_id=self.cohort_id, sections=self.sections,
+                                                           link=lambda t: "#/" + t)
+            store.write_text_atomic(target, html)
+
+
+def _with_files(renderer: Renderer, page: str, documents: list[dict]) -> None:
+    for document in documents:
+        for f in document["files"]:
+            f["href"] = renderer.file_href(page, f["path"])
+
+
+def _plots(data: SiteData, renderer: Renderer) -> list[dict]:
+    """The cohort's plots: copied beside the pages, or inlined in the bundle."""
+    from daydream import reports
+
+    out = []
+    for report in reports.cohort_reports():
+        source = data.paths.cohort_report(data.cohort_id, report.name)
+        if report.kind != "figure" or not source.exists():
+            continue
+        if renderer.bundle:
+            src = "data:image/png;base64," + base64.b64encode(source.read_bytes()).decode("ascii")
+        else:
+            target = renderer.root / "plots" / source.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+            src = f"plots/{source.name}"
+        out.append({"src": src, "title": report.title})
+    return out
+
+
+def render(data: SiteData, renderer: Renderer, essays: dict[str, dict]) -> None:
+    """Every page of the site through `renderer` (`essays`: each essay page's variables)."""
+    rows = pages.essay_rows(data)
+    renderer.page("overview.html", "index.html", pages.overview(data, rows, _plots(data, renderer)))
+    renderer.page("essays.html", "essays.html", pages.essays_table(data, rows))
+    for row in rows:
+        variables = essays[row["gen_id"]]
+        _with_files(renderer, row["page"], [variables["draft"], variables["essay"], *variables["evaluations"]])
+        renderer.page("essay.html", row["page"], variables)
+    renderer.page("compare.html", "compare.html", pages.comparisons(data))
+    tables = pages.report_tables(data)
+    reports_dir = data.paths.reports_dir(data.cohort_id)
+    for entry in tables:
+        if not entry["path"].exists():
+            continue
+        shown = pages.table(data, entry, BUNDLE_ROWS if renderer.bundle else SITE_ROWS)
+        entry["rows"] = shown["rows"]
+        shown["href"] = renderer.file_href(entry["page"], entry["path"])
+        renderer.page("table.html", entry["page"], {"title": entry["title"], "t": shown, "wide": True})
+    renderer.page("tables.html", "tables.html", {"title": "Tables", "tables": tables, "reports_dir": str(reports_dir)})
+    renderer.page("judges.html", "judges.html", pages.judges_page(data, tables))
+
+
+def build_site(paths: Paths, cohort_id: str, experiment: Experiment) -> dict:
+    """Write the site folder and the one-file bundle of one cohort; return what was written."""
+    started = time.perf_counter()
+    data = SiteData(paths, cohort_id, experiment, evaluation_scales(experiment))
+    root = paths.cohort_site(cohort_id)
+    if root.exists():
+        shutil.rmtree(root)  # a page of an essay no longer in the cohort must not linger
+    root.mkdir(parents=True)
+    essays = {gen_id: pages.essay(data, gen_id) for gen_id in data.essays.index}
+    site = Renderer(root, cohort_id, bundle=False)
+    render(data, site, essays)
+    bundle = Renderer(root, cohort_id, bundle=True)
+    render(data, bundle, essays)
+    bundle.finish(paths.cohort_site_bundle(cohort_id))
+    return {"pages": site.written, "largest_page": site.largest, "essays": len(data.essays),
+            "bundle_bytes": paths.cohort_site_bundle(cohort_id).stat().st_size,
+            "seconds": time.perf_counter() - started}
+
+
+def write_site(paths: Paths, cohort_id: str, experiment: Experiment, log_path: str | None = None) -> dict:
+    """Rule `cohort_site`: the site of one cohort, and one line in the job's log."""
+    built = build_site(paths, cohort_id, experiment)
+    store.write_job_log(log_path, f"{cohort_id}: {built['pages']} pages ({built['essays']} essays, largest "
+                                  f"{built['largest_page']:,} bytes), bundle {built['bundle_bytes']:,} bytes, "
+                                  f"{built['seconds']:.1f} s: {paths.cohort_site(cohort_id) / 'index.html'}")
+    return built
