@@ -11,7 +11,7 @@ LOCK_HINT := make: installing $(LOCK) with hash checking failed (pip says why ab
 UV := UV_PYTHON=$(abspath $(BIN))/python UV_PYTHON_DOWNLOADS=never $(BIN)/uv
 EXPORT := --format requirements-txt --all-extras --all-groups --no-emit-project
 
-.PHONY: run dry-run test lint bench lock clean-outputs
+.PHONY: run dry-run test test-quick lint bench lock clean-outputs
 
 # A new environment whenever pyproject.toml or the lock changes, holding exactly the lock:
 # first the locked pip and setuptools, then every locked package (hash-checked, no build
@@ -39,8 +39,14 @@ run: $(BIN)/.installed
 dry-run: $(BIN)/.installed
 	$(BIN)/snakemake -n --cores $(CORES)
 
+# Every test, on every core (pytest-xdist; the tests of one xdist_group share a worker), in a
+# random order (pytest-randomly prints its seed; --randomly-seed=N repeats that order).
 test: lint
-	$(BIN)/python -m pytest -q -rs
+	$(BIN)/python -m pytest -q -rs -n auto --dist loadgroup
+
+# The quick part alone: no Snakemake run, no Slurm cluster, no browser (README "Development").
+test-quick: $(BIN)/.installed
+	$(BIN)/python -m pytest -q -rs -n auto --dist loadgroup -m "not e2e and not slurm and not browser"
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check daydream scripts tests bench

@@ -8,7 +8,9 @@ rerun a job whose newer input has the checksum it recorded, so a decision by tim
 target a membership that Snakemake will not remake, and documents are never made.
 
 So the decision is by content:
-- the *fingerprint* of a cohort is a hash over the path and SHA-256 of each of those files;
+- the *fingerprint* of a cohort is a hash over the path and SHA-256 of each of those files,
+  each path written relative to the data root or the cohorts folder holding it, so a data root
+  copied or moved with its cohorts folder (`cp -a`, `rsync -a`) keeps its memberships current;
 - the checkpoint writes `checkpoint_inputs.json` beside the membership: the fingerprint it was
   built from and each file's hash (`write_record`);
 - a membership is current when that record holds today's fingerprint (`is_current`);
@@ -68,14 +70,27 @@ def file_hashes(paths: Paths, cohort_id: str) -> dict[str, str]:
     return {str(p): file_sha256(p) for files in input_files(paths, cohort_id).values() for p in files}
 
 
-def fingerprint_of(hashes: dict[str, str]) -> str:
-    lines = "".join(f"{path}\t{digest}\n" for path, digest in sorted(hashes.items()))
+def portable(paths: Paths, path: str) -> str:
+    """`path` as the fingerprint names it: relative to the data root (`data_root/...`) or the
+    cohorts folder (`cohorts_dir/...`) that holds it, else as it is."""
+    for label, root in (("data_root", paths.data_root), ("cohorts_dir", paths.cohorts_dir)):
+        try:
+            return f"{label}/{Path(path).relative_to(root).as_posix()}"
+        except ValueError:
+            continue
+    return str(path)
+
+
+def fingerprint_of(paths: Paths, hashes: dict[str, str]) -> str:
+    """16 hex of a hash over the portable path and the SHA-256 of each file in `hashes`."""
+    named = sorted((portable(paths, path), digest) for path, digest in hashes.items())
+    lines = "".join(f"{path}\t{digest}\n" for path, digest in named)
     return hashlib.sha256(lines.encode("utf-8")).hexdigest()[:16]
 
 
 def fingerprint(paths: Paths, cohort_id: str) -> str:
-    """The cohort's fingerprint today: 16 hex of a hash over its inputs' paths and contents."""
-    return fingerprint_of(file_hashes(paths, cohort_id))
+    """The cohort's fingerprint today: 16 hex of a hash over its inputs' (portable) paths and contents."""
+    return fingerprint_of(paths, file_hashes(paths, cohort_id))
 
 
 def read_record(paths: Paths, cohort_id: str) -> dict | None:
@@ -109,14 +124,14 @@ def write_fingerprint(paths: Paths, cohort_id: str, fingerprint_id: str, out: Pa
     """Rule `cohort_inputs_fingerprint`: the file naming one content of the cohort's inputs."""
     hashes = file_hashes(paths, cohort_id)
     store.write_json_atomic(Path(out), {"cohort_id": cohort_id, "fingerprint": fingerprint_id,
-                                        "fingerprint_now": fingerprint_of(hashes), "files": hashes})
+                                        "fingerprint_now": fingerprint_of(paths, hashes), "files": hashes})
 
 
 def write_record(paths: Paths, cohort_id: str, hashes: dict[str, str]) -> None:
     """After the checkpoint built the membership from the inputs with `hashes` (taken before
     it read them): record them, and drop the cohort's other fingerprint files so that going
     back to an earlier content is seen as a change."""
-    current = fingerprint_of(hashes)
+    current = fingerprint_of(paths, hashes)
     store.write_json_atomic(paths.checkpoint_record_json(cohort_id),
                             {"cohort_id": cohort_id, "fingerprint": current, "files": hashes})
     folder = paths.cohort_fingerprint(cohort_id, current).parent

@@ -1,20 +1,29 @@
 """Shared fixtures: a temp data root holding a copy of the sample experiment, small cohort
-files, a runner for the real Snakefile, and a guard that fails any non-loopback connection."""
+files, a runner for the real Snakefile, and a guard that fails any non-loopback connection.
+
+Expensive states are built once per test session (per pytest-xdist worker) and every test gets
+its own copy in its `tmp_path`, so tests share nothing on disk and run in any order:
+`finished_run` is the tiny cohort run to the end with the offline model (a Snakemake run)."""
 
 from __future__ import annotations
 
+import csv
+import json
 import re
 import shutil
 import socket
 import subprocess
 import sys
+import textwrap
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import yaml
 
-from daydream import settings
+from daydream import cohorts, ids, settings
+from daydream.paths import Paths
+from daydream.runtime import Runtime
 
 REPO = Path(__file__).resolve().parent.parent
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -29,6 +38,25 @@ TINY_COHORT = {
     "evaluation": {"templates": ["novelty-judge", "rigor-judge"], "models": ["offline_a", "offline_b"],
                    "replicates": 1},
 }
+
+TINY_COMBOS = [ids.combo_id(pair, "paragraph", 2) for pair in
+               (("default-mode-network", "exaptation"), ("default-mode-network", "weak-ties"),
+                ("exaptation", "weak-ties"))]
+# TINY_COHORT, written in the design language.
+TINY_DESIGN = f"""
+axes:
+  combo_id: [{", ".join(TINY_COMBOS)}]
+  draft_template: [idea-sketch]
+  draft_llm: [offline_a]
+  evaluation_template: [novelty-judge, rigor-judge]
+  evaluation_llm: [offline_a, offline_b]
+rules:
+  tuples:
+    essay: {{axes: [essay_template, essay_llm], items: [[essay-from-draft, None], [copy-draft, None]]}}
+output:
+  field_order: [combo_id, draft_template, draft_llm, essay_template, essay_llm, evaluation_template,
+                evaluation_llm]
+"""
 
 
 @pytest.fixture(autouse=True)
@@ -63,6 +91,52 @@ def cohorts_dir(tmp_path) -> Path:
     return folder
 
 
+def copy_tree(source: Path, target: Path) -> Path:
+    """`source` copied into `target` (created or merged) with modification times kept, as
+    `cp -a` would: a copied finished run is as finished for Snakemake as the original (the
+    membership's record names its inputs relative to the data root, checkpoint_inputs.py)."""
+    return Path(shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True))
+
+
+@pytest.fixture(scope="session")
+def finished_tiny_run(tmp_path_factory) -> Path:
+    """A folder holding `data/` and `cohorts/` after one offline run of the tiny cohort (every
+    document and report made), built once per session. Read-only: tests take a copy
+    (`finished_run`)."""
+    root = tmp_path_factory.mktemp("finished_tiny_run")
+    shutil.copytree(REPO / "data" / "1_raw", root / "data" / "1_raw")
+    (root / "cohorts").mkdir()
+    write_cohort(root / "cohorts", "tiny", TINY_COHORT)
+    run_workflow(root / "data", root / "cohorts", ["tiny"])
+    return root
+
+
+@pytest.fixture
+def finished_run(data_root, cohorts_dir, finished_tiny_run) -> tuple[Path, Path, Paths]:
+    """This test's own copy of the finished tiny run, in `data_root` and `cohorts_dir`."""
+    copy_tree(finished_tiny_run / "data", data_root)
+    copy_tree(finished_tiny_run / "cohorts", cohorts_dir)
+    return data_root, cohorts_dir, Paths(data_root)
+
+
+@pytest.fixture
+def rt(data_root, cohorts_dir) -> Runtime:
+    """An offline Runtime over the tiny cohort, its membership built in-process (no document made)."""
+    runtime = Runtime({"data_root": str(data_root), "cohorts_dir": str(cohorts_dir), "cohorts": ["tiny"],
+                       "offline": True})
+    cohorts.build_cohort(runtime.paths, "tiny", runtime.paths.cohort_file("tiny"))
+    return runtime
+
+
+def calls_made(rt) -> list[dict]:
+    path = rt.paths.llm_calls_jsonl
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def first_draft(rt):
+    return rt.membership.members("tiny", "draft")[0]
+
+
 def write_cohort(folder: Path, cohort_id: str, spec: dict) -> Path:
     path = folder / f"{cohort_id}.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
@@ -79,6 +153,40 @@ def run_workflow(data_root: Path, cohorts_dir: Path, cohorts: list[str], *args: 
     if check and done.returncode != 0:
         raise AssertionError(f"snakemake failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}")
     return done
+
+
+def write_dedented(path: Path, text: str) -> Path:
+    """`text` (dedented, without its first newline) written to `path`, folders made."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+    return path
+
+
+# -- loopback models (tests/openai_server.py) in a data root's llm_models.csv ---------------------
+def add_models(data_root: Path, rows: list[dict]) -> None:
+    """Append loopback models to the data root's llm_models.csv (route openai, key from LOOP_API_KEY)."""
+    path = Paths(data_root).models_csv
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        columns, existing = list(reader.fieldnames), list(reader)
+    columns += [c for c in dict.fromkeys(["api_key_env", *(k for row in rows for k in row)]) if c not in columns]
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows(existing)
+        for row in rows:
+            writer.writerow({"model": "fake-model", "provider": "test", "display_name": row["id"], "route": "openai",
+                             "api_key_env": "LOOP_API_KEY", **row})
+
+
+def config_file(tmp_path: Path, settings: dict) -> str:
+    path = tmp_path / "llm_settings.yaml"
+    path.write_text(yaml.safe_dump(settings), encoding="utf-8")
+    return str(path)
+
+
+def jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.exists() else []
 
 
 def count_lines(path: Path) -> int:

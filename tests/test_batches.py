@@ -2,12 +2,11 @@
 local run with `reply_batch_size` > 0 that must equal a run without batches."""
 
 import json
-import shutil
 
 import pandas as pd
 import pytest
 
-from daydream import batches, targets
+from daydream import batches, cohorts, targets
 from daydream.paths import Paths
 from daydream.runtime import Runtime
 from tests.conftest import count_lines, run_workflow
@@ -20,8 +19,9 @@ def runtime(data_root, batch_size: int) -> Runtime:
 
 @pytest.fixture
 def planned(data_root, cohorts_dir):
-    """The tiny cohort's membership (the checkpoint only, no document made yet)."""
-    run_workflow(data_root, cohorts_dir, ["tiny"], str(Paths(data_root).membership_csv("tiny")))
+    """The tiny cohort's membership (the checkpoint only, in-process; no document made yet)."""
+    rt = Runtime({"data_root": str(data_root), "cohorts_dir": str(cohorts_dir), "cohorts": ["tiny"], "offline": True})
+    cohorts.write_cohort(rt, "tiny")
     return data_root
 
 
@@ -54,7 +54,9 @@ def test_an_unknown_batch_fails_naming_the_setting(planned):
         batches.pending_in_batch(runtime(planned, 2), "draft", "0009_0123456789")
 
 
-def test_a_batched_run_equals_an_unbatched_one_and_pays_each_call_once(tmp_path, data_root, cohorts_dir):
+@pytest.mark.e2e
+def test_a_batched_run_equals_an_unbatched_one_and_pays_each_call_once(tmp_path, data_root, cohorts_dir,
+                                                                      finished_tiny_run):
     batching = tmp_path / "batching.yaml"
     batching.write_text("reply_batch_size: 5\n")
     run_workflow(data_root, cohorts_dir, ["tiny"], "--configfile", str(batching))
@@ -65,9 +67,8 @@ def test_a_batched_run_equals_an_unbatched_one_and_pays_each_call_once(tmp_path,
     outcome = {g: r for f in records for g, r in json.loads(f.read_text())["documents"].items()}
     assert len(outcome) == 30 and set(outcome.values()) == {"called"}
 
-    other = tmp_path / "unbatched" / "data"
-    shutil.copytree(data_root / "1_raw", other / "1_raw")
-    run_workflow(other, cohorts_dir, ["tiny"])
+    other = finished_tiny_run / "data"  # the same cohort run without batches (read only)
+    assert len(list((other / "gens").glob("*/*/parsed.txt"))) == len(list((data_root / "gens").glob("*/*/parsed.txt")))
     for stage_dir in (data_root / "gens").iterdir():
         for doc in stage_dir.iterdir():
             twin = other / "gens" / stage_dir.name / doc.name

@@ -2,6 +2,7 @@
 inputs; modification times never decide."""
 
 import os
+import shutil
 
 from daydream import checkpoint_inputs
 from daydream.paths import Paths
@@ -15,7 +16,7 @@ def built(data_root, cohorts_dir, cohort_id="tiny"):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("made\n")
     hashes = checkpoint_inputs.file_hashes(paths, cohort_id)
-    fingerprint = checkpoint_inputs.fingerprint_of(hashes)
+    fingerprint = checkpoint_inputs.fingerprint_of(paths, hashes)
     checkpoint_inputs.write_fingerprint(paths, cohort_id, fingerprint, paths.cohort_fingerprint(cohort_id, fingerprint))
     checkpoint_inputs.write_record(paths, cohort_id, hashes)
     return paths
@@ -82,3 +83,16 @@ def test_no_record_or_no_membership_is_not_current(data_root, cohorts_dir):
     built(data_root, cohorts_dir)
     paths.membership_csv("tiny").unlink()
     assert not checkpoint_inputs.is_current(paths, "tiny")
+
+
+def test_a_data_root_copied_with_its_cohorts_folder_stays_current(tmp_path, data_root, cohorts_dir):
+    paths = built(data_root, cohorts_dir)
+    moved = Paths(shutil.copytree(data_root, tmp_path / "elsewhere" / "data"),
+                  shutil.copytree(cohorts_dir, tmp_path / "elsewhere" / "cohorts"))
+    assert checkpoint_inputs.fingerprint(moved, "tiny") == checkpoint_inputs.fingerprint(paths, "tiny")
+    assert checkpoint_inputs.is_current(moved, "tiny")
+    assert checkpoint_inputs.portable(moved, moved.models_csv) == "data_root/1_raw/llm_models.csv"
+    assert checkpoint_inputs.portable(moved, moved.cohort_file("tiny")) == "cohorts_dir/tiny.yaml"
+    template = moved.data_root / "1_raw" / "templates" / "draft" / "idea-sketch.txt"
+    template.write_text(template.read_text() + "\nOne more instruction.\n")
+    assert not checkpoint_inputs.is_current(moved, "tiny") and checkpoint_inputs.is_current(paths, "tiny")

@@ -1,4 +1,5 @@
-"""Membership building and cohort validation (SPEC §3), in-process and at the checkpoint."""
+"""Membership building and cohort validation (SPEC §3): in-process (`cohorts.write_cohort` is the
+checkpoint), and through Snakemake where the refusal must stop a run before any call."""
 
 import csv
 import hashlib
@@ -6,9 +7,10 @@ import json
 
 import pytest
 
-from daydream import cohorts, ids
+from daydream import cohorts, documents, ids
 from daydream.columns import MEMBERSHIP_COLUMNS
 from daydream.paths import Paths
+from daydream.runtime import Runtime
 from tests.conftest import TINY_COHORT, count_lines, run_workflow, write_cohort
 
 
@@ -155,17 +157,24 @@ def break_unknown_concept(data_root, spec):
     return "flux-capacitor"
 
 
+def checkpoint(data_root, cohorts_dir, cohort_id, offline=True):
+    """The checkpoint (rule cohort_membership) in-process: what Snakemake runs."""
+    rt = Runtime({"data_root": str(data_root), "cohorts_dir": str(cohorts_dir), "cohorts": [cohort_id],
+                  "offline": offline})
+    cohorts.write_cohort(rt, cohort_id)
+    return rt
+
+
 @pytest.mark.parametrize("breaker", [break_unknown_template, break_unknown_model, break_missing_template_file,
                                      break_template_syntax, break_unknown_concept])
 def test_bad_input_fails_at_the_checkpoint_before_any_model_call(data_root, cohorts_dir, breaker):
     spec = json.loads(json.dumps(TINY_COHORT))
     item = breaker(data_root, spec)
     cohort_path = write_cohort(cohorts_dir, "broken", spec)
-    done = run_workflow(data_root, cohorts_dir, ["broken"], check=False)
-    output = done.stdout + done.stderr
-    assert done.returncode != 0
-    assert "cohort_membership" in output
-    assert item in output and str(cohort_path) in output
+    with pytest.raises(cohorts.CohortError) as error:
+        checkpoint(data_root, cohorts_dir, "broken")
+    assert item in str(error.value) and str(cohort_path) in str(error.value)
+    assert not Paths(data_root).membership_csv("broken").exists()
     assert not (data_root / "gens").exists()
     assert not Paths(data_root).llm_calls_jsonl.exists()
 
@@ -174,12 +183,16 @@ def test_a_missing_api_key_fails_at_the_checkpoint_naming_the_variable(data_root
     spec = json.loads(json.dumps(TINY_COHORT))
     spec["evaluation"]["models"] = ["offline_a", "deepseek_r1_free"]  # an OpenRouter model
     write_cohort(cohorts_dir, "paid", spec)
-    done = run_workflow(data_root, cohorts_dir, ["paid"], offline=False, check=False)
-    assert done.returncode != 0
-    assert "export OPENROUTER_API_KEY=" in done.stderr and "deepseek_r1_free" in done.stderr
-    assert not (data_root / "gens").exists()
-    rehearsal = run_workflow(data_root, cohorts_dir, ["paid"], offline=True)  # no key needed offline
-    assert rehearsal.returncode == 0
+    with pytest.raises(cohorts.CohortError) as error:
+        checkpoint(data_root, cohorts_dir, "paid", offline=False)
+    assert "export OPENROUTER_API_KEY=" in str(error.value) and "deepseek_r1_free" in str(error.value)
+    assert not Paths(data_root).membership_csv("paid").exists() and not (data_root / "gens").exists()
+    rehearsal = checkpoint(data_root, cohorts_dir, "paid", offline=True)  # no key needed offline
+    for member in rehearsal.membership.members("paid"):
+        documents.write_document(rehearsal, member.stage, member.gen_id)
+    table = read_membership(data_root, "paid")
+    assert {r["llm_model_id"] for r in table if r["stage"] == "evaluation"} == {"offline_a", "deepseek_r1_free"}
+    assert all(Paths(data_root).parsed_path(r["stage"], r["gen_id"]).exists() for r in table)
 
 
 # -- strict definition files: every problem at once, before any call, nothing paid touched -----
@@ -208,9 +221,9 @@ def test_inactive_templates_and_models_are_refused_like_inactive_concepts(data_r
     assert not paths.membership_csv("tiny").exists()
 
 
-def test_broken_definition_files_are_all_reported_at_the_checkpoint_before_any_call(data_root, cohorts_dir):
-    run_workflow(data_root, cohorts_dir, ["tiny"])
-    paths = Paths(data_root)
+@pytest.mark.e2e
+def test_broken_definition_files_are_all_reported_at_the_checkpoint_before_any_call(finished_run):
+    data_root, cohorts_dir, paths = finished_run
     paid, calls_before = gens_snapshot(paths.gens_root), count_lines(paths.llm_calls_jsonl)
     raw = data_root / "1_raw"
     # an unquoted comma in a name would shift `active` into it: red-teaming (inactive) would be active

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from daydream.paths import Paths
-from tests.conftest import REPO, run_workflow
+from tests.conftest import REPO, TINY_DESIGN, run_workflow
+from tests.conftest import write_dedented as write
 from tests.original_store import (
     COHORT,
     COMBO_A,
@@ -24,7 +25,6 @@ from tests.original_store import (
     copy_original_store,
     snapshot,
 )
-from tests.test_cohorts_design import TINY_DESIGN, write
 
 pytestmark = pytest.mark.e2e
 
@@ -48,9 +48,8 @@ def files_of(paths: Paths, gen_ids) -> dict[str, bytes]:
 
 # -- the design language ------------------------------------------------------------------------
 def test_a_design_spec_as_the_active_cohort_makes_the_documents_of_the_equivalent_plain_cohort(
-        data_root, cohorts_dir, tmp_path):
-    paths = Paths(data_root)
-    run_workflow(data_root, cohorts_dir, ["tiny"])
+        finished_run, tmp_path):
+    data_root, cohorts_dir, paths = finished_run
     made, paid = members(paths, "tiny"), calls(paths)
     before = files_of(paths, made["gen_id"])
     write(cohorts_dir / "dsl.yaml", TINY_DESIGN)

@@ -8,10 +8,10 @@ from daydream import documents, ledger, store
 from daydream.calls import Completion
 from daydream.columns import METADATA_KEYS
 from daydream.prompts import sha256_text
-from tests.test_ledger import calls_made, first_draft, rt  # noqa: F401  (the fixture)
+from tests.conftest import calls_made, first_draft
 
 
-def test_a_document_job_writes_all_four_files_from_one_prompt(rt):  # noqa: F811
+def test_a_document_job_writes_all_four_files_from_one_prompt(rt):
     member = first_draft(rt)
     documents.write_document(rt, member.stage, member.gen_id)
     assert rt.paths.parsed_path(member.stage, member.gen_id).read_text().strip()
@@ -23,7 +23,7 @@ def test_a_document_job_writes_all_four_files_from_one_prompt(rt):  # noqa: F811
     assert rt.paths.raw_path(member.stage, member.gen_id).read_text().startswith("<thinking>")
 
 
-def test_a_copy_makes_no_call_and_its_prompt_is_the_parents_text(rt):  # noqa: F811
+def test_a_copy_makes_no_call_and_its_prompt_is_the_parents_text(rt):
     draft = first_draft(rt)
     documents.write_document(rt, draft.stage, draft.gen_id)
     copy = next(m for m in rt.membership.members("tiny", "essay")
@@ -35,7 +35,7 @@ def test_a_copy_makes_no_call_and_its_prompt_is_the_parents_text(rt):  # noqa: F
     assert [c["gen_id"] for c in calls_made(rt)] == [draft.gen_id]
 
 
-def test_a_failed_parse_keeps_raw_and_records_the_reason(rt):  # noqa: F811
+def test_a_failed_parse_keeps_raw_and_records_the_reason(rt):
     member = first_draft(rt)
     prompt = documents.document_prompt(rt, member)
     usage = {"prompt_tokens": 1, "completion_tokens": 5, "total_tokens": 6}
@@ -51,13 +51,13 @@ def test_a_failed_parse_keeps_raw_and_records_the_reason(rt):  # noqa: F811
     assert record["gen_id"] == member.gen_id and record["raw_tail"] == "no idea blocks at all"
 
 
-def test_metadata_that_does_not_fit_its_schema_is_never_written(rt):  # noqa: F811
+def test_metadata_that_does_not_fit_its_schema_is_never_written(rt):
     with pytest.raises(store.MetadataError, match="'replicate' is a required property"):
         store.write_metadata(rt.paths, "draft", "d_x", {k: "" for k in METADATA_KEYS if k != "replicate"})
     assert not rt.paths.metadata_path("draft", "d_x").exists()
 
 
-def test_a_draft_shorter_than_min_lines_fails_its_parse_and_keeps_raw(rt):  # noqa: F811
+def test_a_draft_shorter_than_min_lines_fails_its_parse_and_keeps_raw(rt):
     member = first_draft(rt)
     short = '<essay-idea stage="1">\nOne idea.\nStated twice.\n</essay-idea>\n'
     usage = {"prompt_tokens": 1, "completion_tokens": 8, "total_tokens": 9}

@@ -19,12 +19,13 @@ from matplotlib.image import imread
 
 from daydream import reports
 from daydream.paths import Paths
-from tests.conftest import REPO, TINY_COHORT, run_workflow, write_cohort
+from tests.conftest import copy_tree, run_workflow
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("html_report")]  # one report_run per session
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary on PATH (apt-get install chromium)")
+browser = pytest.mark.browser
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--enable-logging=stderr", "--v=0", "--virtual-time-budget=8000"]
@@ -60,13 +61,9 @@ def assert_not_blank(png: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def report_run(tmp_path_factory):
-    """A finished tiny run (the sample experiment, offline model) and its HTML report."""
-    root = tmp_path_factory.mktemp("report_run")
-    shutil.copytree(REPO / "data" / "1_raw", root / "data" / "1_raw")
-    (root / "cohorts").mkdir()
-    write_cohort(root / "cohorts", "tiny", TINY_COHORT)
-    run_workflow(root / "data", root / "cohorts", ["tiny"])
+def report_run(tmp_path_factory, finished_tiny_run):
+    """A copy of the session's finished tiny run (offline model) and its HTML report (read only)."""
+    root = copy_tree(finished_tiny_run, tmp_path_factory.mktemp("report_run"))
     report = root / "report.html"
     run_workflow(root / "data", root / "cohorts", ["tiny"], "--report", str(report))
     return Paths(root / "data"), report
@@ -90,6 +87,7 @@ def test_the_report_is_self_contained_and_embeds_figures_and_pages(report_run):
     assert links and all(f'id="{anchor}"' in top for anchor in links)
 
 
+@browser
 @needs_chromium
 def test_chromium_renders_the_report_without_javascript_errors(report_run, tmp_path):
     _, report = report_run
@@ -103,6 +101,7 @@ def test_chromium_renders_the_report_without_javascript_errors(report_run, tmp_p
     assert_not_blank(tmp_path / "report.png")
 
 
+@browser
 @needs_chromium
 def test_chromium_renders_the_embedded_top_essays_page(report_run, tmp_path):
     _, report = report_run

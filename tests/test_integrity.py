@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 
 from daydream import cohorts, documents, integrity, stale
-from daydream.paths import Paths
 from daydream.runtime import Runtime
 from tests.conftest import REPO, count_lines, run_workflow
 
@@ -118,10 +117,8 @@ def snapshot(folder):
 
 
 @pytest.mark.e2e
-def test_an_edited_raw_txt_is_flagged_in_the_reports_never_silently_scored_and_restored_for_free(data_root,
-                                                                                                 cohorts_dir):
-    run_workflow(data_root, cohorts_dir, ["tiny"])
-    paths = Paths(data_root)
+def test_an_edited_raw_txt_is_flagged_in_the_reports_never_silently_scored_and_restored_for_free(finished_run):
+    data_root, cohorts_dir, paths = finished_run
     scores_csv = paths.cohort_report("tiny", "parsing/aggregated_scores.csv")
     before = pd.read_csv(scores_csv, dtype=str, keep_default_na=False)
     assert (before["flags"] == "").all()

@@ -4,26 +4,9 @@ import json
 
 import pytest
 
-from daydream import cohorts, documents, ledger
+from daydream import documents, ledger
 from daydream.prompts import Prompt, sha256_text
-from daydream.runtime import Runtime
-
-
-@pytest.fixture
-def rt(data_root, cohorts_dir):
-    runtime = Runtime({"data_root": str(data_root), "cohorts_dir": str(cohorts_dir), "cohorts": ["tiny"],
-                       "offline": True})
-    cohorts.build_cohort(runtime.paths, "tiny", runtime.paths.cohort_file("tiny"))
-    return runtime
-
-
-def calls_made(rt) -> list[dict]:
-    path = rt.paths.llm_calls_jsonl
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-def first_draft(rt):
-    return rt.membership.members("tiny", "draft")[0]
+from tests.conftest import calls_made, first_draft
 
 
 def test_a_new_prompt_is_paid_once_and_saved_with_the_prompt_before_it_is_returned(rt):

@@ -4,7 +4,6 @@ with --cores 64, and no API key anywhere under data/."""
 
 from __future__ import annotations
 
-import csv
 import json
 import threading
 import time
@@ -12,10 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
 from daydream.paths import Paths
-from tests.conftest import run_workflow, write_cohort
+from tests.conftest import add_models, config_file, jsonl, run_workflow, write_cohort
 from tests.openai_server import FakeOpenAIServer, bad_request, length, rate_limit, reply
 
 pytestmark = pytest.mark.e2e
@@ -26,36 +24,10 @@ FAST_RETRIES = {"llm": {"max_concurrency": 6, "max_attempts": 4, "backoff_initia
                         "backoff_max_s": 0.2, "max_total_wait_s": 10}}
 
 
-def add_models(data_root: Path, rows: list[dict]) -> None:
-    """Append loopback models to the data root's llm_models.csv (route openai, key from LOOP_API_KEY)."""
-    path = Paths(data_root).models_csv
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        columns, existing = list(reader.fieldnames), list(reader)
-    columns += [c for c in dict.fromkeys(["api_key_env", *(k for row in rows for k in row)]) if c not in columns]
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, restval="")
-        writer.writeheader()
-        writer.writerows(existing)
-        for row in rows:
-            writer.writerow({"model": "fake-model", "provider": "test", "display_name": row["id"], "route": "openai",
-                             "api_key_env": "LOOP_API_KEY", **row})
-
-
-def config_file(tmp_path: Path, settings: dict) -> str:
-    path = tmp_path / "llm_settings.yaml"
-    path.write_text(yaml.safe_dump(settings), encoding="utf-8")
-    return str(path)
-
-
 def drafts_by_model(data_root: Path, cohort_id: str) -> dict[str, str]:
     membership = pd.read_csv(Paths(data_root).membership_csv(cohort_id), dtype=str, keep_default_na=False)
     drafts = membership[membership.stage == "draft"]
     return dict(zip(drafts.llm_model_id, drafts.gen_id, strict=True))
-
-
-def jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.exists() else []
 
 
 def files_containing(root: Path, secret: str) -> list[Path]:

@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 
 from daydream.paths import Paths
-from tests.conftest import run_workflow, write_cohort
+from tests.conftest import add_models, config_file, jsonl, run_workflow, write_cohort
 from tests.openai_server import FakeOpenAIServer, PromptCache
-from tests.test_model_calls_e2e import add_models, config_file, jsonl
 
 pytestmark = pytest.mark.e2e
 

@@ -121,6 +121,18 @@ def snakemake_command(data_root: Path, cohorts_dir: Path, config: str, *args: st
             f"data_root={data_root}", f"cohorts_dir={cohorts_dir}", 'cohorts=["judged"]', "offline=false"]
 
 
+POLL = "GET /v1/batches/{id}"  # the loopback server's counter of batch retrievals
+
+
+def wait_for(condition, run: subprocess.Popen, timeout: float = 120) -> None:
+    """Until `condition()` holds, checked every 50 ms while the run lives; fails after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert run.poll() is None, "the run ended before the condition held"
+        assert time.monotonic() < deadline, "the condition did not hold in time"
+        time.sleep(0.05)
+
+
 def finish_after_a_new_look(server: FakeOpenAIServer, state_file: Path, last_look: str) -> None:
     deadline = time.monotonic() + 60
     while json.loads(state_file.read_text())["polled_at"] == last_look and time.monotonic() < deadline:
@@ -138,10 +150,7 @@ def test_a_run_killed_while_its_batch_runs_is_reattached_to_and_nothing_is_submi
         command = snakemake_command(data_root, cohorts_dir, config)
         run = subprocess.Popen(command, cwd=data_root.parent, env=dict(os.environ), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 120
-        while not server.batches_created["openai"] and time.monotonic() < deadline and run.poll() is None:
-            time.sleep(0.1)
-        time.sleep(1.0)  # a few polls of the batch in progress
+        wait_for(lambda: server.endpoint_counts.get(POLL, 0) >= 2, run)  # a few polls of the batch in progress
         run.send_signal(signal.SIGKILL)
         run.wait()
         assert server.batches_created["openai"] == 1, "the run must be killed with its batch in flight"

@@ -8,6 +8,7 @@ from tests.slurm_cluster import SlurmCluster, pid_alive, slurm_available
 
 
 @pytest.mark.slurm
+@pytest.mark.xdist_group("slurm")  # one cluster at a time (--dist loadgroup)
 def test_cluster_runs_a_job_and_stops_its_daemons(tmp_path):
     available, reason = slurm_available()
     if not available:

@@ -28,7 +28,8 @@ from daydream.paths import GEN_FILES, Paths
 from tests.conftest import PER_JOB_OUTPUT, REPO, SNAKEMAKE, planned_by_stage, run_workflow, write_cohort
 from tests.slurm_cluster import SlurmCluster, slurm_available
 
-pytestmark = pytest.mark.slurm
+# one cluster at a time: under pytest-xdist every Slurm test runs on the same worker (--dist loadgroup)
+pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("slurm")]
 
 PROFILE = REPO / "profiles" / "slurm"
 STAGES = ("draft", "essay", "evaluation")

@@ -34,14 +34,8 @@ def jobs_planned(dry_run_output: str) -> dict[str, int]:
     return table
 
 
-@pytest.fixture
-def finished_run(data_root, cohorts_dir):
-    run_workflow(data_root, cohorts_dir, ["tiny"])
-    return data_root, cohorts_dir
-
-
 def test_a_run_fills_the_gens_store_and_the_reports(finished_run):
-    data_root, _ = finished_run
+    data_root, _, _ = finished_run
     paths = Paths(data_root)
     membership = pd.read_csv(paths.membership_csv("tiny"), dtype=str, keep_default_na=False)
     for row in membership.itertuples():
@@ -62,7 +56,7 @@ def test_a_run_fills_the_gens_store_and_the_reports(finished_run):
 
 
 def test_a_second_run_has_nothing_to_do_and_makes_no_call(finished_run):
-    data_root, cohorts_dir = finished_run
+    data_root, cohorts_dir, _ = finished_run
     dry = run_workflow(data_root, cohorts_dir, ["tiny"], "-n")
     assert "Nothing to be done" in dry.stdout + dry.stderr
     assert "daydream: nothing to do" not in dry.stderr  # a dry run says only Snakemake's line
@@ -75,7 +69,7 @@ def test_a_second_run_has_nothing_to_do_and_makes_no_call(finished_run):
 
 
 def test_deleting_one_parsed_evaluation_remakes_only_that_document_without_a_call(finished_run):
-    data_root, cohorts_dir = finished_run
+    data_root, cohorts_dir, _ = finished_run
     paths = Paths(data_root)
     calls = count_lines(paths.llm_calls_jsonl)
     membership = pd.read_csv(paths.membership_csv("tiny"), dtype=str)
@@ -95,9 +89,13 @@ def test_deleting_one_parsed_evaluation_remakes_only_that_document_without_a_cal
     assert count_lines(paths.llm_calls_jsonl) == calls, "the saved reply is parsed again, never re-paid"
 
 
-def test_a_reply_that_fails_to_parse_stays_readable_and_the_rerun_pays_nothing(data_root, cohorts_dir):
+def test_a_reply_that_fails_to_parse_stays_readable_gets_its_error_in_the_reports_and_the_rerun_pays_nothing(
+        data_root, cohorts_dir):
     templates = data_root / "1_raw" / "evaluation_templates.csv"
-    templates.write_text(templates.read_text().replace("in_last_line,llm,True,0,9", "in_last_line,llm,True,0,4"))
+    lines = templates.read_text().splitlines()
+    lines = [line.replace(",0,9", ",0,4") if line.startswith("novelty-judge") else line for line in lines]
+    assert "in_last_line,llm,True,0,4" in "\n".join(lines)
+    templates.write_text("\n".join(lines) + "\n")  # offline judges score 1..9: some now out of range
     done = run_workflow(data_root, cohorts_dir, ["tiny"], check=False)
     assert done.returncode != 0
     paths = Paths(data_root)
@@ -107,13 +105,20 @@ def test_a_reply_that_fails_to_parse_stays_readable_and_the_rerun_pays_nothing(d
     for gen_id in unparsed:
         assert paths.raw_path("evaluation", gen_id).read_text().splitlines()[-1].startswith("SCORE: ")
         assert paths.metadata_path("evaluation", gen_id).exists() and paths.prompt_path("evaluation", gen_id).exists()
+    # the failed evaluations still get reports, with the error filled
+    scores = pd.read_csv(paths.cohort_report("tiny", "parsing/aggregated_scores.csv"), keep_default_na=False)
+    failed = scores[scores.error != ""]
+    assert len(scores) == 24 and 0 < len(failed) < 24
+    assert set(failed.evaluation_template) == {"novelty-judge"}
+    assert sorted(failed.gen_id) == sorted(unparsed)
+    assert (pd.to_numeric(scores[scores.error == ""].score) <= 10).all()
     calls = count_lines(paths.llm_calls_jsonl)
     run_workflow(data_root, cohorts_dir, ["tiny"], check=False)
     assert count_lines(paths.llm_calls_jsonl) == calls
 
 
 def test_editing_the_cohort_file_makes_only_the_new_documents(finished_run):
-    data_root, cohorts_dir = finished_run
+    data_root, cohorts_dir, _ = finished_run
     paths = Paths(data_root)
     calls = count_lines(paths.llm_calls_jsonl)
     spec = {**TINY_COHORT, "evaluation": {**TINY_COHORT["evaluation"], "replicates": 2}}
@@ -150,18 +155,3 @@ def test_an_experiment_in_the_original_layout_runs_unchanged(tmp_path, cohorts_d
     draft = pd.read_csv(paths.membership_csv("legacy")).query("stage == 'draft'").gen_id.iloc[0]
     metadata = paths.metadata_path("draft", draft).read_text()
     assert '"model": "offline/deepseek/deepseek-r1:free"' in metadata
-
-
-def test_failed_evaluations_still_get_reports_with_the_error_filled(data_root, cohorts_dir):
-    templates = data_root / "1_raw" / "evaluation_templates.csv"
-    lines = templates.read_text().splitlines()
-    lines = [line.replace(",0,9", ",0,4") if line.startswith("novelty-judge") else line for line in lines]
-    templates.write_text("\n".join(lines) + "\n")  # offline judges score 1..9: some now out of range
-    done = run_workflow(data_root, cohorts_dir, ["tiny"], check=False)
-    assert done.returncode != 0
-    scores = pd.read_csv(Paths(data_root).cohort_report("tiny", "parsing/aggregated_scores.csv"),
-                         keep_default_na=False)
-    failed = scores[scores.error != ""]
-    assert len(scores) == 24 and 0 < len(failed) < 24
-    assert set(failed.evaluation_template) == {"novelty-judge"}
-    assert (pd.to_numeric(scores[scores.error == ""].score) <= 10).all()

@@ -20,10 +20,10 @@ import pytest
 
 from daydream import writer_lock
 from daydream.paths import Paths
-from tests.conftest import REPO, SNAKEMAKE, write_cohort
+from tests.conftest import REPO, SNAKEMAKE, add_models, write_cohort
 from tests.openai_server import FakeOpenAIServer
-from tests.test_model_calls_e2e import KEY, add_models
 
+KEY = "sk-writer-lock-loopback-KEY-5e6f7a8b"
 HOLD = ("import sys, time\nfrom daydream import writer_lock\n"
         "writer_lock.acquire(sys.argv[1], mode=sys.argv[2])\nprint('held', flush=True)\ntime.sleep(600)\n")
 
