@@ -22,6 +22,7 @@ from daydream.reports.io import read_table
 from daydream.reports.scores import task_scores
 from daydream.site.compare import CONFIDENCE, paired_comparisons
 from daydream.site.data import GENERATION, ROOT, SCORED, SiteData, judge_key
+from daydream.site.findings import judge_findings
 
 BEST = 10
 JUDGE_AGREEMENT = "analysis/judge_agreement.csv"
@@ -363,5 +364,8 @@ def judges_page(data: SiteData, tables: list[dict]) -> dict:
                       "scale": scale_text(low, high), "n": len(group), "errors": len(group) - len(valid),
                       "mean": mean_points(mean), "share": "" if _nan(mean) else share((mean - low) / (high - low))})
     analyses = [t for t in tables if t["name"].startswith("analysis/") and t["rows"] is not None]
-    return {"title": "Judges", "judge_means": means, "agreement": agreement_rows(data), "analyses": analyses}
+    findings = [{"question": f.question, "lines": f.lines, "page": table_page(f.table)}
+                for f in judge_findings(data.paths.reports_dir(data.cohort_id), essay_page)]
+    return {"title": "Judges", "judge_means": means, "agreement": agreement_rows(data), "analyses": analyses,
+            "findings": findings}
 
