@@ -21,6 +21,7 @@ SLURM_* variables before running srun inside a job.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import pwd
@@ -169,6 +170,11 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
         if time.monotonic() >= deadline:
             return False
         time.sleep(interval)
+
+
+# Slurm's daemons and munge are machine-wide: a second cluster started beside a running one (two
+# test workers) would fight over them, so starting one takes this lock until it stops.
+ONE_AT_A_TIME = Path(tempfile.gettempdir()) / "daydream-test-slurm-cluster.lock"
 
 
 def stop_pid(pid: int, name: str, timeout: float) -> None:
@@ -328,11 +334,18 @@ class SlurmCluster:
         self.stop()
 
     def start(self) -> Self:
-        """Start munged, slurmctld and slurmd and wait until the node is idle."""
+        """Start munged, slurmctld and slurmd and wait until the node is idle. One cluster runs on
+        a machine at a time: parallel test workers wait for the one before to stop (`ONE_AT_A_TIME`)."""
         ok, why = slurm_available()
         if not ok:
             raise SlurmClusterError(why)
-        self._refuse_other_slurm_daemons()
+        self._machine_lock = ONE_AT_A_TIME.open("a")
+        fcntl.flock(self._machine_lock, fcntl.LOCK_EX)
+        try:
+            self._refuse_other_slurm_daemons()
+        except BaseException:
+            self._release_machine()
+            raise
         try:
             self._make_dirs()
             self._start_munged()
@@ -372,8 +385,16 @@ class SlurmCluster:
                 errors.append(f"{name} (pid {pid}): {exc}")
         self._cleanup_munge_dir()
         self.restore_env()
+        self._release_machine()
         if errors:
             raise SlurmClusterError("could not stop: " + "; ".join(errors))
+
+    def _release_machine(self) -> None:
+        lock = getattr(self, "_machine_lock", None)
+        if lock is not None:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            lock.close()
+            self._machine_lock = None
 
     # -- start steps -------------------------------------------------------------------------
 

@@ -48,7 +48,7 @@ def test_a_cohort_runs_through_a_registered_fourth_stage_to_the_reports(revision
                          keep_default_na=False)
     assert list(scores.columns) == [
         "gen_id", "parent_gen_id", "evaluation_template", "evaluation_llm_model", "score", "error", "combo_id",
-        "draft_template", "generation_template", "generation_model", "revision_template", "revision_model",
+        "concepts", "draft_template", "generation_template", "generation_model", "revision_template", "revision_model",
         "cohort_id", "replicate", "paths", "flags"]
     assert len(scores) == 24 and (scores["error"] == "").all()
     assert scores["parent_gen_id"].str.startswith("r_").all()
