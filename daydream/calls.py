@@ -5,7 +5,7 @@ module owns what is the same for all of them:
 - the route (`route` column, else `llm.default_route`; every call goes to the offline model
   under `offline=true`) and the resolved model string `<route>/<model>`;
 - keys, only from the environment, never logged, returned or written (messages are scrubbed);
-- the concurrency caps (`daydream.limits`), one slot per attempt;
+- the concurrency caps (`daydream.limits`, the run's: `Run.limits`), one slot per attempt;
 - retries with tenacity: exponential backoff with jitter while the provider's
   `retry_decision` says so, honouring the wait the server asked for; at most
   `llm.max_attempts` attempts and `llm.max_total_wait_s` seconds of waiting between them (a
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import tenacity
 
 from daydream.experiment import ModelRow
-from daydream.limits import limits
+from daydream.limits import ConcurrencyLimits
 from daydream.providers import OFFLINE_ROUTE, CallRequest, Provider, Reply, provider_for
 from daydream.providers.http_errors import status_of
 from daydream.settings import LLMSettings
@@ -167,7 +167,7 @@ def _retrying(provider: Provider, settings: LLMSettings, gen_id: str, model: str
 
 
 # -- failures ---------------------------------------------------------------------------------
-def _one_line(text: str, secret: str | None, limit: int = 300) -> str:
+def one_line(text: str, secret: str | None, limit: int = 300) -> str:
     """Whitespace collapsed, litellm's `litellm.X: X:` prefixes dropped, the key masked."""
     line = " ".join(text.split())
     if secret:
@@ -196,14 +196,18 @@ def _failure(provider: Provider, error: BaseException, state: tenacity.RetryCall
     http = f" (HTTP {status})" if status else ""
     why = _why_it_stopped(provider, error, state, settings, key_env_var(row, settings))
     message = f"{gen_id}: model {model} ({row.id}) failed after {attempts} attempt(s): {name}{http}: " \
-              f"{_one_line(str(error), key)}; {why}"
+              f"{one_line(str(error), key)}; {why}"
     log.warning("failed gen_id=%s model=%s attempts=%d error=%s status=%s", gen_id, model, attempts, name, status)
     return LLMCallError(message, error_class=name, attempts=attempts, status=status)
 
 
 # -- the entry point --------------------------------------------------------------------------
-def call_model(row: ModelRow, prompt: str, *, stage: str, settings: LLMSettings, gen_id: str) -> Completion:
+def call_model(row: ModelRow, prompt: str, *, stage: str, settings: LLMSettings, gen_id: str,
+               limits: ConcurrencyLimits | None = None) -> Completion:
     """Ask `row`'s model for a reply to `prompt`, within the limits and the retry policy.
+
+    `limits` are the concurrency caps shared by the calls of a run (`Run.limits`); without
+    them the call gets caps of its own (`llm.max_concurrency`), shared with no other call.
 
     Raises LLMCallError (one-line message: gen_id, model, error class, status, reason) after
     the last attempt, or at once for a final error or a missing key; the caller writes
@@ -217,10 +221,11 @@ def call_model(row: ModelRow, prompt: str, *, stage: str, settings: LLMSettings,
     state: tenacity.RetryCallState | None = None
     started = None  # when the first attempt got its slot: waiting for a slot is not duration
     reply: Reply | None = None
+    limits = limits if limits is not None else ConcurrencyLimits(settings.max_concurrency)
     try:
         for attempt in retrying:
             state = attempt.retry_state
-            with attempt, limits(settings.max_concurrency).slot(cap_key, row.max_concurrency):
+            with attempt, limits.slot(cap_key, row.max_concurrency):
                 started = time.monotonic() if started is None else started
                 reply = provider.complete(request)
     except provider.errors() as error:

@@ -31,11 +31,11 @@ from daydream import (
     original_store,
     preflight,
     prompts,
-    provider_batches,
     stages,
     store,
 )
 from daydream import combos as combo_register
+from daydream.batch import policy as batch_policy
 from daydream.columns import MEMBERSHIP_COLUMNS
 from daydream.combos import Combo
 from daydream.experiment import CONCEPTS, MODELS, Experiment, ExperimentError, load_experiment
@@ -429,9 +429,9 @@ def drop_derived_reports(paths: Paths, cohort_id: str) -> None:
 def write_cohort(rt: Runtime, cohort_id: str, log_path: str | None = None) -> None:
     """The checkpoint: validate the cohort and write its manifest and membership."""
     def check_models(rows, where):
-        by_stage = provider_batches.models_by_stage(rt, rows)
+        by_stage = batch_policy.models_by_stage(rt, rows)
         used = list({row.id: row for models in by_stage.values() for row in models}.values())
-        return calls.missing_keys(used, rt.settings, where) + provider_batches.route_problems(rt, by_stage, where)
+        return calls.missing_keys(used, rt.settings, where) + batch_policy.route_problems(rt, by_stage, where)
 
     inputs = checkpoint_inputs.file_hashes(rt.paths, cohort_id)  # before they are read: what is validated
     try:

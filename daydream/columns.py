@@ -28,7 +28,7 @@ LEGACY_MODEL_COLUMNS = ("specialization", "for_generation", "for_evaluation")
 
 GENERATORS = ("llm", "copy")
 
-# -- provider batches (daydream/provider_batches.py, scripts/batches.py list) -----------------------
+# -- provider batches (daydream/batch/, scripts/batches.py list) -----------------------
 PROVIDER_BATCH_LIST_COLUMNS = ("local_id", "provider", "batch_id", "stage", "model_id", "state", "status",
                                "requests", "done", "failed", "created_at")
 

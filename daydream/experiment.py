@@ -64,7 +64,7 @@ class ModelRow:
     input_cost_per_mtok: float | None = None
     output_cost_per_mtok: float | None = None
     active: bool = True
-    batch: bool = False  # calls go through the provider's batch API (daydream.provider_batches)
+    batch: bool = False  # calls go through the provider's batch API (daydream.batch)
     line: int = 0  # its line in llm_models.csv
 
 

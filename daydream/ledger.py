@@ -12,8 +12,10 @@ money. For a document's prompt it returns, in this order:
   (`scripts/regenerate.py`, which moves the ledger into `.history/`);
 - `called`: a new call, its reply saved at once.
 The per-document job and the cluster batches both go through it. A call starts only when the
-budget guard admits it (`budget.metered`: no call that could pass a budget). Every call made is appended
-to `llm_calls.jsonl`, every failed one to `llm_errors.jsonl` (the audit of what was paid).
+run's budget guard admits it (`Run.spend`, the Run of the Runtime: no call that could pass a
+budget), and never for a request a provider batch holds (`batch.policy.refuse_direct_call`).
+Every call made is appended to `llm_calls.jsonl` (`record_call`), every failed one to
+`llm_errors.jsonl` (`record_failure`): the audit of what was paid.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from daydream import budget, calls, store
+from daydream import calls, store
+from daydream.batch import policy as batch_policy
 from daydream.membership import Member
 from daydream.paths import Paths
 from daydream.prompts import Prompt
@@ -123,7 +126,7 @@ def restore_earlier(paths: Paths, member: Member, prompt_sha256: str) -> Answer 
     return Answer(paid, _completion(record), "restored")
 
 
-def _record_failure(rt: Runtime, member: Member, error: calls.LLMCallError) -> None:
+def record_failure(rt: Runtime, member: Member, error: calls.LLMCallError) -> None:
     row = rt.experiment.models[member.llm_model_id]
     store.append_jsonl(rt.paths.llm_errors_jsonl, {
         "time": now_iso(), "gen_id": member.gen_id, "stage": member.stage, "model_id": row.id,
@@ -131,7 +134,7 @@ def _record_failure(rt: Runtime, member: Member, error: calls.LLMCallError) -> N
         "status": error.status, "message": str(error), "attempts": error.attempts})
 
 
-def _record_call(rt: Runtime, member: Member, done: calls.Completion, **extra) -> None:
+def record_call(rt: Runtime, member: Member, done: calls.Completion, **extra) -> None:
     """One line of llm_calls.jsonl; a provider batch's request adds its `batch_id`."""
     store.append_jsonl(rt.paths.llm_calls_jsonl, {
         "time": now_iso(), "gen_id": member.gen_id, "stage": member.stage, "model_id": member.llm_model_id,
@@ -151,17 +154,16 @@ def answer(rt: Runtime, member: Member, prompt: Prompt) -> Answer:
                     "made (listed in %s; regenerate it on purpose with scripts/regenerate.py)",
                     member.gen_id, rt.paths.stale_generations_csv)
         return restored
-    from daydream import provider_batches  # it saves replies through this module
-
-    provider_batches.refuse_direct_call(rt, member, prompt)
+    batch_policy.refuse_direct_call(rt, member, prompt)
     row = rt.experiment.models[member.llm_model_id]
-    with budget.metered(rt, member, prompt) as ticket:  # BudgetReached: this call could pass a budget
+    with rt.run.spend(member, prompt) as ticket:  # BudgetReached: this call could pass a budget
         try:
-            done = calls.call_model(row, prompt.text, stage=member.stage, settings=rt.settings, gen_id=member.gen_id)
+            done = calls.call_model(row, prompt.text, stage=member.stage, settings=rt.settings, gen_id=member.gen_id,
+                                    limits=rt.run.limits)
         except calls.LLMCallError as error:
-            _record_failure(rt, member, error)
+            record_failure(rt, member, error)
             raise
         save_reply(rt.paths, member, prompt, done)  # first: a paid reply is on disk before anything else
-        _record_call(rt, member, done)
-        budget.paid(rt, ticket, done)
+        record_call(rt, member, done)
+        rt.run.paid(ticket, done)
     return Answer(prompt, done, "called")

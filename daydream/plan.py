@@ -21,29 +21,27 @@ earlier prompt, which `ledger.answer` restores). Every other missing document is
   alone); high = the stage's `max_tokens`.
 - prices: `pricing.direct_prices` and `pricing.batch_prices`; an unknown price stays unknown.
 
-`plan_rows` sums the calls per stage and model, plus a total row; `write_plan` (the `plan` rule)
-writes `data/7_reporting/plan.csv` and prints the same as a table: the plan is meant for the
+`plan_rows` sums the calls per stage and model, plus a total row; `write_plan` (the `plan` rule,
+through `budget.write_plan`) writes `data/7_reporting/plan.csv` and prints the same as a table: the plan is meant for the
 person at the terminal, so this module prints it to stdout on purpose.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
 import statistics
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# Modules of the ledger's import cycle (ledger -> budget -> plan) are imported whole, never by name.
-from daydream import calls, documents, ledger, parsers, prompts, stages, store
+from daydream import documents, ledger, parsers, pricing, prompts, stages, store
 from daydream.columns import PLAN_COLUMNS
 from daydream.membership import Member
 from daydream.paths import GEN_FILES
-from daydream.pricing import Prices, batch_prices, direct_prices
-from daydream.providers import OFFLINE_ROUTE
+from daydream.pricing import Prices, money
 from daydream.runtime import Runtime
 
 TOTAL = "total"
@@ -57,28 +55,14 @@ class PlanError(RuntimeError):
 
 
 # -- tokens and prices ---------------------------------------------------------------------------
-@functools.lru_cache(maxsize=1)
-def _litellm_token_counter():
-    # litellm counts with a bundled tokenizer or tiktoken's and downloads none in offline mode
-    os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")
-    from daydream.providers.litellm_api import litellm_module
-
-    return litellm_module().token_counter
-
-
 def count_tokens(rt: Runtime, model_id: str, text: str) -> int:
-    """`text` in tokens of the model `model_id` (see the module's docstring)."""
-    row = rt.experiment.models[model_id]
-    if calls.route_of(row, rt.settings) == OFFLINE_ROUTE:
-        return len(text.split())
-    return int(_litellm_token_counter()(model=calls.model_string(row, rt.settings), text=text))
+    """`text` in tokens of the model `model_id` (`pricing.count_tokens`)."""
+    return pricing.count_tokens(rt.experiment.models[model_id], rt.settings, text)
 
 
 def model_prices(rt: Runtime, model_id: str) -> tuple[Prices | None, Prices | None]:
     """Direct and batch prices of a model as this run would call it (None: unknown)."""
-    row = rt.experiment.models[model_id]
-    route = calls.route_of(row, rt.settings)
-    return direct_prices(row, route), batch_prices(row, route)
+    return pricing.model_prices(rt.experiment.models[model_id], rt.settings)
 
 
 def finished_completion_tokens(paths) -> dict[tuple[str, str, str], int]:
@@ -321,13 +305,6 @@ def _csv_value(value: object) -> object:
     return round(value, 8) if isinstance(value, float) else value
 
 
-def money(value: float | None) -> str:
-    """USD for people: `unknown` (never 0) where the price is unknown."""
-    if value is None:
-        return UNKNOWN
-    return f"${value:,.2f}" if value >= 100 else f"${value:,.4f}"
-
-
 def _range(low: object, high: object, fmt=str) -> str:
     return fmt(low) if low == high else f"{fmt(low)} - {fmt(high)}"
 
@@ -370,16 +347,16 @@ def describe(rt: Runtime, plan: Plan, rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_plan(rt: Runtime, log_path: str | None = None) -> Plan:
-    """The `plan` rule: write plan.csv and print the table and the budgets (stdout, on purpose)."""
-    from daydream import budget  # the budget check is built on the plan
-
+def write_plan(rt: Runtime, log_path: str | None = None,
+               budgets: Callable[[Runtime, Plan], str] | None = None) -> Plan:
+    """Write plan.csv and print the table, and the budgets against it when `budgets` says them
+    (the `plan` rule runs `budget.write_plan`, which passes `budget.describe`); stdout, on purpose."""
     plan = missing_calls(rt)
     rows = plan_rows(rt, plan)
     store.write_csv_atomic(rt.paths.plan_csv, PLAN_COLUMNS,
                            [{k: _csv_value(v) for k, v in row.items()} for row in rows])
     text = describe(rt, plan, rows)
-    budget_text = budget.describe(rt, plan)
+    budget_text = budgets(rt, plan) if budgets is not None else ""
     print(text + ("\n\n" + budget_text if budget_text else ""), flush=True)
     store.write_job_log(log_path, f"plan of {', '.join(rt.cohort_ids)}: {len(plan.calls)} calls missing; "
                                   f"{rt.paths.plan_csv}")

@@ -9,16 +9,22 @@ entries are read directly and a price counts only when the entry states it.
 Batch prices: litellm's `input_cost_per_token_batches` / `output_cost_per_token_batches` where
 its map has them, else `BATCH_DISCOUNT` of the direct price (the OpenAI, Anthropic and Google
 batch APIs all bill half).
+
+Also the helpers every estimate uses: `model_prices` (a model as this run calls it),
+`count_tokens` (a text in the model's tokens) and `money` (USD for people).
 """
 
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
 
+from daydream import calls
 from daydream.experiment import ModelRow
 from daydream.providers import OFFLINE_ROUTE
 from daydream.providers.litellm_import import litellm_module
+from daydream.settings import LLMSettings
 
 BATCH_DISCOUNT = 0.5
 
@@ -78,3 +84,32 @@ def _discounted(prices: Prices | None) -> Prices | None:
         return prices
     return Prices(prices.input_per_token * BATCH_DISCOUNT, prices.output_per_token * BATCH_DISCOUNT,
                   f"{prices.source}+batch discount")
+
+
+def model_prices(row: ModelRow, settings: LLMSettings) -> tuple[Prices | None, Prices | None]:
+    """Direct and batch prices of a model as this run would call it (None: unknown)."""
+    route = calls.route_of(row, settings)
+    return direct_prices(row, route), batch_prices(row, route)
+
+
+@functools.lru_cache(maxsize=1)
+def _litellm_token_counter():
+    # litellm counts with a bundled tokenizer or tiktoken's and downloads none in offline mode
+    os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")
+    return litellm_module().token_counter
+
+
+def count_tokens(row: ModelRow, settings: LLMSettings, text: str) -> int:
+    """`text` in tokens of the model of `row`, with its tokenizer through `litellm.token_counter`
+    (litellm's default tokenizer for a model it has none for; never a download), and as words for
+    the offline model, as `offline_model.generate` counts them."""
+    if calls.route_of(row, settings) == OFFLINE_ROUTE:
+        return len(text.split())
+    return int(_litellm_token_counter()(model=calls.model_string(row, settings), text=text))
+
+
+def money(value: float | None) -> str:
+    """USD for people: `unknown` (never 0) where the price is unknown."""
+    if value is None:
+        return "unknown"
+    return f"${value:,.2f}" if value >= 100 else f"${value:,.4f}"

@@ -12,7 +12,8 @@
 
 from __future__ import annotations
 
-from daydream import batches, checkpoint_inputs, documents, provider_batches, reports, stages
+from daydream import batches, checkpoint_inputs, documents, reports, stages
+from daydream.batch import gate as batch_gate
 from daydream.paths import GEN_FILES
 from daydream.runtime import Runtime
 
@@ -55,8 +56,8 @@ def cohort_documents(rt: Runtime, cohort_id: str) -> list[str]:
 def cohort_outputs(rt: Runtime, cohort_id: str) -> list[str]:
     """A cohort's gens files and its reports (once its membership is current). Documents waiting
     on a provider batch are held back, with their descendants and the reports, and the batch
-    rounds that collect them are targeted instead (`provider_batches.gate`)."""
-    gate = provider_batches.gate(rt)
+    rounds that collect them are targeted instead (`batch.gate.gate`)."""
+    gate = batch_gate.gate(rt)
     report_files = [str(rt.paths.cohort_report(cohort_id, r.name)) for r in reports.cohort_reports()]
     if not gate.blocked:
         return cohort_documents(rt, cohort_id) + report_files + list(gate.rounds)
@@ -69,7 +70,7 @@ def cohort_outputs(rt: Runtime, cohort_id: str) -> list[str]:
 def nothing_waits_on_batches(rt: Runtime) -> bool:
     """No document of the active cohorts is held back for a provider batch (the stale report
     reads every document, so it waits too)."""
-    return not provider_batches.gate(rt).blocked
+    return not batch_gate.gate(rt).blocked
 
 
 def outdated_membership(rt: Runtime, cohort_id: str) -> list[str]:
@@ -95,7 +96,7 @@ def document_inputs(rt: Runtime, stage: str, gen_id: str) -> dict[str, object]:
     batch_id = batches.batch_of(rt, stage, gen_id)
     if batch_id:
         inputs["replies"] = str(rt.paths.reply_batch_path(stage, batch_id))
-    batch_round = provider_batches.round_input(rt, stage, gen_id)
+    batch_round = batch_gate.round_input(rt, stage, gen_id)
     if batch_round:
         inputs["provider_batch"] = batch_round
     return inputs
@@ -111,7 +112,7 @@ def reply_batch_inputs(rt: Runtime, stage: str, batch_id: str) -> dict[str, list
 def batch_round_inputs(rt: Runtime, stage: str, run_id: str, round_id: str) -> dict[str, list[str]]:
     """What a batch round's prompts are rendered from: the prompt inputs of its documents."""
     merged: dict[str, set[str]] = {}
-    for member in provider_batches.round_members(rt, stage, run_id, round_id):
+    for member in batch_gate.round_members(rt, stage, run_id, round_id):
         for name, value in documents.prompt_files(rt, member).as_inputs().items():
             merged.setdefault(name, set()).update(value if isinstance(value, list) else [value])
     return {name: sorted(values) for name, values in merged.items()}

@@ -10,17 +10,19 @@ from daydream import (
     ids,
     plan,
     progress,
-    provider_batches,
     reports,
     stages,
     stale,
     targets,
     writer_lock,
 )
+from daydream.batch import commands as batch_commands
+from daydream.batch import gate as batch_gate
+from daydream.batch import rounds as batch_rounds
 from daydream.runtime import Runtime, configure_logging
 
 configure_logging()
-provider_batches.watch_interrupts()  # a Ctrl-C stops waiting batch rounds too
+batch_rounds.watch_interrupts()  # a Ctrl-C stops waiting batch rounds too
 # With the profile's `quiet: [rules, host]`: no per-job lines on the terminal (daydream.progress).
 progress.shape_terminal_output(
     workflow.output_settings.quiet, workflow.output_settings.verbose
@@ -35,8 +37,8 @@ wildcard_constraints:
     cohort_id=ids.COHORT_ID_PATTERN,
     batch_id=batches.BATCH_ID_PATTERN,
     fingerprint=checkpoint_inputs.FINGERPRINT_PATTERN,
-    run_id=provider_batches.RUN_ID_PATTERN,
-    round_id=provider_batches.ROUND_ID_PATTERN,
+    run_id=batch_gate.RUN_ID_PATTERN,
+    round_id=batch_gate.ROUND_ID_PATTERN,
 
 
 def final_targets(wildcards):

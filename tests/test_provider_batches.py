@@ -10,7 +10,11 @@ from dataclasses import replace
 
 import pytest
 
-from daydream import batch_ledger, cohorts, documents, experiment, ledger, provider_batches
+from daydream import cohorts, documents, experiment, ledger
+from daydream.batch import gate as batch_gate
+from daydream.batch import ledger as batch_ledger
+from daydream.batch import policy as batch_policy
+from daydream.batch import rounds
 from daydream.paths import Paths
 from daydream.providers import BatchResult, BatchState, Reply
 from daydream.runtime import Runtime
@@ -69,7 +73,7 @@ class FakeBatches:
 @pytest.fixture
 def fake(monkeypatch):
     provider = FakeBatches()
-    monkeypatch.setattr(provider_batches, "batch_provider_for", lambda route: provider)
+    monkeypatch.setattr(rounds, "batch_provider_for", lambda route: provider)
     return provider
 
 
@@ -84,7 +88,7 @@ def wanted(runtime: Runtime, members):
         for member in offline.membership.members("tiny", stage):
             if not offline.paths.parsed_path(stage, member.gen_id).exists():
                 documents.write_document(offline, stage, member.gen_id)
-    return {m.gen_id: provider_batches._Wanted(m, documents.document_prompt(runtime, m)) for m in members}
+    return {m.gen_id: rounds._Wanted(m, documents.document_prompt(runtime, m)) for m in members}
 
 
 def test_the_batch_column_is_true_false_or_empty(data_root):
@@ -102,22 +106,22 @@ def test_a_stage_override_wins_over_the_row_and_offline_runs_never_batch(rt):
     runtime = rt()
     batch_row(runtime)
     member = evaluations(runtime)[0]
-    assert provider_batches.batched(runtime, member)
-    assert not provider_batches.batched(rt(batch={"stages": {"evaluation": False}}), member)
+    assert batch_policy.batched(runtime, member)
+    assert not batch_policy.batched(rt(batch={"stages": {"evaluation": False}}), member)
     other = rt(batch={"stages": {"evaluation": True}})
-    assert not provider_batches.batched(other, evaluations(other, "offline_a")[0]), "the offline model: never"
+    assert not batch_policy.batched(other, evaluations(other, "offline_a")[0]), "the offline model: never"
     batch_row(other, "offline_a", batch=False)
-    assert provider_batches.batched(other, evaluations(other, "offline_a")[0])
+    assert batch_policy.batched(other, evaluations(other, "offline_a")[0])
     offline = rt(offline=True)
     batch_row(offline)
-    assert not provider_batches.any_batched(offline) and not provider_batches.batched(offline, member)
+    assert not batch_policy.any_batched(offline) and not batch_policy.batched(offline, member)
 
 
 def test_a_model_in_batch_mode_on_a_route_without_a_batch_api_is_named_with_the_routes_that_have_one(rt):
     runtime = rt()
     runtime.experiment.models["offline_a"] = replace(runtime.experiment.models["offline_a"], route="openrouter",
                                                      batch=True)
-    problems = provider_batches.route_problems(runtime, {"evaluation": [runtime.experiment.models["offline_a"]]},
+    problems = batch_policy.route_problems(runtime, {"evaluation": [runtime.experiment.models["offline_a"]]},
                                                "tiny.yaml")
     assert problems == [f"tiny.yaml: evaluation model 'offline_a' (route openrouter) is in batch mode (batch=true "
                         f"in {runtime.paths.models_csv}), but route openrouter has no batch API; batch mode works "
@@ -129,19 +133,19 @@ def test_requests_are_cut_by_the_request_limit_and_by_bytes_and_a_huge_one_goes_
     batch_row(runtime)
     items = list(wanted(runtime, evaluations(runtime)).values())  # 12 evaluations
     row = runtime.experiment.models["offline_b"]
-    config = replace(provider_batches.batch_settings(runtime), max_requests=5)
-    sizes = [len(c) for c in provider_batches._chunks(runtime, fake, config, "evaluation", row, items)]
+    config = replace(batch_policy.batch_settings(runtime), max_requests=5)
+    sizes = [len(c) for c in rounds._chunks(runtime, fake, config, "evaluation", row, items)]
     assert sizes == [5, 5, 2]
-    one = len(json.dumps(fake.request_line("v_x", provider_batches._call_request(
+    one = len(json.dumps(fake.request_line("v_x", rounds._call_request(
         runtime, "evaluation", row, items[0].prompt.text)))) + 1
     config = replace(config, max_requests=100, max_bytes=int(one * 3.5))
-    assert [len(c) for c in provider_batches._chunks(runtime, fake, config, "evaluation", row, items)] == [3, 3, 3, 3]
+    assert [len(c) for c in rounds._chunks(runtime, fake, config, "evaluation", row, items)] == [3, 3, 3, 3]
     config = replace(config, max_bytes=10)
-    assert [len(c) for c in provider_batches._chunks(runtime, fake, config, "evaluation", row, items)] == [1] * 12
+    assert [len(c) for c in rounds._chunks(runtime, fake, config, "evaluation", row, items)] == [1] * 12
 
 
 def test_only_transient_expired_and_cancelled_failures_are_asked_again():
-    retry = provider_batches._retryable
+    retry = rounds._retryable
     assert retry(BatchResult("a", "expired")) and retry(BatchResult("a", "canceled"))
     assert retry(BatchResult("a", "errored", status=429)) and retry(BatchResult("a", "errored", status=503))
     assert retry(BatchResult("a", "errored", error="no text"))
@@ -156,7 +160,7 @@ def test_a_submitted_batch_holds_its_requests_until_collected_into_the_paid_repl
     items = wanted(runtime, evaluations(runtime)[:3])
     states: dict[str, str] = {}
     with batch_ledger.locked(runtime.paths):
-        provider_batches._decide_and_submit(runtime, "evaluation", provider_batches.batch_settings(runtime), items,
+        rounds._decide_and_submit(runtime, "evaluation", batch_policy.batch_settings(runtime), items,
                                             states)
     assert fake.submitted == [list(items)] and states == {}
     assert set(batch_ledger.held(runtime.paths)) == {("evaluation", g) for g in items}
@@ -165,8 +169,8 @@ def test_a_submitted_batch_holds_its_requests_until_collected_into_the_paid_repl
     assert "sk-unit" not in runtime.paths.provider_batch_state(state["local_id"]).read_text()
 
     with batch_ledger.locked(runtime.paths):
-        assert provider_batches._collect_live(runtime, items, states)
-    assert states == dict.fromkeys(items, provider_batches.COLLECTED)
+        assert rounds.collect_live(runtime, items, states)
+    assert states == dict.fromkeys(items, batch_policy.COLLECTED)
     assert batch_ledger.held(runtime.paths) == {} and batch_ledger.live_states(runtime.paths) == []
     member, prompt = items[next(iter(items))].member, items[next(iter(items))].prompt
     saved = ledger.saved_reply(runtime.paths, member, prompt.sha256)
@@ -189,7 +193,7 @@ def test_a_batch_whose_create_answer_was_lost_is_found_again_or_abandoned(rt, fa
         fake.found = found
         state = {**base, "local_id": local_id}
         with batch_ledger.locked(runtime.paths):
-            assert provider_batches._resolve_preparing(runtime.paths, fake, None, state) is bool(found)
+            assert rounds._resolve_preparing(runtime.paths, fake, None, state) is bool(found)
     states = {s["local_id"]: (s["state"], s["batch_id"]) for s in batch_ledger.all_states(runtime.paths)}
     assert states == {"pb_20250101T000000_00000001": ("submitted", "remote_lost"),
                       "pb_20250101T000000_00000002": ("abandoned", None)}
@@ -202,13 +206,13 @@ def test_no_direct_call_for_a_request_a_live_batch_holds_or_for_a_batched_docume
     batch_row(runtime)
     items = wanted(runtime, evaluations(runtime)[:1])
     with batch_ledger.locked(runtime.paths):
-        provider_batches._decide_and_submit(runtime, "evaluation", provider_batches.batch_settings(runtime), items,
+        rounds._decide_and_submit(runtime, "evaluation", batch_policy.batch_settings(runtime), items,
                                             {})
     item = next(iter(items.values()))
-    with pytest.raises(provider_batches.BatchPendingError, match="still in flight, so no direct call is made"):
+    with pytest.raises(batch_policy.BatchPendingError, match="still in flight, so no direct call is made"):
         ledger.answer(runtime, item.member, item.prompt)
     other = evaluations(runtime)[1]
-    with pytest.raises(provider_batches.BatchPendingError, match="no batch round of this run collected it"):
+    with pytest.raises(batch_policy.BatchPendingError, match="no batch round of this run collected it"):
         ledger.answer(runtime, other, documents.document_prompt(runtime, other))
     calls = [json.loads(line) for line in runtime.paths.llm_calls_jsonl.read_text().splitlines()]
     assert [c for c in calls if c["stage"] == "evaluation"] == []
@@ -219,10 +223,10 @@ def test_the_gate_holds_back_batched_documents_and_the_reports_and_targets_one_r
 
     runtime = rt()
     batch_row(runtime)
-    gate = provider_batches.gate(runtime)
+    gate = batch_gate.gate(runtime)
     batched = {m.gen_id for m in evaluations(runtime)}
     assert gate.blocked == batched and len(gate.rounds) == 1 and "/batch_rounds/" in gate.rounds[0]
-    assert provider_batches.gate(runtime) == gate, "the same round on every look"
+    assert batch_gate.gate(runtime) == gate, "the same round on every look"
     outputs = targets.cohort_outputs(runtime, "tiny")
     assert gate.rounds[0] in outputs and not any("/reports/" in f for f in outputs)
     assert not [f for f in outputs if any(f"/{g}/" in f for g in batched)]
@@ -239,18 +243,18 @@ def test_with_resubmit_direct_a_failed_request_is_let_through_to_a_direct_call_a
         BatchResult(busy.gen_id, "errored", error="overloaded", status=503),
         BatchResult(refused.gen_id, "errored", error="too long", status=400)])
     items, states = wanted(runtime, [busy, refused]), {}
-    config = provider_batches.batch_settings(runtime)
+    config = batch_policy.batch_settings(runtime)
     with batch_ledger.locked(runtime.paths):
-        provider_batches._decide_and_submit(runtime, "evaluation", config, items, states)
-        provider_batches._collect_live(runtime, items, states)
-        provider_batches._decide_and_submit(runtime, "evaluation", config, items, states)
-    assert states == {busy.gen_id: provider_batches.DIRECT, refused.gen_id: provider_batches.FAILED}
+        rounds._decide_and_submit(runtime, "evaluation", config, items, states)
+        rounds.collect_live(runtime, items, states)
+        rounds._decide_and_submit(runtime, "evaluation", config, items, states)
+    assert states == {busy.gen_id: batch_policy.DIRECT, refused.gen_id: batch_policy.FAILED}
     assert len(fake.submitted) == 1, "nothing submitted again"
-    provider_batches._finish_round(runtime, "evaluation", "0123456789ab", str(tmp_path / "round.json"), None,
+    rounds._finish_round(runtime, "evaluation", "0123456789ab", str(tmp_path / "round.json"), None,
                                    [busy, refused], items, states)
-    provider_batches.refuse_direct_call(runtime, busy, items[busy.gen_id].prompt)
-    with pytest.raises(provider_batches.BatchPendingError, match=r"errored \(HTTP 400\): too long after 1"):
-        provider_batches.refuse_direct_call(runtime, refused, items[refused.gen_id].prompt)
+    batch_policy.refuse_direct_call(runtime, busy, items[busy.gen_id].prompt)
+    with pytest.raises(batch_policy.BatchPendingError, match=r"errored \(HTTP 400\): too long after 1"):
+        batch_policy.refuse_direct_call(runtime, refused, items[refused.gen_id].prompt)
     errors = [json.loads(line) for line in runtime.paths.llm_errors_jsonl.read_text().splitlines()]
     assert [(e["gen_id"], e["error_class"], e["status"]) for e in errors] == [(refused.gen_id, "BatchErrored", 400)]
 
@@ -260,4 +264,4 @@ def test_a_waiting_round_stops_sleeping_once_the_main_thread_has_ended(monkeypat
 
     monkeypatch.setattr(threading, "main_thread", lambda: type("Ended", (), {"is_alive": lambda self: False})())
     started = time.monotonic()
-    assert provider_batches._sleep(30) is False and time.monotonic() - started < 1
+    assert rounds._sleep(30) is False and time.monotonic() - started < 1

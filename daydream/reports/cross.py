@@ -16,6 +16,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,7 +25,6 @@ from daydream import integrity, store
 from daydream.columns import AGGREGATED_COLUMNS, CROSS_PIVOT_INDEX, CROSS_PIVOT_SEPARATOR
 from daydream.experiment import load_templates
 from daydream.paths import ORIGINAL_METADATA_FILES, Paths
-from daydream.reports import CROSS_AGGREGATED
 from daydream.reports.io import read_aggregated, read_membership
 from daydream.reports.scores import (
     GENERATION,
@@ -161,10 +161,12 @@ def cohort_evaluation_ids(paths: Paths, cohort_id: str) -> list[str]:
 
 @dataclass(frozen=True)
 class CrossContext:
-    """The cross-experiment tables of the whole gens store, or of one cohort's evaluations."""
+    """The cross-experiment tables of the whole gens store, or of one cohort's evaluations;
+    `aggregated` is the aggregated table the pivot reads (the report registry names it)."""
 
     paths: Paths
     cohort_id: str | None = None
+    aggregated: Path | None = None
 
 
 # -- the builders the report registry names ------------------------------------------------------
@@ -178,4 +180,4 @@ def aggregated_table(ctx: CrossContext) -> pd.DataFrame:
 
 def pivot_table(ctx: CrossContext) -> pd.DataFrame:
     """The pivot of the aggregated table written beside it."""
-    return evaluation_scores_by_template_model(read_aggregated(ctx.paths.cross_table(CROSS_AGGREGATED, ctx.cohort_id)))
+    return evaluation_scores_by_template_model(read_aggregated(ctx.aggregated))
