@@ -7,17 +7,22 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
-from daydream import cohorts, documents, experiment, ledger
+from daydream import cohorts, documents, experiment, ledger, pricing
 from daydream.batch import gate as batch_gate
 from daydream.batch import ledger as batch_ledger
 from daydream.batch import policy as batch_policy
 from daydream.batch import rounds
 from daydream.paths import Paths
 from daydream.providers import BatchResult, BatchState, Reply
+from daydream.run import BudgetReached
 from daydream.runtime import Runtime
+from tests.openai_server import FakeOpenAIServer
+
+pytest_plugins = ["tests.openai_fixtures"]
 
 
 @pytest.fixture
@@ -265,3 +270,91 @@ def test_a_waiting_round_stops_sleeping_once_the_main_thread_has_ended(monkeypat
     monkeypatch.setattr(threading, "main_thread", lambda: type("Ended", (), {"is_alive": lambda self: False})())
     started = time.monotonic()
     assert rounds._sleep(30) is False and time.monotonic() - started < 1
+
+
+# -- the budget: a batch is reserved before it is submitted; batches in flight commit the budget ------
+EVALUATION_MAX_TOKENS = 2048  # the tests reason with this completion limit
+
+
+def loopback(runtime: Runtime, server: FakeOpenAIServer, model_id: str, *, batch: bool) -> None:
+    """A model of the loaded experiment on the loopback server, USD 2 and 8 per million tokens
+    direct (half in a batch), in batch mode or called directly."""
+    batch_row(runtime, model_id, api_base=server.base_url, batch=batch)
+
+
+def batch_high(runtime: Runtime, items: dict) -> float:
+    """What the guard reserves for these requests: prompt words as tokens, the reply at
+    max_tokens, at half of 2 and 8 USD per million tokens."""
+    return sum((len(i.prompt.text.split()) * 2 + EVALUATION_MAX_TOKENS * 8) / 2 / 1e6 for i in items.values())
+
+
+def one_round(runtime: Runtime, items: dict, out: Path) -> dict:
+    """The round job of these documents, as the checkpoint runs it, and the record it writes."""
+    stage, round_id = batch_gate.register(runtime, "evaluation", list(items))
+    rounds.write_round(runtime, stage, runtime.run.batches.run_id, round_id, str(out))
+    return json.loads(out.read_text())
+
+
+@pytest.fixture
+def budgeted(rt, monkeypatch, openai_server):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-unit")
+    monkeypatch.setattr(pricing, "count_tokens", lambda row, settings, text: len(text.split()))
+
+    def make(budget_usd: float) -> Runtime:
+        runtime = rt(budget_usd=budget_usd, batch={"wait": False},
+                     llm={"stages": {"evaluation": {"max_tokens": EVALUATION_MAX_TOKENS}}})
+        loopback(runtime, openai_server, "offline_b", batch=True)
+        return runtime
+    return make
+
+
+def test_a_batch_that_could_pass_the_budget_is_not_submitted_and_its_documents_say_why(budgeted, openai_server,
+                                                                                          tmp_path):
+    runtime = budgeted(1.0)  # made again below with a budget under this batch's high estimate
+    items = wanted(runtime, evaluations(runtime)[:3])
+    high = batch_high(runtime, items)
+    runtime = budgeted(high * 0.9)
+    items = wanted(runtime, evaluations(runtime)[:3])
+    record = one_round(runtime, items, tmp_path / "round.json")
+    assert sum(openai_server.batches_created.values()) == 0, "zero batches created"
+    assert record["documents"] == dict.fromkeys(items, batch_policy.REFUSED) and record["counts"]["refused"] == 3
+    assert batch_ledger.all_states(runtime.paths) == []
+    member = next(iter(items.values())).member
+    with pytest.raises(BudgetReached) as refused:
+        ledger.answer(runtime, member, items[member.gen_id].prompt)
+    assert str(refused.value) == (
+        f"{member.gen_id}: not submitted: the budget of all active cohorts (tiny) (budget_usd in the config = "
+        f"{pricing.money(high * 0.9)}) is reached: spent $0.0000, and a batch of 3 requests (evaluation offline_b) "
+        f"may cost up to {pricing.money(high)}; no new call starts, calls in flight finish and are saved. To make "
+        "the rest: `snakemake plan` shows what it may cost; raise the budget (--config budget_usd=<more>) and run "
+        "again")
+    assert runtime.run.counters.snapshot()["budget_stop"].startswith("the budget of all active cohorts (tiny)")
+    assert not runtime.paths.llm_calls_jsonl.exists() or not [
+        c for c in map(json.loads, runtime.paths.llm_calls_jsonl.read_text().splitlines()) if c["stage"] == "evaluation"]
+
+
+def test_a_run_whose_batches_in_flight_commit_the_budget_starts_no_more_calls(budgeted, openai_server, tmp_path):
+    openai_server.set_batch_timing(processing=600)  # the batch stays in flight
+    runtime = budgeted(1.0)
+    items = wanted(runtime, evaluations(runtime)[:3])
+    high = batch_high(runtime, items)
+    runtime = budgeted(high)  # exactly this batch's high estimate
+    items = wanted(runtime, evaluations(runtime)[:3])
+    record = one_round(runtime, items, tmp_path / "round.json")
+    assert record["documents"] == dict.fromkeys(items, batch_policy.IN_FLIGHT)
+    assert sum(openai_server.batches_created.values()) == 1
+    (state,) = batch_ledger.live_states(runtime.paths)
+    requests = batch_ledger.read_requests(runtime.paths, state["local_id"]).values()
+    assert sum(r["high_usd"] for r in requests) == pytest.approx(high), "each request carries its high estimate"
+
+    later = budgeted(high)  # the next run: a new Run, the batch still in flight
+    loopback(later, openai_server, "offline_a", batch=False)  # a priced model called directly
+    direct = evaluations(later, "offline_a")[0]
+    chat_before = openai_server.stats()["endpoint_counts"].get("POST /v1/chat/completions", 0)
+    with pytest.raises(BudgetReached, match=r"spent \$0\.0000 and \$[0-9.]+ committed to provider batches in flight, "
+                                            r"and a call \(evaluation offline_a\) may cost up to"):
+        ledger.answer(later, direct, documents.document_prompt(later, direct))
+    assert openai_server.stats()["endpoint_counts"].get("POST /v1/chat/completions", 0) == chat_before
+    more = wanted(later, evaluations(later)[3:5])
+    assert one_round(later, more, tmp_path / "later.json")["documents"] == dict.fromkeys(more, batch_policy.REFUSED)
+    assert sum(openai_server.batches_created.values()) == 1, "no second batch"
