@@ -278,16 +278,6 @@ def manifest(cohort_id: str, spec: dict, combos: list[Combo]) -> dict:
 
 
 # -- a cohort defined by a design spec (SPEC-DSL.md) ------------------------------------------
-def cohort_budget(paths: Paths, cohort_id: str) -> tuple[float | None, Path]:
-    """A cohort's own `budget_usd` and the file that defines the cohort. A design spec (the
-    original's format, SPEC-DSL.md) has no budget key: only the config's budget covers it."""
-    path = cohort_design.cohort_definition(paths, cohort_id)
-    if is_design_file(path):
-        return None, path
-    usd = load_cohort_spec(path).get("budget_usd")
-    return (float(usd) if usd is not None else None), path
-
-
 def is_design_file(path: Path) -> bool:
     """True when the cohort file is a design spec (a top-level `axes` key). A file that cannot be
     read or parsed is not one here: `load_cohort_spec` then reports it."""

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from daydream import budget, calls, cohorts, plan, pricing
+from daydream.cohort_design import DesignError
 from daydream.prompts import Prompt, sha256_text
 from daydream.run import BudgetReached
 from daydream.runtime import Runtime
@@ -90,6 +91,14 @@ def test_a_cohort_budget_counts_only_its_documents_and_names_its_file(data_root,
         budget.check_before_run(rt)
     needed = budget.standings(rt)[0].needed
     assert f"budget_usd: {math.ceil(needed * 100) / 100:.2f} in {rt.paths.cohort_file('tiny')}" in str(refused.value)
+
+
+def test_a_cohort_file_whose_budget_is_no_number_is_named_with_the_fix(data_root, cohorts_dir):
+    rt = priced_runtime(data_root, cohorts_dir)
+    path = rt.paths.cohort_file("tiny")
+    path.write_text(path.read_text() + "budget_usd: lots\n")
+    with pytest.raises(DesignError, match=f"{path}: budget_usd: 'lots' is not a number >= 0; write the budget in USD"):
+        budget.budgets(rt)
 
 
 def test_a_model_without_a_price_cannot_run_under_a_budget(data_root, cohorts_dir):
