@@ -3,8 +3,8 @@
 Each document folder has `.replies/<prompt-sha16>.json`, one file per prompt ever answered:
 the reply, the prompt it answers and the hashes of that prompt's sources, written atomically
 with fsync before any gens file is written from it. It is never a Snakemake output, so
-Snakemake never deletes it. `answer` is the only function of the package that can spend
-money. For a document's prompt it returns, in this order:
+Snakemake never deletes it. `answer` is the only function of the package that makes a direct
+call (a provider batch is submitted by `daydream.batch.rounds`). For a document's prompt it returns, in this order:
 - `saved`: the reply saved for this exact prompt (a deleted raw.txt, a killed run);
 - `restored`: the paid record of an earlier prompt of the document (its template, concepts or
   parent changed since). Nothing is paid: the document keeps what was sent and what came back,

@@ -94,7 +94,8 @@ def route_problems(rt: Runtime, models_by_stage: dict[str, list[ModelRow]], wher
 def refuse_direct_call(rt: Runtime, member: Member, prompt: Prompt) -> None:
     """Before any direct call (`ledger.answer`): raise BatchPendingError when a live batch holds the
     document's request, or when the document is in batch mode and this run did not let it go
-    direct (its round left it in flight or it failed there)."""
+    direct (its round left it in flight or it failed there); BudgetReached, with the guard's
+    reason, when its batch was not submitted because it could pass a budget."""
     holder = batch_ledger.held(rt.paths).get((member.stage, member.gen_id))
     if holder is not None:
         raise BatchPendingError(
