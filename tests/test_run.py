@@ -23,7 +23,7 @@ class Recorder:
     def call_started(self, stage):
         self.events.append(("call_started", stage))
 
-    def call_paid(self, stage, done):
+    def call_paid(self, stage, done, cache_saved_usd):
         self.events.append(("call_paid", stage, done.cost_usd))
 
     def call_ended(self, stage, paid):
