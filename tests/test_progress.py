@@ -103,12 +103,13 @@ def test_a_status_line_reaches_the_terminal_when_the_info_lines_are_off(capsys, 
     assert "in_progress" in caplog.text and capsys.readouterr().err == ""
     caplog.clear()
     daydream = logging.getLogger("daydream")
-    handlers, level = list(daydream.handlers), daydream.level
+    handlers, level, propagate = list(daydream.handlers), daydream.level, daydream.propagate
     runtime.configure_logging(logging.WARNING)  # as the logger plugin sets it in a readable run
     try:
         progress.status(logger, "provider batch pb_1: in_progress, 3 of 5 done")
     finally:
         daydream.handlers[:] = handlers
         daydream.setLevel(level)
+        daydream.propagate = propagate
     assert capsys.readouterr().err == "daydream: provider batch pb_1: in_progress, 3 of 5 done\n"
     assert caplog.text == ""
