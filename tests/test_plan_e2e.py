@@ -167,7 +167,7 @@ def test_a_run_that_reaches_its_budget_starts_no_more_calls_and_loses_none(data_
     assert all(paths.raw_path(c["stage"], c["gen_id"]).exists() for c in calls)
     assert sum(c["cost_usd"] for c in calls) <= budget
     assert "is reached" in out and "no new call starts, calls in flight finish and are saved" in out
-    assert out.count("BudgetReached in file") == 1, "one budget stop is shown, the rest are counted"
+    assert out.count("BudgetReached: ") == 1, "one budget stop is shown (briefly: daydream.errors), the rest are counted"
     assert "not started (budget)" in out
 
     rest = run(data_root, cohorts_dir, loop, budget_usd=1)
