@@ -97,7 +97,7 @@ def test_the_summary_ends_with_the_viewer_and_the_stale_report_when_they_exist(r
 
 
 def test_a_status_line_reaches_the_terminal_when_the_info_lines_are_off(capsys, caplog):
-    logger = logging.getLogger("daydream.provider_batches")
+    logger = logging.getLogger("daydream.batch.rounds")
     with caplog.at_level(logging.INFO, logger="daydream"):
         progress.status(logger, "provider batch pb_1: in_progress, 2 of 5 done")
     assert "in_progress" in caplog.text and capsys.readouterr().err == ""
