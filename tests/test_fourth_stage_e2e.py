@@ -47,7 +47,7 @@ def test_a_cohort_runs_through_a_registered_fourth_stage_to_the_reports(revision
     scores = pd.read_csv(paths.cohort_report("revised", "parsing/aggregated_scores.csv"), dtype=str,
                          keep_default_na=False)
     assert list(scores.columns) == [
-        "gen_id", "parent_gen_id", "evaluation_template", "evaluation_llm_model", "score", "error", "combo_id",
+        "gen_id", "parent_gen_id", "evaluation_template", "evaluation_llm_model", "score", "error", "combo_id", "concepts",
         "draft_template", "generation_template", "generation_model", "revision_template", "revision_model",
         "cohort_id", "replicate", "paths", "flags"]
     assert len(scores) == 24 and (scores["error"] == "").all()
