@@ -6,16 +6,20 @@ A direct call (`ledger.answer`, in a document job or a cluster batch) spends ins
 Both reserve the spend's high estimate against every budget it counts against, raise
 `BudgetReached` when it could pass one, and release the reservation when the spend has ended
 (or, for a batch, once its requests are on disk as a live batch: from then on the batch ledger
-holds the commitment). `Run.paid` counts a paid reply, `Run.batch_paid` a reply a provider
-batch returned. No module keeps run state in globals: everything below lives on the Run.
+holds the commitment). `Run.paid` counts a paid reply, `Run.billed` a failed attempt the
+provider may have billed (its usage, else the call's high estimate; BudgetReached when no room
+is left for another attempt), `Run.batch_paid` a reply a provider batch returned. A reply
+costing more than its high estimate counts in full, and later spends of that model reserve
+that many times their estimate. No module keeps run state in globals: everything below lives
+on the Run.
 
 - `guard` (`Guard`): the budgets' state during the run. A spend starts only when the spend so
   far, the money committed to provider batches in flight (every live batch of the durable batch
   ledger, each request at its high estimate), the high estimates of the calls in flight and its
   own high estimate fit within every budget it counts against. When they do not and calls are
   in flight, it waits for them to end (they usually cost far less than their high estimate);
-  when none is in flight it raises `BudgetReached`, and so does every later spend against that
-  budget. Calls in flight finish and are saved. Jobs run in threads of one process: one lock.
+  when none is in flight, or the spend so far and the commitments alone leave no room, it
+  raises `BudgetReached`, and so does every later spend against that budget. Calls in flight finish and are saved. Jobs run in threads of one process: one lock.
   Cluster batches run in processes of their own, each with its own Run: there the bound is per
   process. The checks before the first call are `daydream.budget`'s.
 - `counters` (`Counters`): documents and calls of this process, for the progress line and the
