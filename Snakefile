@@ -54,12 +54,12 @@ onstart:
 
 # Snakemake keeps one block of each hook: this is the one onsuccess and the one onerror.
 onsuccess:
-    provider_batches.log_waiting(RT)
+    batch_commands.log_waiting(RT)
     run_finished(True)
 
 
 onerror:
-    provider_batches.log_waiting(RT)
+    batch_commands.log_waiting(RT)
     stale.write_reports_after_failure(RT)
     run_finished(False)
 

@@ -1,8 +1,8 @@
 """What a readable live run costs per job: daydream's in-process counters and terminal filter,
 against a Snakemake logger plugin (snakemake-interface-logger-plugins) doing the counting.
 
-Micro (always): microseconds per document of `progress.document` plus the call counters (what
-`documents.write_document` and the budget meter add to each job, no budget set); per record of
+Micro (always): microseconds per document of `Run.document` plus the call events the run's
+counters observe (what `documents.write_document` and `Run.spend` add to each job, no budget set); per record of
 `terminal.TerminalFilter` (inside daydream's logger plugin); and per record of a logger plugin handler as Snakemake attaches one
 (a QueueHandler on its logger, a QueueListener thread feeding the plugin), timed on the
 emitting thread, which is the thread that schedules jobs.
@@ -28,13 +28,15 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from daydream import calls, progress, terminal  # noqa: E402
+from daydream import calls, terminal  # noqa: E402
+from daydream.run import Run  # noqa: E402
 
 COHORT = {
     "concepts": {"level": "paragraph", "k": 2, "ids": "all"},
@@ -84,15 +86,16 @@ def micro(n: int = 20000) -> None:
 
     done = calls.Completion("x", "offline/m", "stop", {"prompt_tokens": 300, "completion_tokens": 80}, 0.0, 0.0, 1)
 
+    run = Run(SimpleNamespace(settings=SimpleNamespace(max_concurrency=1)))  # the counters need no Runtime
+
     def counted_document():
-        with progress.document("evaluation", "v_1") as counted:
-            progress.RUN.call_started("evaluation")
-            progress.RUN.call_paid("evaluation", done)
-            progress.RUN.call_ended("evaluation", True)
+        with run.document("evaluation", "v_1") as counted:
+            run.emit("call_started", "evaluation")
+            run.emit("call_paid", "evaluation", done)
+            run.emit("call_ended", "evaluation", True)
             counted.source = "called"
 
-    progress.RUN.reset()
-    print(f"counters per document (progress.document + call counters)   {per_call_us(counted_document, n):8.2f} us")
+    print(f"counters per document (Run.document + call events)          {per_call_us(counted_document, n):8.2f} us")
 
     def record(event, msg="Finished jobid: 7 (Rule: gen_document)"):
         item = logging.LogRecord("snakemake.logging", logging.INFO, __file__, 1, msg, None, None)

@@ -10,17 +10,15 @@ replies, and its rerun calls only the rest.
 
 from __future__ import annotations
 
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from daydream import documents, ledger, provider_batches, store
+from daydream import documents, ledger, store
+from daydream.batch import policy as batch_policy
 from daydream.prompts import sha256_text
 from daydream.runtime import Runtime
 
 BATCH_ID_PATTERN = r"[0-9]{4}_[0-9a-f]{10}"
-_CUTS: dict[tuple, tuple[dict[str, list[str]], dict[str, str]]] = {}
-_CUTS_LOCK = threading.Lock()
 
 
 class BatchError(RuntimeError):
@@ -32,16 +30,17 @@ def reply_batches(rt: Runtime, stage: str) -> tuple[dict[str, list[str]], dict[s
     batches: ({batch_id: gen_ids}, {gen_id: batch_id}). Cut from all documents, done or not,
     so the main Snakemake and the one in the Slurm job agree; an id is the batch's position
     plus a hash of its gen_ids, so it never names other documents after a cohort changes."""
-    key = (id(rt), stage, rt.membership.signature(), rt.reply_batch_size)
-    with _CUTS_LOCK:
-        if key not in _CUTS:
+    key = (stage, rt.membership.signature(), rt.reply_batch_size)
+    cuts = rt.run.reply_cuts
+    with rt.run.reply_cuts_lock:
+        if key not in cuts:
             ids = {m.gen_id: None for c in rt.cohort_ids for m in rt.membership.members(c, stage)
-                   if rt.template(m).generator == "llm" and not provider_batches.batched(rt, m)}
+                   if rt.template(m).generator == "llm" and not batch_policy.batched(rt, m)}
             size, ordered = rt.reply_batch_size, list(ids)
             chunks = [ordered[i:i + size] for i in range(0, len(ordered), size)]
             cut = {f"{n:04d}_{sha256_text('|'.join(chunk))[:10]}": chunk for n, chunk in enumerate(chunks)}
-            _CUTS[key] = cut, {g: b for b, chunk in cut.items() for g in chunk}
-        return _CUTS[key]
+            cuts[key] = cut, {g: b for b, chunk in cut.items() for g in chunk}
+        return cuts[key]
 
 
 def batch_of(rt: Runtime, stage: str, gen_id: str) -> str | None:

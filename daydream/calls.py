@@ -5,7 +5,7 @@ module owns what is the same for all of them:
 - the route (`route` column, else `llm.default_route`; every call goes to the offline model
   under `offline=true`) and the resolved model string `<route>/<model>`;
 - keys, only from the environment, never logged, returned or written (messages are scrubbed);
-- the concurrency caps (`daydream.limits`), one slot per attempt;
+- the concurrency caps (`daydream.limits`, the run's: `Run.limits`), one slot per attempt;
 - retries with tenacity: exponential backoff with jitter while the provider's
   `retry_decision` says so, honouring the wait the server asked for; at most
   `llm.max_attempts` attempts and `llm.max_total_wait_s` seconds of waiting between them (a
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import tenacity
 
 from daydream.experiment import ModelRow
-from daydream.limits import limits
+from daydream.limits import ConcurrencyLimits
 from daydream.providers import OFFLINE_ROUTE, CallRequest, Provider, Reply, http_errors, provider_for
 from daydream.providers.http_errors import status_of
 from daydream.settings import LLMSettings
@@ -197,7 +197,7 @@ def _retrying(provider: Provider, settings: LLMSettings, gen_id: str, model: str
 
 
 # -- failures ---------------------------------------------------------------------------------
-def _one_line(text: str, secret: str | None, limit: int = 300) -> str:
+def one_line(text: str, secret: str | None, limit: int = 300) -> str:
     """Whitespace collapsed, litellm's `litellm.X: X:` prefixes dropped, the key masked."""
     line = " ".join(text.split())
     if secret:
@@ -230,7 +230,7 @@ def _failure(provider: Provider, error: BaseException, state: tenacity.RetryCall
     detail = str(error) if status is not None else http_errors.root_message(error)
     why = _why_it_stopped(provider, error, state, settings, key_env_var(row, settings))
     message = f"{gen_id}: model {model} ({row.id}) failed after {attempts} attempt(s): " \
-              f"{http_errors.describe(error, timeout_s)}: {_one_line(detail, key)}; {why}"
+              f"{http_errors.describe(error, timeout_s)}: {one_line(detail, key)}; {why}"
     log.warning("failed gen_id=%s model=%s attempts=%d error=%s status=%s", gen_id, model, attempts, name, status)
     return LLMCallError(message, error_class=name, attempts=attempts, status=status, billed=billed)
 
@@ -245,20 +245,23 @@ def _billed_attempt(provider: Provider, request: CallRequest, error: BaseExcepti
     finish = getattr(error, "finish_reason", None)
     cost = provider.cost_usd(request.row, Reply("", finish, usage, None, request.route)) if usage else None
     return Attempt(request.model, attempt, billed, type(error).__name__, status_of(error),
-                   _one_line(str(error), key), usage, cost, finish, getattr(error, "text", "") or "",
+                   one_line(str(error), key), usage, cost, finish, getattr(error, "text", "") or "",
                    request.temperature, request.max_tokens, round(duration_s, 3))
 
 
 # -- the entry point --------------------------------------------------------------------------
 def call_model(row: ModelRow, prompt: str, *, stage: str, settings: LLMSettings, gen_id: str,
                on_billed: Callable[[Attempt], None] | None = None, replicate: int = 1,
-               cache_prefix: str = "") -> Completion:
+               cache_prefix: str = "", limits: ConcurrencyLimits | None = None) -> Completion:
     """Ask `row`'s model for a reply to `prompt`, within the limits and the retry policy.
+
+    `limits` are the concurrency caps shared by the calls of a run (`Run.limits`); without
+    them the call gets caps of its own (`llm.max_concurrency`), shared with no other call.
 
     Raises LLMCallError (one-line message: gen_id, model, error class, status, reason) after
     the last attempt, or at once for a final error or a missing key. Each failed attempt the
     provider may have billed goes to `on_billed` as soon as it comes back (an exception it
-    raises, such as `budget.BudgetReached`, ends the call with no further attempt). Bugs
+    raises, such as `run.BudgetReached`, ends the call with no further attempt). Bugs
     (errors that are not provider errors) propagate as they are. `replicate`: the document's
     replicate (the offline model's replies differ by it). `cache_prefix`: the start of `prompt`
     that every prompt of its template shares (a provider may mark it for its prompt cache).
@@ -273,10 +276,11 @@ def call_model(row: ModelRow, prompt: str, *, stage: str, settings: LLMSettings,
     reply: Reply | None = None
     last_billed: tuple[BaseException, Attempt] | None = None
     failures = provider.errors()
+    limits = limits if limits is not None else ConcurrencyLimits(settings.max_concurrency)
     try:
         for attempt in retrying:
             state = attempt.retry_state
-            with attempt, limits(settings.max_concurrency).slot(cap_key, row.max_concurrency):
+            with attempt, limits.slot(cap_key, row.max_concurrency):
                 started = time.monotonic() if started is None else started
                 sent = time.monotonic()
                 try:

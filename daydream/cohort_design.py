@@ -839,6 +839,27 @@ def cohort_definition(paths: Paths, cohort_id: str) -> Path:
     return original if original.exists() and not ours.exists() else ours
 
 
+def cohort_budget(paths: Paths, cohort_id: str) -> tuple[float | None, Path]:
+    """A cohort's own `budget_usd` and the file that defines the cohort (`cohort_definition`). A
+    design spec has no budget key: only the config's budget covers it. The checkpoint checks the
+    whole file against the cohort schema (`cohorts.load_cohort_spec`); this reads the budget only,
+    for the budget guard of a run (`daydream.run`), and refuses one that is no number >= 0."""
+    path = cohort_definition(paths, cohort_id)
+    if not path.exists():
+        raise DesignError([f"{path}: cohort file not found; create it or fix the `cohorts` list in config"])
+    try:
+        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, yaml.YAMLError) as error:
+        raise DesignError([f"{path}: not valid YAML: {_one_line(error)}"]) from error
+    if not isinstance(spec, dict) or is_design_spec(spec) or spec.get("budget_usd") is None:
+        return None, path
+    usd = spec["budget_usd"]
+    if isinstance(usd, bool) or not isinstance(usd, int | float) or usd < 0:
+        raise DesignError([f"{path}: budget_usd: {usd!r} is not a number >= 0; write the budget in USD, "
+                           "e.g. budget_usd: 20"])
+    return float(usd), path
+
+
 def _file_references(value: object) -> list[str]:
     """Every `'@file:<path>'` string anywhere in a parsed spec, in document order."""
     if isinstance(value, str):

@@ -31,12 +31,12 @@ from daydream import (
     original_store,
     preflight,
     prompts,
-    provider_batches,
     schemas,
     stages,
     store,
 )
 from daydream import combos as combo_register
+from daydream.batch import policy as batch_policy
 from daydream.columns import MEMBERSHIP_COLUMNS
 from daydream.combos import Combo
 from daydream.experiment import CONCEPTS, MODELS, Experiment, ExperimentError, load_experiment
@@ -301,16 +301,6 @@ def manifest(cohort_id: str, spec: dict, combos: list[Combo]) -> dict:
 
 
 # -- a cohort defined by a design spec (SPEC-DSL.md) ------------------------------------------
-def cohort_budget(paths: Paths, cohort_id: str) -> tuple[float | None, Path]:
-    """A cohort's own `budget_usd` and the file that defines the cohort. A design spec (the
-    original's format, SPEC-DSL.md) has no budget key: only the config's budget covers it."""
-    path = cohort_design.cohort_definition(paths, cohort_id)
-    if is_design_file(path):
-        return None, path
-    usd = load_cohort_spec(path).get("budget_usd")
-    return (float(usd) if usd is not None else None), path
-
-
 def is_design_file(path: Path) -> bool:
     """True when the cohort file is a design spec (a top-level `axes` key). A file that cannot be
     read or parsed is not one here: `load_cohort_spec` then reports it."""
@@ -451,13 +441,13 @@ def drop_derived_reports(paths: Paths, cohort_id: str) -> None:
 
 def write_cohort(rt: Runtime, cohort_id: str, log_path: str | None = None) -> None:
     """The checkpoint: validate the cohort and write its manifest and membership. The models'
-    API keys are checked here too, except in a run that only plans (`rt.planning_only`): a plan
+    API keys are checked here too, except in a run that only plans (`rt.run.planning_only`): a plan
     needs no key, and a later run checks them before its first call (`budget.check_before_run`)."""
     def check_models(rows, where):
-        by_stage = provider_batches.models_by_stage(rt, rows)
+        by_stage = batch_policy.models_by_stage(rt, rows)
         used = list({row.id: row for models in by_stage.values() for row in models}.values())
-        keys = [] if rt.planning_only else calls.missing_keys(used, rt.settings, where)  # a plan needs no key
-        return keys + provider_batches.route_problems(rt, by_stage, where)
+        keys = [] if rt.run.planning_only else calls.missing_keys(used, rt.settings, where)  # a plan needs no key
+        return keys + batch_policy.route_problems(rt, by_stage, where)
 
     inputs = checkpoint_inputs.file_hashes(rt.paths, cohort_id)  # before they are read: what is validated
     try:

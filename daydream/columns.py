@@ -35,7 +35,7 @@ GENERATORS = ("llm", "copy")
 # essay under an evaluation template's rubric, on that template's scale. Several raters allowed.
 HUMAN_SCORE_COLUMNS = ("essay_gen_id", "evaluation_template", "rater", "score")
 
-# -- provider batches (daydream/provider_batches.py, scripts/batches.py list) -----------------------
+# -- provider batches (daydream/batch/, scripts/batches.py list) -----------------------
 PROVIDER_BATCH_LIST_COLUMNS = ("local_id", "provider", "batch_id", "stage", "model_id", "state", "status",
                                "requests", "done", "failed", "created_at")
 

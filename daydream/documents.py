@@ -10,17 +10,20 @@ ledger without a call. Rules call this with the shared `Runtime` and the wildcar
 
 from __future__ import annotations
 
-from daydream import job_log, ledger, parsers, progress, stages, store
+from daydream import job_log, ledger, parsers, stages, store
 from daydream.calls import Completion
 from daydream.experiment import Template
 from daydream.membership import Member
 from daydream.prompts import Concept, Prompt, PromptFiles, build_prompt, sha256_text
 from daydream.providers import http_errors
+from daydream.run import PARSE
 from daydream.runtime import Runtime
 
 
 class DocumentError(RuntimeError):
     """A document that cannot be made; the message names the document, the file and the fix."""
+
+    failure_kind = PARSE  # how the run's summary counts it
 
 
 def prompt_files(rt: Runtime, member: Member) -> PromptFiles:
@@ -84,9 +87,9 @@ def metadata(rt: Runtime, member: Member, template: Template, done: Completion, 
 
 def write_document(rt: Runtime, stage: str, gen_id: str, log_path: str | None = None) -> None:
     """All four files of one document. prompt.txt is written before any call, so a failed call
-    leaves it to read; a restored document gets the prompt that was paid for. Counted for the
-    progress line and the run's summary (`daydream.progress`)."""
-    with job_log.document_log(log_path) as job, progress.document(stage, gen_id) as counted:
+    leaves it to read; a restored document gets the prompt that was paid for. Counted by the run
+    (`Run.document`) for the progress line and the summary."""
+    with job_log.document_log(log_path) as job, rt.run.document(stage, gen_id) as counted:
         counted.source = _write_document(rt, stage, gen_id, job)
 
 

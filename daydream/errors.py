@@ -18,7 +18,7 @@ class UserError(Exception):
 
 
 # A document's failure is no user error, but its one-line message says everything as well
-# (calls.LLMCallError, documents.DocumentError, budget.BudgetReached): shown the same way.
+# (calls.LLMCallError, documents.DocumentError, run.BudgetReached): shown the same way.
 COMPLETE_MESSAGES = frozenset({"LLMCallError", "DocumentError", "BudgetReached"})
 
 

@@ -68,7 +68,7 @@ class ModelRow:
     cached_input_cost_per_mtok: float | None = None  # prompt caching: a read, and a write (Anthropic)
     cache_write_cost_per_mtok: float | None = None
     active: bool = True
-    batch: bool = False  # calls go through the provider's batch API (daydream.provider_batches)
+    batch: bool = False  # calls go through the provider's batch API (daydream.batch)
     line: int = 0  # its line in llm_models.csv
 
 

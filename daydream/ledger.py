@@ -3,8 +3,8 @@
 Each document folder has `.replies/<prompt-sha16>.json`, one file per prompt ever answered:
 the reply, the prompt it answers and the hashes of that prompt's sources, written atomically
 with fsync before any gens file is written from it. It is never a Snakemake output, so
-Snakemake never deletes it. `answer` is the only function of the package that can spend
-money. For a document's prompt it returns, in this order:
+Snakemake never deletes it. `answer` is the only function of the package that makes a direct
+call (a provider batch is submitted by `daydream.batch.rounds`). For a document's prompt it returns, in this order:
 - `saved`: the reply saved for this exact prompt (a deleted raw.txt, a killed run);
 - `restored`: the paid record of an earlier prompt of the document (its template, concepts or
   parent changed since). Nothing is paid: the document keeps what was sent and what came back,
@@ -12,21 +12,23 @@ money. For a document's prompt it returns, in this order:
   (`scripts/regenerate.py`, which moves the ledger into `.history/`);
 - `called`: a new call, its reply saved at once.
 The per-document job and the cluster batches both go through it. A call starts only when the
-budget guard admits it (`budget.metered`: no call that could pass a budget) and the data root
-has room to keep its reply (`check_room`, `min_free_mb`).
+run's budget guard admits it (`Run.spend`, the Run of the Runtime: no call that could pass a
+budget), never for a request a provider batch holds (`batch.policy.refuse_direct_call`), and
+only when the data root has room to keep its reply (`check_room`, `min_free_mb`).
 
 Every reply a provider answered becomes a record here, and only here (`_keep_reply`,
-`_record_attempt`): its cost is counted by the budget guard first (in memory), then the reply
-is saved (`save_reply`: its document's ledger, else a spill file, `Paths.spill_paths`, which
-`saved_reply` finds and moves back on the next run), then its line is appended to
-`llm_calls.jsonl`, each step tried whatever the one before did. That includes the failed
-attempts a provider may have billed (`calls.Attempt`: a reply without text, a refusal, a
-malformed 200 body, a timeout), recorded the moment they come back with `outcome: failed` and
-their usage (`cost_usd_max` when the cost is unknown: the call's high estimate). A call that
-ends on an answered reply without usable text (a content-filter refusal, an empty reply) keeps
-that reply as the paid one, so a rerun does not pay for it again: the document fails with the
-reason and `scripts/regenerate.py` pays again on purpose. Every failed call is also appended
-to `llm_errors.jsonl`.
+`_record_attempt`): its cost is counted by the run's guard first (in memory, `Run.paid`), then
+the reply is saved (`save_reply`: its document's ledger, else a spill file, `Paths.spill_paths`,
+which `saved_reply` finds and moves back on the next run), then its line is appended to
+`llm_calls.jsonl` (`record_call`), each step tried whatever the one before did. That includes
+the failed attempts a provider may have billed (`calls.Attempt`: a reply without text, a
+refusal, a malformed 200 body, a timeout), recorded the moment they come back with `outcome:
+failed` and their usage (`cost_usd_max` when the cost is unknown: the call's high estimate),
+counted by `Run.billed`. A call that ends on an answered reply without usable text (a
+content-filter refusal, an empty reply) keeps that reply as the paid one, so a rerun does not
+pay for it again: the document fails with the reason and `scripts/regenerate.py` pays again on
+purpose. Every failed call is also appended to `llm_errors.jsonl` (`record_failure`): with
+`llm_calls.jsonl`, the audit of what was paid.
 """
 
 from __future__ import annotations
@@ -38,12 +40,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from daydream import budget, calls, rehearsal, store
+from daydream import calls, rehearsal, store
+from daydream.batch import policy as batch_policy
 from daydream.errors import UserError
 from daydream.membership import Member
 from daydream.paths import Paths
 from daydream.prompts import Prompt
 from daydream.providers import OFFLINE_ROUTE, http_errors
+from daydream.run import Ticket
 from daydream.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -230,7 +234,7 @@ def restore_earlier(paths: Paths, member: Member, prompt_sha256: str) -> Answer 
     return Answer(paid, _completion(record), "restored")
 
 
-def _record_failure(rt: Runtime, member: Member, error: calls.LLMCallError) -> None:
+def record_failure(rt: Runtime, member: Member, error: calls.LLMCallError) -> None:
     row = rt.experiment.models[member.llm_model_id]
     store.append_jsonl(rt.paths.llm_errors_jsonl, {
         "time": now_iso(), "gen_id": member.gen_id, "stage": member.stage, "model_id": row.id,
@@ -238,7 +242,7 @@ def _record_failure(rt: Runtime, member: Member, error: calls.LLMCallError) -> N
         "status": error.status, "message": str(error), "attempts": error.attempts})
 
 
-def _record_call(rt: Runtime, member: Member, done: calls.Completion, **extra) -> None:
+def record_call(rt: Runtime, member: Member, done: calls.Completion, **extra) -> None:
     """One line of llm_calls.jsonl; a provider batch's request adds its `batch_id`."""
     store.append_jsonl(rt.paths.llm_calls_jsonl, {
         "time": now_iso(), "gen_id": member.gen_id, "stage": member.stage, "model_id": member.llm_model_id,
@@ -247,11 +251,11 @@ def _record_call(rt: Runtime, member: Member, done: calls.Completion, **extra) -
         "outcome": "ok", **extra})
 
 
-def _record_attempt(rt: Runtime, member: Member, ticket: budget.Ticket, attempt: calls.Attempt) -> None:
+def _record_attempt(rt: Runtime, member: Member, ticket: Ticket, attempt: calls.Attempt) -> None:
     """A failed attempt the provider may have billed: counted by the budget guard, then one
     `outcome: failed` line of llm_calls.jsonl. BudgetReached (after the line is written) when the
     budget leaves no room for another attempt."""
-    counted, no_room = budget.billed(rt, ticket, attempt)
+    counted, no_room = rt.run.billed(ticket, attempt)
     store.append_jsonl(rt.paths.llm_calls_jsonl, {
         "time": now_iso(), "gen_id": member.gen_id, "stage": member.stage, "model_id": member.llm_model_id,
         "model": attempt.model, "attempts": attempt.attempt, "usage": attempt.usage, "cost_usd": attempt.cost_usd,
@@ -279,10 +283,10 @@ def _keep_reply(rt: Runtime, member: Member, prompt: Prompt, done: calls.Complet
     except ReplyNotKept as error:
         failure = error
     except BaseException:  # the run is stopping: its call is still recorded
-        _record_call(rt, member, done, **extra)
+        record_call(rt, member, done, **extra)
         raise
     try:
-        _record_call(rt, member, done, **extra)
+        record_call(rt, member, done, **extra)
     except OSError as error:
         log.error("%s: its call (cost_usd=%s, usage=%s) could not be recorded in %s: %s", member.gen_id,
                   done.cost_usd, done.usage, rt.paths.llm_calls_jsonl, error.strerror or error)
@@ -307,23 +311,22 @@ def answer(rt: Runtime, member: Member, prompt: Prompt) -> Answer:
                     "made (listed in %s; regenerate it on purpose with scripts/regenerate.py)",
                     member.gen_id, rt.paths.stale_generations_csv)
         return restored
-    from daydream import provider_batches  # it saves replies through this module
-
-    provider_batches.refuse_direct_call(rt, member, prompt)
+    batch_policy.refuse_direct_call(rt, member, prompt)
     check_room(rt, member)
     row = rt.experiment.models[member.llm_model_id]
-    with budget.metered(rt, member, prompt) as ticket:  # BudgetReached: this call could pass a budget
+    with rt.run.spend(member, prompt) as ticket:  # BudgetReached: this call could pass a budget
         try:
             done = calls.call_model(row, prompt.text, stage=member.stage, settings=rt.settings, gen_id=member.gen_id,
                                     replicate=member.replicate, cache_prefix=prompt.shared_prefix,
+                                    limits=rt.run.limits,
                                     on_billed=lambda attempt: _record_attempt(rt, member, ticket, attempt))
         except calls.LLMCallError as error:
             if error.billed is not None and error.billed.billed == http_errors.BILLED:
                 # An answered reply without usable text: kept as the paid reply (already counted).
                 save_reply(rt.paths, member, prompt, _failed_reply(error.billed))
-            _record_failure(rt, member, error)
+            record_failure(rt, member, error)
             raise
-        budget.paid(rt, ticket, done)  # counted first: in memory, it cannot fail
+        rt.run.paid(ticket, done)  # counted first: in memory, it cannot fail
         _keep_reply(rt, member, prompt, done)
     rehearsal.note_rehearsal(rt, member)
     return Answer(prompt, done, "called")

@@ -1,7 +1,7 @@
 """Concurrency caps on model calls (SPEC §7): a global cap on calls in flight plus one cap per
 concurrency key (model string, endpoint and key variable: one account), shared by every thread
-of the process. A slot is held for one attempt only, never while sleeping between attempts, so a
-rate-limited model does not starve the others."""
+of the run (`Run.limits`: one per Runtime). A slot is held for one attempt only, never while
+sleeping between attempts, so a rate-limited model does not starve the others."""
 
 from __future__ import annotations
 
@@ -43,16 +43,3 @@ class _Slot:
     def __exit__(self, *exc: object) -> None:
         for semaphore in reversed(self._semaphores):
             semaphore.release()
-
-
-_LIMITS: ConcurrencyLimits | None = None
-_LIMITS_LOCK = threading.Lock()
-
-
-def limits(global_cap: int) -> ConcurrencyLimits:
-    """The process-wide limits (rebuilt only if the configured global cap changes)."""
-    global _LIMITS
-    with _LIMITS_LOCK:
-        if _LIMITS is None or _LIMITS.global_cap != global_cap:
-            _LIMITS = ConcurrencyLimits(global_cap)
-        return _LIMITS

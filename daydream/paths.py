@@ -243,7 +243,7 @@ class Paths:
         `called` or `reused`. Written only when every call of the batch succeeded."""
         return self.reporting_dir / "reply_batches" / stage / f"{batch_id}.json"
 
-    # provider batches (daydream.provider_batches) -------------------------------------------
+    # provider batches (daydream.batch) -------------------------------------------
     @property
     def provider_batches_dir(self) -> Path:
         """The durable batch ledger: one record per provider batch ever submitted. Outside

@@ -32,28 +32,26 @@ cost nothing), so replies of the offline rehearsal never stand in for a real mod
   price stays unknown, and the total counts the calls without one.
 
 `plan_rows` sums the calls per stage, template and model, plus a total row; `write_plan` (the
-`plan` rule) writes `data/7_reporting/plan.csv` and prints the same as a table, with the stale
-documents and the prompt cache's recorded savings: the plan is meant for the person at the
-terminal, so this module prints it to stdout on purpose.
+`plan` rule, through `budget.write_plan`) writes `data/7_reporting/plan.csv` and prints the same
+as a table, with the stale documents and the prompt cache's recorded savings: the plan is meant
+for the person at the terminal, so this module prints it to stdout on purpose.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-# Modules of the ledger's import cycle (ledger -> budget -> plan) are imported whole, never by name.
-from daydream import calls, documents, integrity, ledger, parsers, pricing, prompts, regenerate, stages, stale, store
+from daydream import documents, integrity, ledger, parsers, pricing, prompts, regenerate, stages, stale, store
 from daydream.columns import PLAN_COLUMNS
 from daydream.errors import UserError
 from daydream.membership import Member, UnknownGenerationError
 from daydream.paths import GEN_FILES
-from daydream.pricing import Prices, batch_prices, direct_prices
-from daydream.providers import OFFLINE_ROUTE
+from daydream.pricing import Prices, money
 from daydream.runtime import Runtime
 
 TOTAL = "total"
@@ -67,15 +65,6 @@ class PlanError(RuntimeError, UserError):
 
 
 # -- tokens and prices ---------------------------------------------------------------------------
-@functools.lru_cache(maxsize=1)
-def _litellm_token_counter():
-    # litellm counts with a bundled tokenizer or tiktoken's and downloads none in offline mode
-    os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")
-    from daydream.providers.litellm_api import litellm_module
-
-    return litellm_module().token_counter
-
-
 def bill_route(rt: Runtime, row) -> str:
     """The route the bill is about: the model's configured route, also under `offline=true`
     (whose own calls cost nothing)."""
@@ -84,43 +73,35 @@ def bill_route(rt: Runtime, row) -> str:
 
 def count_tokens(rt: Runtime, model_id: str, text: str, route: str | None = None) -> int:
     """`text` in tokens of the model `model_id` on `route` (default: the route this run calls;
-    see the module's docstring)."""
-    row = rt.experiment.models[model_id]
-    route = route or calls.route_of(row, rt.settings)
-    if route == OFFLINE_ROUTE:
-        return len(text.split())
-    return int(_litellm_token_counter()(model=f"{route}/{row.model}", text=text))
+    `pricing.count_tokens`)."""
+    return pricing.count_tokens(rt.experiment.models[model_id], rt.settings, text, route)
 
 
 def model_prices(rt: Runtime, model_id: str) -> tuple[Prices | None, Prices | None]:
     """Direct and batch prices of a model as this run would call it (None: unknown)."""
-    row = rt.experiment.models[model_id]
-    route = calls.route_of(row, rt.settings)
-    return direct_prices(row, route), batch_prices(row, route)
+    return pricing.model_prices(rt.experiment.models[model_id], rt.settings)
 
 
 def bill_prices(rt: Runtime, model_id: str) -> tuple[Prices | None, Prices | None]:
     """Direct and batch prices of a model on its configured route (`bill_route`)."""
     row = rt.experiment.models[model_id]
     route = bill_route(rt, row)
-    return direct_prices(row, route), batch_prices(row, route)
+    return pricing.direct_prices(row, route), pricing.batch_prices(row, route)
 
 
 def cache_saving(rt: Runtime, model_id: str | None, usage: dict) -> float:
-    """What a recorded call saved by its prompt cache: its cost without the cache less its cost
-    (0 without cached tokens or a known price)."""
-    if not (usage.get(pricing.CACHED_KEY) or usage.get(pricing.CACHE_WRITE_KEY)) or model_id not in rt.experiment.models:
+    """What a recorded call saved by its prompt cache (`pricing.cache_saving`; 0 without cached
+    tokens or a known price)."""
+    if model_id not in rt.experiment.models:
         return 0.0
-    prices = model_prices(rt, model_id)[0]
-    full = prices.cost(usage.get("prompt_tokens"), usage.get("completion_tokens")) if prices else None
-    return 0.0 if full is None else full - pricing.usage_cost(prices, usage)
+    return pricing.cache_saving(model_prices(rt, model_id)[0], usage)
 
 
 def recorded_cache_savings(rt: Runtime) -> tuple[int, float]:
     """(tokens read from a cache, USD saved) over every call in llm_calls.jsonl."""
     tokens, saved = 0, 0.0
     for _, record in store.jsonl_records(rt.paths.llm_calls_jsonl):
-        usage = (record or {}).get("usage") or {}  # a torn line: budget.recorded_spend names it
+        usage = (record or {}).get("usage") or {}  # a torn line: run.recorded_spend names it
         tokens += usage.get(pricing.CACHED_KEY) or 0
         saved += cache_saving(rt, (record or {}).get("model_id"), usage)
     return tokens, saved
@@ -540,13 +521,6 @@ def _csv_value(value: object) -> object:
     return round(value, 8) if isinstance(value, float) else value
 
 
-def money(value: float | None) -> str:
-    """USD for people: `unknown` (never 0) where the price is unknown."""
-    if value is None:
-        return UNKNOWN
-    return f"${value:,.2f}" if value >= 100 else f"${value:,.4f}"
-
-
 def _range(low: object, high: object, fmt=str) -> str:
     return fmt(low) if low == high else f"{fmt(low)} - {fmt(high)}"
 
@@ -657,17 +631,18 @@ def _again(rt: Runtime, member: Member, history: History) -> tuple[float, float]
     return prices.cost(prompt * factor.low, low), prices.cost(prompt * factor.high, high)
 
 
-def write_plan(rt: Runtime, log_path: str | None = None) -> Plan:
-    """The `plan` rule: write plan.csv and print the table and the budgets (stdout, on purpose)."""
-    from daydream import budget  # the budget check is built on the plan
-
+def write_plan(rt: Runtime, log_path: str | None = None,
+               budgets: Callable[[Runtime, Plan], str] | None = None) -> Plan:
+    """Write plan.csv and print the table, the stale documents, and the budgets against it when
+    `budgets` says them (the `plan` rule runs `budget.write_plan`, which passes
+    `budget.describe`); stdout, on purpose."""
     history = read_history(rt.paths)
     plan = missing_calls(rt, history)
     rows = plan_rows(rt, plan)
     store.write_csv_atomic(rt.paths.plan_csv, PLAN_COLUMNS,
                            [{k: _csv_value(v) for k, v in row.items()} for row in rows])
     text = describe(rt, plan, rows, stale_summary(rt, history))
-    budget_text = budget.describe(rt, plan)
+    budget_text = budgets(rt, plan) if budgets is not None else ""
     print(text + ("\n\n" + budget_text if budget_text else ""), flush=True)
     store.write_job_log(log_path, f"plan of {', '.join(rt.cohort_ids)}: {len(plan.calls)} calls missing; "
                                   f"{rt.paths.plan_csv}")

@@ -20,16 +20,22 @@ the cache). `cache_min_tokens`: the shortest prefix a provider caches (litellm's
 Batch prices: litellm's `input_cost_per_token_batches` / `output_cost_per_token_batches` where
 its map has them, else `BATCH_DISCOUNT` of the direct price (the OpenAI, Anthropic and Google
 batch APIs all bill half).
+
+Also the helpers every estimate uses: `model_prices` (a model as this run calls it),
+`count_tokens` (a text in the model's tokens) and `money` (USD for people).
 """
 
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
 
+from daydream import calls
 from daydream.experiment import ModelRow
 from daydream.providers import OFFLINE_ROUTE
 from daydream.providers.litellm_import import litellm_module
+from daydream.settings import LLMSettings
 
 BATCH_DISCOUNT = 0.5
 DEFAULT_CACHE_MIN_TOKENS = 1024  # OpenAI's automatic caching and most Claude models
@@ -68,6 +74,15 @@ class Prices:
         plain = prompt_tokens - cached - cache_write
         return (plain * self.input_per_token + cached * self.cache_read + cache_write * self.cache_write
                 + completion_tokens * self.output_per_token)
+
+
+def cache_saving(prices: Prices | None, usage: dict) -> float:
+    """What a recorded call saved by its prompt cache: its cost without the cache less its cost
+    (0 without cached tokens or a known price)."""
+    if prices is None or not (usage.get(CACHED_KEY) or usage.get(CACHE_WRITE_KEY)):
+        return 0.0
+    full = prices.cost(usage.get("prompt_tokens"), usage.get("completion_tokens"))
+    return 0.0 if full is None else full - usage_cost(prices, usage)
 
 
 def usage_cost(prices: Prices | None, usage: dict) -> float | None:
@@ -143,3 +158,34 @@ def _discounted(prices: Prices | None) -> Prices | None:
     return Prices(prices.input_per_token * BATCH_DISCOUNT, prices.output_per_token * BATCH_DISCOUNT,
                   f"{prices.source}+batch discount", half(prices.cache_read_per_token),
                   half(prices.cache_write_per_token))
+
+
+def model_prices(row: ModelRow, settings: LLMSettings) -> tuple[Prices | None, Prices | None]:
+    """Direct and batch prices of a model as this run would call it (None: unknown)."""
+    route = calls.route_of(row, settings)
+    return direct_prices(row, route), batch_prices(row, route)
+
+
+@functools.lru_cache(maxsize=1)
+def _litellm_token_counter():
+    # litellm counts with a bundled tokenizer or tiktoken's and downloads none in offline mode
+    os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")
+    return litellm_module().token_counter
+
+
+def count_tokens(row: ModelRow, settings: LLMSettings, text: str, route: str | None = None) -> int:
+    """`text` in tokens of the model of `row` on `route` (default: the route this run calls),
+    with its tokenizer through `litellm.token_counter` (litellm's default tokenizer for a model
+    it has none for; never a download), and as words for the offline model, as
+    `offline_model.generate` counts them."""
+    route = route or calls.route_of(row, settings)
+    if route == OFFLINE_ROUTE:
+        return len(text.split())
+    return int(_litellm_token_counter()(model=f"{route}/{row.model}", text=text))
+
+
+def money(value: float | None) -> str:
+    """USD for people: `unknown` (never 0) where the price is unknown."""
+    if value is None:
+        return "unknown"
+    return f"${value:,.2f}" if value >= 100 else f"${value:,.4f}"

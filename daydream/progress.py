@@ -1,9 +1,9 @@
 """A readable live run: a progress line every few seconds and a summary at the end.
 
 Jobs run in threads of the Snakemake process (the profile's `force-use-threads`), so progress
-is counted in-process: `documents.write_document` counts each document (`document`), the
-budget meter around each call in `ledger.answer` counts calls, tokens and cost
-(`call_started`, `call_paid`, `call_ended`). `start` (the Snakefile's `onstart:`, real runs
+is counted in-process, by the run's counters (`Run.counters`, `daydream.run`), which observe
+the run's events: each document (`Run.document`, around `documents.write_document`), and the
+calls, tokens and cost of every spend (`Run.spend`). This module only reads them. `start` (the Snakefile's `onstart:`, real runs
 only) resets the counters and starts a thread that prints a line every `progress_interval_s`
 seconds: documents done / failed / running per stage, calls and calls per second, tokens,
 spend (and the tightest budget), and an ETA. `finish` (`onsuccess:` / `onerror:`) prints the
@@ -25,15 +25,15 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 
 from daydream import stages
+from daydream.budget import planning_only
 from daydream.paths import GEN_FILES
+from daydream.pricing import money
+from daydream.run import BUDGET
 from daydream.runtime import Runtime, terminal_shows_info
 
-SHOWN_FAILURES = 5  # failed documents the summary names
+_SNAKEMAKE_LOGGER = "snakemake.logging"
 
 
 def _emit(text: str) -> None:
@@ -53,156 +53,6 @@ def status(logger: logging.Logger, text: str) -> None:
 def _duration(seconds: float) -> str:
     seconds = int(round(seconds))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
-# -- the counters ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Failure:
-    stage: str
-    gen_id: str
-    kind: str
-    message: str
-
-
-class RunProgress:
-    """What this process has done since `reset`: documents per stage and calls. Thread-safe."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.reset()
-
-    def reset(self) -> None:
-        with self._lock:
-            self.started = time.monotonic()
-            self.running: Counter = Counter()
-            self.made: Counter = Counter()
-            self.made_ids: set[str] = set()
-            self.failed: Counter = Counter()
-            self.sources: Counter = Counter()  # called, saved, restored, copy
-            self.failures: list[Failure] = []
-            self.failure_kinds: Counter = Counter()
-            self.calls_in_flight = 0
-            self.calls_made = 0
-            self.calls_failed = 0
-            self.calls_refused = 0
-            self.first_call: float | None = None
-            self.last_call: float | None = None
-            self.prompt_tokens = 0
-            self.completion_tokens = 0
-            self.cost_usd = 0.0
-            self.unknown_cost_calls = 0
-            self.billed_failures = 0
-            self.cached_tokens = 0  # prompt tokens read from a provider's cache, and what that saved
-            self.cache_saved_usd = 0.0
-            self.budget_stop: str | None = None
-
-    # documents
-    def document_started(self, stage: str) -> None:
-        with self._lock:
-            self.running[stage] += 1
-
-    def document_made(self, stage: str, gen_id: str, source: str) -> None:
-        with self._lock:
-            self.running[stage] -= 1
-            self.made[stage] += 1
-            self.made_ids.add(gen_id)
-            self.sources[source] += 1
-
-    def document_failed(self, stage: str, gen_id: str, error: BaseException) -> None:
-        kind = failure_kind(error)
-        message = " ".join(str(error).split())
-        with self._lock:
-            self.running[stage] -= 1
-            self.failed[stage] += 1
-            self.failure_kinds[kind] += 1
-            if len(self.failures) < SHOWN_FAILURES and kind != BUDGET:
-                self.failures.append(Failure(stage, gen_id, kind, message))
-
-    # calls
-    def call_started(self, stage: str) -> None:
-        with self._lock:
-            self.calls_in_flight += 1
-            self.first_call = self.first_call or time.monotonic()
-
-    def call_paid(self, stage: str, done, cache_saved_usd: float = 0.0) -> None:
-        usage = done.usage or {}
-        with self._lock:
-            self.cached_tokens += usage.get("cached_tokens") or 0
-            self.cache_saved_usd += cache_saved_usd
-            self.calls_made += 1
-            self.prompt_tokens += usage.get("prompt_tokens") or 0
-            self.completion_tokens += usage.get("completion_tokens") or 0
-            if done.cost_usd is None:
-                self.unknown_cost_calls += 1
-            else:
-                self.cost_usd += float(done.cost_usd)
-
-    def attempt_billed(self, stage: str, usage: dict | None, cost: float | None) -> None:
-        """A failed attempt that may have been billed (no text, a refusal, a reply nobody read):
-        its tokens and cost count in the run's spend."""
-        usage = usage or {}
-        with self._lock:
-            self.billed_failures += 1
-            self.prompt_tokens += usage.get("prompt_tokens") or 0
-            self.completion_tokens += usage.get("completion_tokens") or 0
-            if cost is None:
-                self.unknown_cost_calls += 1
-            else:
-                self.cost_usd += float(cost)
-
-    def call_ended(self, stage: str, paid: bool) -> None:
-        with self._lock:
-            self.calls_in_flight -= 1
-            self.calls_failed += 0 if paid else 1
-            self.last_call = time.monotonic()
-
-    def call_refused(self, stage: str) -> None:
-        with self._lock:
-            self.calls_refused += 1
-
-    def budget_stopped(self, reason: str) -> None:
-        with self._lock:
-            self.budget_stop = self.budget_stop or reason
-
-    def snapshot(self) -> dict:
-        with self._lock:
-            return {key: (Counter(value) if isinstance(value, Counter) else list(value) if isinstance(value, list)
-                          else set(value) if isinstance(value, set) else value)
-                    for key, value in self.__dict__.items() if not key.startswith("_")}
-
-
-RUN = RunProgress()
-
-BUDGET, CALL, PARSE = "not started (budget)", "call failed", "reply did not parse"
-
-
-def failure_kind(error: BaseException) -> str:
-    from daydream import budget, calls, documents  # they count their documents and calls here
-
-    if isinstance(error, budget.BudgetReached):
-        return BUDGET
-    if isinstance(error, calls.LLMCallError):
-        return CALL
-    if isinstance(error, documents.DocumentError):
-        return PARSE
-    return type(error).__name__
-
-
-class _Document:
-    source = "?"
-
-
-@contextmanager
-def document(stage: str, gen_id: str) -> Iterator[_Document]:
-    """Count one document job: running, then made (set `.source`) or failed (the error re-raised)."""
-    counted = _Document()
-    RUN.document_started(stage)
-    try:
-        yield counted
-    except BaseException as error:
-        RUN.document_failed(stage, gen_id, error)
-        raise
-    RUN.document_made(stage, gen_id, counted.source)
 
 
 # -- the line and the summary ------------------------------------------------------------------------
@@ -230,8 +80,6 @@ def _tokens(snap: dict) -> str:
 
 
 def _cost(snap: dict) -> str:
-    from daydream.plan import money
-
     unknown = f" + {snap['unknown_cost_calls']} call(s) of unknown cost" if snap["unknown_cost_calls"] else ""
     return f"{money(snap['cost_usd'])}{unknown}"
 
@@ -295,8 +143,6 @@ def summary(rt: Runtime, snap: dict, ok: bool, budget_status: str | None, now: f
         lines.append(f"  {snap['billed_failures']:,} failed attempt(s) may have been billed (no text, a refusal, "
                      f"a reply never read): counted in the cost above and recorded in {rt.paths.llm_calls_jsonl}")
     if snap["cached_tokens"]:
-        from daydream.plan import money
-
         lines.append(f"  prompt cache: {snap['cached_tokens']:,} input tokens read from the providers' caches, "
                      f"saving {money(snap['cache_saved_usd'])}")
     if snap["budget_stop"]:
@@ -357,9 +203,7 @@ def watch_nothing_to_do(rt: Runtime, dryrun) -> None:
 
 
 def _budget_status(rt: Runtime) -> str | None:
-    from daydream import budget  # the budget meter reports to this module
-
-    return budget.guard(rt).status()
+    return rt.run.guard.status()
 
 
 class _Reporter(threading.Thread):
@@ -378,7 +222,7 @@ class _Reporter(threading.Thread):
         signature = self.rt.membership.signature()
         if signature != self._signature:
             missing = missing_documents(self.rt)
-            made = RUN.snapshot()["made_ids"]
+            made = self.rt.run.counters.snapshot()["made_ids"]
             self.totals = Counter({s: len(missing[s] | {g for g in made if stages.of_gen_id(g).name == s})
                                    for s in stages.NAMES})
             self._signature = signature
@@ -389,7 +233,7 @@ class _Reporter(threading.Thread):
         last = None
         while not self.stopped.wait(self.interval):
             self.refresh_totals()
-            snap = RUN.snapshot()
+            snap = self.rt.run.counters.snapshot()
             state = (snap["made"], snap["failed"], snap["calls_made"])
             if sum(snap["running"].values()) or (state != last and (sum(snap["made"].values()) or
                                                                      sum(snap["failed"].values()))):
@@ -397,37 +241,28 @@ class _Reporter(threading.Thread):
             last = state
 
 
-_REPORTER: list[_Reporter] = []
-
-
-_SNAKEMAKE_LOGGER = "snakemake.logging"
-_PLANNING = [False]  # the run's only target is the plan: no summary
-
-
 def start(rt: Runtime, targets=()) -> None:
     """`onstart:` (real runs): reset the counters and start the progress line (not for a run
-    whose only target is the plan, nor with progress_interval_s 0)."""
-    from daydream.budget import planning_only
-
-    RUN.reset()
-    _PLANNING[0] = planning_only(targets)
+    whose only target is the plan, nor with progress_interval_s 0); the run holds its thread."""
+    rt.run.counters.reset()
+    rt.run.planning_only = planning_only(targets)
     interval = float(rt.config["progress_interval_s"])
-    if interval > 0 and not planning_only(targets):
+    if interval > 0 and not rt.run.planning_only:
         reporter = _Reporter(rt, interval)
         reporter.refresh_totals()
         reporter.start()
-        _REPORTER.append(reporter)
+        rt.run.reporter = reporter
 
 
 def finish(rt: Runtime, ok: bool) -> None:
     """`onsuccess:` / `onerror:`: stop the line and print the summary (when documents ran)."""
-    while _REPORTER:
-        reporter = _REPORTER.pop()
+    reporter, rt.run.reporter = rt.run.reporter, None
+    if isinstance(reporter, _Reporter):
         reporter.stopped.set()
         reporter.join(timeout=5)
-    snap = RUN.snapshot()
+    snap = rt.run.counters.snapshot()
     if sum(snap["made"].values()) or sum(snap["failed"].values()) or snap["calls_made"]:
         _emit(summary(rt, snap, ok, _budget_status(rt)))
-    elif not _PLANNING[0]:
+    elif not rt.run.planning_only:
         what = "finished: no document needed making" if ok else "ended with failures before any document was made"
         _emit("\n".join([f"daydream: run {what}", *results(rt)]))

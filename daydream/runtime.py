@@ -1,7 +1,8 @@
 """`Runtime`: what every job of one Snakemake process shares, built once from the config.
 
 The validated config, the `Paths`, the model-call settings, the membership index of the
-active cohorts and, loaded on first use, the experiment tables. Rules pass it to the package
+active cohorts, the run's state (`run`: a `daydream.run.Run`, the one object every spend
+passes through) and, loaded on first use, the experiment tables. Rules pass it to the package
 with the wildcards; the package never sees the `snakemake` object.
 """
 
@@ -15,6 +16,7 @@ from daydream import settings
 from daydream.experiment import Experiment, Template, load_experiment
 from daydream.membership import Member, MembershipIndex
 from daydream.paths import Paths
+from daydream.run import Run
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +62,8 @@ class Runtime:
         self.membership = MembershipIndex(self.paths, self.cohort_ids)
         self.reply_batch_size = int(self.config["reply_batch_size"])  # cluster runs: see batches
         self._experiment: Experiment | None = None
-        # True in a run whose only target is `plan` (set by `budget.check_before_run`): no key is needed
-        self.planning_only = False
         self._lock = threading.Lock()
+        self.run = Run(self)  # budget guard, counters, batch rounds, concurrency caps
         if self.settings.offline and self.paths.data_root.resolve() == Path("data").resolve():
             log.warning("offline=true writes rehearsal replies into %s; they would stand in for paid "
                         "ones (the stale report flags them). Use --config data_root=<another folder>.",

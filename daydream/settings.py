@@ -236,3 +236,21 @@ class LLMSettings:
 
     def stage(self, stage: str) -> StageSettings:
         return self.stages[stages.get(stage).config_section]
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """`batch:` of the config (batch mode, `daydream.batch`)."""
+
+    wait: bool
+    poll_interval_s: float
+    max_requests: int
+    max_bytes: int
+    max_submissions: int
+    resubmit: str
+    stages: dict[str, bool]
+
+    @classmethod
+    def from_config(cls, config: dict) -> BatchSettings:
+        section = dict(config["batch"])
+        return cls(wait=as_bool(section.pop("wait")), stages=dict(section.pop("stages")), **section)

@@ -12,7 +12,8 @@
 
 from __future__ import annotations
 
-from daydream import batches, checkpoint_inputs, documents, provider_batches, rehearsal, reports, stages
+from daydream import batches, checkpoint_inputs, documents, rehearsal, reports, stages
+from daydream.batch import gate as batch_gate
 from daydream.paths import GEN_FILES
 from daydream.runtime import Runtime
 
@@ -55,9 +56,9 @@ def cohort_documents(rt: Runtime, cohort_id: str) -> list[str]:
 def cohort_outputs(rt: Runtime, cohort_id: str) -> list[str]:
     """A cohort's gens files and its reports (once its membership is current). Documents waiting
     on a provider batch are held back, with their descendants and the reports, and the batch
-    rounds that collect them are targeted instead (`provider_batches.gate`)."""
+    rounds that collect them are targeted instead (`batch.gate.gate`)."""
     rehearsal.refuse_mixing(rt, cohort_id)  # offline rehearsal replies never stand in for paid ones
-    gate = provider_batches.gate(rt)
+    gate = batch_gate.gate(rt)
     report_files = [str(rt.paths.cohort_report(cohort_id, r.name)) for r in reports.cohort_reports()]
     report_files += site_outputs(rt, cohort_id)
     if not gate.blocked:
@@ -71,7 +72,7 @@ def cohort_outputs(rt: Runtime, cohort_id: str) -> list[str]:
 def nothing_waits_on_batches(rt: Runtime) -> bool:
     """No document of the active cohorts is held back for a provider batch (the stale report
     reads every document, so it waits too)."""
-    return not provider_batches.gate(rt).blocked
+    return not batch_gate.gate(rt).blocked
 
 
 def outdated_membership(rt: Runtime, cohort_id: str) -> list[str]:
@@ -97,7 +98,7 @@ def document_inputs(rt: Runtime, stage: str, gen_id: str) -> dict[str, object]:
     batch_id = batches.batch_of(rt, stage, gen_id)
     if batch_id:
         inputs["replies"] = str(rt.paths.reply_batch_path(stage, batch_id))
-    batch_round = provider_batches.round_input(rt, stage, gen_id)
+    batch_round = batch_gate.round_input(rt, stage, gen_id)
     if batch_round:
         inputs["provider_batch"] = batch_round
     return inputs
@@ -113,7 +114,7 @@ def reply_batch_inputs(rt: Runtime, stage: str, batch_id: str) -> dict[str, list
 def batch_round_inputs(rt: Runtime, stage: str, run_id: str, round_id: str) -> dict[str, list[str]]:
     """What a batch round's prompts are rendered from: the prompt inputs of its documents."""
     merged: dict[str, set[str]] = {}
-    for member in provider_batches.round_members(rt, stage, run_id, round_id):
+    for member in batch_gate.round_members(rt, stage, run_id, round_id):
         for name, value in documents.prompt_files(rt, member).as_inputs().items():
             merged.setdefault(name, set()).update(value if isinstance(value, list) else [value])
     return {name: sorted(values) for name, values in merged.items()}

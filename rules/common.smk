@@ -10,7 +10,6 @@ from daydream import (
     ids,
     plan,
     progress,
-    provider_batches,
     reports,
     settings,
     site,
@@ -19,6 +18,9 @@ from daydream import (
     targets,
     writer_lock,
 )
+from daydream.batch import commands as batch_commands
+from daydream.batch import gate as batch_gate
+from daydream.batch import rounds as batch_rounds
 from daydream.runtime import Runtime
 
 # Terminal output (daydream's log lines included) is the logger plugin's, `logger: [daydream]`
@@ -40,8 +42,8 @@ wildcard_constraints:
     cohort_id=ids.COHORT_ID_PATTERN,
     batch_id=batches.BATCH_ID_PATTERN,
     fingerprint=checkpoint_inputs.FINGERPRINT_PATTERN,
-    run_id=provider_batches.RUN_ID_PATTERN,
-    round_id=provider_batches.ROUND_ID_PATTERN,
+    run_id=batch_gate.RUN_ID_PATTERN,
+    round_id=batch_gate.ROUND_ID_PATTERN,
 
 
 def final_targets(wildcards):
@@ -97,7 +99,7 @@ def run_started():
     """`onstart:` (real runs, once the DAG is built): a Ctrl-C also stops waiting batch rounds,
     the budget check before the first call, then the progress line. A run whose only target is
     `plan` is never refused."""
-    provider_batches.watch_interrupts()
+    batch_rounds.watch_interrupts()
     budget.check_before_run(RT, workflow.dag_settings.targets)
     progress.start(RT, workflow.dag_settings.targets)
 

@@ -45,7 +45,7 @@ checkpoint provider_batch:
         PATHS.log_path("provider_batch", "{run_id}", "{stage}", "{round_id}"),
     threads: 0
     run:
-        provider_batches.write_round(
+        batch_rounds.write_round(
             RT,
             wildcards.stage,
             wildcards.run_id,

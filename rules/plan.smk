@@ -10,4 +10,4 @@ rule plan:
     log:
         PATHS.log_path("plan", "plan"),
     run:
-        plan.write_plan(RT, log[0])
+        budget.write_plan(RT, log[0])

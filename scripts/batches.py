@@ -9,7 +9,8 @@
 import argparse
 import logging
 
-from daydream import provider_batches
+from daydream.batch import commands
+from daydream.batch.policy import BatchError
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("command", choices=["list", "collect", "cancel"])
@@ -17,11 +18,11 @@ parser.add_argument("local_ids", nargs="*", help="cancel: our batch ids (pb_...,
 parser.add_argument("--data-root", help="the data root (default: $DAYDREAM_DATA_ROOT, else config/config.yaml's data_root)")
 args = parser.parse_args()
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-rt = provider_batches.command_runtime(args.data_root)
+rt = commands.command_runtime(args.data_root)
 try:
     if args.command == "cancel":
-        print("cancelling:", " ".join(provider_batches.cancel(rt, args.local_ids)) or "no live batch")
-    rows = provider_batches.collect(rt) if args.command == "collect" else provider_batches.list_batches(rt.paths)
-except provider_batches.BatchError as error:
+        print("cancelling:", " ".join(commands.cancel(rt, args.local_ids)) or "no live batch")
+    rows = commands.collect(rt) if args.command == "collect" else commands.list_batches(rt.paths)
+except BatchError as error:
     parser.exit(1, f"error: {error}\n")
-print(provider_batches.format_batches(rows))
+print(commands.format_batches(rows))

@@ -8,8 +8,10 @@ import time
 
 import pytest
 
-from daydream import budget, calls, cohorts, plan, progress
+from daydream import budget, calls, cohorts, plan, pricing
+from daydream.cohort_design import DesignError
 from daydream.prompts import Prompt, sha256_text
+from daydream.run import BudgetReached
 from daydream.runtime import Runtime
 from tests.conftest import TINY_COHORT, write_cohort
 from tests.test_plan import add_priced_model
@@ -21,7 +23,7 @@ HIGH = (100 * 2 + 2048 * 10) / 1e6  # an evaluation prompt of 100 words at max_t
 
 @pytest.fixture(autouse=True)
 def words_as_tokens(monkeypatch):
-    monkeypatch.setattr(plan, "count_tokens", lambda rt, model_id, text, route=None: len(text.split()))
+    monkeypatch.setattr(pricing, "count_tokens", lambda row, settings, text, route=None: len(text.split()))
 
 
 # The tests reason with these completion limits; the schema's defaults may change.
@@ -91,15 +93,23 @@ def test_a_cohort_budget_counts_only_its_documents_and_names_its_file(data_root,
     assert f"budget_usd: {math.ceil(needed * 100) / 100:.2f} in {rt.paths.cohort_file('tiny')}" in str(refused.value)
 
 
+def test_a_cohort_file_whose_budget_is_no_number_is_named_with_the_fix(data_root, cohorts_dir):
+    rt = priced_runtime(data_root, cohorts_dir)
+    path = rt.paths.cohort_file("tiny")
+    path.write_text(path.read_text() + "budget_usd: lots\n")
+    with pytest.raises(DesignError, match=f"{path}: budget_usd: 'lots' is not a number >= 0; write the budget in USD"):
+        budget.budgets(rt)
+
+
 def test_a_model_without_a_price_cannot_run_under_a_budget(data_root, cohorts_dir):
     add_priced_model(data_root, "unpriced")
     rt = priced_runtime(data_root, cohorts_dir, cohort={**TINY_COHORT, "evaluation": {
         "templates": ["novelty-judge"], "models": ["unpriced"]}}, budget_usd=1000)
     with pytest.raises(budget.BudgetRefused, match="no known price for unpriced"):
         budget.check_before_run(rt)
-    with pytest.raises(budget.BudgetReached, match="model unpriced has no known price"):
+    with pytest.raises(BudgetReached, match="model unpriced has no known price"):
         member = next(m for m in rt.membership.members("tiny", "evaluation"))
-        budget.guard(rt).admit(member, PROMPT)
+        rt.run.guard.admit(member, PROMPT)
 
 
 def test_spend_so_far_is_what_the_recorded_calls_cost(data_root, cohorts_dir):
@@ -120,21 +130,20 @@ def test_spend_so_far_is_what_the_recorded_calls_cost(data_root, cohorts_dir):
 def test_the_guard_never_lets_spend_and_calls_in_flight_pass_the_budget(data_root, cohorts_dir):
     rt = priced_runtime(data_root, cohorts_dir, budget_usd=3.5 * HIGH)
     member = priced_member(rt)
-    progress.RUN.reset()
     lock, in_flight, peak, outcomes = threading.Lock(), [0], [0], []
 
     def one_call():
         try:
-            with budget.metered(rt, member, PROMPT) as ticket:
+            with rt.run.spend(member, PROMPT) as ticket:
                 with lock:
                     in_flight[0] += 1
                     peak[0] = max(peak[0], in_flight[0])
                 time.sleep(0.05)
                 with lock:
                     in_flight[0] -= 1
-                budget.paid(rt, ticket, completion(HIGH / 4))
+                rt.run.paid(ticket, completion(HIGH / 4))
             outcomes.append("called")
-        except budget.BudgetReached as error:
+        except BudgetReached as error:
             outcomes.append(str(error))
 
     threads = [threading.Thread(target=one_call) for _ in range(20)]
@@ -147,29 +156,28 @@ def test_the_guard_never_lets_spend_and_calls_in_flight_pass_the_budget(data_roo
     assert made * HIGH / 4 <= 3.5 * HIGH and made == 11  # the 11th fits exactly: 10/4 + 1 = 3.5
     refused = [o for o in outcomes if o != "called"]
     assert len(refused) == 9 and all("is reached" in o and "no new call starts" in o for o in refused)
-    snap = progress.RUN.snapshot()
+    snap = rt.run.counters.snapshot()
     assert snap["calls_made"] == 11 and snap["calls_refused"] == 9 and snap["budget_stop"]
-    assert "(reached)" in budget.guard(rt).status()
+    assert "(reached)" in rt.run.guard.status()
 
 
 def test_a_failed_call_frees_its_reservation_and_costs_nothing(data_root, cohorts_dir):
     rt = priced_runtime(data_root, cohorts_dir, budget_usd=1.5 * HIGH)
     member = priced_member(rt)
     with pytest.raises(calls.LLMCallError):
-        with budget.metered(rt, member, PROMPT):
+        with rt.run.spend(member, PROMPT):
             raise calls.LLMCallError("boom", error_class="X", attempts=1)
-    with budget.metered(rt, member, PROMPT) as ticket:  # the whole budget is free again
-        budget.paid(rt, ticket, completion(None, {"prompt_tokens": 100, "completion_tokens": 10}))
-    assert budget.guard(rt).status() == f"budget {plan.money(300 / 1e6)} of {plan.money(1.5 * HIGH)}"
+    with rt.run.spend(member, PROMPT) as ticket:  # the whole budget is free again
+        rt.run.paid(ticket, completion(None, {"prompt_tokens": 100, "completion_tokens": 10}))
+    assert rt.run.guard.status() == f"budget {plan.money(300 / 1e6)} of {plan.money(1.5 * HIGH)}"
 
 
 def test_without_a_budget_a_call_is_admitted_without_an_estimate(data_root, cohorts_dir, monkeypatch):
     rt = priced_runtime(data_root, cohorts_dir)
-    monkeypatch.setattr(plan, "count_tokens", lambda *args: pytest.fail("no estimate without a budget"))
-    with budget.metered(rt, priced_member(rt), PROMPT) as ticket:
+    monkeypatch.setattr(pricing, "count_tokens", lambda *args: pytest.fail("no estimate without a budget"))
+    with rt.run.spend(priced_member(rt), PROMPT) as ticket:
         assert ticket.budgets == () and ticket.high == 0.0
-    assert budget.guard(rt).status() is None
-
+    assert rt.run.guard.status() is None
 
 def test_a_run_that_only_plans_needs_no_key_and_a_real_run_is_refused_before_any_call_without_one(
         data_root, cohorts_dir, monkeypatch):
@@ -181,8 +189,8 @@ def test_a_run_that_only_plans_needs_no_key_and_a_real_run_is_refused_before_any
     with pytest.raises(cohorts.CohortError, match="export ANTHROPIC_API_KEY="):
         cohorts.write_cohort(rt, "tiny")  # a real run's checkpoint checks the keys
     budget.check_before_run(rt, ["plan"])
-    assert rt.planning_only
+    assert rt.run.planning_only
     cohorts.write_cohort(rt, "tiny")  # a plan's checkpoint does not
     with pytest.raises(budget.MissingKeys, match="model 'claude' .* export ANTHROPIC_API_KEY="):
         budget.check_before_run(rt, [])
-    assert budget.missing_run_keys(rt) and not rt.planning_only
+    assert budget.missing_run_keys(rt) and not rt.run.planning_only

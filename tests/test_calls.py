@@ -15,6 +15,7 @@ import pytest
 from daydream import calls
 from daydream.calls import LLMCallError, call_model
 from daydream.experiment import ModelRow
+from daydream.limits import ConcurrencyLimits
 from daydream.settings import LLMSettings
 from tests.conftest import llm_settings
 from tests.openai_server import (
@@ -44,8 +45,11 @@ def loop_row(server: FakeOpenAIServer, **overrides) -> ModelRow:
     return ModelRow(**{**fields, **overrides})
 
 
-def ask(server: FakeOpenAIServer, settings: LLMSettings = FAST, **row_overrides) -> calls.Completion:
-    return call_model(loop_row(server, **row_overrides), PROMPT, stage="draft", settings=settings, gen_id="d_test1")
+def ask(server: FakeOpenAIServer, settings: LLMSettings = FAST, limits: ConcurrencyLimits | None = None,
+        **row_overrides) -> calls.Completion:
+    """One call; calls that share `limits` (a run's caps, `Run.limits`) share the caps."""
+    return call_model(loop_row(server, **row_overrides), PROMPT, stage="draft", settings=settings, gen_id="d_test1",
+                      limits=limits)
 
 
 def failure(server: FakeOpenAIServer, settings: LLMSettings = FAST, **row_overrides) -> LLMCallError:
@@ -234,18 +238,20 @@ def run_in_threads(calls: list, threads: int = 64) -> None:
 
 def test_the_global_cap_holds_with_64_threads(openai_server):
     openai_server.set_latency(0.1)
-    run_in_threads([lambda: ask(openai_server, replace(FAST, max_concurrency=8))] * 40)
+    caps = ConcurrencyLimits(8)
+    run_in_threads([lambda: ask(openai_server, replace(FAST, max_concurrency=8), caps)] * 40)
     assert openai_server.request_count == 40 and openai_server.peak_in_flight == 8
 
 
 def test_a_cap_above_a_hundred_is_reached_and_never_passed(openai_server):
     openai_server.set_latency(1.0)
-    run_in_threads([lambda: ask(openai_server, replace(FAST, max_concurrency=160))] * 240, threads=240)
+    caps = ConcurrencyLimits(160)
+    run_in_threads([lambda: ask(openai_server, replace(FAST, max_concurrency=160), caps)] * 240, threads=240)
     assert openai_server.request_count == 240 and openai_server.peak_in_flight == 160
 
 
 def test_a_models_own_cap_holds_alongside_the_global_cap():
-    settings = replace(FAST, max_concurrency=6)
+    settings, caps = replace(FAST, max_concurrency=6), ConcurrencyLimits(6)
     with FakeOpenAIServer(latency=0.1) as capped, FakeOpenAIServer(latency=0.1) as free:
         peak_total, stop = [0], threading.Event()
 
@@ -257,8 +263,8 @@ def test_a_models_own_cap_holds_alongside_the_global_cap():
         watcher = threading.Thread(target=watch)
         watcher.start()
         try:
-            run_in_threads([lambda: ask(capped, settings, id="capped", max_concurrency=2),
-                            lambda: ask(free, settings, id="free")] * 12)
+            run_in_threads([lambda: ask(capped, settings, caps, id="capped", max_concurrency=2),
+                            lambda: ask(free, settings, caps, id="free")] * 12)
         finally:
             stop.set()
             watcher.join()
@@ -268,12 +274,12 @@ def test_a_models_own_cap_holds_alongside_the_global_cap():
 
 def test_a_call_waiting_to_retry_gives_its_slot_to_others(openai_server):
     openai_server.enqueue(rate_limit(retry_after=1))
-    row_cap = {"id": "solo", "max_concurrency": 1}
+    row_cap, caps = {"id": "solo", "max_concurrency": 1}, ConcurrencyLimits(FAST.max_concurrency)
     with ThreadPoolExecutor(2) as pool:
-        first = pool.submit(ask, openai_server, FAST, **row_cap)
+        first = pool.submit(ask, openai_server, FAST, caps, **row_cap)
         time.sleep(0.3)  # the first call is now sleeping out its Retry-After
         started = time.monotonic()
-        pool.submit(ask, openai_server, FAST, **row_cap).result()
+        pool.submit(ask, openai_server, FAST, caps, **row_cap).result()
         assert time.monotonic() - started < 0.5
         assert first.result().attempts == 2
 

@@ -22,7 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from daydream import budget, calls, cohorts, documents, integrity, ledger, plan, progress, stale, store
+from daydream import calls, cohorts, documents, integrity, ledger, plan, pricing, progress, stale, store
+from daydream import run as run_module
+from daydream.run import BudgetReached
 from daydream.runtime import Runtime
 from tests.conftest import write_cohort
 from tests.openai_server import (
@@ -50,7 +52,7 @@ COHORT = {
 
 @pytest.fixture(autouse=True)
 def words_as_tokens(monkeypatch):
-    monkeypatch.setattr(plan, "count_tokens", lambda rt, model_id, text: len(text.split()))
+    monkeypatch.setattr(pricing, "count_tokens", lambda row, settings, text, route=None: len(text.split()))
 
 
 def add_loop_model(data_root: Path, server: FakeOpenAIServer, model_id: str = "loop") -> None:
@@ -74,13 +76,11 @@ def loop_runtime(data_root: Path, cohorts_dir: Path, server: FakeOpenAIServer, *
     rt = Runtime({"data_root": str(data_root), "cohorts_dir": str(cohorts_dir), "cohorts": ["tiny"],
                   **SETTINGS, **config})
     cohorts.build_cohort(rt.paths, "tiny", rt.paths.cohort_file("tiny"))
-    progress.RUN.reset()
     return rt
 
 
 def rerun(rt: Runtime) -> Runtime:
-    """A new process on the same data root: a fresh Runtime (and budget guard)."""
-    progress.RUN.reset()
+    """A new process on the same data root: a fresh Runtime (and its Run: guard and counters)."""
     return Runtime(dict(rt.config))
 
 
@@ -118,7 +118,7 @@ def high_of(rt: Runtime, member) -> float:
 
 def spent(rt: Runtime) -> float:
     """The spend a new run reads back from llm_calls.jsonl (all documents)."""
-    return sum(budget.recorded_spend(rt).usd.values())
+    return sum(run_module.recorded_spend(rt).usd.values())
 
 
 # -- invariant 1 and 3: every kind of provider reply -----------------------------------------------
@@ -176,8 +176,8 @@ def test_each_kind_of_reply_is_recorded_with_its_cost_and_counted_by_the_budget(
     if kind.kept and not kind.billed:
         assert [r["outcome"] for r in lines] == ["ok"]
     assert spent(rt) == pytest.approx(expected)
-    assert budget.guard(rt).status() == f"budget {plan.money(expected)} of {plan.money(100.0)}"
-    snap = progress.RUN.snapshot()
+    assert rt.run.guard.status() == f"budget {plan.money(expected)} of {plan.money(100.0)}"
+    snap = rt.run.counters.snapshot()
     assert snap["cost_usd"] == pytest.approx(expected)
     if not kind.kept:
         errors = [json.loads(line) for line in rt.paths.llm_errors_jsonl.read_text().splitlines()]
@@ -218,10 +218,10 @@ def test_billed_failures_count_against_the_budget_and_stop_retries_that_cannot_f
     big = {"prompt_tokens": 50, "completion_tokens": MAX_TOKENS}  # each empty reply costs about `high`
     openai_server.set_default(reply("", usage=big))
     error = make(rt, member)
-    assert isinstance(error, budget.BudgetReached) and "not tried again" in str(error)
+    assert isinstance(error, BudgetReached) and "not tried again" in str(error)
     assert openai_server.request_count == 1
     assert len(records(rt)) == 1 and spent(rt) == pytest.approx(cost_of(big))
-    assert "budget $0.0000" not in budget.guard(rt).status()
+    assert "budget $0.0000" not in rt.run.guard.status()
 
 
 # -- invariant 3: the budget is an upper bound -----------------------------------------------------
@@ -243,10 +243,10 @@ def test_usage_above_max_tokens_is_counted_as_reported_and_later_calls_reserve_w
     openai_server.set_default(reply(usage=usage))
     results = [make(rt, m) for m in drafts(rt)]
     assert isinstance(results[0], documents.DocumentError) and "truncated" in str(results[0])  # paid, kept
-    assert all(isinstance(r, budget.BudgetReached) for r in results[1:])
+    assert all(isinstance(r, BudgetReached) for r in results[1:])
     assert openai_server.request_count == 1
     assert spent(rt) == pytest.approx(cost_of(usage)) and spent(rt) <= rt.config["budget_usd"]
-    assert "(reached)" in budget.guard(rt).status()
+    assert "(reached)" in rt.run.guard.status()
 
 
 def test_two_calls_in_flight_pass_the_budget_by_at_most_themselves(data_root, cohorts_dir, openai_server):
@@ -260,12 +260,12 @@ def test_two_calls_in_flight_pass_the_budget_by_at_most_themselves(data_root, co
         thread.start()
     for thread in threads:
         thread.join()
-    made = [g for g, r in results.items() if not isinstance(r, budget.BudgetReached)]  # called (then truncated)
+    made = [g for g, r in results.items() if not isinstance(r, BudgetReached)]  # called (then truncated)
     assert len(made) <= 2 and openai_server.request_count == len(made)
     assert spent(rt) <= rt.config["budget_usd"] + len(made) * cost_of(usage) + 1e-12
     # Later calls of that model reserve what it was seen to cost: none starts now.
     again = [make(rt, m) for m in members if m.gen_id not in made]
-    assert all(isinstance(r, budget.BudgetReached) for r in again)
+    assert all(isinstance(r, BudgetReached) for r in again)
     assert openai_server.request_count == len(made)
 
 
@@ -280,7 +280,7 @@ def test_a_torn_last_line_of_the_call_record_is_named_and_later_records_stay_who
     assert f"{path} line 2 is not a complete call record" in caplog.text
     lines = path.read_text().splitlines()
     assert len(lines) == 3 and json.loads(lines[2])["gen_id"] == member.gen_id
-    spend = budget.recorded_spend(rt)
+    spend = run_module.recorded_spend(rt)
     assert spend.usd["d_old"] == 0.5 and spend.of([member.gen_id])[1] == 1  # the torn one: unknown cost
 
 
@@ -339,7 +339,7 @@ def test_the_summary_does_not_crash_after_a_full_disk(rt, openai_server, monkeyp
     member = drafts(rt)[0]
     monkeypatch.setattr(store, "write_json_atomic", no_space)
     make(rt, member)
-    text = progress.summary(rt, progress.RUN.snapshot(), False, budget.guard(rt).status())
+    text = progress.summary(rt, rt.run.counters.snapshot(), False, rt.run.guard.status())
     assert "ReplyNotKept" in text and member.gen_id in text
 
 
@@ -354,7 +354,7 @@ def inject(step: str, rt: Runtime, monkeypatch, fault: BaseException) -> None:
     if step == "render":
         monkeypatch.setattr(documents, "document_prompt", boom)
     elif step == "reserve":
-        monkeypatch.setattr(budget.Guard, "admit", boom)
+        monkeypatch.setattr(run_module.Guard, "admit", boom)
     elif step == "call":
         monkeypatch.setattr(calls, "call_model", boom)
     elif step == "save reply":
@@ -367,7 +367,7 @@ def inject(step: str, rt: Runtime, monkeypatch, fault: BaseException) -> None:
 
         monkeypatch.setattr(store, "write_json_atomic", reply_fails)
     elif step == "record call":
-        monkeypatch.setattr(ledger, "_record_call", boom)
+        monkeypatch.setattr(ledger, "record_call", boom)
     elif step == "write metadata":
         monkeypatch.setattr(store, "write_metadata", boom)
     elif step == "parse":
@@ -679,7 +679,10 @@ def test_a_batch_that_fails_validation_as_a_whole_is_resubmitted_and_collect_and
     `scripts/batches.py collect` and `cancel` work, and every reply is saved once."""
     from dataclasses import replace
 
-    from daydream import batch_ledger, provider_batches
+    from daydream.batch import commands as batch_commands
+    from daydream.batch import ledger as batch_ledger
+    from daydream.batch import policy as batch_policy
+    from daydream.batch import rounds
     from tests.test_provider_batches import evaluations, wanted
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-loop")
@@ -691,29 +694,29 @@ def test_a_batch_that_fails_validation_as_a_whole_is_resubmitted_and_collect_and
     models["offline_b"] = replace(models["offline_b"], route="openai", batch=True, api_base=openai_server.base_url,
                                   model="gpt-4o-mini", input_cost_per_mtok=2.0, output_cost_per_mtok=8.0)
     items, states = wanted(runtime, evaluations(runtime)), {}
-    config = provider_batches.batch_settings(runtime)
+    config = batch_policy.batch_settings(runtime)
     openai_server.fail_batch_validation("Enqueued token limit reached.", code="token_limit_exceeded")
     with batch_ledger.locked(runtime.paths):
-        provider_batches._decide_and_submit(runtime, "evaluation", config, items, states)
+        rounds._decide_and_submit(runtime, "evaluation", config, items, states)
     (failed,) = batch_ledger.live_states(runtime.paths)
     import time
     deadline = time.monotonic() + 20
     while batch_ledger.live_states(runtime.paths):  # scripts/batches.py collect
-        provider_batches.collect(runtime)
+        batch_commands.collect(runtime)
         assert time.monotonic() < deadline
         time.sleep(0.05)
     outcomes = json.loads(runtime.paths.provider_batch_state(failed["local_id"]).read_text())["outcomes"]
     assert all("token_limit_exceeded" in o for o in outcomes.values())
     with batch_ledger.locked(runtime.paths):  # the next round: collected as failed, submitted again
-        provider_batches._collect_live(runtime, items, states)
-        provider_batches._decide_and_submit(runtime, "evaluation", config, items, states)
+        rounds.collect_live(runtime, items, states)
+        rounds._decide_and_submit(runtime, "evaluation", config, items, states)
     (again,) = batch_ledger.live_states(runtime.paths)
     assert again["local_id"] != failed["local_id"]
     # scripts/batches.py cancel: the batch has ended on the server already, and no 400 stops it.
-    assert provider_batches.cancel(runtime, []) == [again["local_id"]]
+    assert batch_commands.cancel(runtime, []) == [again["local_id"]]
     deadline = time.monotonic() + 20
     while batch_ledger.live_states(runtime.paths):
-        provider_batches.collect(runtime)
+        batch_commands.collect(runtime)
         assert time.monotonic() < deadline
         time.sleep(0.05)
     for item in items.values():

@@ -13,7 +13,7 @@ Adding a provider: one module with a class implementing `Provider`, and one entr
 Batch APIs (half price, within 24 hours) sit behind a second seam, `BatchProvider`, registered
 by route in `_BATCH_FACTORIES` (`batch_provider_for`): the OpenAI Batch API (through litellm's
 files and batches API: OpenAI and OpenAI-compatible servers) and Anthropic Message Batches
-(the official SDK). `daydream.provider_batches` owns the rest (the durable batch ledger,
+(the official SDK). `daydream.batch` owns the rest (the durable batch ledger,
 splitting, polling, resubmission); a route that is not registered there has no batch mode.
 """
 

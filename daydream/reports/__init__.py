@@ -208,7 +208,8 @@ def write_cross_table(paths: Paths, name: str, cohort_id: str | None = None) -> 
     report = get(name)
     if report.group != CROSS:
         raise KeyError(f"{name!r} is not a cross-experiment table; use {CROSS_AGGREGATED} or {CROSS_PIVOT}")
-    return write_report(report, paths.cross_table(name, cohort_id), CrossContext(paths, cohort_id))
+    context = CrossContext(paths, cohort_id, paths.cross_table(CROSS_AGGREGATED, cohort_id))
+    return write_report(report, paths.cross_table(name, cohort_id), context)
 
 
 def write_cross_experiment_tables(paths: Paths, log_path: str | None = None,

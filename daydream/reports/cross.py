@@ -16,6 +16,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,7 +25,6 @@ from daydream import integrity, stages, store
 from daydream.columns import AGGREGATED_COLUMNS, CROSS_PIVOT_INDEX, CROSS_PIVOT_SEPARATOR, ESSAY_COLUMNS
 from daydream.experiment import load_templates
 from daydream.paths import ORIGINAL_METADATA_FILES, Paths
-from daydream.reports import CROSS_AGGREGATED
 from daydream.reports.concepts import ConceptNames, insert_concepts
 from daydream.reports.io import gen_dirs, read_aggregated, read_membership
 from daydream.reports.scores import (
@@ -176,10 +176,12 @@ def cohort_evaluation_ids(paths: Paths, cohort_id: str) -> list[str]:
 
 @dataclass(frozen=True)
 class CrossContext:
-    """The cross-experiment tables of the whole gens store, or of one cohort's evaluations."""
+    """The cross-experiment tables of the whole gens store, or of one cohort's evaluations;
+    `aggregated` is the aggregated table the pivot reads (the report registry names it)."""
 
     paths: Paths
     cohort_id: str | None = None
+    aggregated: Path | None = None
 
 
 # -- the builders the report registry names ------------------------------------------------------
@@ -193,5 +195,4 @@ def aggregated_table(ctx: CrossContext) -> pd.DataFrame:
 
 def pivot_table(ctx: CrossContext) -> pd.DataFrame:
     """The pivot of the aggregated table written beside it."""
-    aggregated = read_aggregated(ctx.paths.cross_table(CROSS_AGGREGATED, ctx.cohort_id))
-    return evaluation_scores_by_template_model(aggregated, evaluation_template_scales(ctx.paths))
+    return evaluation_scores_by_template_model(read_aggregated(ctx.aggregated), evaluation_template_scales(ctx.paths))

@@ -37,7 +37,10 @@ _STATE_SUFFIX = ".json"
 _REQUESTS_SUFFIX = ".requests.json"
 
 _THREAD_LOCK = threading.RLock()
+# Caches of what the folder holds, keyed by the folder and its modification time (every state
+# write is a rename into it): derived from the files, not run state.
 _HELD_CACHE: dict[str, tuple[int, dict]] = {}
+_LIVE_CACHE: dict[str, tuple[int, list]] = {}
 
 
 def new_local_id() -> str:
@@ -91,6 +94,30 @@ def all_states(paths: Paths) -> list[dict]:
 
 def live_states(paths: Paths) -> list[dict]:
     return [s for s in all_states(paths) if s["state"] in LIVE]
+
+
+def _stamp(paths: Paths) -> int | None:
+    try:
+        return paths.provider_batches_dir.stat().st_mtime_ns
+    except FileNotFoundError:
+        return None
+
+
+def live_requests(paths: Paths) -> tuple[int | None, list[tuple[dict, dict]]]:
+    """(the folder's stamp, [(state, request)] of every request a live batch holds): what the
+    budget guard counts as committed. Cached on the folder's modification time."""
+    stamp = _stamp(paths)
+    if stamp is None:
+        return None, []
+    with _THREAD_LOCK:
+        cached = _LIVE_CACHE.get(str(paths.provider_batches_dir))
+        if cached and cached[0] == stamp:
+            return stamp, cached[1]
+    found = [(state, request) for state in live_states(paths)
+             for request in read_requests(paths, state["local_id"]).values()]
+    with _THREAD_LOCK:
+        _LIVE_CACHE[str(paths.provider_batches_dir)] = (stamp, found)
+    return stamp, found
 
 
 def held(paths: Paths) -> dict[tuple[str, str], tuple[str, str]]:
