@@ -5,7 +5,6 @@ again, the batch price in metadata, and a run that submits and exits without an 
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -21,7 +20,7 @@ import pytest
 import yaml
 
 from daydream.paths import Paths
-from tests.conftest import REPO, SNAKEMAKE, run_workflow, write_cohort
+from tests.conftest import REPO, SNAKEMAKE, add_models, run_workflow, write_cohort
 from tests.openai_server import FakeOpenAIServer, bad_request, expire, server_error
 
 pytestmark = pytest.mark.e2e
@@ -33,19 +32,8 @@ IDS5 = ["default-mode-network", "exaptation", "weak-ties", "bisociation", "red-t
 def add_batch_models(data_root: Path, rows: list[dict]) -> None:
     """Loopback models in batch mode (route openai or anthropic), key from LOOP_API_KEY, priced
     by the row (USD 2 and 8 per million tokens direct, so half that in a batch)."""
-    path = Paths(data_root).models_csv
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        columns, existing = list(reader.fieldnames), list(reader)
-    columns += [c for c in ("api_key_env", "batch") if c not in columns]
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, restval="")
-        writer.writeheader()
-        writer.writerows(existing)
-        for row in rows:
-            writer.writerow({"model": "fake-model", "provider": "test", "display_name": row["id"], "route": "openai",
-                             "api_key_env": "LOOP_API_KEY", "batch": "true", "input_cost_per_mtok": "2",
-                             "output_cost_per_mtok": "8", **row})
+    add_models(data_root, [{"batch": "true", "input_cost_per_mtok": "2", "output_cost_per_mtok": "8", **row}
+                           for row in rows])
 
 
 def judged_cohort(cohorts_dir: Path, models: list[str], replicates: int, ids=IDS5) -> None:
