@@ -24,19 +24,13 @@ from daydream.reports.io import read_aggregated, read_table
 from daydream.reports.scores import scales_from_templates, task_scores
 from daydream.site import build_site, pages
 from daydream.site.compare import ALL_JUDGES, paired_comparisons
-from tests.conftest import REPO, run_workflow, write_cohort
+from tests.conftest import REPO, TINY_COHORT, run_workflow, write_cohort
 from tests.test_html_report import CHROMIUM, CHROMIUM_FLAGS, embedded_result, javascript_errors, needs_chromium
 
 pytestmark = pytest.mark.e2e
 
 COHORT = "judged"
-SPEC = {
-    "concepts": {"level": "paragraph", "k": 2, "ids": ["default-mode-network", "exaptation", "weak-ties"]},
-    "draft": {"templates": ["idea-sketch"], "models": ["offline_a"], "replicates": 1},
-    "essay": {"templates": ["essay-from-draft", "copy-draft"], "models": ["draft"], "replicates": 1},
-    "evaluation": {"templates": ["novelty-judge", "rigor-judge"], "models": ["offline_a", "offline_b"],
-                   "replicates": 2},
-}
+SPEC = {**TINY_COHORT, "evaluation": {**TINY_COHORT["evaluation"], "replicates": 2}}  # 2 judges x 2 rubrics x 2
 NAMES = {"default-mode-network": "Default Mode Network", "exaptation": "Exaptation", "weak-ties": "Strength of Weak Ties"}
 
 
