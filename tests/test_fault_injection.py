@@ -55,15 +55,17 @@ def words_as_tokens(monkeypatch):
     monkeypatch.setattr(pricing, "count_tokens", lambda row, settings, text, route=None: len(text.split()))
 
 
-def add_loop_model(data_root: Path, server: FakeOpenAIServer, model_id: str = "loop") -> None:
+def add_loop_model(data_root: Path, server: FakeOpenAIServer, model_id: str = "loop", **extra: str) -> None:
     path = data_root / "1_raw" / "llm_models.csv"
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         columns, rows = list(reader.fieldnames), list(reader)
+    columns += [c for c in extra if c not in columns]
+    rows = [{c: row.get(c) or "" for c in columns} for row in rows]
     rows.append({c: "" for c in columns} | {
         "id": model_id, "model": "fake-model", "provider": "test", "display_name": model_id, "route": "openai",
         "api_base": server.base_url, "input_cost_per_mtok": str(PRICES["input"]),
-        "output_cost_per_mtok": str(PRICES["output"])})
+        "output_cost_per_mtok": str(PRICES["output"]), **extra})
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
@@ -407,11 +409,13 @@ def test_a_failure_at_each_step_then_a_rerun_keeps_the_invariants(data_root, coh
     assert make(again, member) is None
     # 2: a reply paid for is never paid again (at most one request reached the provider in all).
     assert openai_server.request_count == 1
-    # 1: every reply the provider answered is in the call record, once, with its cost (a record
-    # lost with the step that writes it is the one exception: counted by the guard of that run).
+    # 1: every reply the provider answered is in the call record, once, with its cost (a line lost
+    # with the step that writes it is written by the rerun, from the saved reply, and only once).
     lines = [r for r in records(again) if r["outcome"] == "ok"]
-    assert len(lines) == (0 if step == "record call" and sent_first else 1)
-    assert all(r["cost_usd"] == pytest.approx(cost_of(usage)) for r in lines)
+    assert len(lines) == 1 and lines[0]["cost_usd"] == pytest.approx(cost_of(usage))
+    assert bool(lines[0].get("recovered")) == (step == "record call" and sent_first == 1)
+    assert make(rerun(again), member) is None and len(records(again)) == 1
+    assert spent(again) == pytest.approx(cost_of(usage))
     # 4: what is in the gens store is the paid reply and its parse.
     prompt = documents.document_prompt(again, member)
     saved = ledger.saved_reply(again.paths, member, prompt.sha256)
@@ -723,3 +727,205 @@ def test_a_batch_that_fails_validation_as_a_whole_is_resubmitted_and_collect_and
         assert ledger.saved_reply(runtime.paths, item.member, item.prompt.sha256) is not None
     paid = [r for r in records(runtime) if r["stage"] == "evaluation"]
     assert sorted(r["gen_id"] for r in paid) == sorted(items)
+
+
+# -- batch mode: a fault at each step of a batch round, then a rerun ---------------------------------
+BATCH_PRICES = {"input": PRICES["input"] / 2, "output": PRICES["output"] / 2}  # the row's, half in a batch
+
+
+def batch_runtime(data_root: Path, cohorts_dir: Path, server: FakeOpenAIServer, monkeypatch, cohort: dict = COHORT,
+                  **config) -> Runtime:
+    """The loopback model in batch mode (every stage it serves), key set, rounds that poll fast."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-loop")
+    add_loop_model(data_root, server, batch="true")
+    write_cohort(cohorts_dir, "tiny", cohort)
+    rt = Runtime({"data_root": str(data_root), "cohorts_dir": str(cohorts_dir), "cohorts": ["tiny"], **SETTINGS,
+                  "batch": {"poll_interval_s": 0.02, **config.pop("batch", {})}, **config})
+    cohorts.build_cohort(rt.paths, "tiny", rt.paths.cohort_file("tiny"))
+    return rt
+
+
+def stage_round(rt: Runtime, stage: str, members) -> dict:
+    """The round job of these documents, as the checkpoint `provider_batch` runs it; its record."""
+    from daydream.batch import gate as batch_gate
+    from daydream.batch import rounds
+
+    stage, round_id = batch_gate.register(rt, stage, [m.gen_id for m in members])
+    out = rt.paths.batch_round_path(rt.run.batches.run_id, stage, round_id)
+    rounds.write_round(rt, stage, rt.run.batches.run_id, round_id, str(out))
+    return json.loads(out.read_text())
+
+
+def batch_cost(usage: dict) -> float:
+    return (usage["prompt_tokens"] * BATCH_PRICES["input"] + usage["completion_tokens"] * BATCH_PRICES["output"]) / 1e6
+
+
+def check_paid_once(rt: Runtime, server: FakeOpenAIServer, members) -> float:
+    """Invariants 1-3 after a batch round: each document's reply saved, one `ok` line each in
+    llm_calls.jsonl at the batch price of its usage, with its batch's id; nothing left committed to
+    a batch in flight; each request sent to the provider once; no direct call. The total cost."""
+    from daydream.batch import ledger as batch_ledger
+
+    lines = [r for r in records(rt) if r["outcome"] == "ok" and r["stage"] == members[0].stage]
+    assert sorted(r["gen_id"] for r in lines) == sorted(m.gen_id for m in members)
+    for line in lines:
+        assert line["batch_id"] and line["call_id"] and line["cost_usd"] == pytest.approx(batch_cost(line["usage"]))
+    for member in members:
+        saved = ledger.saved_reply(rt.paths, member, documents.document_prompt(rt, member).sha256)
+        assert saved is not None
+    assert batch_ledger.live_requests(rt.paths)[1] == [], "no money left committed to a batch in flight"
+    assert server.custom_id_counts("openai") == {m.gen_id: 1 for m in members}, "each request sent once"
+    assert server.request_count == 0, "no direct call"
+    total = sum(r["cost_usd"] for r in lines)
+    assert spent(rt) == pytest.approx(total)
+    return total
+
+
+BATCH_STEPS = ["write requests", "submit", "record the submission", "poll", "download results", "save a reply",
+               "record a call", "mark collected", "write the round record"]
+
+
+def inject_batch(step: str, patched, fault: BaseException) -> None:
+    """`fault` raised at `step` of a batch round: a kill there is a kill between it and the step before.
+    Per-reply steps fail at the second reply, so the first one is whole."""
+    from daydream.batch import ledger as batch_ledger
+    from daydream.batch import rounds
+    from daydream.providers.openai_batch import OpenAIBatchProvider
+
+    def boom(*args, **kwargs):
+        raise fault
+
+    def second(real):
+        seen = []
+
+        def fails_second(*args, **kwargs):
+            seen.append(1)
+            if len(seen) == 2:
+                raise fault
+            return real(*args, **kwargs)
+        return fails_second
+
+    def state_write(state_name):
+        real = batch_ledger.write_state
+
+        def fails(paths, state):
+            if state["state"] == state_name:
+                raise fault
+            return real(paths, state)
+        return fails
+
+    if step == "write requests":
+        patched.setattr(batch_ledger, "write_requests", boom)
+    elif step == "submit":
+        patched.setattr(OpenAIBatchProvider, "submit", boom)
+    elif step == "record the submission":  # the provider made the batch; our record still says `preparing`
+        patched.setattr(batch_ledger, "write_state", state_write(batch_ledger.SUBMITTED))
+    elif step == "poll":
+        patched.setattr(OpenAIBatchProvider, "status", boom)
+    elif step == "download results":
+        patched.setattr(OpenAIBatchProvider, "results", boom)
+    elif step == "save a reply":
+        patched.setattr(ledger, "save_reply", second(ledger.save_reply))
+    elif step == "record a call":
+        patched.setattr(ledger, "record_call", second(ledger.record_call))
+    elif step == "mark collected":
+        patched.setattr(batch_ledger, "write_state", state_write(batch_ledger.COLLECTED))
+    elif step == "write the round record":
+        real = store.write_json_atomic
+        patched.setattr(store, "write_json_atomic", lambda path, data, **kw: boom() if "batch_rounds" in str(path)
+                        else real(path, data, **kw))
+    assert rounds  # imported for the patches' modules to be loaded
+
+
+@pytest.mark.parametrize("fault", [RuntimeError("injected"), Killed()], ids=["exception", "kill"])
+@pytest.mark.parametrize("step", BATCH_STEPS)
+def test_a_failure_at_each_step_of_a_batch_round_then_a_rerun_pays_each_reply_once_and_records_it_once(
+        data_root, cohorts_dir, openai_server, monkeypatch, step, fault):
+    rt = batch_runtime(data_root, cohorts_dir, openai_server, monkeypatch, budget_usd=10.0, budget_override=True)
+    members = drafts(rt)
+    with monkeypatch.context() as patched:
+        inject_batch(step, patched, fault)
+        with pytest.raises((Exception, Killed)):  # noqa: PT011 - any failure; the rerun must mend it
+            stage_round(rt, "draft", members)
+    first = rt.run.counters.snapshot()
+    again = rerun(rt)
+    record = stage_round(again, "draft", members)
+    assert record["documents"] == {m.gen_id: "collected" for m in members}
+    total = check_paid_once(again, openai_server, members)
+    assert openai_server.batches_created["openai"] == 1, "no batch submitted twice"
+    # The spend each run counted (its summary): every reply once, in the run that saved it.
+    second = again.run.counters.snapshot()
+    assert first["batch_cost_usd"] + second["batch_cost_usd"] == pytest.approx(total)
+    assert second["records_recovered"] == (1 if step == "record a call" else 0)
+    # The documents are made from the saved replies, with no call; a third run changes nothing.
+    for member in members:
+        assert make(again, member) is None
+    third = rerun(again)
+    stage_round(third, "draft", members)
+    assert check_paid_once(third, openai_server, members) == pytest.approx(total)
+
+
+# -- a kill between saving a reply and appending its call record --------------------------------------
+KILL_AFTER_SAVE = """
+import json, os, signal, sys
+from daydream import documents, ledger
+from daydream.runtime import Runtime
+
+real = ledger.record_call
+def killed(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)  # the reply is saved; its line is never written
+ledger.record_call = killed
+rt = Runtime(json.loads(sys.argv[1]))
+member = rt.membership.members("tiny", "draft")[0]
+documents.write_document(rt, member.stage, member.gen_id)
+"""
+
+
+@pytest.mark.parametrize("kill", ["SIGKILL", "BaseException"])
+def test_a_process_killed_between_saving_a_reply_and_recording_it_gets_its_line_once_on_the_rerun(
+        data_root, cohorts_dir, openai_server, monkeypatch, kill):
+    """Killed right after the reply is saved (a real SIGKILL of a subprocess, or a BaseException
+    injected in-process at that step): the rerun writes the missing call record line from the
+    saved reply (once: a third run writes none), pays nothing again, and the budget counts the
+    reply once, whether its guard read the spend after the line was written (the SIGKILL case:
+    the recovered document is made first) or before (the other: a call is admitted first)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    rt = loop_runtime(data_root, cohorts_dir, openai_server, budget_usd=10.0, budget_override=True)
+    usage = {"prompt_tokens": 50, "completion_tokens": 40, "total_tokens": 90}
+    openai_server.set_default(reply(usage=usage))
+    first, second = drafts(rt)[:2]
+    if kill == "SIGKILL":
+        killed = subprocess.run([sys.executable, "-c", KILL_AFTER_SAVE, json.dumps(rt.config)], cwd=REPO,
+                                capture_output=True, text=True, timeout=300)
+        assert killed.returncode == -9, killed.stderr
+    else:
+        with monkeypatch.context() as patched:
+            patched.setattr(ledger, "record_call", lambda *a, **k: (_ for _ in ()).throw(Killed()))
+            with pytest.raises(Killed):
+                documents.write_document(rt, first.stage, first.gen_id)
+    assert openai_server.request_count == 1 and records(rt) == []
+    prompt = documents.document_prompt(rt, first)
+    assert ledger.saved_reply(rt.paths, first, prompt.sha256) is not None
+    assert not rt.paths.raw_path(first.stage, first.gen_id).exists()
+
+    again = rerun(rt)
+    order = [first, second] if kill == "SIGKILL" else [second, first]
+    for member in order:
+        assert make(again, member) is None
+    assert openai_server.request_count == 2, "the saved reply is not paid for again"
+    lines = records(again)
+    assert sorted((r["gen_id"], bool(r.get("recovered"))) for r in lines) == sorted(
+        [(first.gen_id, True), (second.gen_id, False)])
+    assert spent(again) == pytest.approx(2 * cost_of(usage))
+    assert again.run.guard.status() == f"budget {plan.money(2 * cost_of(usage))} of {plan.money(10.0)}"
+    snap = again.run.counters.snapshot()
+    assert snap["records_recovered"] == 1 and snap["cost_usd"] == pytest.approx(cost_of(usage))
+    assert "1 call record(s) written for replies an earlier run saved" in progress.summary(
+        again, snap, True, again.run.guard.status())
+    rt.paths.raw_path(first.stage, first.gen_id).unlink()  # a third run reads the saved reply again
+    third = rerun(again)
+    assert make(third, first) is None and len(records(third)) == 2 and openai_server.request_count == 2
