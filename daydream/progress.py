@@ -287,7 +287,7 @@ def finish(rt: Runtime, ok: bool) -> None:
         reporter.join(timeout=5)
     snap = rt.run.counters.snapshot()
     if (sum(snap["made"].values()) or sum(snap["failed"].values()) or snap["calls_made"] or snap["batches_submitted"]
-            or snap["batch_replies"] or snap["records_recovered"]):
+            or snap["batch_replies"] or snap["records_recovered"] or _committed(rt)[0]):
         _emit(summary(rt, snap, ok, _budget_status(rt)))
     elif not rt.run.planning_only:
         what = "finished: no document needed making" if ok else "ended with failures before any document was made"

@@ -30,6 +30,7 @@ from tests.conftest import write_cohort
 from tests.openai_server import (
     FakeOpenAIServer,
     bad_request,
+    expire,
     hang,
     malformed,
     reply,
@@ -929,3 +930,212 @@ def test_a_process_killed_between_saving_a_reply_and_recording_it_gets_its_line_
     rt.paths.raw_path(first.stage, first.gen_id).unlink()  # a third run reads the saved reply again
     third = rerun(again)
     assert make(third, first) is None and len(records(third)) == 2 and openai_server.request_count == 2
+
+
+# -- batch mode: failed and expired lines, batches that fail as a whole ----------------------------------
+def first_time(chosen: set[str]):
+    """A batch rule's selector: these requests, the first time each is sent only."""
+    seen: set[str] = set()
+
+    def where(custom_id, body):
+        if custom_id in chosen and custom_id not in seen:
+            seen.add(custom_id)
+            return True
+        return False
+    return where
+
+
+def ok_lines(rt: Runtime, stage: str) -> list[dict]:
+    return [r for r in records(rt) if r["outcome"] == "ok" and r["stage"] == stage]
+
+
+BATCH_FAULTS = ["errored line 503", "errored line 400", "expired line", "batch failed validation",
+                "batch expired as a whole", "batch cancelled"]
+
+
+@pytest.mark.parametrize("fault", BATCH_FAULTS)
+def test_failed_lines_and_failed_batches_record_what_was_paid_release_the_budget_and_a_rerun_asks_only_for_the_rest(
+        data_root, cohorts_dir, openai_server, monkeypatch, fault):
+    """Each reply a batch returned is recorded once with its batch price and counted in the spend;
+    a request without a reply costs nothing and commits nothing once its batch has ended; the next
+    run submits again exactly the requests without a paid reply, and none twice."""
+    from daydream.batch import commands as batch_commands
+    from daydream.batch import ledger as batch_ledger
+
+    cancelled = fault == "batch cancelled"
+    rt = batch_runtime(data_root, cohorts_dir, openai_server, monkeypatch, budget_usd=10.0, budget_override=True,
+                       batch={"max_submissions": 1, "wait": not cancelled})
+    members = drafts(rt)
+    ids = {m.gen_id for m in members}
+    one = members[0].gen_id
+    if fault == "errored line 503":
+        openai_server.on_batch_request(server_error(503), where=first_time({one}))
+    elif fault == "errored line 400":
+        openai_server.on_batch_request(bad_request("prompt too long"), where=first_time({one}))
+    elif fault == "expired line":
+        openai_server.on_batch_request(expire(), where=first_time({one}))
+    elif fault == "batch failed validation":
+        openai_server.fail_batch_validation("Enqueued token limit reached.", code="token_limit_exceeded")
+    elif fault == "batch expired as a whole":
+        openai_server.on_batch_request(expire(), where=first_time(ids))
+    else:
+        openai_server.set_batch_timing(processing=2.0)
+    record = stage_round(rt, "draft", members)
+    if cancelled:  # scripts/batches.py cancel, part of the way through, then collect
+        import time
+
+        assert record["documents"] == dict.fromkeys(ids, "in_flight")
+        assert batch_ledger.live_requests(rt.paths)[1], "in flight: committed"
+        time.sleep(0.7)  # about one of the three requests is done by then (any number will do)
+        batch_commands.cancel(rt, [])
+        deadline = time.monotonic() + 20
+        while batch_ledger.live_states(rt.paths):
+            batch_commands.collect(rt)
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    paid = {m.gen_id for m in members
+            if ledger.saved_reply(rt.paths, m, documents.document_prompt(rt, m).sha256) is not None}
+    expected_paid = {"errored line 503": ids - {one}, "errored line 400": ids - {one}, "expired line": ids - {one},
+                     "batch failed validation": set(), "batch expired as a whole": set()}.get(fault, paid)
+    assert paid == expected_paid
+    lines = ok_lines(rt, "draft")
+    assert sorted(r["gen_id"] for r in lines) == sorted(paid), "each reply recorded once, nothing else"
+    assert all(r["cost_usd"] == pytest.approx(batch_cost(r["usage"])) for r in lines)
+    assert spent(rt) == pytest.approx(sum(r["cost_usd"] for r in lines))
+    assert rt.run.counters.snapshot()["batch_cost_usd"] == pytest.approx(spent(rt))
+    assert batch_ledger.live_requests(rt.paths)[1] == [], "the ended batch commits nothing"
+    if not cancelled:
+        assert {g for g, state in record["documents"].items() if state == "failed"} == ids - paid
+        errors = [json.loads(line) for line in rt.paths.llm_errors_jsonl.read_text().splitlines()] if ids - paid \
+            else []
+        assert sorted(e["gen_id"] for e in errors) == sorted(ids - paid)
+
+    openai_server.set_batch_timing(processing=0)
+    again = Runtime({**rt.config, "batch": {**rt.config["batch"], "max_submissions": 3, "wait": True}})
+    assert stage_round(again, "draft", members)["documents"] == dict.fromkeys(ids, "collected")
+    assert openai_server.custom_id_counts("openai") == {g: 1 if g in paid else 2 for g in ids}
+    total = check_paid_once_per_document(again, members)
+    assert rt.run.counters.snapshot()["batch_cost_usd"] + again.run.counters.snapshot()["batch_cost_usd"] == \
+        pytest.approx(total)
+
+
+def check_paid_once_per_document(rt: Runtime, members) -> float:
+    from daydream.batch import ledger as batch_ledger
+
+    lines = ok_lines(rt, members[0].stage)
+    assert sorted(r["gen_id"] for r in lines) == sorted(m.gen_id for m in members)
+    assert batch_ledger.live_requests(rt.paths)[1] == []
+    assert spent(rt) == pytest.approx(sum(r["cost_usd"] for r in lines))
+    return spent(rt)
+
+
+# -- batch mode: a failed parent holds back only its own children's requests ------------------------------
+BATCHED_STAGES = {**COHORT, "essay": {"templates": ["essay-from-draft"], "models": ["loop"], "replicates": 1},
+                  "evaluation": {"templates": ["novelty-judge"], "models": ["offline_b"], "replicates": 1}}
+
+
+def drive(rt: Runtime, stages=("draft", "essay")) -> dict[str, BaseException]:
+    """A run of the default target without Snakemake, as far as the batch gate goes: the gate
+    targets rounds; each round runs once its documents' parents are made (a round waits on every
+    parent of its documents, as in the DAG); the documents not held back are made; again until
+    nothing changes. The documents that failed, by gen_id."""
+    from daydream.batch import gate as batch_gate
+    from daydream.batch import rounds
+
+    failed: dict[str, BaseException] = {}
+    while True:
+        gate = batch_gate.gate(rt)
+        progressed = False
+        for (stage, round_id), gen_ids in list(rt.run.batches.rounds.items()):
+            out = rt.paths.batch_round_path(rt.run.batches.run_id, stage, round_id)
+            parents = [rt.membership.member(g).parent_gen_id for g in gen_ids]
+            if out.exists() or str(out) not in gate.rounds or any(p in failed for p in parents if p):
+                continue
+            if all(not p or rt.paths.parsed_path(stages[stages.index(stage) - 1], p).exists() for p in parents):
+                rounds.write_round(rt, stage, rt.run.batches.run_id, round_id, str(out))
+                progressed = True
+        for stage in stages:
+            for member in rt.membership.members("tiny", stage):
+                if member.gen_id in gate.blocked or member.gen_id in failed:
+                    continue
+                if rt.paths.parsed_path(stage, member.gen_id).exists():
+                    continue
+                if member.parent_gen_id and not rt.paths.parsed_path(
+                        stages[stages.index(stage) - 1], member.parent_gen_id).exists():
+                    continue
+                error = make(rt, member)
+                if error is not None:
+                    failed[member.gen_id] = error
+                progressed = True
+        if not progressed:
+            return failed
+
+
+PARENT_FAULTS = {"its batch request failed": bad_request("prompt too long"),
+                 "its reply is a refusal": reply("I cannot help with that.", finish_reason="content_filter"),
+                 "its reply is truncated": reply("A draft cut sh", finish_reason="length")}
+
+
+@pytest.mark.parametrize("fault", list(PARENT_FAULTS))
+def test_a_failed_draft_holds_back_only_its_own_essay_and_the_others_are_submitted_in_the_same_run(
+        data_root, cohorts_dir, openai_server, monkeypatch, fault):
+    """The probe: one failed draft held the next stage's whole batch back until the next run."""
+    rt = batch_runtime(data_root, cohorts_dir, openai_server, monkeypatch, cohort=BATCHED_STAGES,
+                       batch={"max_submissions": 1})
+    draft_ids = [m.gen_id for m in drafts(rt)]
+    bad = draft_ids[0]
+    essays = {m.parent_gen_id: m.gen_id for m in rt.membership.members("tiny", "essay")}
+    openai_server.on_batch_request(PARENT_FAULTS[fault], where=first_time({bad}))
+    failed = drive(rt)
+    assert set(failed) == {bad}, failed
+    made = {g for g in essays.values() if rt.paths.parsed_path("essay", g).exists()}
+    assert made == {essays[d] for d in draft_ids[1:]}, "the other essays are made in the same run"
+    counts = openai_server.custom_id_counts("openai")
+    assert essays[bad] not in counts and all(counts[essays[d]] == 1 for d in draft_ids[1:])
+    assert openai_server.batches_created["openai"] == 2  # the drafts', then the essays'
+    assert sorted(r["gen_id"] for r in ok_lines(rt, "essay")) == sorted(made)
+
+    # The next run: a draft without a paid reply is asked again (and its essay follows); a paid
+    # draft that cannot be parsed is never paid again, and its essay is never sent.
+    again = rerun(rt)
+    failed = drive(again)
+    counts = openai_server.custom_id_counts("openai")
+    if fault == "its batch request failed":
+        assert failed == {} and counts[bad] == 2 and counts[essays[bad]] == 1
+    else:
+        assert set(failed) == {bad} and counts[bad] == 1 and essays[bad] not in counts
+    assert all(n <= 2 for n in counts.values()) and set(counts.values()) <= {1, 2}
+    assert len(ok_lines(again, "draft")) == len(set(r["gen_id"] for r in ok_lines(again, "draft")))
+
+
+# -- batch mode: the summary shows the spend ----------------------------------------------------------------
+def test_the_summary_of_a_batch_run_shows_its_spend_and_an_interrupted_one_what_is_committed(
+        data_root, cohorts_dir, openai_server, monkeypatch, capsys):
+    rt = batch_runtime(data_root, cohorts_dir, openai_server, monkeypatch)
+    members = drafts(rt)
+    stage_round(rt, "draft", members)
+    for member in members:
+        assert make(rt, member) is None
+    cost = sum(r["cost_usd"] for r in ok_lines(rt, "draft"))
+    assert cost > 0
+    progress.finish(rt, True)
+    text = capsys.readouterr().err
+    assert f"cost {plan.money(cost)}" in text
+    assert f"provider batches: 1 submitted (3 requests), 3 replies collected for {plan.money(cost)}" in text
+
+    # Interrupted while its batch is in flight: nothing collected, the money committed shown.
+    openai_server.set_batch_timing(processing=600)
+    later = Runtime({**rt.config, "batch": {**rt.config["batch"], "wait": False}})
+    evaluations = [m for m in later.membership.members("tiny", "evaluation")]
+    for member in later.membership.members("tiny", "essay"):
+        assert make(later, member) is None  # copies of the drafts: no call
+    later.run.counters.reset()  # as `onstart` does
+    stage_round(later, "evaluation", evaluations)
+    progress.finish(later, False)
+    text = capsys.readouterr().err
+    assert f"provider batches: 1 submitted ({len(evaluations)} requests), 0 replies collected for $0.0000" in text
+    assert f"{len(evaluations)} requests still in flight, up to $" in text and "committed" in text
+    reattached = Runtime(dict(later.config))  # the next run, stopped while it waits: nothing submitted
+    stage_round(reattached, "evaluation", evaluations)
+    progress.finish(reattached, False)
+    assert f"{len(evaluations)} requests still in flight, up to $" in capsys.readouterr().err
