@@ -383,16 +383,23 @@ def keep_reply(rt: Runtime, member: Member, prompt: Prompt, done: calls.Completi
     once (`_record_once`)."""
     saved: Path | None = None
     failure: BaseException | None = None
-    call_id = call_id or new_call_id(prompt)
+    fresh, call_id = call_id is None, call_id or new_call_id(prompt)
+
+    def record() -> None:  # a new call id has no line yet: no need to look
+        if fresh:
+            record_call(rt, member, done, call_id=call_id, **extra)
+        else:
+            _record_once(rt, member, done, call_id, **extra)
+
     try:  # first: a paid reply is on disk before anything else
         saved = save_reply(rt.paths, member, prompt, done, call_id, extra)
     except ReplyNotKept as error:
         failure = error
     except BaseException:  # the run is stopping: its call is still recorded
-        _record_once(rt, member, done, call_id, **extra)
+        record()
         raise
     try:
-        _record_once(rt, member, done, call_id, **extra)
+        record()
     except OSError as error:
         log.error("%s: its call (cost_usd=%s, usage=%s) could not be recorded in %s: %s", member.gen_id,
                   done.cost_usd, done.usage, rt.paths.llm_calls_jsonl, error.strerror or error)

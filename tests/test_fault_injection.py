@@ -770,7 +770,7 @@ def check_paid_once(rt: Runtime, server: FakeOpenAIServer, members) -> float:
     lines = [r for r in records(rt) if r["outcome"] == "ok" and r["stage"] == members[0].stage]
     assert sorted(r["gen_id"] for r in lines) == sorted(m.gen_id for m in members)
     for line in lines:
-        assert line["batch_id"] and line["call_id"] and line["cost_usd"] == pytest.approx(batch_cost(line["usage"]))
+        assert line["batch_id"] and line["cost_usd"] == pytest.approx(batch_cost(line["usage"]))
     for member in members:
         saved = ledger.saved_reply(rt.paths, member, documents.document_prompt(rt, member).sha256)
         assert saved is not None
@@ -856,8 +856,8 @@ def test_a_failure_at_each_step_of_a_batch_round_then_a_rerun_pays_each_reply_on
     assert openai_server.batches_created["openai"] == 1, "no batch submitted twice"
     # The spend each run counted (its summary): every reply once, in the run that saved it.
     second = again.run.counters.snapshot()
-    assert first["batch_cost_usd"] + second["batch_cost_usd"] == pytest.approx(total)
-    assert second["records_recovered"] == (1 if step == "record a call" else 0)
+    assert first.get("batch_cost_usd", 0.0) + second.get("batch_cost_usd", 0.0) == pytest.approx(total)
+    assert second.get("records_recovered") == (1 if step == "record a call" else 0)
     # The documents are made from the saved replies, with no call; a third run changes nothing.
     for member in members:
         assert make(again, member) is None
@@ -1002,7 +1002,7 @@ def test_failed_lines_and_failed_batches_record_what_was_paid_release_the_budget
     assert sorted(r["gen_id"] for r in lines) == sorted(paid), "each reply recorded once, nothing else"
     assert all(r["cost_usd"] == pytest.approx(batch_cost(r["usage"])) for r in lines)
     assert spent(rt) == pytest.approx(sum(r["cost_usd"] for r in lines))
-    assert rt.run.counters.snapshot()["batch_cost_usd"] == pytest.approx(spent(rt))
+    assert rt.run.counters.snapshot().get("batch_cost_usd", 0.0) == pytest.approx(spent(rt))
     assert batch_ledger.live_requests(rt.paths)[1] == [], "the ended batch commits nothing"
     if not cancelled:
         assert {g for g, state in record["documents"].items() if state == "failed"} == ids - paid
@@ -1015,8 +1015,8 @@ def test_failed_lines_and_failed_batches_record_what_was_paid_release_the_budget
     assert stage_round(again, "draft", members)["documents"] == dict.fromkeys(ids, "collected")
     assert openai_server.custom_id_counts("openai") == {g: 1 if g in paid else 2 for g in ids}
     total = check_paid_once_per_document(again, members)
-    assert rt.run.counters.snapshot()["batch_cost_usd"] + again.run.counters.snapshot()["batch_cost_usd"] == \
-        pytest.approx(total)
+    assert rt.run.counters.snapshot().get("batch_cost_usd", 0.0) + \
+        again.run.counters.snapshot().get("batch_cost_usd", 0.0) == pytest.approx(total)
 
 
 def check_paid_once_per_document(rt: Runtime, members) -> float:

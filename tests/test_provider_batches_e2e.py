@@ -310,7 +310,7 @@ def test_a_draft_whose_batch_request_fails_holds_back_only_its_own_essay(tmp_pat
         add_batch_models(data_root, [{"id": "loop_writer", "api_base": server.base_url}])
         write_cohort(cohorts_dir, "judged", {
             "concepts": {"level": "paragraph", "k": 2, "ids": IDS5[:3]},
-            "draft": {"templates": ["idea-sketch"], "models": ["loop_writer"]},
+            "draft": {"templates": ["links-brainstorm"], "models": ["loop_writer"]},
             "essay": {"templates": ["essay-from-draft"], "models": ["loop_writer"]},
             "evaluation": {"templates": ["novelty-judge"], "models": ["offline_b"]},
         })
