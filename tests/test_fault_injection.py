@@ -8,7 +8,11 @@
 
 Two walks: every kind of provider reply (`test_each_kind_of_reply_...`), and a failure injected
 at every step of a document job followed by a rerun (`test_a_failure_at_each_step_...`).
-Documents are made with `documents.write_document` on a Runtime, as the rule does.
+Documents are made with `documents.write_document` on a Runtime, as the rule does. Batch mode
+has its own (at the end): a failure at each step of a batch round then a rerun, failed and
+expired lines and batches that fail, expire or are cancelled as a whole, a failed parent, the
+batch run's summary, and a kill between saving a reply and recording it. Rounds run in-process
+(`rounds.write_round`, as the checkpoint does) against the loopback server's batch API.
 """
 
 from __future__ import annotations
