@@ -156,23 +156,40 @@ def _parse_failure(rt: Runtime, member: Member, parser: str, reason: str, raw: s
 def parse_reply(rt: Runtime, member: Member, template: Template, meta: dict, raw: str) -> str:
     """The parsed text of a reply; a refused, empty, truncated or unparsable reply fails with
     the reason (its reply stays saved: a rerun does not pay for it again)."""
+    parsed, reason = _parsed(rt, member, template, meta, raw)
+    if reason is not None:
+        raise _parse_failure(rt, member, template.parser, reason, raw)
+    return parsed
+
+
+def reply_fails(rt: Runtime, member: Member, done: Completion) -> str | None:
+    """Why a document whose reply is `done` cannot be made (the reason its job would fail on), or
+    None: asked before the job runs (`batch.gate`: a parent that fails holds back only its own
+    children's batch requests). Writes nothing."""
+    template = rt.template(member)
+    max_tokens = done.max_tokens if done.max_tokens is not None else rt.settings.stage(member.stage).max_tokens
+    meta = {"mode": template.generator, "finish_reason": done.finish_reason, "usage": done.usage,
+            "max_tokens": max_tokens, "truncated": template.generator != "copy" and done.truncated(max_tokens)}
+    return _parsed(rt, member, template, meta, done.text)[1]
+
+
+def _parsed(rt: Runtime, member: Member, template: Template, meta: dict, raw: str) -> tuple[str, str | None]:
+    """(the parsed text, None), or ("", why the reply does not parse)."""
     finish = meta.get("finish_reason")
     if meta.get("mode") != "copy" and (finish in http_errors.REFUSAL_FINISH_REASONS
                                        or (not raw.strip() and finish != "length")):
         what = "refused the prompt" if finish in http_errors.REFUSAL_FINISH_REASONS else "sent a reply without text"
-        raise _parse_failure(rt, member, template.parser, (
-            f"the provider {what} (finish_reason={finish}); it was paid for and is kept, so a rerun does not "
-            f"send the prompt again: change the prompt or the model and regenerate it on purpose "
-            f"(python scripts/regenerate.py --data-root {rt.paths.data_root} {member.gen_id})"), raw)
+        return "", (f"the provider {what} (finish_reason={finish}); it was paid for and is kept, so a rerun does not "
+                    f"send the prompt again: change the prompt or the model and regenerate it on purpose "
+                    f"(python scripts/regenerate.py --data-root {rt.paths.data_root} {member.gen_id})")
     if meta.get("truncated"):
-        raise _parse_failure(rt, member, template.parser, (
-            f"the reply was truncated (finish_reason={meta.get('finish_reason')}, "
-            f"{meta.get('usage', {}).get('completion_tokens')} completion tokens, max_tokens="
-            f"{meta.get('max_tokens')}); raise llm.stages.{member.stage}.max_tokens and regenerate it"), raw)
+        return "", (f"the reply was truncated (finish_reason={meta.get('finish_reason')}, "
+                    f"{(meta.get('usage') or {}).get('completion_tokens')} completion tokens, max_tokens="
+                    f"{meta.get('max_tokens')}); raise llm.stages.{member.stage}.max_tokens and regenerate it")
     try:
         parsed = parsers.parse(member.stage, template.parser, raw, score_min=template.score_min,
                                score_max=template.score_max)
         parsers.check_min_lines(member.stage, parsed, parsers.min_lines(rt.config, member.stage))
-        return parsed
     except parsers.ParseError as error:
-        raise _parse_failure(rt, member, template.parser, error.reason, raw) from error
+        return "", error.reason
+    return parsed, None

@@ -16,11 +16,16 @@ run's budget guard admits it (`Run.spend`, the Run of the Runtime: no call that 
 budget), never for a request a provider batch holds (`batch.policy.refuse_direct_call`), and
 only when the data root has room to keep its reply (`check_room`, `min_free_mb`).
 
-Every reply a provider answered becomes a record here, and only here (`_keep_reply`,
+Every reply a provider answered becomes a record here, and only here (`keep_reply`,
 `_record_attempt`): its cost is counted by the run's guard first (in memory, `Run.paid`), then
 the reply is saved (`save_reply`: its document's ledger, else a spill file, `Paths.spill_paths`,
 which `saved_reply` finds and moves back on the next run), then its line is appended to
-`llm_calls.jsonl` (`record_call`), each step tried whatever the one before did. That includes
+`llm_calls.jsonl` (`record_call`), each step tried whatever the one before did. The saved reply
+carries its call's `call_id` and what its line needs besides the reply (`call_record`: a
+provider batch's ids), and the line carries the same `call_id`: a run stopped between the two
+writes (a kill) leaves a reply without its line, which the next run that reads the reply
+(`answer`, a batch round collecting it) appends once, marked `recovered` (`recover_record`;
+`recorded_call_ids` reads the call record incrementally). That includes
 the failed attempts a provider may have billed (`calls.Attempt`: a reply without text, a
 refusal, a malformed 200 body, a timeout), recorded the moment they come back with `outcome:
 failed` and their usage (`cost_usd_max` when the cost is unknown: the call's high estimate),
@@ -35,7 +40,9 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import shutil
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -78,6 +85,8 @@ def now_iso() -> str:
 
 # Keys of a saved reply besides the Completion's fields: what was sent.
 PROMPT_KEYS = ("prompt", "prompt_sha256", "prompt_sources", "saved_at")
+# ... and what its line of llm_calls.jsonl needs besides the reply (`recover_record`).
+RECORD_KEYS = ("call_id", "call_record")
 
 
 @dataclass(frozen=True)
@@ -88,6 +97,7 @@ class Answer:
     prompt: Prompt
     completion: calls.Completion
     source: str
+    record: dict | None = None  # the saved reply record it came from (`saved`, `restored`)
 
 
 def read_record(path: Path) -> dict:
@@ -116,9 +126,15 @@ def saved_reply(paths: Paths, member: Member, prompt_sha256: str) -> calls.Compl
     """The reply saved for exactly this prompt of the document, or None. A reply that was
     spilled (its ledger could not be written when it came back) is found too, and moved back
     into the ledger when it can be."""
+    record = saved_record(paths, member, prompt_sha256)
+    return None if record is None else _completion(record)
+
+
+def saved_record(paths: Paths, member: Member, prompt_sha256: str) -> dict | None:
+    """The saved reply record of exactly this prompt (as `saved_reply`), or None."""
     path = paths.reply_path(member.stage, member.gen_id, prompt_sha256)
     if path.exists():
-        return _completion(read_record(path))
+        return read_record(path)
     for spill in paths.spill_paths(member.stage, member.gen_id, prompt_sha256):
         if spill.is_file():
             record = read_record(spill)
@@ -130,23 +146,38 @@ def saved_reply(paths: Paths, member: Member, prompt_sha256: str) -> calls.Compl
             else:
                 spill.unlink(missing_ok=True)
                 log.warning("%s: its paid reply was moved from %s back into %s", member.gen_id, spill, path)
-            return _completion(record)
+            return record
     return None
 
 
+def saved_completion(record: dict) -> calls.Completion:
+    """The reply of a saved reply record (`read_record`)."""
+    return _completion(record)
+
+
 def _completion(record: dict) -> calls.Completion:
-    return calls.Completion(**{k: v for k, v in record.items() if k not in PROMPT_KEYS})
+    return calls.Completion(**{k: v for k, v in record.items() if k not in PROMPT_KEYS + RECORD_KEYS})
 
 
-def save_reply(paths: Paths, member: Member, prompt: Prompt, done: calls.Completion) -> Path:
+def new_call_id(prompt: Prompt) -> str:
+    """The id that ties a saved reply to its line of llm_calls.jsonl."""
+    return f"{prompt.sha256[:16]}-{secrets.token_hex(6)}"
+
+
+def save_reply(paths: Paths, member: Member, prompt: Prompt, done: calls.Completion, call_id: str | None = None,
+               call_record: dict | None = None) -> Path:
     """Save a paid reply with the prompt it answers (atomic, fsync): the record of what was
     sent and what came back. Every path that pays for a reply (a direct call, a cluster batch,
     a provider batch) saves it here before anything else is written. When its ledger cannot be
     written (a full disk, a read-only folder) it goes to the first spill file that can be
-    (`Paths.spill_paths`; returned, and named in a warning); ReplyNotKept when none can."""
+    (`Paths.spill_paths`; returned, and named in a warning); ReplyNotKept when none can.
+    `call_id` (with `call_record`, the extra keys of its line) is the id of its line in
+    llm_calls.jsonl, written next; None for a reply whose line was written before it."""
     path = paths.reply_path(member.stage, member.gen_id, prompt.sha256)
     record = {**done.__dict__, "prompt": prompt.text, "prompt_sha256": prompt.sha256,
               "prompt_sources": prompt.sources, "saved_at": now_iso()}
+    if call_id is not None:
+        record.update(call_id=call_id, call_record=call_record or {})
     # On disk before the gens files, even across a power cut; the offline model's replies cost
     # nothing and come again the same, so they skip the fsync (a cost of every offline document).
     fsync = not done.model.startswith(f"{OFFLINE_ROUTE}/")
@@ -231,7 +262,76 @@ def restore_earlier(paths: Paths, member: Member, prompt_sha256: str) -> Answer 
             f"run: python scripts/regenerate.py --data-root {paths.data_root} {member.gen_id}")
     record = max(kept, key=lambda r: r.get("saved_at", ""))
     paid = Prompt(record["prompt"], record["prompt_sha256"], record.get("prompt_sources") or {})
-    return Answer(paid, _completion(record), "restored")
+    return Answer(paid, _completion(record), "restored", record)
+
+
+# -- a saved reply without its line in llm_calls.jsonl ----------------------------------------------
+_RECORDED_LOCK = threading.Lock()
+# The call ids in each call record file read so far and the offset read up to: derived from the
+# file (read on from there when it has grown, again from the start when it has shrunk).
+_RECORDED: dict[str, tuple[int, set[str]]] = {}
+
+
+def recorded_call_ids(path: Path) -> set[str]:
+    """Every `call_id` of the call record at `path` (the caller holds `_RECORDED_LOCK`). Only
+    what was appended since the last look is read; a last line not ended yet is read later."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        _RECORDED.pop(str(path), None)
+        return set()
+    offset, ids = _RECORDED.get(str(path), (0, set()))
+    if size < offset:
+        offset, ids = 0, set()
+    if size > offset:
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            data = handle.read(size - offset)
+        ended = data.rfind(b"\n") + 1
+        for line in data[:ended].splitlines():
+            if b'"call_id"' in line:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue  # a torn line: `run.recorded_spend` names it
+                if isinstance(record, dict) and record.get("call_id"):
+                    ids.add(str(record["call_id"]))
+        offset += ended
+    _RECORDED[str(path)] = (offset, ids)
+    return ids
+
+
+def is_recorded(paths: Paths, call_id: str) -> bool:
+    """Whether llm_calls.jsonl has the line of the call `call_id`."""
+    with _RECORDED_LOCK:
+        return call_id in recorded_call_ids(paths.llm_calls_jsonl)
+
+
+def _record_once(rt: Runtime, member: Member, done: calls.Completion, call_id: str, **extra) -> bool:
+    """The call's line in llm_calls.jsonl unless it has one (a provider batch's reply read again
+    after a stop: its call id is the batch's and the request's); True when written now."""
+    with _RECORDED_LOCK:
+        if call_id in recorded_call_ids(rt.paths.llm_calls_jsonl):
+            return False
+        record_call(rt, member, done, call_id=call_id, **extra)
+        return True
+
+
+def recover_record(rt: Runtime, member: Member, record: dict) -> bool:
+    """A saved reply whose line of llm_calls.jsonl is missing (a run stopped between saving it
+    and recording it): its line is appended now, once, marked `recovered`, and its cost counted
+    by the budget guard (`Run.recovered`). True when it was missing. A reply saved without a
+    `call_id` (its line was written first, or it was saved before call ids) is left as it is."""
+    call_id = record.get("call_id")
+    if not call_id:
+        return False
+    done = _completion(record)
+    if not _record_once(rt, member, done, call_id, recovered=True, **(record.get("call_record") or {})):
+        return False
+    log.warning("%s: its paid reply (%s) had no line in %s (a run stopped between saving and recording it); "
+                "the line is written now", member.gen_id, call_id, rt.paths.llm_calls_jsonl)
+    rt.run.recovered(member, done)
+    return True
 
 
 def record_failure(rt: Runtime, member: Member, error: calls.LLMCallError) -> None:
@@ -273,20 +373,33 @@ def _failed_reply(attempt: calls.Attempt) -> calls.Completion:
                             attempt.max_tokens)
 
 
-def _keep_reply(rt: Runtime, member: Member, prompt: Prompt, done: calls.Completion, **extra) -> Path:
-    """A paid reply: saved (or spilled), then its line in llm_calls.jsonl; both are tried
-    whatever the other did, and the first failure is raised after (naming the document)."""
+def keep_reply(rt: Runtime, member: Member, prompt: Prompt, done: calls.Completion, call_id: str | None = None,
+               **extra) -> Path:
+    """A paid reply: saved (or spilled) with its call id, then its line in llm_calls.jsonl (with
+    `extra`: a provider batch's ids); both are tried whatever the other did, and the first
+    failure is raised after (naming the document). A stop between the two is mended by the next
+    run that reads the reply (`recover_record`). `call_id` (a new one by default) names the line:
+    a provider batch's reply has one of its own, so a reply read again after a stop is recorded
+    once (`_record_once`)."""
     saved: Path | None = None
     failure: BaseException | None = None
-    try:
-        saved = save_reply(rt.paths, member, prompt, done)  # first: a paid reply is on disk before anything else
+    fresh, call_id = call_id is None, call_id or new_call_id(prompt)
+
+    def record() -> None:  # a new call id has no line yet: no need to look
+        if fresh:
+            record_call(rt, member, done, call_id=call_id, **extra)
+        else:
+            _record_once(rt, member, done, call_id, **extra)
+
+    try:  # first: a paid reply is on disk before anything else
+        saved = save_reply(rt.paths, member, prompt, done, call_id, extra)
     except ReplyNotKept as error:
         failure = error
     except BaseException:  # the run is stopping: its call is still recorded
-        record_call(rt, member, done, **extra)
+        record()
         raise
     try:
-        record_call(rt, member, done, **extra)
+        record()
     except OSError as error:
         log.error("%s: its call (cost_usd=%s, usage=%s) could not be recorded in %s: %s", member.gen_id,
                   done.cost_usd, done.usage, rt.paths.llm_calls_jsonl, error.strerror or error)
@@ -301,12 +414,14 @@ def _keep_reply(rt: Runtime, member: Member, prompt: Prompt, done: calls.Complet
 
 def answer(rt: Runtime, member: Member, prompt: Prompt) -> Answer:
     """The reply to a document's prompt: saved, restored or called (see the module's docstring)."""
-    saved = saved_reply(rt.paths, member, prompt.sha256)
-    if saved is not None:
+    record = saved_record(rt.paths, member, prompt.sha256)
+    if record is not None:
         log.info("reusing saved reply gen_id=%s, no call made", member.gen_id)
-        return Answer(prompt, saved, "saved")
+        recover_record(rt, member, record)
+        return Answer(prompt, _completion(record), "saved", record)
     restored = restore_earlier(rt.paths, member, prompt.sha256)
     if restored is not None:
+        recover_record(rt, member, restored.record)
         log.warning("%s: its prompt changed since it was paid for; the paid prompt and reply are kept, no call "
                     "made (listed in %s; regenerate it on purpose with scripts/regenerate.py)",
                     member.gen_id, rt.paths.stale_generations_csv)
@@ -327,6 +442,6 @@ def answer(rt: Runtime, member: Member, prompt: Prompt) -> Answer:
             record_failure(rt, member, error)
             raise
         rt.run.paid(ticket, done)  # counted first: in memory, it cannot fail
-        _keep_reply(rt, member, prompt, done)
+        keep_reply(rt, member, prompt, done)
     rehearsal.note_rehearsal(rt, member)
     return Answer(prompt, done, "called")

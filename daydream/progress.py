@@ -7,7 +7,9 @@ calls, tokens and cost of every spend (`Run.spend`). This module only reads them
 only) resets the counters and starts a thread that prints a line every `progress_interval_s`
 seconds: documents done / failed / running per stage, calls and calls per second, tokens,
 spend (and the tightest budget), and an ETA. `finish` (`onsuccess:` / `onerror:`) prints the
-summary: documents, calls, failures and where each kind is recorded, tokens, cost, wall time.
+summary: documents, calls, failures and where each kind is recorded, tokens, cost, wall time;
+a run with provider batches adds what it submitted and collected (their cost is in the cost,
+`Run.batch_paid`) and the money still committed to batches in flight.
 The line and the summary are meant for the person at the terminal: this module prints them to
 stderr on purpose.
 
@@ -27,10 +29,11 @@ import time
 from collections import Counter
 
 from daydream import stages
+from daydream.batch import ledger as batch_ledger
 from daydream.budget import planning_only
 from daydream.paths import GEN_FILES
 from daydream.pricing import money
-from daydream.run import BUDGET
+from daydream.run import BUDGET, batch_request_high
 from daydream.runtime import Runtime, terminal_shows_info
 
 _SNAKEMAKE_LOGGER = "snakemake.logging"
@@ -139,6 +142,14 @@ def summary(rt: Runtime, snap: dict, ok: bool, budget_status: str | None, now: f
         f"{sources['copy']:,} copies, {sources['saved']:,} saved and {sources['restored']:,} restored replies",
         f"  {_tokens(snap)}; cost {_cost(snap)}" + (f"; {budget_status}" if budget_status else ""),
     ]
+    if snap.get("batches_submitted") or snap.get("batch_replies") or _committed(rt):
+        lines.append(f"  provider batches: {snap['batches_submitted']:,} submitted ({snap['batch_requests']:,} requests), "
+                     f"{snap['batch_replies']:,} replies collected for {money(snap['batch_cost_usd'])} at batch "
+                     f"prices (in the cost above)" + _in_flight(rt))
+    if snap.get("records_recovered"):
+        lines.append(f"  {snap['records_recovered']:,} call record(s) written for replies an earlier run saved and did "
+                     f"not record (it was stopped in between): {money(snap['recovered_usd'])}, spent then, not in "
+                     f"the cost above; see {rt.paths.llm_calls_jsonl}")
     if snap.get("billed_failures"):
         lines.append(f"  {snap['billed_failures']:,} failed attempt(s) may have been billed (no text, a refusal, "
                      f"a reply never read): counted in the cost above and recorded in {rt.paths.llm_calls_jsonl}")
@@ -156,6 +167,20 @@ def summary(rt: Runtime, snap: dict, ok: bool, budget_status: str | None, now: f
                      f"{rt.paths.parse_errors_jsonl}, each document's log under {rt.paths.data_root / 'logs'}, "
                      "and Snakemake's complete log (named below)")
     return "\n".join(lines + results(rt))
+
+
+def _committed(rt: Runtime) -> tuple[int, float]:
+    """Requests of provider batches still in flight, and their high estimate in USD."""
+    live = batch_ledger.live_requests(rt.paths)[1]
+    return len(live), sum(batch_request_high(rt, state, request) for state, request in live)
+
+
+def _in_flight(rt: Runtime) -> str:
+    requests, usd = _committed(rt)
+    if not requests:
+        return ""
+    return (f"; {requests:,} requests still in flight, up to {money(usd)} committed (collected by the next run: "
+            f"python scripts/batches.py list --data-root {rt.paths.data_root})")
 
 
 def results(rt: Runtime) -> list[str]:
@@ -261,7 +286,8 @@ def finish(rt: Runtime, ok: bool) -> None:
         reporter.stopped.set()
         reporter.join(timeout=5)
     snap = rt.run.counters.snapshot()
-    if sum(snap["made"].values()) or sum(snap["failed"].values()) or snap["calls_made"]:
+    if (sum(snap["made"].values()) or sum(snap["failed"].values()) or snap["calls_made"] or snap["batches_submitted"]
+            or snap["batch_replies"] or snap["records_recovered"] or _committed(rt)[0]):
         _emit(summary(rt, snap, ok, _budget_status(rt)))
     elif not rt.run.planning_only:
         what = "finished: no document needed making" if ok else "ended with failures before any document was made"

@@ -30,7 +30,8 @@ on the Run.
 
 Observers (`observe`) are told of the run's events, by method name: `document_started`,
 `document_made`, `document_failed`, `call_started`, `call_paid`, `attempt_billed`, `call_ended`,
-`call_refused`, `budget_stopped`. The counters are the first observer.
+`call_refused`, `budget_stopped`, `batch_submitted`, `batch_reply_paid`, `record_recovered`. The
+counters are the first observer.
 """
 
 from __future__ import annotations
@@ -470,6 +471,12 @@ class Counters:
             self.cached_tokens = 0  # prompt tokens read from a provider's cache, and what that saved
             self.cache_saved_usd = 0.0
             self.budget_stop: str | None = None
+            self.batches_submitted = 0  # provider batches: submitted, their requests, the replies collected
+            self.batch_requests = 0
+            self.batch_replies = 0
+            self.batch_cost_usd = 0.0
+            self.records_recovered = 0  # saved replies of earlier runs whose call record line was written now
+            self.recovered_usd = 0.0
 
     # documents
     def document_started(self, stage: str) -> None:
@@ -525,6 +532,32 @@ class Counters:
             else:
                 self.cost_usd += float(cost)
 
+    def batch_submitted(self, stage: str, requests: int) -> None:
+        with self._lock:
+            self.batches_submitted += 1
+            self.batch_requests += requests
+
+    def batch_reply_paid(self, stage: str, done) -> None:
+        """A provider batch's reply was collected: its tokens and cost (batch prices) count in the
+        run's spend, as a direct call's do."""
+        usage = done.usage or {}
+        with self._lock:
+            self.batch_replies += 1
+            self.prompt_tokens += usage.get("prompt_tokens") or 0
+            self.completion_tokens += usage.get("completion_tokens") or 0
+            if done.cost_usd is None:
+                self.unknown_cost_calls += 1
+            else:
+                self.cost_usd += float(done.cost_usd)
+                self.batch_cost_usd += float(done.cost_usd)
+
+    def record_recovered(self, stage: str, done) -> None:
+        """A reply an earlier run paid for and saved got its missing call record line now (not
+        this run's spend)."""
+        with self._lock:
+            self.records_recovered += 1
+            self.recovered_usd += float(done.cost_usd or 0.0)
+
     def call_ended(self, stage: str, paid: bool) -> None:
         with self._lock:
             self.calls_in_flight -= 1
@@ -556,6 +589,7 @@ class BatchRounds:
     round_of: dict[str, tuple[str, str]] = field(default_factory=dict)  # gen_id -> (stage, round)
     outcomes: dict[str, tuple[str, str]] = field(default_factory=dict)  # gen_id -> (state, reason)
     records: dict[str, dict] = field(default_factory=dict)  # round path -> its finished record
+    parent_failures: dict[str, str] = field(default_factory=dict)  # gen_id -> why this run cannot make it
     settings: BatchSettings | None = None
     lock: threading.RLock = field(default_factory=threading.RLock)
 
@@ -643,6 +677,19 @@ class Run:
         finally:
             self.guard.release(ticket)
 
-    def batch_paid(self, gen_id: str, done: calls.Completion) -> None:
-        """A provider batch's reply was saved: its cost counts against its budgets."""
-        self.guard.batch_paid(gen_id, done)
+    def batch_submitted(self, stage: str, requests: int) -> None:
+        """A provider batch was created (its commitment is the batch ledger's from then on)."""
+        self.emit("batch_submitted", stage, requests)
+
+    def batch_paid(self, member: Member, done: calls.Completion) -> None:
+        """A provider batch's reply was saved: its cost counts against its budgets and in the
+        counters (the summary's spend)."""
+        self.guard.batch_paid(member.gen_id, done)
+        self.emit("batch_reply_paid", member.stage, done)
+
+    def recovered(self, member: Member, done: calls.Completion) -> None:
+        """A saved reply's missing line of llm_calls.jsonl was written now (`ledger.recover_record`):
+        its cost counts against the budgets as a recorded spend (the guard counts it only when it
+        read the record before the line was written), and the counters note it."""
+        self.guard.batch_paid(member.gen_id, done)
+        self.emit("record_recovered", member.stage, done)

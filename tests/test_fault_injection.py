@@ -8,7 +8,11 @@
 
 Two walks: every kind of provider reply (`test_each_kind_of_reply_...`), and a failure injected
 at every step of a document job followed by a rerun (`test_a_failure_at_each_step_...`).
-Documents are made with `documents.write_document` on a Runtime, as the rule does.
+Documents are made with `documents.write_document` on a Runtime, as the rule does. Batch mode
+has its own (at the end): a failure at each step of a batch round then a rerun, failed and
+expired lines and batches that fail, expire or are cancelled as a whole, a failed parent, the
+batch run's summary, and a kill between saving a reply and recording it. Rounds run in-process
+(`rounds.write_round`, as the checkpoint does) against the loopback server's batch API.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from tests.conftest import write_cohort
 from tests.openai_server import (
     FakeOpenAIServer,
     bad_request,
+    expire,
     hang,
     malformed,
     reply,
@@ -55,15 +60,17 @@ def words_as_tokens(monkeypatch):
     monkeypatch.setattr(pricing, "count_tokens", lambda row, settings, text, route=None: len(text.split()))
 
 
-def add_loop_model(data_root: Path, server: FakeOpenAIServer, model_id: str = "loop") -> None:
+def add_loop_model(data_root: Path, server: FakeOpenAIServer, model_id: str = "loop", **extra: str) -> None:
     path = data_root / "1_raw" / "llm_models.csv"
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         columns, rows = list(reader.fieldnames), list(reader)
+    columns += [c for c in extra if c not in columns]
+    rows = [{c: row.get(c) or "" for c in columns} for row in rows]
     rows.append({c: "" for c in columns} | {
         "id": model_id, "model": "fake-model", "provider": "test", "display_name": model_id, "route": "openai",
         "api_base": server.base_url, "input_cost_per_mtok": str(PRICES["input"]),
-        "output_cost_per_mtok": str(PRICES["output"])})
+        "output_cost_per_mtok": str(PRICES["output"]), **extra})
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
@@ -407,11 +414,13 @@ def test_a_failure_at_each_step_then_a_rerun_keeps_the_invariants(data_root, coh
     assert make(again, member) is None
     # 2: a reply paid for is never paid again (at most one request reached the provider in all).
     assert openai_server.request_count == 1
-    # 1: every reply the provider answered is in the call record, once, with its cost (a record
-    # lost with the step that writes it is the one exception: counted by the guard of that run).
+    # 1: every reply the provider answered is in the call record, once, with its cost (a line lost
+    # with the step that writes it is written by the rerun, from the saved reply, and only once).
     lines = [r for r in records(again) if r["outcome"] == "ok"]
-    assert len(lines) == (0 if step == "record call" and sent_first else 1)
-    assert all(r["cost_usd"] == pytest.approx(cost_of(usage)) for r in lines)
+    assert len(lines) == 1 and lines[0]["cost_usd"] == pytest.approx(cost_of(usage))
+    assert bool(lines[0].get("recovered")) == (step == "record call" and sent_first == 1)
+    assert make(rerun(again), member) is None and len(records(again)) == 1
+    assert spent(again) == pytest.approx(cost_of(usage))
     # 4: what is in the gens store is the paid reply and its parse.
     prompt = documents.document_prompt(again, member)
     saved = ledger.saved_reply(again.paths, member, prompt.sha256)
@@ -723,3 +732,414 @@ def test_a_batch_that_fails_validation_as_a_whole_is_resubmitted_and_collect_and
         assert ledger.saved_reply(runtime.paths, item.member, item.prompt.sha256) is not None
     paid = [r for r in records(runtime) if r["stage"] == "evaluation"]
     assert sorted(r["gen_id"] for r in paid) == sorted(items)
+
+
+# -- batch mode: a fault at each step of a batch round, then a rerun ---------------------------------
+BATCH_PRICES = {"input": PRICES["input"] / 2, "output": PRICES["output"] / 2}  # the row's, half in a batch
+
+
+def batch_runtime(data_root: Path, cohorts_dir: Path, server: FakeOpenAIServer, monkeypatch, cohort: dict = COHORT,
+                  **config) -> Runtime:
+    """The loopback model in batch mode (every stage it serves), key set, rounds that poll fast."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-loop")
+    add_loop_model(data_root, server, batch="true")
+    write_cohort(cohorts_dir, "tiny", cohort)
+    rt = Runtime({"data_root": str(data_root), "cohorts_dir": str(cohorts_dir), "cohorts": ["tiny"], **SETTINGS,
+                  "batch": {"poll_interval_s": 0.02, **config.pop("batch", {})}, **config})
+    cohorts.build_cohort(rt.paths, "tiny", rt.paths.cohort_file("tiny"))
+    return rt
+
+
+def stage_round(rt: Runtime, stage: str, members) -> dict:
+    """The round job of these documents, as the checkpoint `provider_batch` runs it; its record."""
+    from daydream.batch import gate as batch_gate
+    from daydream.batch import rounds
+
+    stage, round_id = batch_gate.register(rt, stage, [m.gen_id for m in members])
+    out = rt.paths.batch_round_path(rt.run.batches.run_id, stage, round_id)
+    rounds.write_round(rt, stage, rt.run.batches.run_id, round_id, str(out))
+    return json.loads(out.read_text())
+
+
+def batch_cost(usage: dict) -> float:
+    return (usage["prompt_tokens"] * BATCH_PRICES["input"] + usage["completion_tokens"] * BATCH_PRICES["output"]) / 1e6
+
+
+def check_paid_once(rt: Runtime, server: FakeOpenAIServer, members) -> float:
+    """Invariants 1-3 after a batch round: each document's reply saved, one `ok` line each in
+    llm_calls.jsonl at the batch price of its usage, with its batch's id; nothing left committed to
+    a batch in flight; each request sent to the provider once; no direct call. The total cost."""
+    from daydream.batch import ledger as batch_ledger
+
+    lines = [r for r in records(rt) if r["outcome"] == "ok" and r["stage"] == members[0].stage]
+    assert sorted(r["gen_id"] for r in lines) == sorted(m.gen_id for m in members)
+    for line in lines:
+        assert line["batch_id"] and line["cost_usd"] == pytest.approx(batch_cost(line["usage"]))
+    for member in members:
+        saved = ledger.saved_reply(rt.paths, member, documents.document_prompt(rt, member).sha256)
+        assert saved is not None
+    assert batch_ledger.live_requests(rt.paths)[1] == [], "no money left committed to a batch in flight"
+    assert server.custom_id_counts("openai") == {m.gen_id: 1 for m in members}, "each request sent once"
+    assert server.request_count == 0, "no direct call"
+    total = sum(r["cost_usd"] for r in lines)
+    assert spent(rt) == pytest.approx(total)
+    return total
+
+
+BATCH_STEPS = ["write requests", "submit", "record the submission", "poll", "download results", "save a reply",
+               "record a call", "mark collected", "write the round record"]
+
+
+def inject_batch(step: str, patched, fault: BaseException) -> None:
+    """`fault` raised at `step` of a batch round: a kill there is a kill between it and the step before.
+    Per-reply steps fail at the second reply, so the first one is whole."""
+    from daydream.batch import ledger as batch_ledger
+    from daydream.batch import rounds
+    from daydream.providers.openai_batch import OpenAIBatchProvider
+
+    def boom(*args, **kwargs):
+        raise fault
+
+    def second(real):
+        seen = []
+
+        def fails_second(*args, **kwargs):
+            seen.append(1)
+            if len(seen) == 2:
+                raise fault
+            return real(*args, **kwargs)
+        return fails_second
+
+    def state_write(state_name):
+        real = batch_ledger.write_state
+
+        def fails(paths, state):
+            if state["state"] == state_name:
+                raise fault
+            return real(paths, state)
+        return fails
+
+    if step == "write requests":
+        patched.setattr(batch_ledger, "write_requests", boom)
+    elif step == "submit":
+        patched.setattr(OpenAIBatchProvider, "submit", boom)
+    elif step == "record the submission":  # the provider made the batch; our record still says `preparing`
+        patched.setattr(batch_ledger, "write_state", state_write(batch_ledger.SUBMITTED))
+    elif step == "poll":
+        patched.setattr(OpenAIBatchProvider, "status", boom)
+    elif step == "download results":
+        patched.setattr(OpenAIBatchProvider, "results", boom)
+    elif step == "save a reply":
+        patched.setattr(ledger, "save_reply", second(ledger.save_reply))
+    elif step == "record a call":
+        patched.setattr(ledger, "record_call", second(ledger.record_call))
+    elif step == "mark collected":
+        patched.setattr(batch_ledger, "write_state", state_write(batch_ledger.COLLECTED))
+    elif step == "write the round record":
+        real = store.write_json_atomic
+        patched.setattr(store, "write_json_atomic", lambda path, data, **kw: boom() if "batch_rounds" in str(path)
+                        else real(path, data, **kw))
+    assert rounds  # imported for the patches' modules to be loaded
+
+
+@pytest.mark.parametrize("fault", [RuntimeError("injected"), Killed()], ids=["exception", "kill"])
+@pytest.mark.parametrize("step", BATCH_STEPS)
+def test_a_failure_at_each_step_of_a_batch_round_then_a_rerun_pays_each_reply_once_and_records_it_once(
+        data_root, cohorts_dir, openai_server, monkeypatch, step, fault):
+    rt = batch_runtime(data_root, cohorts_dir, openai_server, monkeypatch, budget_usd=10.0, budget_override=True)
+    members = drafts(rt)
+    with monkeypatch.context() as patched:
+        inject_batch(step, patched, fault)
+        with pytest.raises((Exception, Killed)):  # noqa: PT011 - any failure; the rerun must mend it
+            stage_round(rt, "draft", members)
+    first = rt.run.counters.snapshot()
+    again = rerun(rt)
+    record = stage_round(again, "draft", members)
+    assert record["documents"] == {m.gen_id: "collected" for m in members}
+    total = check_paid_once(again, openai_server, members)
+    assert openai_server.batches_created["openai"] == 1, "no batch submitted twice"
+    # The spend each run counted (its summary): every reply once, in the run that saved it.
+    second = again.run.counters.snapshot()
+    assert first.get("batch_cost_usd", 0.0) + second.get("batch_cost_usd", 0.0) == pytest.approx(total)
+    assert second.get("records_recovered") == (1 if step == "record a call" else 0)
+    # The documents are made from the saved replies, with no call; a third run changes nothing.
+    for member in members:
+        assert make(again, member) is None
+    third = rerun(again)
+    stage_round(third, "draft", members)
+    assert check_paid_once(third, openai_server, members) == pytest.approx(total)
+
+
+# -- a kill between saving a reply and appending its call record --------------------------------------
+KILL_AFTER_SAVE = """
+import json, os, signal, sys
+from daydream import documents, ledger
+from daydream.runtime import Runtime
+
+real = ledger.record_call
+def killed(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)  # the reply is saved; its line is never written
+ledger.record_call = killed
+rt = Runtime(json.loads(sys.argv[1]))
+member = rt.membership.members("tiny", "draft")[0]
+documents.write_document(rt, member.stage, member.gen_id)
+"""
+
+
+@pytest.mark.parametrize("kill", ["SIGKILL", "BaseException"])
+def test_a_process_killed_between_saving_a_reply_and_recording_it_gets_its_line_once_on_the_rerun(
+        data_root, cohorts_dir, openai_server, monkeypatch, kill):
+    """Killed right after the reply is saved (a real SIGKILL of a subprocess, or a BaseException
+    injected in-process at that step): the rerun writes the missing call record line from the
+    saved reply (once: a third run writes none), pays nothing again, and the budget counts the
+    reply once, whether its guard read the spend after the line was written (the SIGKILL case:
+    the recovered document is made first) or before (the other: a call is admitted first)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    rt = loop_runtime(data_root, cohorts_dir, openai_server, budget_usd=10.0, budget_override=True)
+    usage = {"prompt_tokens": 50, "completion_tokens": 40, "total_tokens": 90}
+    openai_server.set_default(reply(usage=usage))
+    first, second = drafts(rt)[:2]
+    if kill == "SIGKILL":
+        killed = subprocess.run([sys.executable, "-c", KILL_AFTER_SAVE, json.dumps(rt.config)], cwd=REPO,
+                                capture_output=True, text=True, timeout=300)
+        assert killed.returncode == -9, killed.stderr
+    else:
+        with monkeypatch.context() as patched:
+            patched.setattr(ledger, "record_call", lambda *a, **k: (_ for _ in ()).throw(Killed()))
+            with pytest.raises(Killed):
+                documents.write_document(rt, first.stage, first.gen_id)
+    assert openai_server.request_count == 1 and records(rt) == []
+    prompt = documents.document_prompt(rt, first)
+    assert ledger.saved_reply(rt.paths, first, prompt.sha256) is not None
+    assert not rt.paths.raw_path(first.stage, first.gen_id).exists()
+
+    again = rerun(rt)
+    order = [first, second] if kill == "SIGKILL" else [second, first]
+    for member in order:
+        assert make(again, member) is None
+    assert openai_server.request_count == 2, "the saved reply is not paid for again"
+    lines = records(again)
+    assert sorted((r["gen_id"], bool(r.get("recovered"))) for r in lines) == sorted(
+        [(first.gen_id, True), (second.gen_id, False)])
+    assert spent(again) == pytest.approx(2 * cost_of(usage))
+    assert again.run.guard.status() == f"budget {plan.money(2 * cost_of(usage))} of {plan.money(10.0)}"
+    snap = again.run.counters.snapshot()
+    assert snap["records_recovered"] == 1 and snap["cost_usd"] == pytest.approx(cost_of(usage))
+    assert "1 call record(s) written for replies an earlier run saved" in progress.summary(
+        again, snap, True, again.run.guard.status())
+    rt.paths.raw_path(first.stage, first.gen_id).unlink()  # a third run reads the saved reply again
+    third = rerun(again)
+    assert make(third, first) is None and len(records(third)) == 2 and openai_server.request_count == 2
+
+
+# -- batch mode: failed and expired lines, batches that fail as a whole ----------------------------------
+def first_time(chosen: set[str]):
+    """A batch rule's selector: these requests, the first time each is sent only."""
+    seen: set[str] = set()
+
+    def where(custom_id, body):
+        if custom_id in chosen and custom_id not in seen:
+            seen.add(custom_id)
+            return True
+        return False
+    return where
+
+
+def ok_lines(rt: Runtime, stage: str) -> list[dict]:
+    return [r for r in records(rt) if r["outcome"] == "ok" and r["stage"] == stage]
+
+
+BATCH_FAULTS = ["errored line 503", "errored line 400", "expired line", "batch failed validation",
+                "batch expired as a whole", "batch cancelled"]
+
+
+@pytest.mark.parametrize("fault", BATCH_FAULTS)
+def test_failed_lines_and_failed_batches_record_what_was_paid_release_the_budget_and_a_rerun_asks_only_for_the_rest(
+        data_root, cohorts_dir, openai_server, monkeypatch, fault):
+    """Each reply a batch returned is recorded once with its batch price and counted in the spend;
+    a request without a reply costs nothing and commits nothing once its batch has ended; the next
+    run submits again exactly the requests without a paid reply, and none twice."""
+    from daydream.batch import commands as batch_commands
+    from daydream.batch import ledger as batch_ledger
+
+    cancelled = fault == "batch cancelled"
+    rt = batch_runtime(data_root, cohorts_dir, openai_server, monkeypatch, budget_usd=10.0, budget_override=True,
+                       batch={"max_submissions": 1, "wait": not cancelled})
+    members = drafts(rt)
+    ids = {m.gen_id for m in members}
+    one = members[0].gen_id
+    if fault == "errored line 503":
+        openai_server.on_batch_request(server_error(503), where=first_time({one}))
+    elif fault == "errored line 400":
+        openai_server.on_batch_request(bad_request("prompt too long"), where=first_time({one}))
+    elif fault == "expired line":
+        openai_server.on_batch_request(expire(), where=first_time({one}))
+    elif fault == "batch failed validation":
+        openai_server.fail_batch_validation("Enqueued token limit reached.", code="token_limit_exceeded")
+    elif fault == "batch expired as a whole":
+        openai_server.on_batch_request(expire(), where=first_time(ids))
+    else:
+        openai_server.set_batch_timing(processing=2.0)
+    record = stage_round(rt, "draft", members)
+    if cancelled:  # scripts/batches.py cancel, part of the way through, then collect
+        import time
+
+        assert record["documents"] == dict.fromkeys(ids, "in_flight")
+        assert batch_ledger.live_requests(rt.paths)[1], "in flight: committed"
+        time.sleep(0.7)  # about one of the three requests is done by then (any number will do)
+        batch_commands.cancel(rt, [])
+        deadline = time.monotonic() + 20
+        while batch_ledger.live_states(rt.paths):
+            batch_commands.collect(rt)
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    paid = {m.gen_id for m in members
+            if ledger.saved_reply(rt.paths, m, documents.document_prompt(rt, m).sha256) is not None}
+    expected_paid = {"errored line 503": ids - {one}, "errored line 400": ids - {one}, "expired line": ids - {one},
+                     "batch failed validation": set(), "batch expired as a whole": set()}.get(fault, paid)
+    assert paid == expected_paid
+    lines = ok_lines(rt, "draft")
+    assert sorted(r["gen_id"] for r in lines) == sorted(paid), "each reply recorded once, nothing else"
+    assert all(r["cost_usd"] == pytest.approx(batch_cost(r["usage"])) for r in lines)
+    assert spent(rt) == pytest.approx(sum(r["cost_usd"] for r in lines))
+    assert rt.run.counters.snapshot().get("batch_cost_usd", 0.0) == pytest.approx(spent(rt))
+    assert batch_ledger.live_requests(rt.paths)[1] == [], "the ended batch commits nothing"
+    if not cancelled:
+        assert {g for g, state in record["documents"].items() if state == "failed"} == ids - paid
+        errors = [json.loads(line) for line in rt.paths.llm_errors_jsonl.read_text().splitlines()] if ids - paid \
+            else []
+        assert sorted(e["gen_id"] for e in errors) == sorted(ids - paid)
+
+    openai_server.set_batch_timing(processing=0)
+    again = Runtime({**rt.config, "batch": {**rt.config["batch"], "max_submissions": 3, "wait": True}})
+    assert stage_round(again, "draft", members)["documents"] == dict.fromkeys(ids, "collected")
+    assert openai_server.custom_id_counts("openai") == {g: 1 if g in paid else 2 for g in ids}
+    total = check_paid_once_per_document(again, members)
+    assert rt.run.counters.snapshot().get("batch_cost_usd", 0.0) + \
+        again.run.counters.snapshot().get("batch_cost_usd", 0.0) == pytest.approx(total)
+
+
+def check_paid_once_per_document(rt: Runtime, members) -> float:
+    from daydream.batch import ledger as batch_ledger
+
+    lines = ok_lines(rt, members[0].stage)
+    assert sorted(r["gen_id"] for r in lines) == sorted(m.gen_id for m in members)
+    assert batch_ledger.live_requests(rt.paths)[1] == []
+    assert spent(rt) == pytest.approx(sum(r["cost_usd"] for r in lines))
+    return spent(rt)
+
+
+# -- batch mode: a failed parent holds back only its own children's requests ------------------------------
+BATCHED_STAGES = {**COHORT, "essay": {"templates": ["essay-from-draft"], "models": ["loop"], "replicates": 1},
+                  "evaluation": {"templates": ["novelty-judge"], "models": ["offline_b"], "replicates": 1}}
+
+
+def drive(rt: Runtime, stages=("draft", "essay")) -> dict[str, BaseException]:
+    """A run of the default target without Snakemake, as far as the batch gate goes: the gate
+    targets rounds; each round runs once its documents' parents are made (a round waits on every
+    parent of its documents, as in the DAG); the documents not held back are made; again until
+    nothing changes. The documents that failed, by gen_id."""
+    from daydream.batch import gate as batch_gate
+    from daydream.batch import rounds
+
+    failed: dict[str, BaseException] = {}
+    while True:
+        gate = batch_gate.gate(rt)
+        progressed = False
+        for (stage, round_id), gen_ids in list(rt.run.batches.rounds.items()):
+            out = rt.paths.batch_round_path(rt.run.batches.run_id, stage, round_id)
+            parents = [rt.membership.member(g).parent_gen_id for g in gen_ids]
+            if out.exists() or str(out) not in gate.rounds or any(p in failed for p in parents if p):
+                continue
+            if all(not p or rt.paths.parsed_path(stages[stages.index(stage) - 1], p).exists() for p in parents):
+                rounds.write_round(rt, stage, rt.run.batches.run_id, round_id, str(out))
+                progressed = True
+        for stage in stages:
+            for member in rt.membership.members("tiny", stage):
+                if member.gen_id in gate.blocked or member.gen_id in failed:
+                    continue
+                if rt.paths.parsed_path(stage, member.gen_id).exists():
+                    continue
+                if member.parent_gen_id and not rt.paths.parsed_path(
+                        stages[stages.index(stage) - 1], member.parent_gen_id).exists():
+                    continue
+                error = make(rt, member)
+                if error is not None:
+                    failed[member.gen_id] = error
+                progressed = True
+        if not progressed:
+            return failed
+
+
+PARENT_FAULTS = {"its batch request failed": bad_request("prompt too long"),
+                 "its reply is a refusal": reply("I cannot help with that.", finish_reason="content_filter"),
+                 "its reply is truncated": reply("A draft cut sh", finish_reason="length")}
+
+
+@pytest.mark.parametrize("fault", list(PARENT_FAULTS))
+def test_a_failed_draft_holds_back_only_its_own_essay_and_the_others_are_submitted_in_the_same_run(
+        data_root, cohorts_dir, openai_server, monkeypatch, fault):
+    """The probe: one failed draft held the next stage's whole batch back until the next run."""
+    rt = batch_runtime(data_root, cohorts_dir, openai_server, monkeypatch, cohort=BATCHED_STAGES,
+                       batch={"max_submissions": 1})
+    draft_ids = [m.gen_id for m in drafts(rt)]
+    bad = draft_ids[0]
+    essays = {m.parent_gen_id: m.gen_id for m in rt.membership.members("tiny", "essay")}
+    openai_server.on_batch_request(PARENT_FAULTS[fault], where=first_time({bad}))
+    failed = drive(rt)
+    assert set(failed) == {bad}, failed
+    made = {g for g in essays.values() if rt.paths.parsed_path("essay", g).exists()}
+    assert made == {essays[d] for d in draft_ids[1:]}, "the other essays are made in the same run"
+    counts = openai_server.custom_id_counts("openai")
+    assert essays[bad] not in counts and all(counts[essays[d]] == 1 for d in draft_ids[1:])
+    assert openai_server.batches_created["openai"] == 2  # the drafts', then the essays'
+    assert sorted(r["gen_id"] for r in ok_lines(rt, "essay")) == sorted(made)
+
+    # The next run: a draft without a paid reply is asked again (and its essay follows); a paid
+    # draft that cannot be parsed is never paid again, and its essay is never sent.
+    again = rerun(rt)
+    failed = drive(again)
+    counts = openai_server.custom_id_counts("openai")
+    if fault == "its batch request failed":
+        assert failed == {} and counts[bad] == 2 and counts[essays[bad]] == 1
+    else:
+        assert set(failed) == {bad} and counts[bad] == 1 and essays[bad] not in counts
+    assert all(n <= 2 for n in counts.values()) and set(counts.values()) <= {1, 2}
+    assert len(ok_lines(again, "draft")) == len(set(r["gen_id"] for r in ok_lines(again, "draft")))
+
+
+# -- batch mode: the summary shows the spend ----------------------------------------------------------------
+def test_the_summary_of_a_batch_run_shows_its_spend_and_an_interrupted_one_what_is_committed(
+        data_root, cohorts_dir, openai_server, monkeypatch, capsys):
+    rt = batch_runtime(data_root, cohorts_dir, openai_server, monkeypatch)
+    members = drafts(rt)
+    stage_round(rt, "draft", members)
+    for member in members:
+        assert make(rt, member) is None
+    cost = sum(r["cost_usd"] for r in ok_lines(rt, "draft"))
+    assert cost > 0
+    progress.finish(rt, True)
+    text = capsys.readouterr().err
+    assert f"cost {plan.money(cost)}" in text
+    assert f"provider batches: 1 submitted (3 requests), 3 replies collected for {plan.money(cost)}" in text
+
+    # Interrupted while its batch is in flight: nothing collected, the money committed shown.
+    openai_server.set_batch_timing(processing=600)
+    later = Runtime({**rt.config, "batch": {**rt.config["batch"], "wait": False}})
+    evaluations = [m for m in later.membership.members("tiny", "evaluation")]
+    for member in later.membership.members("tiny", "essay"):
+        assert make(later, member) is None  # copies of the drafts: no call
+    later.run.counters.reset()  # as `onstart` does
+    stage_round(later, "evaluation", evaluations)
+    progress.finish(later, False)
+    text = capsys.readouterr().err
+    assert f"provider batches: 1 submitted ({len(evaluations)} requests), 0 replies collected for $0.0000" in text
+    assert f"{len(evaluations)} requests still in flight, up to $" in text and "committed" in text
+    reattached = Runtime(dict(later.config))  # the next run, stopped while it waits: nothing submitted
+    stage_round(reattached, "evaluation", evaluations)
+    progress.finish(reattached, False)
+    assert f"{len(evaluations)} requests still in flight, up to $" in capsys.readouterr().err

@@ -300,3 +300,36 @@ def test_ctrl_c_during_a_waiting_round_ends_the_run_promptly_and_keeps_the_batch
         (state,) = [s for s in map(lambda p: json.loads(p.read_text()),
                                    Paths(data_root).provider_batches_dir.glob("pb_*[0-9a-f].json"))]
         assert state["state"] == "submitted", "the batch stays in the ledger for the next run"
+
+
+def test_a_draft_whose_batch_request_fails_holds_back_only_its_own_essay(tmp_path, data_root, cohorts_dir, key):
+    """The probe: in batch mode one failed draft held the next stage's batch back until the next
+    run (the essays' round waited on every draft). Drafts and essays batched, one draft's request
+    refused: the other essays are submitted and made in the same run."""
+    with FakeOpenAIServer() as server:
+        add_batch_models(data_root, [{"id": "loop_writer", "api_base": server.base_url}])
+        write_cohort(cohorts_dir, "judged", {
+            "concepts": {"level": "paragraph", "k": 2, "ids": IDS5[:3]},
+            "draft": {"templates": ["links-brainstorm"], "models": ["loop_writer"]},
+            "essay": {"templates": ["essay-from-draft"], "models": ["loop_writer"]},
+            "evaluation": {"templates": ["novelty-judge"], "models": ["offline_b"]},
+        })
+        refused: list[str] = []
+
+        def first_draft(custom_id, body):
+            if custom_id.startswith("d_") and not refused:
+                refused.append(custom_id)
+                return True
+            return False
+
+        server.on_batch_request(bad_request("prompt too long"), where=first_draft)
+        done = run_workflow(data_root, cohorts_dir, ["judged"], "--configfile", batch_config(tmp_path),
+                            offline=False, check=False)
+        paths = Paths(data_root)
+        table = pd.read_csv(paths.membership_csv("judged"), dtype=str, keep_default_na=False)
+        essays = table[table.stage == "essay"]
+        held = set(essays[essays.parent_gen_id == refused[0]].gen_id)
+        made = {g for g in essays.gen_id if paths.parsed_path("essay", g).exists()}
+        assert done.returncode != 0 and f"{refused[0]}: batch mode" in done.stderr
+        assert made == set(essays.gen_id) - held and len(made) == 2, done.stderr
+        assert server.batches_created["openai"] == 2 and not held & set(server.custom_id_counts("openai"))

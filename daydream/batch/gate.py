@@ -16,8 +16,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from daydream import stages
-from daydream.batch.policy import IN_FLIGHT, BatchError, any_batched, batched
+from daydream import documents, ledger, stages
+from daydream.batch.policy import FAILED, IN_FLIGHT, REFUSED, BatchError, any_batched, batched
 from daydream.membership import Member
 from daydream.prompts import sha256_text
 from daydream.runtime import Runtime
@@ -62,7 +62,11 @@ def gate(rt: Runtime) -> Gate:
     """Stage by stage, root first: a document waits on a batch while its reply is not collected in
     this run (its round has not ended, or left it in flight); its descendants wait with it. The
     documents of a stage that wait on no round yet, but whose parents are not held back, get new
-    rounds: one for those whose parents exist, one for those whose parents this run makes."""
+    rounds: one for those whose parents exist, one for those whose parents this run makes. A
+    document whose parent this run cannot make (`parent_fails`) joins no round: a round waits on
+    every parent of its documents, so one failed parent would hold back the whole stage's batch;
+    it is held back with its descendants (its parent's own job still runs and fails with the
+    reason), and the next run asks again."""
     if not any_batched(rt):
         return Gate(frozenset(), ())
     run, blocked, targets, seen = rt.run.batches, set(), set(), set()
@@ -80,6 +84,9 @@ def gate(rt: Runtime) -> Gate:
                     record = round_record(rt, key) if key else None
                     if key is None:
                         ready = stage.is_root or rt.paths.parsed_path(stage.parent, member.parent_gen_id).exists()
+                        if not ready and parent_fails(rt, member):
+                            blocked.add(member.gen_id)
+                            continue
                         fresh[ready].append(member.gen_id)
                     elif record is None:
                         targets.add(str(round_path(rt, key)))
@@ -89,6 +96,44 @@ def gate(rt: Runtime) -> Gate:
             if gen_ids:
                 targets.add(str(round_path(rt, register(rt, stage.name, gen_ids))))
     return Gate(frozenset(blocked), tuple(sorted(targets)))
+
+
+def parent_fails(rt: Runtime, member: Member) -> str | None:
+    """Why this run cannot make the parent of `member` (its parsed text is missing), or None when
+    it may: its batch request ended this run failed, or not submitted (a budget), or its saved
+    reply does not parse (a refusal, a truncated or empty reply: `documents.reply_fails`). A
+    parent that is still to be called directly may fail too; that is not known in advance.
+    Remembered for the run once known (`BatchRounds.parent_failures`)."""
+    run, parent = rt.run.batches, member.parent_gen_id
+    with run.lock:
+        if parent in run.parent_failures:
+            return run.parent_failures[parent]
+    why = None
+    key = run.round_of.get(parent)
+    record = round_record(rt, key) if key else None
+    if record is not None and record["documents"].get(parent) in (FAILED, REFUSED):
+        why = f"its batch request {record['documents'][parent]}: {record['reasons'].get(parent, '')}"
+    else:
+        done = _newest_reply(rt, rt.membership.member(parent))
+        why = documents.reply_fails(rt, rt.membership.member(parent), done) if done is not None else None
+    if why is not None:
+        with run.lock:
+            run.parent_failures[parent] = why
+    return why
+
+
+def _newest_reply(rt: Runtime, member: Member):
+    """The newest reply saved for the document, or None (none, or one that cannot be read: its
+    job says which file and the fix)."""
+    newest = None
+    for path in ledger.earlier_replies(rt.paths, member, ""):
+        try:
+            record = ledger.read_record(path)
+        except ledger.ReplyRecordError:
+            return None
+        if newest is None or record.get("saved_at", "") > newest.get("saved_at", ""):
+            newest = record
+    return None if newest is None else ledger.saved_completion(newest)
 
 
 def round_input(rt: Runtime, stage: str, gen_id: str) -> str | None:

@@ -85,7 +85,7 @@ def write_round(rt: Runtime, stage: str, run_id: str, round_id: str, out_path: s
     poll_failures = 0
     while True:
         with batch_ledger.locked(rt.paths):
-            poll_failures = 0 if collect_live(rt, wanted, states) else poll_failures + 1
+            poll_failures = 0 if collect_live(rt, wanted, states, {m.gen_id for m in members}) else poll_failures + 1
             _decide_and_submit(rt, stage, config, wanted, states)
         waiting = [g for g in wanted if g not in states]
         if not waiting or not config.wait:
@@ -273,6 +273,7 @@ def _submit(rt: Runtime, provider: BatchProvider, stage: str, row: ModelRow,
         return
     state.update(state=batch_ledger.SUBMITTED, submitted_at=ledger.now_iso(), submitted_epoch=time.time())
     batch_ledger.write_state(rt.paths, state)
+    rt.run.batch_submitted(stage, len(chunk))
     log.info("submitted provider batch %s (%s %s): %d %s requests to %s", local_id, provider.name,
              state["batch_id"], len(chunk), stage, state["model"])
 
@@ -322,13 +323,17 @@ def _resolve_preparing(paths: Paths, provider: BatchProvider, target: BatchTarge
 
 
 # -- polling and collecting ------------------------------------------------------------------------
-def collect_live(rt: Runtime, wanted: dict[str, _Wanted] | None, states: dict[str, str] | None) -> bool:
-    """Under the ledger lock: look at each live batch (of the wanted documents, or all of them),
-    collect the ended ones. False when the provider could not be reached for some batch."""
+def collect_live(rt: Runtime, wanted: dict[str, _Wanted] | None, states: dict[str, str] | None,
+                 members: set[str] | None = None) -> bool:
+    """Under the ledger lock: look at each live batch (of the round's documents `members`, else of
+    the wanted ones, or all of them), collect the ended ones. A batch whose replies were all saved
+    before a stop kept it from being marked collected is collected too: live, it would commit the
+    budget for good. False when the provider could not be reached for some batch."""
     reached = True
+    ours = members if members is not None else set(wanted) if wanted is not None else None
     for state in batch_ledger.live_states(rt.paths):
         requests = batch_ledger.read_requests(rt.paths, state["local_id"])
-        if wanted is not None and not any(r["gen_id"] in wanted for r in requests.values()):
+        if ours is not None and not any(r["gen_id"] in ours for r in requests.values()):
             continue
         try:
             results = poll(rt, state, requests)
@@ -390,8 +395,10 @@ def _note(paths: Paths, state: dict, seen: BatchState) -> None:
 
 
 def _save_results(rt: Runtime, state: dict, requests: dict[str, dict], results: list[BatchResult]) -> None:
-    """Each succeeded request saved in the paid-reply ledger at the batch price and appended to
-    llm_calls.jsonl with the batch's id, then the batch is `collected` with every outcome."""
+    """Each succeeded request counted by the Run (`Run.batch_paid`), saved in the paid-reply
+    ledger at the batch price and appended to llm_calls.jsonl with the batch's id
+    (`ledger.keep_reply`), then the batch is `collected` with every outcome. A reply saved before
+    a stop gets its missing call record line (`ledger.recover_record`), never a second one."""
     row = _row(rt, state["model_id"])
     prices = pricing.batch_prices(row, state["route"]) if row is not None else None
     duration = round(max(0.0, time.time() - state.get("submitted_epoch", state["created_epoch"])), 3)
@@ -401,15 +408,21 @@ def _save_results(rt: Runtime, state: dict, requests: dict[str, dict], results: 
         member = _member(rt, request, state["model_id"])
         prompt = Prompt(request["prompt"], request["prompt_sha256"], request.get("prompt_sources") or {})
         outcomes[result.custom_id] = result.kind if result.kind != "errored" else f"errored: {result.error}"
-        if result.reply is None or ledger.saved_reply(rt.paths, member, prompt.sha256) is not None:
+        if result.reply is None:
+            continue
+        saved = ledger.saved_record(rt.paths, member, prompt.sha256)
+        if saved is not None:  # saved before a stop: its call record line is written if it is missing
+            ledger.recover_record(rt, member, saved)
             continue
         usage = result.reply.usage
         cost = prices.cost(usage.get("prompt_tokens"), usage.get("completion_tokens")) if prices else None
         done = calls.Completion(result.reply.text, state["model"], result.reply.finish_reason, usage, cost, duration,
                                 request["submission"], request["temperature"], request["max_tokens"])
-        ledger.save_reply(rt.paths, member, prompt, done)
-        ledger.record_call(rt, member, done, batch_id=state["batch_id"], provider_batch=state["local_id"])
-        rt.run.batch_paid(member.gen_id, done)
+        call_id = f"{state['local_id']}/{result.custom_id}"  # one line per batch request, however often read
+        if not ledger.is_recorded(rt.paths, call_id):  # else counted by the run that recorded it
+            rt.run.batch_paid(member, done)  # counted first: in memory, it cannot fail
+        ledger.keep_reply(rt, member, prompt, done, call_id, batch_id=state["batch_id"],
+                          provider_batch=state["local_id"])
     state.update(state=batch_ledger.COLLECTED, collected_at=ledger.now_iso(), outcomes=outcomes)
     batch_ledger.write_state(rt.paths, state)
     saved = sum(r.kind == "succeeded" for r in results)

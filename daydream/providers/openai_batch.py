@@ -123,10 +123,16 @@ class OpenAIBatchProvider:
     def cancel(self, target: BatchTarget, batch_id: str) -> None:
         """Ask for the batch to be cancelled; nothing to do for a batch that has ended already
         (a batch that failed validation, say: the provider answers 400 to a cancel then)."""
+        import openai
+
         litellm = litellm_module()
         if litellm.retrieve_batch(batch_id=batch_id, **_kwargs(target)).status in ENDED:
             return
-        litellm.cancel_batch(batch_id=batch_id, **_kwargs(target))
+        try:
+            litellm.cancel_batch(batch_id=batch_id, **_kwargs(target))
+        except openai.BadRequestError:  # it may have ended between the look and the cancel
+            if litellm.retrieve_batch(batch_id=batch_id, **_kwargs(target)).status not in ENDED:
+                raise
 
     def find(self, target: BatchTarget, label: str, since: float, size: int, known: set[str]) -> str | None:
         after = None
