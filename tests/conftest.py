@@ -7,6 +7,7 @@ its own copy in its `tmp_path`, so tests share nothing on disk and run in any or
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
 import re
@@ -211,3 +212,43 @@ def planned_by_stage(dry_run_output: str) -> Counter:
         if stage and rule:
             counts[(rule, stage.group(1))] += 1
     return counts
+
+
+# -- issue 20 (tests-b): the checkpoint in-process; headless Chromium ------------------------------
+def checkpoint(data_root: Path, cohorts_dir: Path, cohort_id: str) -> Paths:
+    """The cohort's checkpoint run in-process, as Snakemake's `cohort_membership` job would (the
+    membership, manifest and the record of its inputs; no document made): a following Snakemake
+    run or dry run plans the cohort's documents without a launch for the checkpoint."""
+    runtime = Runtime({"data_root": str(data_root), "cohorts_dir": str(cohorts_dir), "cohorts": [cohort_id],
+                       "offline": True})
+    cohorts.write_cohort(runtime, cohort_id)
+    return runtime.paths
+
+
+# Headless Chromium (test_html_report.py, test_site.py) runs with a new profile folder, no network services and no sandbox (root in CI); it
+# prints the page's console messages to stderr, where an uncaught JavaScript error would show.
+# Tests needing it skip, saying why, only when no Chromium binary is installed.
+CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary on PATH (apt-get install chromium)")
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--enable-logging=stderr", "--v=0", "--virtual-time-budget=8000"]
+
+
+def chromium(page: Path | str, profile: Path, *args: str) -> subprocess.CompletedProcess:
+    """Headless Chromium on `page` (a file or a URL) with its own profile folder."""
+    profile.mkdir(parents=True, exist_ok=True)
+    url = page.as_uri() if isinstance(page, Path) else page
+    command = [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args, url]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+def javascript_errors(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "CONSOLE" in line and ("Uncaught" in line or "Error" in line)]
+
+
+def embedded_result(report_html: str, name: str) -> bytes:
+    """The bytes of a result embedded (as a data URI) in a self-contained Snakemake report."""
+    results = json.loads(re.search(r"var results = (\{.*?\});\n", report_html, re.S).group(1))
+    uri = next(r["data_uri"] for r in results.values() if r["filename"] == name)
+    return base64.b64decode(uri.split(",", 1)[1])
