@@ -1,7 +1,7 @@
 """Shared fixtures: a temp data root holding a copy of the sample experiment, small cohort
 files, a runner for the real Snakefile, and a guard that fails any non-loopback connection.
 
-Expensive states are built once per test session (per pytest-xdist worker) and every test gets
+Expensive states are built once per test run (shared by the pytest-xdist workers) and every test gets
 its own copy in its `tmp_path`, so tests share nothing on disk and run in any order:
 `finished_run` is the tiny cohort run to the end with the offline model (a Snakemake run)."""
 
@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import csv
+import fcntl
 import json
+import os
 import re
 import shutil
 import socket
@@ -17,6 +19,7 @@ import subprocess
 import sys
 import textwrap
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -102,14 +105,15 @@ def copy_tree(source: Path, target: Path) -> Path:
 @pytest.fixture(scope="session")
 def finished_tiny_run(tmp_path_factory) -> Path:
     """A folder holding `data/` and `cohorts/` after one offline run of the tiny cohort (every
-    document and report made), built once per session. Read-only: tests take a copy
-    (`finished_run`)."""
-    root = tmp_path_factory.mktemp("finished_tiny_run")
-    shutil.copytree(REPO / "data" / "1_raw", root / "data" / "1_raw")
-    (root / "cohorts").mkdir()
-    write_cohort(root / "cohorts", "tiny", TINY_COHORT)
-    run_workflow(root / "data", root / "cohorts", ["tiny"])
-    return root
+    document and report made), built once per test run, shared by the xdist workers
+    (`built_once`). Read-only: tests take a copy (`finished_run`)."""
+    def build(root: Path) -> None:
+        shutil.copytree(REPO / "data" / "1_raw", root / "data" / "1_raw")
+        (root / "cohorts").mkdir()
+        write_cohort(root / "cohorts", "tiny", TINY_COHORT)
+        run_workflow(root / "data", root / "cohorts", ["tiny"])
+
+    return built_once(tmp_path_factory, "finished_tiny_run", build)
 
 
 @pytest.fixture
@@ -214,7 +218,26 @@ def planned_by_stage(dry_run_output: str) -> Counter:
     return counts
 
 
-# -- issue 20 (tests-b): the checkpoint in-process; headless Chromium ------------------------------
+# -- issue 20 (tests-b): a state built once per test run; the checkpoint in-process; headless Chromium
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+    """The folder `name`, filled by `build(folder)` once per test run. Under pytest-xdist it lives
+    in the folder every worker's temp folder sits in: the first worker to ask builds it, the others
+    wait on a lock file and reuse it (one Snakemake run instead of one per worker). Read only once
+    built; a failed build leaves no mark, so the next asker builds again (and fails the same way)."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    folder, built = base / name, base / f"{name}.built"
+    with (base / f"{name}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not built.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            built.touch()
+    return folder
+
+
 def checkpoint(data_root: Path, cohorts_dir: Path, cohort_id: str) -> Paths:
     """The cohort's checkpoint run in-process, as Snakemake's `cohort_membership` job would (the
     membership, manifest and the record of its inputs; no document made): a following Snakemake

@@ -24,9 +24,10 @@ from daydream.reports.scores import scales_from_templates, task_scores
 from daydream.site import build_site, pages
 from daydream.site.compare import ALL_JUDGES, paired_comparisons
 from tests.conftest import (
-    REPO,
     TINY_COHORT,
     chromium,
+    copy_tree,
+    count_lines,
     embedded_result,
     javascript_errors,
     needs_chromium,
@@ -34,7 +35,7 @@ from tests.conftest import (
     write_cohort,
 )
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("site")]  # one `run` per session
 
 COHORT = "judged"
 SPEC = {**TINY_COHORT, "evaluation": {**TINY_COHORT["evaluation"], "replicates": 2}}  # 2 judges x 2 rubrics x 2
@@ -42,13 +43,15 @@ NAMES = {"default-mode-network": "Default Mode Network", "exaptation": "Exaptati
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """A finished offline run of the cohort, its run output and its HTML report."""
-    root = tmp_path_factory.mktemp("site_run")
-    shutil.copytree(REPO / "data" / "1_raw", root / "data" / "1_raw")
-    (root / "cohorts").mkdir()
+def run(tmp_path_factory, finished_tiny_run):
+    """A finished offline run of the cohort, its run output and its HTML report. It starts from a
+    copy of the session's finished tiny run, whose drafts, essays and first-replicate evaluations
+    the cohort shares (ids follow the content), so this run pays only the 24 second replicates."""
+    root = copy_tree(finished_tiny_run, tmp_path_factory.mktemp("site_run"))
     write_cohort(root / "cohorts", COHORT, SPEC)
+    calls_before = count_lines(Paths(root / "data").llm_calls_jsonl)
     done = run_workflow(root / "data", root / "cohorts", [COHORT])
+    assert count_lines(Paths(root / "data").llm_calls_jsonl) - calls_before == 24, "only the second replicates"
     report = root / "report.html"
     run_workflow(root / "data", root / "cohorts", [COHORT], "--report", str(report))
     return Paths(root / "data"), done, report
