@@ -27,7 +27,7 @@ import pandas as pd
 import pytest
 
 from daydream.paths import GEN_FILES, Paths
-from tests.conftest import PER_JOB_OUTPUT, REPO, SNAKEMAKE, checkpoint, planned_by_stage, write_cohort
+from tests.conftest import PER_JOB_OUTPUT, REPO, SNAKEMAKE, checkpoint, copy_tree, planned_by_stage, write_cohort
 from tests.slurm_cluster import SlurmCluster, slurm_available
 
 # one cluster at a time: under pytest-xdist every Slurm test runs on the same worker (--dist loadgroup)
@@ -296,7 +296,8 @@ def test_slurm_run_equals_the_local_run_in_far_fewer_jobs_than_documents(slurm_r
 
 def test_a_cancelled_batch_leaves_no_gens_file_and_the_rerun_pays_only_the_missing_calls(
         request, tmp_path, slurm_run, cluster, cohorts, reference):
-    root, _, _ = slurm_run
+    # its own copy of the Slurm run (times kept): the module's run stays as the other test reads it
+    root = copy_tree(slurm_run[0], tmp_path / "on_slurm" / "data")
     paths = Paths(root)
     # ids do not depend on the root: the new evaluations, planned in a scratch copy of the experiment
     new_docs = set(plan_membership(new_root(tmp_path), cohorts, "rejudge").query("stage == 'evaluation'").gen_id)
