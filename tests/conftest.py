@@ -238,14 +238,15 @@ def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Pa
     return folder
 
 
-def checkpoint(data_root: Path, cohorts_dir: Path, cohort_id: str) -> Paths:
-    """The cohort's checkpoint run in-process, as Snakemake's `cohort_membership` job would (the
-    membership, manifest and the record of its inputs; no document made): a following Snakemake
-    run or dry run plans the cohort's documents without a launch for the checkpoint."""
+def checkpoint(data_root: Path, cohorts_dir: Path, cohort_id: str, offline: bool = True) -> Runtime:
+    """The cohort's checkpoint run in-process, as Snakemake's `cohort_membership` job runs it (the
+    membership, manifest and the record of its inputs; no document made; a refusal raises
+    `cohorts.CohortError`): a following Snakemake run or dry run plans the cohort's documents
+    without a launch for the checkpoint."""
     runtime = Runtime({"data_root": str(data_root), "cohorts_dir": str(cohorts_dir), "cohorts": [cohort_id],
-                       "offline": True})
+                       "offline": offline})
     cohorts.write_cohort(runtime, cohort_id)
-    return runtime.paths
+    return runtime
 
 
 # Headless Chromium (test_html_report.py, test_site.py) runs with a new profile folder, no network services and no sandbox (root in CI); it
