@@ -58,7 +58,7 @@ REJUDGE = {
 FAST = ("--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "1",
         "--latency-wait", "5")
 SUBMITTED = re.compile(r"submitted with SLURM jobid (\d+)")
-RUN_TIMEOUT = 240
+RUN_TIMEOUT = 900  # a safety net: on a machine loaded 10-fold one run took 206 s, under more load one passed 240 s
 
 
 # -- helpers ----------------------------------------------------------------------------------
