@@ -39,13 +39,11 @@ run: $(BIN)/.installed
 dry-run: $(BIN)/.installed
 	$(BIN)/snakemake -n --cores $(CORES)
 
-# Every test, on every core (pytest-xdist; the tests of one xdist_group share a worker), in a
-# random order (pytest-randomly prints its seed; --randomly-seed=N repeats that order).
+# Every test, on every core (pytest-xdist; the tests of one xdist_group share a worker: the
+# Slurm tests' one test cluster among them), in a random order (pytest-randomly prints its seed;
+# --randomly-seed=N repeats that order).
 test: lint
-	$(BIN)/python -m pytest -q -rs -n auto --dist loadgroup -m "not slurm"
-	@# The real Slurm cluster tests run on their own, one process: a cluster's daemons are
-	@# machine-wide, and a job submitted from an xdist worker was seen to stay PENDING there.
-	$(BIN)/python -m pytest -q -rs -p no:randomly -m slurm
+	$(BIN)/python -m pytest -q -rs -n auto --dist loadgroup
 
 # The quick part alone: no Snakemake run, no Slurm cluster, no browser (README "Development").
 test-quick: $(BIN)/.installed

@@ -7,11 +7,17 @@ Usage::
         job_id = cluster.submit("--wrap", "hostname > out.txt", "--chdir", str(tmp_path))
         state = cluster.wait_for_job(job_id)
 
-Everything the cluster writes lives under ``work_dir`` (config, spool, logs, pid files), except the
-munge runtime directory: ``munged`` runs as the ``munge`` user, which cannot enter pytest's 0700
-temp dirs, so by default it gets a private directory under /tmp (removed on exit, its log copied
-to ``work_dir/log/munged.log``). It uses its own socket and key, so it never touches a system
-munged. Slurm daemons listen on free ports picked at start. Needs root (daemons run as root/munge).
+Everything the cluster writes lives under ``work_dir`` (config, spool, logs, pid files), except
+two private directories under /tmp, removed on exit:
+- the munge runtime directory: ``munged`` runs as the ``munge`` user, which cannot enter pytest's
+  0700 temp dirs (its log is copied to ``work_dir/log/munged.log``). It uses its own socket and
+  key, so it never touches a system munged.
+- slurmd's spool directory: each job step's slurmstepd listens on a Unix socket named
+  ``<spool>/<node>_<job>.<step>``, and a socket path is at most 107 bytes. Under a deep pytest temp
+  dir (``.../popen-gw1/test_cluster_runs_a_job_and_st0/cluster/spool/slurmd``) it was 109: the
+  step died ("Unix socket path ... is too long"), slurmctld requeued the job and it stayed
+  PENDING. A start refuses a spool path with too little room left (`socket_room`).
+Slurm daemons listen on free ports picked at start. Needs root (daemons run as root/munge).
 
 Clients must see ``SLURM_CONF``: pass ``cluster.env`` to subprocesses or call
 ``cluster.apply_env()``. Both also put ``work_dir/bin`` first on PATH; it holds wrappers for
@@ -172,6 +178,16 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
         time.sleep(interval)
 
 
+# The longest name slurmstepd gives a socket in slurmd's spool dir, "/<node>_<job>.<step>", with
+# job and step ids up to 10 digits each; a Unix socket path holds at most 107 bytes.
+SOCKET_PATH_MAX = 107
+
+
+def socket_room(spool: Path, node_name: str) -> int:
+    """Bytes left under the socket path limit for slurmstepd's longest socket in `spool`."""
+    return SOCKET_PATH_MAX - len(f"{spool}/{node_name}_{'9' * 10}.{'9' * 10}".encode())
+
+
 # Slurm's daemons and munge are machine-wide: a second cluster started beside a running one (two
 # test workers) would fight over them, so starting one takes this lock until it stops.
 ONE_AT_A_TIME = Path(tempfile.gettempdir()) / "daydream-test-slurm-cluster.lock"
@@ -233,7 +249,7 @@ class SlurmCluster:
         self.run_dir = self.work_dir / "run"
         self.bin_dir = self.work_dir / "bin"
         self.ctld_spool = self.work_dir / "spool" / "slurmctld"
-        self.slurmd_spool = self.work_dir / "spool" / "slurmd"
+        self.slurmd_spool: Path | None = None  # a short private dir under /tmp, made by start()
         self.partition = partition
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
@@ -384,6 +400,9 @@ class SlurmCluster:
             except (OSError, SlurmClusterError) as exc:
                 errors.append(f"{name} (pid {pid}): {exc}")
         self._cleanup_munge_dir()
+        if self.slurmd_spool is not None and "slurmd" not in self.pids:
+            shutil.rmtree(self.slurmd_spool, ignore_errors=True)
+            self.slurmd_spool = None
         self.restore_env()
         self._release_machine()
         if errors:
@@ -413,8 +432,9 @@ class SlurmCluster:
         )
 
     def _make_dirs(self) -> None:
-        for path in (self.conf_dir, self.log_dir, self.run_dir, self.ctld_spool, self.slurmd_spool):
+        for path in (self.conf_dir, self.log_dir, self.run_dir, self.ctld_spool):
             path.mkdir(parents=True, exist_ok=True)
+        self.slurmd_spool = Path(tempfile.mkdtemp(prefix="slurmd-", dir="/tmp"))
         if self.munge_dir is None:
             self.munge_dir = Path(tempfile.mkdtemp(prefix="munge-", dir="/tmp"))
         self.munge_dir.mkdir(parents=True, exist_ok=True)
@@ -539,6 +559,13 @@ class SlurmCluster:
 
     def _write_configs(self) -> None:
         self._detect_node()
+        room = socket_room(self.slurmd_spool, self.node_name)
+        if room < 0:
+            raise SlurmClusterError(
+                f"slurmd's spool dir {self.slurmd_spool} is too long by {-room} bytes for the Unix sockets "
+                f"slurmstepd makes in it (at most {SOCKET_PATH_MAX} bytes): jobs would stay PENDING. "
+                "Use a shorter temp dir (TMPDIR)."
+            )
         self.conf_path.write_text(self._slurm_conf())
         (self.conf_dir / "cgroup.conf").write_text(CGROUP_CONF)
         self._write_client_wrappers()

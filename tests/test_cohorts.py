@@ -10,8 +10,7 @@ import pytest
 from daydream import cohorts, documents, ids
 from daydream.columns import MEMBERSHIP_COLUMNS
 from daydream.paths import Paths
-from daydream.runtime import Runtime
-from tests.conftest import TINY_COHORT, count_lines, run_workflow, write_cohort
+from tests.conftest import TINY_COHORT, checkpoint, count_lines, run_workflow, write_cohort
 
 
 def build(data_root, cohorts_dir, cohort_id="tiny"):
@@ -155,14 +154,6 @@ def break_template_syntax(data_root, spec):
 def break_unknown_concept(data_root, spec):
     spec["concepts"]["ids"] = ["default-mode-network", "flux-capacitor"]
     return "flux-capacitor"
-
-
-def checkpoint(data_root, cohorts_dir, cohort_id, offline=True):
-    """The checkpoint (rule cohort_membership) in-process: what Snakemake runs."""
-    rt = Runtime({"data_root": str(data_root), "cohorts_dir": str(cohorts_dir), "cohorts": [cohort_id],
-                  "offline": offline})
-    cohorts.write_cohort(rt, cohort_id)
-    return rt
 
 
 @pytest.mark.parametrize("breaker", [break_unknown_template, break_unknown_model, break_missing_template_file,

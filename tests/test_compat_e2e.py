@@ -9,8 +9,9 @@ import sys
 import pandas as pd
 import pytest
 
+from daydream import cohorts
 from daydream.paths import Paths
-from tests.conftest import REPO, TINY_DESIGN, run_workflow
+from tests.conftest import REPO, TINY_DESIGN, checkpoint, run_workflow
 from tests.conftest import write_dedented as write
 from tests.original_store import (
     COHORT,
@@ -75,15 +76,18 @@ def test_a_design_spec_as_the_active_cohort_makes_the_documents_of_the_equivalen
 
 
 def test_a_bad_design_spec_fails_the_checkpoint_with_every_problem_before_any_call(data_root, cohorts_dir):
+    # the checkpoint in-process (what rule cohort_membership runs); test_cohorts.py shows a refusal
+    # there failing Snakemake's run with its problems on the terminal
     spec = write(cohorts_dir / "bad.yaml", TINY_DESIGN.replace("draft_llm: [offline_a]", "draft_llm: [gpt-17]")
                  .replace("novelty-judge, rigor-judge", "novelty-judge, no-such-judge"))
-    done = run_workflow(data_root, cohorts_dir, ["bad"], check=False)
-    output = done.stdout + done.stderr
-    assert done.returncode != 0 and "cohort_membership" in output
+    with pytest.raises(cohorts.CohortError) as refused:
+        checkpoint(data_root, cohorts_dir, "bad")
+    output = str(refused.value)
     for fragment in ("combo_id 'combo_v1_", "is not registered in", "unknown model 'gpt-17'",
                      "unknown template 'no-such-judge'"):
         assert fragment in output, fragment
     assert str(spec) in output
+    assert not Paths(data_root).membership_csv("bad").exists()
     assert not (data_root / "gens").exists() and not Paths(data_root).llm_calls_jsonl.exists()
 
 

@@ -1,16 +1,10 @@
-"""The Snakemake HTML report: built from a tiny offline run, then opened in headless Chromium.
-
-Chromium runs with a new profile folder, no network services and no sandbox (root in CI); it
-prints the page's console messages to stderr, where an uncaught JavaScript error would show.
-The test skips, saying why, only when no Chromium binary is installed.
+"""The Snakemake HTML report: built from a tiny offline run, then opened in headless Chromium
+(conftest.py's `chromium`; the tests skip, saying why, only when no Chromium binary is installed).
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -19,39 +13,17 @@ from matplotlib.image import imread
 
 from daydream import reports
 from daydream.paths import Paths
-from tests.conftest import copy_tree, run_workflow
+from tests.conftest import chromium, copy_tree, embedded_result, javascript_errors, needs_chromium, run_workflow
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("html_report")]  # one report_run per session
 
-CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
-needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary on PATH (apt-get install chromium)")
 browser = pytest.mark.browser
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--enable-logging=stderr", "--v=0", "--virtual-time-budget=8000"]
-
-
-def chromium(page: Path, profile: Path, *args: str) -> subprocess.CompletedProcess:
-    profile.mkdir(parents=True, exist_ok=True)
-    command = [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args, page.as_uri()]
-    return subprocess.run(command, capture_output=True, text=True, timeout=120)
 
 
 def screenshot(page: Path, png: Path, profile: Path, size: str = "1400,900") -> subprocess.CompletedProcess:
     done = chromium(page, profile, f"--screenshot={png}", f"--window-size={size}")
     assert png.exists(), f"no screenshot of {page}: {done.stderr[-2000:]}"
     return done
-
-
-def javascript_errors(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if "CONSOLE" in line and ("Uncaught" in line or "Error" in line)]
-
-
-def embedded_result(report_html: str, name: str) -> bytes:
-    """The bytes of a result embedded (as a data URI) in a self-contained Snakemake report."""
-    results = json.loads(re.search(r"var results = (\{.*?\});\n", report_html, re.S).group(1))
-    uri = next(r["data_uri"] for r in results.values() if r["filename"] == name)
-    return base64.b64decode(uri.split(",", 1)[1])
 
 
 def assert_not_blank(png: Path) -> None:

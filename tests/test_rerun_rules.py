@@ -71,24 +71,19 @@ def test_an_edited_template_makes_no_call_and_is_reported_stale_then_regenerated
     assert len(archived) == len(drafts)  # the old paid replies are kept
 
 
-def test_a_changed_concept_text_is_reported_as_such_and_costs_nothing(finished_run):
+def test_a_changed_concept_text_is_reported_and_a_deleted_raw_file_restored_from_its_saved_reply_without_a_call(
+        finished_run):
+    # one rerun for two edits: a concept's text (its 2 combos' drafts become stale) and a draft's raw.txt deleted
     data_root, cohorts_dir, paths = finished_run
     before = len(calls(paths))
     concept = data_root / "1_raw" / "concepts" / "descriptions-paragraph" / "weak-ties.txt"
     concept.write_text(concept.read_text() + " Granovetter measured this in job searches.")
-    run_workflow(data_root, cohorts_dir, ["tiny"])
-    stale = pd.read_csv(paths.stale_generations_csv)
-    assert len(stale) == 2 and set(stale.reason) == {"concepts changed"}  # the 2 combos with weak-ties
-    assert len(calls(paths)) == before
-
-
-def test_a_deleted_raw_file_is_restored_from_the_saved_reply_without_a_call(finished_run):
-    data_root, cohorts_dir, paths = finished_run
     draft = members(paths, "tiny").query("stage == 'draft'").gen_id.iloc[0]
     original = paths.raw_path("draft", draft).read_text()
     paths.raw_path("draft", draft).unlink()
-    before = len(calls(paths))
     run_workflow(data_root, cohorts_dir, ["tiny"])
+    stale = pd.read_csv(paths.stale_generations_csv)
+    assert len(stale) == 2 and set(stale.reason) == {"concepts changed"}  # the 2 combos with weak-ties
     assert paths.raw_path("draft", draft).read_text() == original
     assert len(calls(paths)) == before
 

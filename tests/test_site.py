@@ -11,7 +11,6 @@ import json
 import math
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -24,10 +23,19 @@ from daydream.reports.io import read_aggregated, read_table
 from daydream.reports.scores import scales_from_templates, task_scores
 from daydream.site import build_site, pages
 from daydream.site.compare import ALL_JUDGES, paired_comparisons
-from tests.conftest import REPO, TINY_COHORT, run_workflow, write_cohort
-from tests.test_html_report import CHROMIUM, CHROMIUM_FLAGS, embedded_result, javascript_errors, needs_chromium
+from tests.conftest import (
+    TINY_COHORT,
+    chromium,
+    copy_tree,
+    count_lines,
+    embedded_result,
+    javascript_errors,
+    needs_chromium,
+    run_workflow,
+    write_cohort,
+)
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("site")]  # one `run` per session
 
 COHORT = "judged"
 SPEC = {**TINY_COHORT, "evaluation": {**TINY_COHORT["evaluation"], "replicates": 2}}  # 2 judges x 2 rubrics x 2
@@ -35,13 +43,15 @@ NAMES = {"default-mode-network": "Default Mode Network", "exaptation": "Exaptati
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """A finished offline run of the cohort, its run output and its HTML report."""
-    root = tmp_path_factory.mktemp("site_run")
-    shutil.copytree(REPO / "data" / "1_raw", root / "data" / "1_raw")
-    (root / "cohorts").mkdir()
+def run(tmp_path_factory, finished_tiny_run):
+    """A finished offline run of the cohort, its run output and its HTML report. It starts from a
+    copy of the session's finished tiny run, whose drafts, essays and first-replicate evaluations
+    the cohort shares (ids follow the content), so this run pays only the 24 second replicates."""
+    root = copy_tree(finished_tiny_run, tmp_path_factory.mktemp("site_run"))
     write_cohort(root / "cohorts", COHORT, SPEC)
+    calls_before = count_lines(Paths(root / "data").llm_calls_jsonl)
     done = run_workflow(root / "data", root / "cohorts", [COHORT])
+    assert count_lines(Paths(root / "data").llm_calls_jsonl) - calls_before == 24, "only the second replicates"
     report = root / "report.html"
     run_workflow(root / "data", root / "cohorts", [COHORT], "--report", str(report))
     return Paths(root / "data"), done, report
@@ -148,8 +158,8 @@ def test_snakemake_report_contains_the_site_and_opens_on_it(run):
 
 
 # -- the builder on its own ---------------------------------------------------------------------------
-def test_rebuilding_the_site_drops_pages_of_essays_no_longer_in_the_cohort(run):
-    paths, _, _ = run
+def test_rebuilding_the_site_drops_pages_of_essays_no_longer_in_the_cohort(run, tmp_path):
+    paths = Paths(shutil.copytree(run[0].data_root, tmp_path / "data"))  # the module's run stays as built
     stray = site_of(paths) / "essays" / "e_gone.html"
     stray.write_text("old", encoding="utf-8")
     built = build_site(paths, COHORT, load_experiment(paths))
@@ -232,9 +242,7 @@ def test_numbers_are_formatted_for_reading():
 
 # -- in a browser ------------------------------------------------------------------------------------------
 def dom(url: str, profile: Path) -> str:
-    profile.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom", url],
-                          capture_output=True, text=True, timeout=120)
+    done = chromium(url, profile, "--dump-dom")
     assert done.returncode == 0, done.stderr[-2000:]
     assert javascript_errors(done.stderr) == []
     return done.stdout
@@ -252,6 +260,7 @@ def table_rows(page: str) -> list[dict]:
     return rows
 
 
+@pytest.mark.browser
 @needs_chromium
 def test_chromium_shows_the_overview(run, tmp_path):
     paths, _, _ = run
@@ -263,6 +272,7 @@ def test_chromium_shows_the_overview(run, tmp_path):
     assert "nan" not in agreement and "Krippendorff" in agreement
 
 
+@pytest.mark.browser
 @needs_chromium
 def test_chromium_sorts_and_filters_the_table_from_the_url_hash(run, tmp_path):
     paths, _, _ = run
@@ -279,6 +289,7 @@ def test_chromium_sorts_and_filters_the_table_from_the_url_hash(run, tmp_path):
     assert {r["hidden"] for r in by_concept if "Exaptation" not in r["concepts"].split(" + ")} == {True}
 
 
+@pytest.mark.browser
 @needs_chromium
 def test_chromium_shows_an_essay_with_its_lineage_and_every_judges_answer(run, tmp_path):
     paths, _, _ = run
@@ -296,6 +307,7 @@ def test_chromium_shows_an_essay_with_its_lineage_and_every_judges_answer(run, t
         assert paths.raw_path("evaluation", gen_id).read_text(encoding="utf-8").strip() in page
 
 
+@pytest.mark.browser
 @needs_chromium
 def test_chromium_routes_the_one_file_bundle_by_its_hash(run, tmp_path):
     paths, _, _ = run

@@ -11,6 +11,7 @@ from tests.conftest import (
     PER_JOB_OUTPUT,
     REPO,
     TINY_COHORT,
+    checkpoint,
     count_lines,
     planned_by_stage,
     run_workflow,
@@ -132,7 +133,7 @@ def test_editing_the_cohort_file_makes_only_the_new_documents(finished_run):
 
 
 def test_dry_run_lists_every_model_call_before_anything_runs(data_root, cohorts_dir):
-    run_workflow(data_root, cohorts_dir, ["tiny"], "--until", "cohort_membership")
+    checkpoint(data_root, cohorts_dir, "tiny")
     dry = run_workflow(data_root, cohorts_dir, ["tiny"], "-n", *PER_JOB_OUTPUT)
     planned = planned_by_stage(dry.stdout + dry.stderr)
     assert planned[("gen_document", "draft")] == 3 and planned[("gen_document", "essay")] == 6
