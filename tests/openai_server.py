@@ -1633,6 +1633,11 @@ class FakeOpenAIServer:
             self._generation += 1
             self._set_initial_state(clock or SystemClock())
 
+    @property
+    def initial_latency(self) -> float:
+        """The default latency given at construction (the one :meth:`restore` goes back to)."""
+        return self._initial[0]
+
     def hold_replies(self) -> None:
         """From now on every chat/message request waits, counted in ``in_flight``, until
         :meth:`release_replies` (an event, where a test would otherwise choose a latency)."""
