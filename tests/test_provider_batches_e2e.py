@@ -276,9 +276,11 @@ def test_batch_mode_on_a_route_without_a_batch_api_fails_at_the_checkpoint(tmp_p
 
 
 def finish_once_made(server: FakeOpenAIServer, paths: Paths, gen_ids: list[str], timeout: float = 600) -> None:
-    """Ends the batches once every document of `gen_ids` is parsed (or after `timeout`)."""
+    """Ends the batch once it is submitted and every document of `gen_ids` is parsed (or after
+    `timeout`)."""
     deadline = time.monotonic() + timeout
-    while not all(paths.parsed_path("evaluation", g).exists() for g in gen_ids) and time.monotonic() < deadline:
+    while time.monotonic() < deadline and not (
+            server.batches_created["openai"] and all(paths.parsed_path("evaluation", g).exists() for g in gen_ids)):
         time.sleep(0.05)
     server.finish_batches()
 
