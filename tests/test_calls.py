@@ -289,9 +289,12 @@ def test_a_cap_above_a_hundred_is_reached_and_never_passed(openai_server):
     latency to guess), then lets them all answer."""
     cap, made = 160, 170
     caps = WatchedLimits(cap)
+    # one attempt each, with time to wait for its held reply: no request is given up on and sent again
+    held = replace(FAST, max_concurrency=cap, max_attempts=1,
+                   stages={**FAST.stages, "draft": replace(FAST.stages["draft"], timeout_s=600)})
     openai_server.hold_replies()
     with ThreadPoolExecutor(made) as pool:
-        futures = [pool.submit(ask, openai_server, replace(FAST, max_concurrency=cap), caps) for _ in range(made)]
+        futures = [pool.submit(ask, openai_server, held, caps) for _ in range(made)]
         deadline = time.monotonic() + 300
         while not (openai_server.in_flight == cap and caps.waiting == made - cap):
             assert time.monotonic() < deadline, (openai_server.in_flight, caps.waiting)
