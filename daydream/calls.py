@@ -187,8 +187,9 @@ def _log_retry(gen_id: str, model: str):
     return before_sleep
 
 
-def _retrying(provider: Provider, settings: LLMSettings, gen_id: str, model: str) -> tenacity.Retrying:
-    return tenacity.Retrying(
+def _retrying(provider: Provider, settings: LLMSettings, gen_id: str, model: str,
+              sleep: Callable[[float], None] = time.sleep) -> tenacity.Retrying:
+    return tenacity.Retrying(sleep=sleep,
         retry=tenacity.retry_if_exception(lambda error: provider.retry_decision(error) is not None),
         wait=_WaitBackoffOrRetryAfter(provider, settings.backoff_initial_s, settings.backoff_max_s),
         stop=(tenacity.stop_after_attempt(settings.max_attempts)
@@ -252,7 +253,8 @@ def _billed_attempt(provider: Provider, request: CallRequest, error: BaseExcepti
 # -- the entry point --------------------------------------------------------------------------
 def call_model(row: ModelRow, prompt: str, *, stage: str, settings: LLMSettings, gen_id: str,
                on_billed: Callable[[Attempt], None] | None = None, replicate: int = 1,
-               cache_prefix: str = "", limits: ConcurrencyLimits | None = None) -> Completion:
+               cache_prefix: str = "", limits: ConcurrencyLimits | None = None,
+               sleep: Callable[[float], None] = time.sleep) -> Completion:
     """Ask `row`'s model for a reply to `prompt`, within the limits and the retry policy.
 
     `limits` are the concurrency caps shared by the calls of a run (`Run.limits`); without
@@ -265,12 +267,13 @@ def call_model(row: ModelRow, prompt: str, *, stage: str, settings: LLMSettings,
     (errors that are not provider errors) propagate as they are. `replicate`: the document's
     replicate (the offline model's replies differ by it). `cache_prefix`: the start of `prompt`
     that every prompt of its template shares (a provider may mark it for its prompt cache).
+    `sleep` waits between attempts (tests pass one that records or blocks instead).
     """
     provider, model, stage_settings = provider_of(row, settings), model_string(row, settings), settings.stage(stage)
     key = api_key(row, settings)
     request = CallRequest(row, route_of(row, settings), model, stage, prompt, stage_settings.temperature, stage_settings.max_tokens,
                           stage_settings.timeout_s, key, replicate, cache_prefix)
-    cap_key, retrying = concurrency_key(row, settings), _retrying(provider, settings, gen_id, model)
+    cap_key, retrying = concurrency_key(row, settings), _retrying(provider, settings, gen_id, model, sleep)
     state: tenacity.RetryCallState | None = None
     started = None  # when the first attempt got its slot: waiting for a slot is not duration
     reply: Reply | None = None

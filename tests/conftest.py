@@ -19,7 +19,7 @@ import subprocess
 import sys
 import textwrap
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -28,6 +28,7 @@ import yaml
 from daydream import cohorts, ids, settings
 from daydream.paths import Paths
 from daydream.runtime import Runtime
+from tests.openai_server import FakeOpenAIServer
 
 REPO = Path(__file__).resolve().parent.parent
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -298,3 +299,52 @@ def embedded_result(report_html: str, name: str) -> bytes:
     results = json.loads(re.search(r"var results = (\{.*?\});\n", report_html, re.S).group(1))
     uri = next(r["data_uri"] for r in results.values() if r["filename"] == name)
     return base64.b64decode(uri.split(",", 1)[1])
+
+
+# == tests-a (issue 20): shared loopback servers =================================================
+# One loopback server per name and test session (per xdist worker), given back its starting state
+# (`FakeOpenAIServer.restore`) before each test that asks for it: a session-scoped store can name
+# a server in its llm_models.csv and every copy of it still reaches that server. A test that needs
+# a server of its own (its port closed, its process killed) starts one (`openai_fixtures`).
+class LoopbackServers:
+    """Named loopback servers of this session, each started on first use."""
+
+    def __init__(self) -> None:
+        self._servers: dict[str, FakeOpenAIServer] = {}
+
+    def __getitem__(self, name: str) -> FakeOpenAIServer:
+        return self.get(name)
+
+    def get(self, name: str, latency: float = 0.0) -> FakeOpenAIServer:
+        """The session's server `name` (started with `latency` the first time it is asked for)."""
+        if name not in self._servers:
+            self._servers[name] = FakeOpenAIServer(latency=latency).start()
+        server = self._servers[name]
+        if server.initial_latency != latency:
+            raise ValueError(f"loopback server {name!r} was started with latency {server.initial_latency}, "
+                             f"not {latency}")
+        return server
+
+    def restore(self) -> None:
+        for server in self._servers.values():
+            server.restore()
+
+    def stop(self) -> None:
+        for server in self._servers.values():
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def session_loopback() -> Iterator[LoopbackServers]:
+    """The session's loopback servers, not restored: for session-scoped fixtures."""
+    servers = LoopbackServers()
+    yield servers
+    servers.stop()
+
+
+@pytest.fixture
+def loopback(session_loopback) -> LoopbackServers:
+    """The session's loopback servers, each as a new one (`restore`) for this test."""
+    session_loopback.restore()
+    return session_loopback
+# == end of tests-a's block ======================================================================

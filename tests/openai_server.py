@@ -469,6 +469,35 @@ ANTHROPIC_CUSTOM_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 OUTCOMES = frozenset({KIND_OK, KIND_ERROR, KIND_EXPIRE})
 
 
+class SystemClock:
+    """The batch store's clock: ``monotonic()`` orders the phases, ``time()`` stamps the objects."""
+
+    monotonic = staticmethod(time.monotonic)
+    time = staticmethod(time.time)
+
+
+class ManualClock:
+    """A clock that moves only when told (``advance``): a test sees every batch phase without
+    sleeping. ``time()`` is the wall time at creation plus the seconds advanced."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._elapsed = 0.0
+        self._wall0 = time.time()
+
+    def monotonic(self) -> float:
+        with self._lock:
+            return self._elapsed
+
+    def time(self) -> float:
+        with self._lock:
+            return self._wall0 + self._elapsed
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._elapsed += seconds
+
+
 @dataclass(frozen=True)
 class BatchTiming:
     """Seconds a new batch spends in each phase (the values in force when it is created).
@@ -663,8 +692,9 @@ def _page(objects: list[Any], query: dict[str, list[str]], *, default: int = 20)
 class _BatchStore:
     """Files, batches, batch scripting and batch counters (thread-safe)."""
 
-    def __init__(self, timing: BatchTiming, limits: BatchLimits) -> None:
+    def __init__(self, timing: BatchTiming, limits: BatchLimits, clock: SystemClock | ManualClock) -> None:
         self._lock = threading.Lock()
+        self.clock = clock
         self._ids = itertools.count(1)
         self._serial = itertools.count(1)
         self.timing = timing
@@ -710,7 +740,7 @@ class _BatchStore:
 
     def finish(self) -> None:
         """Move every phase deadline of every batch to now: running batches end at the next look."""
-        now = time.monotonic()
+        now = self.clock.monotonic()
         with self._lock:
             for b in self._batches.values():
                 b.validated = min(b.validated, now)
@@ -751,7 +781,7 @@ class _BatchStore:
         return item
 
     def _new_batch(self, provider: str, prefix: str, items: list[_Item]) -> _Batch:
-        now, wall, t = time.monotonic(), time.time(), self.timing
+        now, wall, t = self.clock.monotonic(), self.clock.time(), self.timing
         validated = now + max(t.validating, 0.0)
         processed = validated + max(t.processing, 0.0)
         return _Batch(
@@ -783,7 +813,7 @@ class _BatchStore:
         with self._lock:
             if len(data) > self.limits.max_file_bytes:
                 raise _openai_error(400, "File is too large.")
-            record = _File(self._new_id("file-fake"), filename, purpose, data, int(time.time()))
+            record = _File(self._new_id("file-fake"), filename, purpose, data, int(self.clock.time()))
             self._files[record.id] = record
             return record.view()
 
@@ -848,7 +878,7 @@ class _BatchStore:
             batch.metadata, batch.model = payload.get("metadata"), model
             self._batches[batch.id] = batch
             self._created[FLAVOR_OPENAI] += 1
-            return self._openai_view(batch, time.monotonic())
+            return self._openai_view(batch, self.clock.monotonic())
 
     def _read_openai_lines(self, data: bytes, endpoint: str) -> tuple[list[_Item], list[dict[str, Any]], str | None]:
         """Parse and validate an input file: (items, validation errors, model); counts custom_ids."""
@@ -984,7 +1014,7 @@ class _BatchStore:
     def _materialize_openai(self, b: _Batch, status: str) -> None:
         """Write the output and error files of a batch that just reached a terminal status."""
         b.materialized = True
-        done = b.done(b.effective(time.monotonic()) if b.cancel_at is not None else b.processed)
+        done = b.done(b.effective(self.clock.monotonic()) if b.cancel_at is not None else b.processed)
         output, errors = [], []
         for item in done:
             line_id = self._new_id("batch_req_fake")
@@ -1004,7 +1034,7 @@ class _BatchStore:
         for rows, kind in ((output, "output"), (errors, "error")):
             if rows:
                 record = _File(self._new_id("file-fake"), f"{b.id}_{kind}.jsonl", "batch_output",
-                               _jsonl(self._order(rows)), int(time.time()))
+                               _jsonl(self._order(rows)), int(self.clock.time()))
                 self._files[record.id] = record
                 if kind == "output":
                     b.output_file_id = record.id
@@ -1021,10 +1051,10 @@ class _BatchStore:
 
     def retrieve_openai_batch(self, batch_id: str) -> dict[str, Any]:
         with self._lock:
-            return self._openai_view(self._batch(batch_id, FLAVOR_OPENAI), time.monotonic())
+            return self._openai_view(self._batch(batch_id, FLAVOR_OPENAI), self.clock.monotonic())
 
     def cancel_openai_batch(self, batch_id: str) -> dict[str, Any]:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         with self._lock:
             b = self._batch(batch_id, FLAVOR_OPENAI)
             status = self._openai_status(b, now)
@@ -1035,7 +1065,7 @@ class _BatchStore:
             return self._openai_view(b, now)
 
     def list_openai_batches(self, query: dict[str, list[str]]) -> dict[str, Any]:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         with self._lock:
             batches = [b for b in self._batches.values() if b.provider == FLAVOR_OPENAI]
             page, more = _page(batches, query)
@@ -1078,7 +1108,7 @@ class _BatchStore:
             batch = self._new_batch(FLAVOR_ANTHROPIC, "msgbatch_fake", items)
             self._batches[batch.id] = batch
             self._created[FLAVOR_ANTHROPIC] += 1
-            return self._anthropic_view(batch, time.monotonic())
+            return self._anthropic_view(batch, self.clock.monotonic())
 
     def _anthropic_item(self, custom_id: str, params: Any) -> _Item:
         """Params are checked as the batch runs: a bad request is an ``errored`` result, not a 400."""
@@ -1131,7 +1161,7 @@ class _BatchStore:
 
     def _materialize_anthropic(self, b: _Batch) -> None:
         b.materialized = True
-        done = {id(i) for i in b.done(b.effective(time.monotonic()) if b.cancel_at is not None else b.processed)}
+        done = {id(i) for i in b.done(b.effective(self.clock.monotonic()) if b.cancel_at is not None else b.processed)}
         rows = []
         for item in b.items:
             if id(item) not in done:
@@ -1145,19 +1175,19 @@ class _BatchStore:
 
     def retrieve_anthropic_batch(self, batch_id: str) -> dict[str, Any]:
         with self._lock:
-            return self._anthropic_view(self._batch(batch_id, FLAVOR_ANTHROPIC), time.monotonic())
+            return self._anthropic_view(self._batch(batch_id, FLAVOR_ANTHROPIC), self.clock.monotonic())
 
     def anthropic_results(self, batch_id: str) -> bytes:
         with self._lock:
             b = self._batch(batch_id, FLAVOR_ANTHROPIC)
-            status = self._anthropic_view(b, time.monotonic())["processing_status"]
+            status = self._anthropic_view(b, self.clock.monotonic())["processing_status"]
             if status != "ended":
                 raise _anthropic_error(400, f"Message Batch {batch_id} has not ended yet (processing_status "
                                        f"'{status}'); results are available once it has ended.")
             return b.results
 
     def cancel_anthropic_batch(self, batch_id: str) -> dict[str, Any]:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         with self._lock:
             b = self._batch(batch_id, FLAVOR_ANTHROPIC)
             if self._anthropic_status(b, now) == "ended":
@@ -1169,14 +1199,14 @@ class _BatchStore:
     def delete_anthropic_batch(self, batch_id: str) -> dict[str, Any]:
         with self._lock:
             b = self._batch(batch_id, FLAVOR_ANTHROPIC)
-            if self._anthropic_status(b, time.monotonic()) != "ended":
+            if self._anthropic_status(b, self.clock.monotonic()) != "ended":
                 raise _anthropic_error(400, f"Message Batch {batch_id} is still processing; cancel it and wait "
                                        "for it to end before deleting it.")
             del self._batches[batch_id]
         return {"id": batch_id, "type": "message_batch_deleted"}
 
     def list_anthropic_batches(self, query: dict[str, list[str]]) -> dict[str, Any]:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         with self._lock:
             batches = [b for b in self._batches.values() if b.provider == FLAVOR_ANTHROPIC]
             page, more = _page(batches, query)
@@ -1350,7 +1380,11 @@ class FakeOpenAIServer:
     own (batch and file endpoints answer at once).  ``stats_file``, when given, is
     atomically rewritten with :meth:`stats` after every completed request.
     ``batch_timing`` and ``batch_limits`` set the batch phases and limits;
-    ``cache_min_tokens`` and ``cache_ttl_s`` the prompt cache's.
+    ``cache_min_tokens`` and ``cache_ttl_s`` the prompt cache's; ``clock`` (a
+    :class:`ManualClock`) the time batches move by (the system clock by default).
+
+    One server can serve many tests in turn: :meth:`restore` gives it back the state it
+    started with (a test session's shared server, ``tests/conftest.py``).
     """
 
     def __init__(
@@ -1363,20 +1397,34 @@ class FakeOpenAIServer:
         batch_limits: BatchLimits | None = None,
         cache_min_tokens: int = 1024,
         cache_ttl_s: float = 300.0,
+        clock: SystemClock | ManualClock | None = None,
     ) -> None:
         self._port = port
-        self.prompt_cache = PromptCache(cache_min_tokens, cache_ttl_s)
+        self._initial = (float(latency), batch_timing or BatchTiming(), batch_limits or BatchLimits(),
+                         cache_min_tokens, cache_ttl_s)
         self._lock = threading.Lock()
         self._stats_lock = threading.Lock()
         self._stopping = threading.Event()
-        self._queue: deque[Action] = deque()
-        self._default = reply()
-        self._default_latency = float(latency)
         self._stats_file = stats_file
         self._httpd: _LoopbackHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._connections: set[socket.socket] = set()
-        self._batches = _BatchStore(batch_timing or BatchTiming(), batch_limits or BatchLimits())
+        self._generation = 0
+        self._set_initial_state(clock or SystemClock())
+
+    def _set_initial_state(self, clock: SystemClock | ManualClock) -> None:
+        """Everything a test can script or count, as a new server has it (call with the lock held
+        or before serving)."""
+        latency, timing, limits, cache_min_tokens, cache_ttl_s = self._initial
+        self.prompt_cache = PromptCache(cache_min_tokens, cache_ttl_s)
+        self._queue: deque[Action] = deque()
+        self._default = reply()
+        self._default_latency = latency
+        self._wake = threading.Event()  # set by stop() and restore(): waiting requests are dropped
+        self._released = threading.Event()  # cleared by hold_replies()
+        self._released.set()
+        self._batches = _BatchStore(timing, limits, clock)
+        self._batches.root_url = self.root_url if self._httpd is not None else ""
         self._clear_counters()
 
     # ---- lifecycle
@@ -1386,6 +1434,8 @@ class FakeOpenAIServer:
         if self._httpd is not None:
             return self
         self._stopping.clear()
+        if self._wake.is_set():  # started again after stop()
+            self._wake = threading.Event()
         self._httpd = _LoopbackHTTPServer(self._port, self)
         self._batches.root_url = self.root_url
         self._thread = threading.Thread(
@@ -1401,6 +1451,7 @@ class FakeOpenAIServer:
         if httpd is None:
             return
         self._stopping.set()
+        self._wake.set()
         httpd.shutdown()
         self._close_connections()
         httpd.server_close()
@@ -1572,6 +1623,30 @@ class FakeOpenAIServer:
             self._batches.clear_scripting()
             self._batches.clear_counters()
 
+    def restore(self, clock: SystemClock | ManualClock | None = None) -> None:
+        """Give the server back the state it started with, on the same port: counters, queued
+        and default actions, latency, prompt cache, files, batches, batch scripting, timing and
+        limits. Requests still waiting from before are dropped and never counted. ``clock``
+        replaces the batch clock (the system clock by default)."""
+        with self._lock:
+            self._wake.set()
+            self._generation += 1
+            self._set_initial_state(clock or SystemClock())
+
+    @property
+    def initial_latency(self) -> float:
+        """The default latency given at construction (the one :meth:`restore` goes back to)."""
+        return self._initial[0]
+
+    def hold_replies(self) -> None:
+        """From now on every chat/message request waits, counted in ``in_flight``, until
+        :meth:`release_replies` (an event, where a test would otherwise choose a latency)."""
+        self._released.clear()
+
+    def release_replies(self) -> None:
+        """Let every held request (and every later one) answer."""
+        self._released.set()
+
     @property
     def request_count(self) -> int:
         """Chat/message requests received (counted on arrival, before any latency)."""
@@ -1723,18 +1798,20 @@ class FakeOpenAIServer:
         so a client holding its answer always sees its request as completed.
         """
         payload = _parse_json(raw)
-        action, latency, serial = self._begin(handler, raw, payload)
+        action, latency, serial, generation, wake, released = self._begin(handler, raw, payload)
         try:
-            response = self._respond(action, latency, payload, serial, flavor)
+            response = self._respond(action, latency, payload, serial, flavor, wake, released)
         finally:
-            self._end()
+            self._end(generation)
         if response is None:
             handler.drop()
         else:
             handler.send_raw(*response)
 
-    def _begin(self, handler: _Handler, raw: bytes, payload: Any) -> tuple[Action, float, int]:
-        """Count and record one request and pick its action and latency."""
+    def _begin(self, handler: _Handler, raw: bytes, payload: Any) -> tuple[Action, float, int, int, threading.Event,
+                                                                            threading.Event]:
+        """Count and record one request and pick its action and latency; with them, the state's
+        generation and the events that wake it (stop or restore) and let it answer (the gate)."""
         record = {
             "path": handler.path,
             "headers": dict(handler.headers.items()),
@@ -1749,16 +1826,19 @@ class FakeOpenAIServer:
             self._requests.append(record)
             action = self._queue.popleft() if self._queue else self._default
             latency = self._default_latency if action.latency is None else action.latency
-            return action, latency, self._request_count
+            return action, latency, self._request_count, self._generation, self._wake, self._released
 
-    def _end(self) -> None:
+    def _end(self, generation: int) -> None:
         with self._lock:
+            if generation != self._generation:  # a request from before restore(): not this state's
+                return
             self._in_flight -= 1
             self._completed_count += 1
         self._write_stats()
 
     def _respond(
-        self, action: Action, latency: float, payload: Any, serial: int, flavor: str = FLAVOR_OPENAI
+        self, action: Action, latency: float, payload: Any, serial: int, flavor: str = FLAVOR_OPENAI,
+        wake: threading.Event | None = None, released: threading.Event | None = None,
     ) -> _Response | None:
         """Wait ``latency`` seconds, then return the reply for ``action`` (None = drop).
 
@@ -1767,14 +1847,18 @@ class FakeOpenAIServer:
         ``flavor`` "anthropic" answers with Anthropic's Message and error shapes.
         """
         anthropic = flavor == FLAVOR_ANTHROPIC
-        if self._stopping.wait(max(latency, 0.0)):
+        wake = wake if wake is not None else self._stopping
+        if wake.wait(max(latency, 0.0)):
             return None
+        while released is not None and not released.wait(0.02):
+            if wake.is_set():
+                return None
         if not isinstance(payload, dict):
             if anthropic:
                 return 400, _dumps(anthropic_error_body(400, "Request body is not a JSON object")), ()
             return 400, _dumps(error_body(bad_request("Request body is not a JSON object"))), ()
         if action.kind == KIND_HANG:
-            if self._stopping.wait(action.hang_seconds) or not action.answer_after_hang:
+            if wake.wait(action.hang_seconds) or not action.answer_after_hang:
                 return None
         if action.kind == KIND_ERROR:
             if anthropic:

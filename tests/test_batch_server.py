@@ -23,6 +23,7 @@ from tests.openai_server import (  # noqa: E402
     BATCH_EXPIRED_MESSAGE,
     BatchTiming,
     FakeOpenAIServer,
+    ManualClock,
     bad_request,
     completion_body,
     error,
@@ -39,6 +40,17 @@ litellm.suppress_debug_info = True
 
 ENDPOINT = "/v1/chat/completions"
 MODEL = "gpt-4o-mini"
+# One client for the module's plain HTTP: `httpx.get/post` build a new client (and its TLS
+# context) for every request, several times the cost of the request itself.
+HTTP = httpx.Client(timeout=30)
+
+
+@pytest.fixture
+def clock(openai_server) -> ManualClock:
+    """The server's batches move only when the test advances this clock (no sleeping)."""
+    manual = ManualClock()
+    openai_server.restore(clock=manual)
+    return manual
 
 
 def line(custom_id: str, prompt: str | None = None, **overrides) -> dict:
@@ -56,41 +68,44 @@ def read_jsonl(data: bytes) -> list[dict]:
 
 
 def upload(server: FakeOpenAIServer, data: bytes, *, filename: str = "input.jsonl", purpose: str = "batch"):
-    return httpx.post(f"{server.base_url}/files", data={"purpose": purpose}, files={"file": (filename, data)})
+    return HTTP.post(f"{server.base_url}/files", data={"purpose": purpose}, files={"file": (filename, data)})
 
 
 def start_batch(server: FakeOpenAIServer, rows: list) -> dict:
     """Upload ``rows`` and create a batch from them; returns the created batch object."""
     file_id = upload(server, jsonl(rows)).json()["id"]
-    created = httpx.post(f"{server.base_url}/batches",
+    created = HTTP.post(f"{server.base_url}/batches",
                          json={"input_file_id": file_id, "endpoint": ENDPOINT, "completion_window": "24h"})
     assert created.status_code == 200, created.text
     return created.json()
 
 
 def get_batch(server: FakeOpenAIServer, batch_id: str) -> dict:
-    return httpx.get(f"{server.base_url}/batches/{batch_id}").json()
+    return HTTP.get(f"{server.base_url}/batches/{batch_id}").json()
 
 
 def content(server: FakeOpenAIServer, file_id: str) -> list[dict]:
-    resp = httpx.get(f"{server.base_url}/files/{file_id}/content")
+    resp = HTTP.get(f"{server.base_url}/files/{file_id}/content")
     assert resp.status_code == 200
     return read_jsonl(resp.content)
 
 
-def poll(fetch: Callable[[], dict], done: Callable[[dict], bool], timeout: float = 20.0) -> list[dict]:
-    """Call ``fetch`` until ``done`` holds for its answer; return every answer seen."""
+def poll(fetch: Callable[[], dict], done: Callable[[dict], bool], clock: ManualClock, step: float = 0.1,
+         limit: float = 100.0) -> list[dict]:
+    """Call ``fetch``, advancing ``clock`` by ``step`` between calls, until ``done`` holds for its
+    answer; return every answer seen."""
     seen = [fetch()]
-    deadline = time.monotonic() + timeout
+    waited = 0.0
     while not done(seen[-1]):
-        assert time.monotonic() < deadline, f"still not done: {seen[-1]}"
-        time.sleep(0.03)
+        assert waited < limit, f"still not done after {limit} s of the server's time: {seen[-1]}"
+        clock.advance(step)
+        waited += step
         seen.append(fetch())
     return seen
 
 
 def chat_reply(server: FakeOpenAIServer, prompt: str) -> dict:
-    resp = httpx.post(f"{server.base_url}/chat/completions",
+    resp = HTTP.post(f"{server.base_url}/chat/completions",
                       json={"model": MODEL, "messages": [{"role": "user", "content": prompt}]})
     return resp.json()
 
@@ -102,16 +117,16 @@ def anthropic_request(custom_id: str, prompt: str | None = None, **params) -> di
 
 
 def anthropic_batch(server: FakeOpenAIServer, requests: list) -> httpx.Response:
-    return httpx.post(f"{server.root_url}/v1/messages/batches", json={"requests": requests},
+    return HTTP.post(f"{server.root_url}/v1/messages/batches", json={"requests": requests},
                       headers={"x-api-key": "sk-ant-test", "anthropic-version": "2023-06-01"})
 
 
 def anthropic_get(server: FakeOpenAIServer, batch_id: str) -> dict:
-    return httpx.get(f"{server.root_url}/v1/messages/batches/{batch_id}").json()
+    return HTTP.get(f"{server.root_url}/v1/messages/batches/{batch_id}").json()
 
 
 def anthropic_results(server: FakeOpenAIServer, batch_id: str) -> dict[str, dict]:
-    resp = httpx.get(f"{server.root_url}/v1/messages/batches/{batch_id}/results")
+    resp = HTTP.get(f"{server.root_url}/v1/messages/batches/{batch_id}/results")
     assert resp.status_code == 200, resp.text
     return {row["custom_id"]: row["result"] for row in read_jsonl(resp.content)}
 
@@ -126,14 +141,14 @@ def test_file_upload_retrieve_content_list_and_delete(openai_server):
     file = created.json()
     assert file["object"] == "file" and file["purpose"] == "batch" and file["status"] == "processed"
     assert file["bytes"] == len(data) and file["filename"] == "input.jsonl"
-    assert httpx.get(f"{openai_server.base_url}/files/{file['id']}").json() == file
-    raw = httpx.get(f"{openai_server.base_url}/files/{file['id']}/content")
+    assert HTTP.get(f"{openai_server.base_url}/files/{file['id']}").json() == file
+    raw = HTTP.get(f"{openai_server.base_url}/files/{file['id']}/content")
     assert raw.content == data, "the content is the uploaded bytes, exactly"
-    listed = httpx.get(f"{openai_server.base_url}/files").json()
+    listed = HTTP.get(f"{openai_server.base_url}/files").json()
     assert listed["object"] == "list" and [f["id"] for f in listed["data"]] == [file["id"]]
-    deleted = httpx.delete(f"{openai_server.base_url}/files/{file['id']}").json()
+    deleted = HTTP.delete(f"{openai_server.base_url}/files/{file['id']}").json()
     assert deleted == {"id": file["id"], "object": "file", "deleted": True}
-    missing = httpx.get(f"{openai_server.base_url}/files/{file['id']}")
+    missing = HTTP.get(f"{openai_server.base_url}/files/{file['id']}")
     assert missing.status_code == 404 and set(missing.json()["error"]) == {"message", "type", "param", "code"}
 
 
@@ -146,7 +161,7 @@ def test_upload_errors_are_openais(openai_server):
     assert too_big.status_code == 400
     assert too_big.json()["error"] == {"message": "File is too large.", "type": "invalid_request_error",
                                        "param": None, "code": None}
-    no_purpose = httpx.post(f"{openai_server.base_url}/files", files={"file": ("x.jsonl", b"{}")})
+    no_purpose = HTTP.post(f"{openai_server.base_url}/files", files={"file": ("x.jsonl", b"{}")})
     assert no_purpose.status_code == 400 and no_purpose.json()["error"]["param"] == "purpose"
     assert upload(openai_server, b"{}\n", purpose="fine-tune", filename="x.txt").status_code == 200
 
@@ -154,13 +169,13 @@ def test_upload_errors_are_openais(openai_server):
 # ---------------------------------------------------------------------- OpenAI batches
 
 
-def test_batch_moves_through_its_statuses_with_time(openai_server):
+def test_batch_moves_through_its_statuses_with_time(openai_server, clock):
     openai_server.set_batch_timing(validating=0.4, processing=2.0, finalizing=0.8)
     rows = [line(f"r{i}") for i in range(8)]
     created = start_batch(openai_server, rows)
     assert created["status"] == "validating"
     assert created["request_counts"] == {"total": 0, "completed": 0, "failed": 0}
-    seen = poll(lambda: get_batch(openai_server, created["id"]), lambda b: b["status"] == "completed")
+    seen = poll(lambda: get_batch(openai_server, created["id"]), lambda b: b["status"] == "completed", clock)
     statuses = [b["status"] for b in seen]
     assert statuses[0] == "validating" and "in_progress" in statuses and "finalizing" in statuses
     order = ["validating", "in_progress", "finalizing", "completed"]
@@ -259,11 +274,11 @@ def test_expiring_requests_end_the_batch_expired(openai_server):
         ([], "empty_file", None, None),
     ],
 )
-def test_invalid_input_files_fail_validation(openai_server, rows, code, line_number, param):
+def test_invalid_input_files_fail_validation(openai_server, clock, rows, code, line_number, param):
     openai_server.set_batch_timing(validating=0.2)
     created = start_batch(openai_server, rows)
     assert created["status"] == "validating"
-    seen = poll(lambda: get_batch(openai_server, created["id"]), lambda b: b["status"] != "validating")
+    seen = poll(lambda: get_batch(openai_server, created["id"]), lambda b: b["status"] != "validating", clock)
     batch = seen[-1]
     assert batch["status"] == "failed" and batch["failed_at"] is not None and batch["in_progress_at"] is None
     assert batch["output_file_id"] is None and batch["error_file_id"] is None
@@ -291,38 +306,39 @@ def test_batch_creation_errors_are_immediate(openai_server):
     url = f"{openai_server.base_url}/batches"
     file_id = upload(openai_server, jsonl([line("a")])).json()["id"]
     good = {"input_file_id": file_id, "endpoint": ENDPOINT, "completion_window": "24h"}
-    missing = httpx.post(url, json={k: v for k, v in good.items() if k != "input_file_id"})
+    missing = HTTP.post(url, json={k: v for k, v in good.items() if k != "input_file_id"})
     assert missing.status_code == 400 and missing.json()["error"]["param"] == "input_file_id"
-    assert httpx.post(url, json={**good, "endpoint": "/v1/images"}).status_code == 400
-    assert httpx.post(url, json={**good, "completion_window": "1h"}).status_code == 400
-    assert httpx.post(url, json={**good, "input_file_id": "file-nope"}).status_code == 404
+    assert HTTP.post(url, json={**good, "endpoint": "/v1/images"}).status_code == 400
+    assert HTTP.post(url, json={**good, "completion_window": "1h"}).status_code == 400
+    assert HTTP.post(url, json={**good, "input_file_id": "file-nope"}).status_code == 404
     other = upload(openai_server, b"{}\n", purpose="assistants").json()["id"]
-    assert httpx.post(url, json={**good, "input_file_id": other}).status_code == 400
+    assert HTTP.post(url, json={**good, "input_file_id": other}).status_code == 400
     assert openai_server.batches_created["openai"] == 0
 
 
-def test_cancel_keeps_what_finished_and_ends_cancelled(openai_server):
+def test_cancel_keeps_what_finished_and_ends_cancelled(openai_server, clock):
     openai_server.set_batch_timing(processing=60, cancelling=0.3)
     batch = start_batch(openai_server, [line(f"r{i}") for i in range(4)])
     assert get_batch(openai_server, batch["id"])["status"] == "in_progress"
-    cancelling = httpx.post(f"{openai_server.base_url}/batches/{batch['id']}/cancel").json()
+    cancelling = HTTP.post(f"{openai_server.base_url}/batches/{batch['id']}/cancel").json()
     assert cancelling["status"] == "cancelling" and cancelling["cancelling_at"] is not None
-    seen = poll(lambda: get_batch(openai_server, batch["id"]), lambda b: b["status"] == "cancelled")
-    assert {b["status"] for b in seen} <= {"cancelling", "cancelled"}
+    seen = poll(lambda: get_batch(openai_server, batch["id"]), lambda b: b["status"] == "cancelled", clock)
+    assert {b["status"] for b in seen} == {"cancelling", "cancelled"}
     final = seen[-1]
     assert final["cancelled_at"] >= final["cancelling_at"] and final["completed_at"] is None
     assert final["request_counts"]["total"] == 4 and final["request_counts"]["completed"] == 0
     assert final["output_file_id"] is None and final["error_file_id"] is None
-    again = httpx.post(f"{openai_server.base_url}/batches/{batch['id']}/cancel")
+    again = HTTP.post(f"{openai_server.base_url}/batches/{batch['id']}/cancel")
     assert again.status_code == 400
 
 
-def test_cancel_midway_writes_the_finished_requests(openai_server):
+def test_cancel_midway_writes_the_finished_requests(openai_server, clock):
     openai_server.set_batch_timing(processing=4.0)
     batch = start_batch(openai_server, [line(f"r{i}") for i in range(10)])
-    poll(lambda: get_batch(openai_server, batch["id"]), lambda b: b["request_counts"]["completed"] >= 3)
-    httpx.post(f"{openai_server.base_url}/batches/{batch['id']}/cancel")
-    final = poll(lambda: get_batch(openai_server, batch["id"]), lambda b: b["status"] == "cancelled")[-1]
+    poll(lambda: get_batch(openai_server, batch["id"]), lambda b: b["request_counts"]["completed"] >= 3, clock)
+    HTTP.post(f"{openai_server.base_url}/batches/{batch['id']}/cancel")
+    clock.advance(60)  # long after the cancel: the work stopped at it
+    final = poll(lambda: get_batch(openai_server, batch["id"]), lambda b: b["status"] == "cancelled", clock)[-1]
     done = final["request_counts"]["completed"]
     assert 3 <= done < 10
     assert [r["custom_id"] for r in content(openai_server, final["output_file_id"])] == [f"r{i}" for i in range(done)]
@@ -338,9 +354,9 @@ def test_finish_batches_ends_running_batches_at_once(openai_server):
 
 def test_list_batches_newest_first_with_pagination(openai_server):
     ids = [start_batch(openai_server, [line("a")])["id"] for _ in range(3)]
-    page = httpx.get(f"{openai_server.base_url}/batches", params={"limit": 2}).json()
+    page = HTTP.get(f"{openai_server.base_url}/batches", params={"limit": 2}).json()
     assert [b["id"] for b in page["data"]] == ids[::-1][:2] and page["has_more"] is True
-    rest = httpx.get(f"{openai_server.base_url}/batches", params={"after": page["last_id"]}).json()
+    rest = HTTP.get(f"{openai_server.base_url}/batches", params={"after": page["last_id"]}).json()
     assert [b["id"] for b in rest["data"]] == [ids[0]] and rest["has_more"] is False
 
 
@@ -365,7 +381,7 @@ def test_counters_see_every_endpoint_and_every_custom_id(openai_server):
     stats = openai_server.stats()
     assert stats["batches_created"]["openai"] == 2 and stats["endpoint_counts"] == counts
     resubmitted = upload(openai_server, jsonl([line("a")])).json()["id"]
-    httpx.post(f"{openai_server.base_url}/batches",
+    HTTP.post(f"{openai_server.base_url}/batches",
                json={"input_file_id": resubmitted, "endpoint": ENDPOINT, "completion_window": "24h"})
     assert openai_server.custom_id_counts()["a"] == 2
     openai_server.reset()
@@ -396,7 +412,7 @@ def test_anthropic_batch_lifecycle_and_result_shapes(openai_server):
     assert batch["id"].startswith("msgbatch_") and batch["results_url"] is None and batch["ended_at"] is None
     assert batch["request_counts"] == {"processing": 4, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
     assert batch["created_at"].endswith("Z") and batch["expires_at"] > batch["created_at"]
-    early = httpx.get(f"{openai_server.root_url}/v1/messages/batches/{batch['id']}/results")
+    early = HTTP.get(f"{openai_server.root_url}/v1/messages/batches/{batch['id']}/results")
     assert early.status_code == 400 and early.json()["type"] == "error"
     openai_server.finish_batches()
     ended = anthropic_get(openai_server, batch["id"])
@@ -422,21 +438,22 @@ def test_anthropic_batch_lifecycle_and_result_shapes(openai_server):
 def test_anthropic_system_prompt_gets_the_same_reply_as_an_openai_system_message(openai_server):
     batch = anthropic_batch(openai_server, [anthropic_request("a", "Say hi.", system="Be brief.")]).json()
     message = anthropic_results(openai_server, batch["id"])["a"]["message"]
-    direct = httpx.post(f"{openai_server.base_url}/chat/completions", json={"model": "m", "messages": [
+    direct = HTTP.post(f"{openai_server.base_url}/chat/completions", json={"model": "m", "messages": [
         {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hi."}]}).json()
     assert message["content"][0]["text"] == direct["choices"][0]["message"]["content"]
 
 
-def test_anthropic_cancel_marks_the_unfinished_requests_canceled(openai_server):
+def test_anthropic_cancel_marks_the_unfinished_requests_canceled(openai_server, clock):
     openai_server.set_batch_timing(processing=60, cancelling=0.2)
     batch = anthropic_batch(openai_server, [anthropic_request("a"), anthropic_request("b")]).json()
-    cancel = httpx.post(f"{openai_server.root_url}/v1/messages/batches/{batch['id']}/cancel").json()
+    cancel = HTTP.post(f"{openai_server.root_url}/v1/messages/batches/{batch['id']}/cancel").json()
     assert cancel["processing_status"] == "canceling" and cancel["cancel_initiated_at"] is not None
-    seen = poll(lambda: anthropic_get(openai_server, batch["id"]), lambda b: b["processing_status"] == "ended")
-    assert {b["processing_status"] for b in seen} <= {"canceling", "ended"}
+    seen = poll(lambda: anthropic_get(openai_server, batch["id"]), lambda b: b["processing_status"] == "ended",
+                clock)
+    assert {b["processing_status"] for b in seen} == {"canceling", "ended"}
     assert seen[-1]["request_counts"]["canceled"] == 2
     assert anthropic_results(openai_server, batch["id"]) == {"a": {"type": "canceled"}, "b": {"type": "canceled"}}
-    again = httpx.post(f"{openai_server.root_url}/v1/messages/batches/{batch['id']}/cancel")
+    again = HTTP.post(f"{openai_server.root_url}/v1/messages/batches/{batch['id']}/cancel")
     assert again.status_code == 400
 
 
@@ -462,11 +479,11 @@ def test_anthropic_creation_is_validated_at_once(openai_server):
 def test_anthropic_list_and_delete(openai_server):
     first = anthropic_batch(openai_server, [anthropic_request("a")]).json()["id"]
     second = anthropic_batch(openai_server, [anthropic_request("b")]).json()["id"]
-    listed = httpx.get(f"{openai_server.root_url}/v1/messages/batches").json()
+    listed = HTTP.get(f"{openai_server.root_url}/v1/messages/batches").json()
     assert [b["id"] for b in listed["data"]] == [second, first] and listed["has_more"] is False
-    deleted = httpx.delete(f"{openai_server.root_url}/v1/messages/batches/{first}").json()
+    deleted = HTTP.delete(f"{openai_server.root_url}/v1/messages/batches/{first}").json()
     assert deleted == {"id": first, "type": "message_batch_deleted"}
-    assert httpx.get(f"{openai_server.root_url}/v1/messages/batches/{first}").status_code == 404
+    assert HTTP.get(f"{openai_server.root_url}/v1/messages/batches/{first}").status_code == 404
     assert openai_server.custom_id_counts("anthropic") == {"a": 1, "b": 1}
 
 
@@ -474,11 +491,11 @@ def test_plain_anthropic_message_uses_the_chat_queue(openai_server):
     openai_server.enqueue(rate_limit(retry_after=3))
     url = f"{openai_server.root_url}/v1/messages"
     payload = {"model": "claude-haiku-4-5", "max_tokens": 10, "messages": [{"role": "user", "content": "Hi there"}]}
-    limited = httpx.post(url, json=payload)
+    limited = HTTP.post(url, json=payload)
     assert limited.status_code == 429 and limited.headers["retry-after"] == "3"
     assert limited.json() == {"type": "error", "error": {"type": "rate_limit_error",
                                                          "message": "Rate limit reached (fake server)"}}
-    message = httpx.post(url, json=payload).json()
+    message = HTTP.post(url, json=payload).json()
     assert message["type"] == "message" and message["usage"]["input_tokens"] == 2
     assert message["content"][0]["text"].endswith("SCORE: 7")
     assert openai_server.request_count == 2 and openai_server.endpoint_counts["POST /v1/messages"] == 2

@@ -46,16 +46,29 @@ def loop_row(server: FakeOpenAIServer, **overrides) -> ModelRow:
 
 
 def ask(server: FakeOpenAIServer, settings: LLMSettings = FAST, limits: ConcurrencyLimits | None = None,
-        **row_overrides) -> calls.Completion:
-    """One call; calls that share `limits` (a run's caps, `Run.limits`) share the caps."""
+        sleep=time.sleep, **row_overrides) -> calls.Completion:
+    """One call; calls that share `limits` (a run's caps, `Run.limits`) share the caps. `sleep`
+    waits between attempts (call_model's: a test passes one that records or blocks)."""
     return call_model(loop_row(server, **row_overrides), PROMPT, stage="draft", settings=settings, gen_id="d_test1",
-                      limits=limits)
+                      limits=limits, sleep=sleep)
 
 
-def failure(server: FakeOpenAIServer, settings: LLMSettings = FAST, **row_overrides) -> LLMCallError:
+def failure(server: FakeOpenAIServer, settings: LLMSettings = FAST, sleep=time.sleep, **row_overrides) -> LLMCallError:
     with pytest.raises(LLMCallError) as caught:
-        ask(server, settings, **row_overrides)
+        ask(server, settings, sleep=sleep, **row_overrides)
     return caught.value
+
+
+class Sleeps(list):
+    """A `sleep` for call_model that sleeps not at all and records (seconds, requests the server had
+    received by then)."""
+
+    def __init__(self, server: FakeOpenAIServer):
+        super().__init__()
+        self.server = server
+
+    def __call__(self, seconds: float) -> None:
+        self.append((seconds, self.server.request_count))
 
 
 # -- the fault matrix -------------------------------------------------------------------------
@@ -68,19 +81,20 @@ def test_two_rate_limits_then_a_reply_cost_three_requests_and_three_attempts(ope
 
 def test_retry_after_is_waited_for_before_the_next_request(openai_server):
     openai_server.enqueue(rate_limit(retry_after=1), reply())
-    started = time.monotonic()
-    done = ask(openai_server)
-    elapsed = time.monotonic() - started
+    slept = Sleeps(openai_server)
+    done = ask(openai_server, sleep=slept)
     assert openai_server.request_count == 2 and done.attempts == 2
-    assert 1.0 <= done.wait_s <= 1.02  # Retry-After (1 s) plus at most backoff_initial_s of jitter
-    assert 1.0 <= elapsed < 1.5  # the backoff alone would have waited about 0.02 s
+    ((seconds, requests_then),) = slept  # one wait, after the first request and before the second
+    assert requests_then == 1
+    # Retry-After (1 s) plus at most backoff_initial_s of jitter; the backoff alone is about 0.02 s
+    assert 1.0 <= seconds <= 1.02 and done.wait_s == round(seconds, 3)
 
 
 def test_retry_after_beyond_the_wait_budget_ends_the_call_at_once(openai_server):
     openai_server.enqueue(rate_limit(retry_after=60))
-    started = time.monotonic()
-    error = failure(openai_server, replace(FAST, max_total_wait_s=5))
-    assert time.monotonic() - started < 1.0 and openai_server.request_count == 1
+    slept = Sleeps(openai_server)
+    error = failure(openai_server, replace(FAST, max_total_wait_s=5), sleep=slept)
+    assert slept == [] and openai_server.request_count == 1
     assert error.error_class == "RateLimitError" and error.status == 429 and error.attempts == 1
     assert "llm.max_total_wait_s=5" in str(error)
 
@@ -120,12 +134,11 @@ def test_unauthorized_is_final_and_names_the_key_variable_not_the_key(openai_ser
 
 
 def test_a_hang_past_the_timeout_is_retried(openai_server):
-    openai_server.enqueue(hang(5), reply())
+    openai_server.enqueue(hang(600), reply())
     settings = replace(FAST, stages={**FAST.stages, "draft": replace(FAST.stages["draft"], timeout_s=0.3)})
-    started = time.monotonic()
     done = ask(openai_server, settings)
     assert openai_server.request_count == 2 and done.attempts == 2
-    assert time.monotonic() - started < 2.0
+    assert openai_server.in_flight == 1, "the first request still hangs: the call gave up on it at its timeout"
 
 
 def test_a_hang_on_every_attempt_fails_as_a_timeout(openai_server):
@@ -185,8 +198,10 @@ def test_litellm_and_sdk_retries_are_off_so_one_attempt_is_one_request(openai_se
 def test_the_wait_budget_caps_the_sleep_between_attempts(openai_server):
     openai_server.set_default(server_error(500))
     settings = replace(FAST, max_attempts=50, backoff_initial_s=0.1, backoff_max_s=0.1, max_total_wait_s=0.35)
-    error = failure(openai_server, settings)
+    slept = Sleeps(openai_server)
+    error = failure(openai_server, settings, sleep=slept)
     # every wait is 0.1 s (backoff_max_s): three fit in 0.35 s, a fourth would not
+    assert slept == [(0.1, 1), (0.1, 2), (0.1, 3)]
     assert openai_server.request_count == 4 and error.attempts == 4
     assert "llm.max_total_wait_s=0.35" in str(error)
 
@@ -243,11 +258,52 @@ def test_the_global_cap_holds_with_64_threads(openai_server):
     assert openai_server.request_count == 40 and openai_server.peak_in_flight == 8
 
 
+class WatchedLimits(ConcurrencyLimits):
+    """The run's caps, counting the calls waiting for a slot (inside `slot().__enter__`)."""
+
+    def __init__(self, global_cap: int):
+        super().__init__(global_cap)
+        self.waiting, self._count_lock = 0, threading.Lock()
+
+    def slot(self, key, cap):
+        inner, outer = super().slot(key, cap), self
+
+        class Watched:
+            def __enter__(self):
+                with outer._count_lock:
+                    outer.waiting += 1
+                try:
+                    return inner.__enter__()
+                finally:
+                    with outer._count_lock:
+                        outer.waiting -= 1
+
+            def __exit__(self, *exc):
+                return inner.__exit__(*exc)
+        return Watched()
+
+
 def test_a_cap_above_a_hundred_is_reached_and_never_passed(openai_server):
-    openai_server.set_latency(1.0)
-    caps = ConcurrencyLimits(160)
-    run_in_threads([lambda: ask(openai_server, replace(FAST, max_concurrency=160), caps)] * 240, threads=240)
-    assert openai_server.request_count == 240 and openai_server.peak_in_flight == 160
+    """160 requests in flight at once (litellm's sync client would hold 100) and the other 10
+    calls held back by the cap: the server holds every reply until both are seen (events, no
+    latency to guess), then lets them all answer."""
+    cap, made = 160, 170
+    caps = WatchedLimits(cap)
+    # one attempt each, with time to wait for its held reply: no request is given up on and sent again
+    held = replace(FAST, max_concurrency=cap, max_attempts=1,
+                   stages={**FAST.stages, "draft": replace(FAST.stages["draft"], timeout_s=600)})
+    openai_server.hold_replies()
+    with ThreadPoolExecutor(made) as pool:
+        futures = [pool.submit(ask, openai_server, held, caps) for _ in range(made)]
+        deadline = time.monotonic() + 300
+        while not (openai_server.in_flight == cap and caps.waiting == made - cap):
+            assert time.monotonic() < deadline, (openai_server.in_flight, caps.waiting)
+            assert openai_server.in_flight <= cap, openai_server.in_flight
+            time.sleep(0.02)
+        openai_server.release_replies()
+        for future in futures:
+            future.result()
+    assert openai_server.request_count == made and openai_server.peak_in_flight == cap
 
 
 def test_a_models_own_cap_holds_alongside_the_global_cap():
@@ -275,12 +331,20 @@ def test_a_models_own_cap_holds_alongside_the_global_cap():
 def test_a_call_waiting_to_retry_gives_its_slot_to_others(openai_server):
     openai_server.enqueue(rate_limit(retry_after=1))
     row_cap, caps = {"id": "solo", "max_concurrency": 1}, ConcurrencyLimits(FAST.max_concurrency)
+    sleeping, wake = threading.Event(), threading.Event()
+
+    def sleep(seconds):  # sleeps out the Retry-After until the test says so
+        sleeping.set()
+        assert wake.wait(120)
+
     with ThreadPoolExecutor(2) as pool:
-        first = pool.submit(ask, openai_server, FAST, caps, **row_cap)
-        time.sleep(0.3)  # the first call is now sleeping out its Retry-After
-        started = time.monotonic()
-        pool.submit(ask, openai_server, FAST, caps, **row_cap).result()
-        assert time.monotonic() - started < 0.5
+        first = pool.submit(ask, openai_server, FAST, caps, sleep, **row_cap)
+        assert sleeping.wait(120)  # the first call is now sleeping out its Retry-After
+        try:
+            second = pool.submit(ask, openai_server, FAST, caps, **row_cap).result(timeout=120)
+            assert second.attempts == 1 and not first.done(), "the model's one slot is free while the first sleeps"
+        finally:
+            wake.set()
         assert first.result().attempts == 2
 
 

@@ -219,9 +219,13 @@ def test_default_and_per_action_latency(openai_server):
 
 def test_peak_in_flight_reaches_parallelism(openai_server):
     n = 64
-    openai_server.set_latency(1.5)
+    openai_server.hold_replies()  # every request waits until all are in (an event, not a latency)
     with ThreadPoolExecutor(max_workers=n) as pool:
-        results = list(pool.map(lambda _: complete(openai_server, timeout=30), range(n)))
+        futures = [pool.submit(complete, openai_server, timeout=120) for _ in range(n)]
+        assert wait_for(lambda: openai_server.in_flight == n, timeout=120), openai_server.in_flight
+        assert openai_server.completed_count == 0, "held replies are not answered"
+        openai_server.release_replies()
+        results = [future.result() for future in futures]
     assert all(r.choices[0].finish_reason == "stop" for r in results)
     assert openai_server.request_count == n
     assert openai_server.peak_in_flight == n
@@ -244,6 +248,27 @@ def test_reset_clears_counters_requests_and_queue(openai_server):
     assert openai_server.peak_in_flight == 0
     assert openai_server.pending == 0
     assert complete(openai_server).choices[0].message.content == "kept"
+
+
+def test_restore_gives_back_a_new_servers_state_and_drops_what_was_waiting(openai_server):
+    """What a test session's shared server relies on between tests (tests/conftest.py)."""
+    openai_server.set_default(reply("scripted"))
+    openai_server.set_latency(0.5)
+    openai_server.set_batch_timing(processing=60)
+    openai_server.on_batch_request(server_error(), "a")
+    openai_server.enqueue(hang(60))
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(complete, openai_server, timeout=60)
+        assert wait_for(lambda: openai_server.in_flight == 1, timeout=60)
+        openai_server.restore()
+        with pytest.raises(litellm.InternalServerError, match="Connection error"):
+            waiting.result()  # dropped, as stop() would
+    port = openai_server.port
+    assert (openai_server.request_count, openai_server.in_flight, openai_server.completed_count) == (0, 0, 0)
+    assert openai_server.pending == 0 and openai_server.batch_timing.processing == 0
+    assert complete(openai_server).choices[0].message.content == default_content(PROMPT)
+    assert (openai_server.port, openai_server.request_count, openai_server.completed_count) == (port, 1, 1)
+    assert openai_server.batches_created == {"openai": 0, "anthropic": 0}
 
 
 def test_plain_http_edge_cases(openai_server):

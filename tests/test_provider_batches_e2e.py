@@ -19,7 +19,9 @@ import pandas as pd
 import pytest
 import yaml
 
+from daydream import cohorts
 from daydream.paths import Paths
+from daydream.runtime import Runtime
 from tests.conftest import REPO, SNAKEMAKE, add_models, run_workflow, write_cohort
 from tests.openai_server import FakeOpenAIServer, bad_request, expire, server_error
 
@@ -71,26 +73,28 @@ def key(monkeypatch):
     monkeypatch.setenv("LOOP_API_KEY", KEY)
 
 
-def test_200_evaluations_make_one_batch_per_size_limit_and_each_request_is_submitted_once(
+def test_evaluations_make_one_batch_per_size_limit_and_each_request_is_submitted_once(
         tmp_path, data_root, cohorts_dir, key):
+    """80 evaluations cut at 25 requests (the size limit's arithmetic is test_provider_batches'
+    in-process test; this is the whole run: 4 batches, reports, nothing to do after)."""
     with FakeOpenAIServer() as server:
         add_batch_models(data_root, [{"id": "loop_judge", "api_base": server.base_url}])
-        judged_cohort(cohorts_dir, ["loop_judge"], replicates=5)
-        run_workflow(data_root, cohorts_dir, ["judged"], "--configfile", batch_config(tmp_path, max_requests=60),
+        judged_cohort(cohorts_dir, ["loop_judge"], replicates=2)
+        run_workflow(data_root, cohorts_dir, ["judged"], "--configfile", batch_config(tmp_path, max_requests=25),
                      offline=False)
         paths, evals = Paths(data_root), evaluations(Paths(data_root))
-        assert len(evals) == 200 and complete(paths, pd.read_csv(paths.membership_csv("judged")))
-        assert server.batches_created == {"openai": 4, "anthropic": 0}  # 60 + 60 + 60 + 20
+        assert len(evals) == 80 and complete(paths, pd.read_csv(paths.membership_csv("judged")))
+        assert server.batches_created == {"openai": 4, "anthropic": 0}  # 25 + 25 + 25 + 5
         assert server.custom_id_counts("openai") == dict.fromkeys(evals.gen_id, 1)
         assert server.request_count == 0, "no direct call"
         calls = [c for c in jsonl(paths.llm_calls_jsonl) if c["stage"] == "evaluation"]
-        assert len(calls) == 200 and len({c["batch_id"] for c in calls}) == 4
+        assert len(calls) == 80 and len({c["batch_id"] for c in calls}) == 4
         meta = json.loads(paths.metadata_path("evaluation", evals.gen_id.iloc[0]).read_text())
         usage = meta["usage"]
         batch_price = (usage["prompt_tokens"] * 1 + usage["completion_tokens"] * 4) / 1e6
         assert meta["cost_usd"] == pytest.approx(batch_price) and meta["model"] == "openai/fake-model"
         scores = pd.read_csv(paths.cohort_report("judged", "parsing/aggregated_scores.csv"))
-        assert len(scores) == 200 and scores.score.notna().all()
+        assert len(scores) == 80 and scores.score.notna().all()
 
         again = run_workflow(data_root, cohorts_dir, ["judged"], "--configfile", batch_config(tmp_path),
                              offline=False)
@@ -98,9 +102,15 @@ def test_200_evaluations_make_one_batch_per_size_limit_and_each_request_is_submi
         assert server.batches_created["openai"] == 4 and set(server.custom_id_counts().values()) == {1}
 
 
+def judged_runtime(data_root: Path, cohorts_dir: Path) -> Runtime:
+    return Runtime({"data_root": str(data_root), "cohorts_dir": str(cohorts_dir), "cohorts": ["judged"],
+                    "offline": False})
+
+
 def planned(data_root: Path, cohorts_dir: Path) -> pd.DataFrame:
-    """The cohort's evaluations after the checkpoint alone (no document made)."""
-    run_workflow(data_root, cohorts_dir, ["judged"], str(Paths(data_root).membership_csv("judged")), offline=False)
+    """The cohort's evaluations after the checkpoint alone (no document made), made in this
+    process as the checkpoint makes them."""
+    cohorts.write_cohort(judged_runtime(data_root, cohorts_dir), "judged")
     return evaluations(Paths(data_root))
 
 
@@ -112,7 +122,7 @@ def snakemake_command(data_root: Path, cohorts_dir: Path, config: str, *args: st
 POLL = "GET /v1/batches/{id}"  # the loopback server's counter of batch retrievals
 
 
-def wait_for(condition, run: subprocess.Popen, timeout: float = 120) -> None:
+def wait_for(condition, run: subprocess.Popen, timeout: float = 600) -> None:
     """Until `condition()` holds, checked every 50 ms while the run lives; fails after `timeout`."""
     deadline = time.monotonic() + timeout
     while not condition():
@@ -122,7 +132,7 @@ def wait_for(condition, run: subprocess.Popen, timeout: float = 120) -> None:
 
 
 def finish_after_a_new_look(server: FakeOpenAIServer, state_file: Path, last_look: str) -> None:
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 600  # a bound for a broken run only: a loaded machine is slow to start one
     while json.loads(state_file.read_text())["polled_at"] == last_look and time.monotonic() < deadline:
         time.sleep(0.05)
     server.finish_batches()
@@ -257,20 +267,37 @@ def test_anthropic_message_batches_cancel_collect_and_resubmit(tmp_path, data_ro
 def test_batch_mode_on_a_route_without_a_batch_api_fails_at_the_checkpoint(tmp_path, data_root, cohorts_dir):
     add_batch_models(data_root, [{"id": "router_judge", "route": "openrouter", "api_key_env": ""}])
     judged_cohort(cohorts_dir, ["router_judge"], replicates=1, ids=IDS5[:3])
-    done = run_workflow(data_root, cohorts_dir, ["judged"], offline=False, check=False)
-    assert done.returncode != 0
+    with pytest.raises(cohorts.CohortError) as refused:  # the checkpoint, in this process
+        cohorts.write_cohort(judged_runtime(data_root, cohorts_dir), "judged")
     assert ("evaluation model 'router_judge' (route openrouter) is in batch mode (batch=true in "
             f"{Paths(data_root).models_csv}), but route openrouter has no batch API; batch mode works with routes "
-            "openai, anthropic") in done.stderr
+            "openai, anthropic") in str(refused.value)
+    assert not Paths(data_root).membership_csv("judged").exists()
+
+
+def finish_once_made(server: FakeOpenAIServer, paths: Paths, gen_ids: list[str], timeout: float = 600) -> None:
+    """Ends the batch once it is submitted and every document of `gen_ids` is parsed (or after
+    `timeout`)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not (
+            server.batches_created["openai"] and all(paths.parsed_path("evaluation", g).exists() for g in gen_ids)):
+        time.sleep(0.05)
+    server.finish_batches()
 
 
 def test_a_waiting_round_takes_no_core_from_the_direct_calls(tmp_path, data_root, cohorts_dir, key):
     with FakeOpenAIServer() as server:
         add_batch_models(data_root, [{"id": "loop_judge", "api_base": server.base_url}])
         judged_cohort(cohorts_dir, ["loop_judge", "offline_b"], replicates=1, ids=IDS5[:3])
-        server.set_batch_timing(processing=4)
-        run_workflow(data_root, cohorts_dir, ["judged"], "--cores", "1", "--configfile", batch_config(tmp_path),
-                     offline=False)
+        direct = list(planned(data_root, cohorts_dir).query("llm_model_id == 'offline_b'").gen_id)
+        server.set_batch_timing(processing=600)  # the batch ends once the direct calls are made: an event
+        finisher = threading.Thread(target=finish_once_made, args=(server, Paths(data_root), direct))
+        finisher.start()
+        try:
+            run_workflow(data_root, cohorts_dir, ["judged"], "--cores", "1", "--configfile", batch_config(tmp_path),
+                         offline=False)
+        finally:
+            finisher.join()
         paths, evals = Paths(data_root), evaluations(Paths(data_root))
         (round_file,) = paths.reporting_dir.glob("batch_rounds/*/evaluation/*.json")
         direct = evals[evals.llm_model_id == "offline_b"].gen_id
@@ -278,23 +305,30 @@ def test_a_waiting_round_takes_no_core_from_the_direct_calls(tmp_path, data_root
         assert complete(paths, pd.read_csv(paths.membership_csv("judged")))
 
 
+def submitted(paths: Paths) -> bool:
+    """Whether the ledger records a batch as submitted (what the round does before it sleeps)."""
+    for path in paths.provider_batches_dir.glob("pb_*[0-9a-f].json"):
+        try:
+            if json.loads(path.read_text())["state"] == "submitted":
+                return True
+        except (json.JSONDecodeError, KeyError):  # being written
+            continue
+    return False
+
+
 def test_ctrl_c_during_a_waiting_round_ends_the_run_promptly_and_keeps_the_batch(tmp_path, data_root, cohorts_dir,
                                                                                   key):
     with FakeOpenAIServer() as server:
         add_batch_models(data_root, [{"id": "loop_judge", "api_base": server.base_url}])
         judged_cohort(cohorts_dir, ["loop_judge"], replicates=1, ids=IDS5[:3])
-        server.set_batch_timing(processing=600)
-        command = snakemake_command(data_root, cohorts_dir, batch_config(tmp_path, poll_interval_s=30))
+        server.set_batch_timing(processing=6000)
+        command = snakemake_command(data_root, cohorts_dir, batch_config(tmp_path, poll_interval_s=3000))
         run = subprocess.Popen(command, cwd=data_root.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                text=True)
-        deadline = time.monotonic() + 120
-        while not server.batches_created["openai"] and time.monotonic() < deadline and run.poll() is None:
-            time.sleep(0.1)
-        time.sleep(1.0)
+        wait_for(lambda: submitted(Paths(data_root)), run)  # the round goes to sleep now
         run.send_signal(signal.SIGINT)
-        stopped = time.monotonic()
-        _, stderr = run.communicate(timeout=60)
-        assert time.monotonic() - stopped < 20, "the 30 s sleep between polls does not hold the run"
+        # the run ends without sleeping out its 3000 s between polls (else the timeout fails the test)
+        _, stderr = run.communicate(timeout=600)
         assert "Snakemake is stopping; 12 requests stay in flight" in stderr and run.returncode != 0
         assert server.batches_created["openai"] == 1, stderr
         (state,) = [s for s in map(lambda p: json.loads(p.read_text()),

@@ -157,7 +157,8 @@ def environment() -> dict:
 def test_two_runs_on_one_data_root_from_two_working_directories_pay_for_each_document_once(tmp_path, data_root,
                                                                                            cohorts_dir):
     paths = Paths(data_root)
-    with FakeOpenAIServer(latency=2.0) as server:  # the first run outlasts the second one's start
+    with FakeOpenAIServer() as server:
+        server.hold_replies()  # the first run outlasts the second one: its calls wait until the second ends
         add_models(data_root, [{"id": "loop", "api_base": server.base_url}])
         write_cohort(cohorts_dir, "shared", {
             "concepts": {"level": "paragraph", "k": 2, "ids": ["exaptation", "weak-ties", "bisociation"]},
@@ -173,8 +174,12 @@ def test_two_runs_on_one_data_root_from_two_working_directories_pay_for_each_doc
             if lock.exists() and lock.read_text() and json.loads(lock.read_text()).get("pid") == first.pid:
                 break
             time.sleep(0.05)
-        second = subprocess.run(workflow(data_root, cohorts_dir, "shared", tmp_path / "clone-b"),
-                                cwd=tmp_path / "clone-b", env=environment(), capture_output=True, text=True)
+        try:
+            second = subprocess.run(workflow(data_root, cohorts_dir, "shared", tmp_path / "clone-b"),
+                                    cwd=tmp_path / "clone-b", env=environment(), capture_output=True, text=True,
+                                    timeout=600)
+        finally:
+            server.release_replies()
         first_output = first.communicate(timeout=600)[0]
         assert first.returncode == 0, first_output[-3000:]
         assert server.in_flight == 0
