@@ -4,7 +4,9 @@ Each document folder has `.replies/<prompt-sha16>.json`, one file per prompt eve
 the reply, the prompt it answers and the hashes of that prompt's sources, written atomically
 with fsync before any gens file is written from it. It is never a Snakemake output, so
 Snakemake never deletes it. `answer` is the only function of the package that makes a direct
-call (a provider batch is submitted by `daydream.batch.rounds`). For a document's prompt it returns, in this order:
+call (the run's call engine, `daydream.engine`, takes its steps `found`, `before_call`,
+`call_failed`, `keep_paid`, `called` around its own; a provider batch is submitted by
+`daydream.batch.rounds`). For a document's prompt it returns, in this order:
 - `saved`: the reply saved for this exact prompt (a deleted raw.txt, a killed run);
 - `restored`: the paid record of an earlier prompt of the document (its template, concepts or
   parent changed since). Nothing is paid: the document keeps what was sent and what came back,
