@@ -126,7 +126,12 @@ class Engine:
             if signature == self._signature or self._stopping.is_set():
                 return
             self._signature = signature
-            documents_of_run = self._documents_of_run()
+            try:
+                documents_of_run = self._documents_of_run()
+            except Exception as error:  # noqa: BLE001 - only speed is lost: each job then makes its own call
+                log.warning("the call engine could not read the run's documents from Snakemake's DAG (%s: %s); "
+                            "each document job makes its own call", type(error).__name__, error)
+                return
             new = [m for m in served(self.rt, documents_of_run) if m.gen_id not in self._served]
             for model_id in sorted({m.llm_model_id for m in new}):  # litellm's import (seconds) before a call
                 calls.provider_of(self.rt.experiment.models[model_id], self.rt.settings)
@@ -164,18 +169,23 @@ class Engine:
             with self._lock:
                 current = self._calls.get(member.gen_id)
                 if current is None or current.sha256 == prompt.sha256:
-                    future = self._submit(member, prompt)
+                    self._submit(member, prompt)
+                    taken = self._calls[member.gen_id]
                     break
             # Another prompt of this document is in flight: it ends first (a reply is never paid
             # twice for one document); then the ledger finds what it saved.
             concurrent.futures.wait([current.future])
-            with self._lock:
-                if self._calls.get(member.gen_id) is current:
-                    del self._calls[member.gen_id]
+            self._forget(member, current)
         try:
-            return future.result()
+            return taken.future.result()
         finally:
             job_log.replay(self._capture.take(member.gen_id))
+            self._forget(member, taken)  # its reply is in the ledger now: memory stays flat
+
+    def _forget(self, member: Member, call: _Call) -> None:
+        with self._lock:
+            if self._calls.get(member.gen_id) is call:
+                del self._calls[member.gen_id]
 
     # -- the run's events (an observer of the Run) -------------------------------------------------
     def document_started(self, stage: str) -> None:
@@ -275,7 +285,7 @@ class Engine:
     # -- stopping ------------------------------------------------------------------------------------
     def stop(self, wait: bool = True) -> None:
         """Start no new call; with `wait`, let the calls in flight finish and be saved, then end
-        the loop and its threads."""
+        the loop and its threads (a reply being saved is saved even without `wait`)."""
         with self._lock:
             if self._stopped:
                 return
@@ -292,7 +302,7 @@ class Engine:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
         self._admissions.shutdown(wait=False, cancel_futures=True)
-        self._files.shutdown(wait=wait)
+        self._files.shutdown(wait=True)  # a reply being saved is never cut short
         logging.getLogger("daydream").removeHandler(self._capture)
 
     def interrupted(self) -> None:

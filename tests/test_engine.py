@@ -228,12 +228,15 @@ def test_a_killed_engine_is_rerun_without_paying_for_any_prompt_twice(data_root,
     with FakeOpenAIServer(latency=0.5) as server:
         rt = loop_runtime(data_root, cohorts_dir, server, draft_replicates=4, cap=4)
         drafts = by_stage(rt)["draft"]
+        prompts = {m.gen_id: documents.document_prompt(rt, m) for m in drafts}
+
+        def saved_now() -> set[str]:
+            return {m.gen_id for m in drafts if ledger.saved_reply(rt.paths, m, prompts[m.gen_id].sha256)}
+
         run = started(rt)
-        wait_until(lambda: server.completed_count >= 4 and server.request_count > 4)
+        wait_until(lambda: len(saved_now()) >= 4 and server.request_count > 4)
         run.stop(wait=False)  # the kill: the loop ends, calls in flight are never saved
-        first = sent_prompts(server)
-        saved = {m.gen_id for m in drafts
-                 if ledger.saved_reply(rt.paths, m, documents.document_prompt(rt, m).sha256)}
+        first, saved = sent_prompts(server), saved_now()
         assert 4 <= len(saved) < len(drafts)
 
         again = Runtime(dict(rt.config))  # the next run: a new process
