@@ -117,13 +117,14 @@ class Engine:
         self._thread = threading.Thread(target=self._loop.run_forever, name="daydream-engine", daemon=True)
         self._thread.start()
 
-    def refresh(self) -> None:
+    def refresh(self, force: bool = False) -> None:
         """Read the run's documents again when the membership changed since the last read (the
-        cohort checkpoint ran: Snakemake added their jobs to its DAG), and start the calls that
-        can start."""
+        cohort checkpoint ran: Snakemake added their jobs to its DAG), or with `force` (a job of
+        a document the last read did not hold: a batch round's checkpoint added it), and start
+        the calls that can start."""
         with self._lock:
             signature = self.rt.membership.signature()
-            if signature == self._signature or self._stopping.is_set():
+            if (signature == self._signature and not force) or self._stopping.is_set():
                 return
             self._signature = signature
             try:
@@ -157,6 +158,8 @@ class Engine:
     def serves(self, member: Member) -> bool:
         """Whether this engine makes the document's call (a document it has a call for, or one
         of the run's documents while it is not stopping)."""
+        if member.gen_id not in self._remade:
+            self.refresh(force=True)
         if member.gen_id not in self._served:
             return False
         with self._lock:
