@@ -13,9 +13,12 @@ run, read in `onstart:`), whose template is an LLM template on a direct route: n
 run was asked to make.
 
 When: a document's call starts as soon as its prompt can be built, by the same function as its
-job (`documents.document_prompt`): a root document at once, a child when its parent's job has
-written the parent's files (the Run's `document_made` event; the engine is one of the Run's
-observers), or at once when the parent is not remade in this run. Its job asks the ledger as
+job (`documents.document_prompt`): a root document at once; a child of a document the engine
+answered as soon as that answer is saved, from the parsed text the parent's job will write
+(`documents.parsed_ahead`, the job's own steps without their side effects: the same bytes its
+file will hold); any other child when its parent's job has written the parent's files (the
+Run's `document_made` event; the engine is one of the Run's observers), or at once when the
+parent is not remade in this run. Its job asks the ledger as
 always (`ledger.answer`), which hands it to `Engine.answer`: the answer of the engine's call
 for that exact prompt (waited for while in flight), or a call started now. One document has one
 call at a time: a job whose prompt differs from the one the engine sent (a file edited
@@ -245,6 +248,7 @@ class Engine:
         rt = self.rt
         earlier = await self._in(self._admissions, ledger.found, rt, member, prompt)
         if earlier is not None:
+            self._children_ahead(member, earlier)
             return earlier
         gate = self._gate(member)
         async with gate:
@@ -259,7 +263,35 @@ class Engine:
             except BaseException:
                 rt.run.end_call(ticket)
                 raise
-        return await self._in(self._files, self._kept, ticket, member, prompt, done)
+        answer = await self._in(self._files, self._kept, ticket, member, prompt, done)
+        self._children_ahead(member, answer)
+        return answer
+
+    def _children_ahead(self, member: Member, answer: ledger.Answer) -> None:
+        """Start the children's calls from this answer, before the document's job has written
+        its files: their prompts are built from the parsed text that job will write
+        (`documents.parsed_ahead`), byte for byte the text their own jobs will read."""
+        with self._lock:
+            children = self._children.pop(member.gen_id, [])
+        if children:
+            self._loop.run_in_executor(self._files, self._start_children, member, answer, children)
+
+    def _start_children(self, member: Member, answer: ledger.Answer, children: list[Member]) -> None:
+        try:
+            parsed = documents.parsed_ahead(self.rt, member, answer)
+            prompts = [(child, documents.document_prompt(self.rt, child, parsed)) for child in children] \
+                if parsed is not None else []
+        except Exception as error:  # noqa: BLE001 - the jobs build them again and fail with the reason
+            log.debug("engine: the children of %s are left to their jobs: %s", member.gen_id, error)
+            prompts = []
+        if not prompts:  # it will not parse (its job says why), or a prompt could not be built
+            with self._lock:
+                self._children[member.gen_id].extend(children)  # the parent's document_made starts them
+            return
+        with self._lock:
+            for child, prompt in prompts:
+                if child.gen_id not in self._calls and not self._stopping.is_set():
+                    self._submit(child, prompt)
 
     def _ended(self, ticket, step, *args) -> None:
         try:

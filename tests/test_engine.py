@@ -29,10 +29,10 @@ SETTINGS = {"max_attempts": 2, "backoff_initial_s": 0.01, "backoff_max_s": 0.02,
             "stages": {stage: {"max_tokens": MAX_TOKENS, "timeout_s": 5.0} for stage in ("draft", "evaluation")}}
 
 
-def cohort(draft_replicates: int) -> dict:
+def cohort(draft_replicates: int, essay: str = "copy-draft") -> dict:
     return {"concepts": {"level": "paragraph", "k": 2, "ids": ["default-mode-network", "exaptation", "weak-ties"]},
             "draft": {"templates": ["links-brainstorm"], "models": ["loop"], "replicates": draft_replicates},
-            "essay": {"templates": ["copy-draft"], "models": ["draft"], "replicates": 1},
+            "essay": {"templates": [essay], "models": ["draft" if essay == "copy-draft" else "loop"], "replicates": 1},
             "evaluation": {"templates": ["novelty-judge"], "models": ["loop"], "replicates": 1}}
 
 
@@ -57,9 +57,9 @@ def add_loop_model(data_root: Path, base_url: str) -> None:
 
 
 def loop_runtime(data_root: Path, cohorts_dir: Path, server: FakeOpenAIServer, draft_replicates: int = 1,
-                 cap: int = 8, **config) -> Runtime:
+                 cap: int = 8, essay: str = "copy-draft", **config) -> Runtime:
     add_loop_model(data_root, server.base_url)
-    write_cohort(cohorts_dir, "tiny", cohort(draft_replicates))
+    write_cohort(cohorts_dir, "tiny", cohort(draft_replicates, essay))
     rt = Runtime({"data_root": str(data_root), "cohorts_dir": str(cohorts_dir), "cohorts": ["tiny"],
                   "llm": {**SETTINGS, "max_concurrency": cap}, **config})
     cohorts.build_cohort(rt.paths, "tiny", rt.paths.cohort_file("tiny"))
@@ -181,6 +181,24 @@ def test_calls_in_flight_reach_the_cap_with_no_job_running_and_never_pass_it(dat
         assert all(error is None for error in outcome.values())
         assert server.request_count == len(drafts)  # the jobs took the engine's answers
         assert rt.run.counters.snapshot()["sources"]["called"] == len(drafts)
+
+
+def test_children_are_called_ahead_of_their_parents_jobs_with_the_prompts_their_jobs_build(data_root, cohorts_dir):
+    with FakeOpenAIServer() as server:
+        rt = loop_runtime(data_root, cohorts_dir, server, essay="essay-from-draft")
+        wanted = llm_documents(rt)  # drafts, essays and evaluations: three waves of calls
+        started(rt)
+        try:
+            wait_until(lambda: server.completed_count == len(wanted))  # no job has run
+            assert not any(rt.paths.parsed_path(m.stage, m.gen_id).exists() for m in wanted)
+            outcome = {}
+            for members in by_stage(rt).values():
+                outcome.update(jobs(rt, members))
+        finally:
+            engine.finish(rt)
+        assert all(error is None for error in outcome.values())
+        assert server.request_count == len(wanted)  # the jobs' prompts were the ones sent, byte for byte
+        assert rt.run.counters.snapshot()["sources"]["called"] == len(wanted)
 
 
 def test_a_failed_call_reaches_its_job_as_the_same_error_and_is_recorded_once(data_root, cohorts_dir):
