@@ -57,10 +57,10 @@ lint: $(BIN)/.installed
 # Both benches at sizes that finish in under 5 minutes on a 2-core machine; every ratio is
 # against its baseline measured in the same run. The issue's figures use bigger sizes, e.g.
 #   bench/bench_throughput.py --docs 10000 --reps 3      (and --scaling for 1k/10k/100k)
-#   bench/bench_calls.py --caps 100,200 --calls 528,2000 --reps 3
+#   bench/bench_calls.py --caps 100,200,500 --shape 20,2,15 --reps 3
 bench: $(BIN)/.installed
 	$(BIN)/python bench/bench_throughput.py --docs 500 --reps 1
-	$(BIN)/python bench/bench_calls.py --caps 100,200 --calls 528,800 --reps 1
+	$(BIN)/python bench/bench_calls.py --caps 100,500 --shape 10,2,10 --reps 1
 
 # Regenerate the lock after editing pyproject.toml's dependencies: keeps every pin it can and
 # adds or drops only what changed. Upgrade on purpose with UPGRADE="litellm numpy" (those

@@ -18,7 +18,9 @@ litellm's HTTP client (`--client`):
   httpx-limits    litellm.aclient_session = httpx.AsyncClient(limits=httpx.Limits(
                   max_connections=cap, max_keepalive_connections=cap))
 Numbers only: nothing is asserted.
-Usage: python bench/asyncio_loop.py [--calls 528] [--cap 100] [--latency 2] [--client default]
+`--waves 20,2,15` makes three dependent waves instead (drafts, essays per draft, evaluations per
+essay: 660 calls), each call once its parent's reply is back (bench/bench_calls.py).
+Usage: python bench/asyncio_loop.py [--calls 528 | --waves 20,2,15] [--cap 100] [--latency 2] [--client default]
 """
 
 from __future__ import annotations
@@ -124,11 +126,23 @@ def import_litellm(client: str, cap: int):
     return litellm
 
 
-async def run_calls(litellm, base_url: str, calls: int, cap: int, timeout: float) -> dict:
+def wave_calls(waves: tuple[int, int, int] | None, calls: int) -> int:
+    """Calls of a run: `calls`, or every document of the three waves."""
+    if waves is None:
+        return calls
+    drafts, essays, evaluations = waves
+    return drafts + drafts * essays + drafts * essays * evaluations
+
+
+async def run_calls(litellm, base_url: str, calls: int, cap: int, timeout: float,
+                    waves: tuple[int, int, int] | None = None) -> dict:
+    """`calls` independent calls; with `waves` (drafts, essays per draft, evaluations per
+    essay) three dependent waves instead: each essay's call once its draft's reply is back, each
+    evaluation's once its essay's is."""
     semaphore = asyncio.Semaphore(cap)
     failures: list[str] = []
 
-    async def one(index: int) -> None:
+    async def one(index) -> None:
         async with semaphore:
             try:
                 await litellm.acompletion(
@@ -138,20 +152,36 @@ async def run_calls(litellm, base_url: str, calls: int, cap: int, timeout: float
             except Exception as error:  # noqa: BLE001 - a failed call is counted, not fatal
                 failures.append(f"{type(error).__name__}: {error}"[:200])
 
+    if waves is not None:
+        drafts, essays, evaluations = waves
+
+        async def essay(d: int, e: int) -> None:
+            await one(f"essay {d}.{e}")
+            await asyncio.gather(*(one(f"evaluation {d}.{e}.{v}") for v in range(evaluations)))
+
+        async def draft(d: int) -> None:
+            await one(f"draft {d}")
+            await asyncio.gather(*(essay(d, e) for e in range(essays)))
+
+        started = time.perf_counter()
+        await asyncio.gather(*(draft(d) for d in range(drafts)))
+        return {"loop_s": time.perf_counter() - started, "failures": len(failures), "first_failure": failures[:1]}
+
     started = time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(calls)))
     return {"loop_s": time.perf_counter() - started, "failures": len(failures), "first_failure": failures[:1]}
 
 
 def measure(base_url: str, stats_file: Path, calls: int, cap: int, latency: float, client: str,
-            timeout: float = 120.0) -> dict:
+            timeout: float = 120.0, waves: tuple[int, int, int] | None = None) -> dict:
     """Run the loop against a running server whose stats file starts at zero requests."""
     import_started = time.perf_counter()
     litellm = import_litellm(client, cap)
     import_s = time.perf_counter() - import_started
     before = read_stats(stats_file)
+    calls = wave_calls(waves, calls)
     with StatsWatcher(stats_file, calls, latency) as watcher:
-        result = asyncio.run(run_calls(litellm, base_url, calls, cap, timeout))
+        result = asyncio.run(run_calls(litellm, base_url, calls, cap, timeout, waves))
     after = read_stats(stats_file)
     ideal = calls / cap * latency
     phase = watcher.calls_phase_s or result["loop_s"]
@@ -174,7 +204,10 @@ def main() -> None:
     parser.add_argument("--base-url", help="use this running loopback server (with --stats-file)")
     parser.add_argument("--stats-file", type=Path, help="that server's stats file")
     parser.add_argument("--json", action="store_true", help="print one JSON line")
+    parser.add_argument("--waves", help="drafts,essays per draft,evaluations per essay: three dependent waves "
+                                        "instead of --calls independent calls")
     args = parser.parse_args()
+    waves = tuple(int(n) for n in args.waves.split(",")) if args.waves else None
     server = None
     if args.base_url:
         if args.stats_file is None:
@@ -184,14 +217,14 @@ def main() -> None:
         stats_file = Path(tempfile.mkdtemp(prefix="daydream-loop-")) / "stats.json"
         server, base_url = start_server(args.latency, stats_file)
     try:
-        result = measure(base_url, stats_file, args.calls, args.cap, args.latency, args.client)
+        result = measure(base_url, stats_file, args.calls, args.cap, args.latency, args.client, waves=waves)
     finally:
         if server is not None:
             stop_server(server)
     if args.json:
         print(json.dumps(result))
         return
-    print(f"calls                {result['requests']} requests for {args.calls} calls (latency {args.latency:g} s, "
+    print(f"calls                {result['requests']} requests for {result['calls']} calls (latency {args.latency:g} s, "
           f"cap {args.cap}, client {args.client}), {result['failures']} failed {result['first_failure']}")
     print(f"calls phase          {result['calls_phase_s']:.2f} s (first request to last reply, from the stats "
           f"file) = {result['ratio']:.2f}x ideal ({result['ideal_s']:.2f} s); gather {result['loop_s']:.2f} s")

@@ -188,8 +188,11 @@ def _log_retry(gen_id: str, model: str):
 
 
 def _retrying(provider: Provider, settings: LLMSettings, gen_id: str, model: str,
-              sleep: Callable[[float], None] = time.sleep) -> tenacity.Retrying:
-    return tenacity.Retrying(sleep=sleep,
+              asynchronous: bool = False, sleep: Callable[[float], None] = time.sleep) -> tenacity.BaseRetrying:
+    """The retry policy; `asynchronous`: the same policy sleeping on the event loop; `sleep`: how a
+    thread waits between attempts (tests pass one that records or blocks instead)."""
+    kind = tenacity.AsyncRetrying if asynchronous else tenacity.Retrying
+    return kind(**({} if asynchronous else {"sleep": sleep}),
         retry=tenacity.retry_if_exception(lambda error: provider.retry_decision(error) is not None),
         wait=_WaitBackoffOrRetryAfter(provider, settings.backoff_initial_s, settings.backoff_max_s),
         stop=(tenacity.stop_after_attempt(settings.max_attempts)
@@ -250,7 +253,66 @@ def _billed_attempt(provider: Provider, request: CallRequest, error: BaseExcepti
                    request.temperature, request.max_tokens, round(duration_s, 3))
 
 
-# -- the entry point --------------------------------------------------------------------------
+# -- the entry points --------------------------------------------------------------------------
+class _Call:
+    """One call's request and state, whichever driver makes its attempts: a thread
+    (`call_model`) or an event loop (`acall_model`). Everything but the waiting is here, once."""
+
+    def __init__(self, row: ModelRow, prompt: str, *, stage: str, settings: LLMSettings, gen_id: str,
+                 on_billed: Callable[[Attempt], None] | None, replicate: int, cache_prefix: str,
+                 limits: ConcurrencyLimits | None):
+        self.row, self.settings, self.gen_id, self.on_billed = row, settings, gen_id, on_billed
+        self.provider, self.model = provider_of(row, settings), model_string(row, settings)
+        self.stage_settings = settings.stage(stage)
+        self.key = api_key(row, settings)
+        self.request = CallRequest(row, route_of(row, settings), self.model, stage, prompt,
+                                   self.stage_settings.temperature, self.stage_settings.max_tokens,
+                                   self.stage_settings.timeout_s, self.key, replicate, cache_prefix)
+        self.cap_key = concurrency_key(row, settings)
+        self.limits = limits if limits is not None else ConcurrencyLimits(settings.max_concurrency)
+        self.failures = self.provider.errors()
+        self.state: tenacity.RetryCallState | None = None
+        self.started: float | None = None  # when the first attempt got its slot: waiting for one is not duration
+        self.last_billed: tuple[BaseException, Attempt] | None = None
+
+    def retrying(self, asynchronous: bool = False,
+                 sleep: Callable[[float], None] = time.sleep) -> tenacity.BaseRetrying:
+        return _retrying(self.provider, self.settings, self.gen_id, self.model, asynchronous, sleep)
+
+    def sending(self, state: tenacity.RetryCallState) -> float:
+        """An attempt got its slot and is sent now: its start time."""
+        self.state = state
+        now = time.monotonic()
+        self.started = now if self.started is None else self.started
+        return now
+
+    def attempt_failed(self, error: BaseException, sent: float) -> None:
+        """A failed attempt the provider may have billed goes to `on_billed` before any retry."""
+        billed = _billed_attempt(self.provider, self.request, error, self.state.attempt_number,
+                                 time.monotonic() - sent, self.key)
+        if billed is not None:
+            self.last_billed = (error, billed)
+            if self.on_billed is not None:
+                self.on_billed(billed)  # recorded and counted before any retry
+
+    def failure(self, error: BaseException) -> LLMCallError:
+        billed = self.last_billed[1] if self.last_billed is not None and self.last_billed[0] is error else None
+        return _failure(self.provider, error, self.state, self.row, self.settings, self.gen_id, self.key, billed,
+                        self.request.timeout_s)
+
+    def completion(self, reply: Reply) -> Completion:
+        state, stage_settings = self.state, self.stage_settings
+        attempts = state.attempt_number if state else 1
+        done = Completion(reply.text, self.model, reply.finish_reason, reply.usage,
+                          self.provider.cost_usd(self.row, reply), round(time.monotonic() - self.started, 3), attempts,
+                          stage_settings.temperature, stage_settings.max_tokens,
+                          round(state.idle_for if state else 0.0, 3))
+        log.info("call gen_id=%s model=%s attempts=%d status=ok finish=%s tokens=%s cost=%s wait=%.2fs "
+                 "duration=%.2fs", self.gen_id, self.model, attempts, reply.finish_reason,
+                 reply.usage.get("total_tokens"), done.cost_usd, done.wait_s, done.duration_s)
+        return done
+
+
 def call_model(row: ModelRow, prompt: str, *, stage: str, settings: LLMSettings, gen_id: str,
                on_billed: Callable[[Attempt], None] | None = None, replicate: int = 1,
                cache_prefix: str = "", limits: ConcurrencyLimits | None = None,
@@ -269,41 +331,42 @@ def call_model(row: ModelRow, prompt: str, *, stage: str, settings: LLMSettings,
     that every prompt of its template shares (a provider may mark it for its prompt cache).
     `sleep` waits between attempts (tests pass one that records or blocks instead).
     """
-    provider, model, stage_settings = provider_of(row, settings), model_string(row, settings), settings.stage(stage)
-    key = api_key(row, settings)
-    request = CallRequest(row, route_of(row, settings), model, stage, prompt, stage_settings.temperature, stage_settings.max_tokens,
-                          stage_settings.timeout_s, key, replicate, cache_prefix)
-    cap_key, retrying = concurrency_key(row, settings), _retrying(provider, settings, gen_id, model, sleep)
-    state: tenacity.RetryCallState | None = None
-    started = None  # when the first attempt got its slot: waiting for a slot is not duration
+    call = _Call(row, prompt, stage=stage, settings=settings, gen_id=gen_id, on_billed=on_billed,
+                 replicate=replicate, cache_prefix=cache_prefix, limits=limits)
     reply: Reply | None = None
-    last_billed: tuple[BaseException, Attempt] | None = None
-    failures = provider.errors()
-    limits = limits if limits is not None else ConcurrencyLimits(settings.max_concurrency)
     try:
-        for attempt in retrying:
-            state = attempt.retry_state
-            with attempt, limits.slot(cap_key, row.max_concurrency):
-                started = time.monotonic() if started is None else started
-                sent = time.monotonic()
+        for attempt in call.retrying(sleep=sleep):
+            with attempt, call.limits.slot(call.cap_key, row.max_concurrency):
+                sent = call.sending(attempt.retry_state)
                 try:
-                    reply = provider.complete(request)
-                except failures as error:
-                    billed = _billed_attempt(provider, request, error, state.attempt_number,
-                                             time.monotonic() - sent, key)
-                    if billed is not None:
-                        last_billed = (error, billed)
-                        if on_billed is not None:
-                            on_billed(billed)  # recorded and counted before any retry
+                    reply = call.provider.complete(call.request)
+                except call.failures as error:
+                    call.attempt_failed(error, sent)
                     raise
-    except failures as error:
-        billed = last_billed[1] if last_billed is not None and last_billed[0] is error else None
-        raise _failure(provider, error, state, row, settings, gen_id, key, billed, request.timeout_s) from error
-    attempts = state.attempt_number if state else 1
-    done = Completion(reply.text, model, reply.finish_reason, reply.usage, provider.cost_usd(row, reply),
-                      round(time.monotonic() - started, 3), attempts, stage_settings.temperature,
-                      stage_settings.max_tokens, round(state.idle_for if state else 0.0, 3))
-    log.info("call gen_id=%s model=%s attempts=%d status=ok finish=%s tokens=%s cost=%s wait=%.2fs duration=%.2fs",
-             gen_id, model, attempts, reply.finish_reason, reply.usage.get("total_tokens"), done.cost_usd,
-             done.wait_s, done.duration_s)
-    return done
+    except call.failures as error:
+        raise call.failure(error) from error
+    return call.completion(reply)
+
+
+async def acall_model(row: ModelRow, prompt: str, *, stage: str, settings: LLMSettings, gen_id: str,
+                      on_billed: Callable[[Attempt], None] | None = None, replicate: int = 1,
+                      cache_prefix: str = "", limits: ConcurrencyLimits | None = None) -> Completion:
+    """`call_model` as a coroutine on the running event loop (`daydream.engine`): the same
+    request, caps (`ConcurrencyLimits.aslot`), retry policy, billed attempts and errors; waits
+    (for a slot, between attempts) sleep on the loop instead of a thread."""
+    call = _Call(row, prompt, stage=stage, settings=settings, gen_id=gen_id, on_billed=on_billed,
+                 replicate=replicate, cache_prefix=cache_prefix, limits=limits)
+    reply: Reply | None = None
+    try:
+        async for attempt in call.retrying(asynchronous=True):
+            with attempt:
+                async with call.limits.aslot(call.cap_key, row.max_concurrency):
+                    sent = call.sending(attempt.retry_state)
+                    try:
+                        reply = await call.provider.acomplete(call.request)
+                    except call.failures as error:
+                        call.attempt_failed(error, sent)
+                        raise
+    except call.failures as error:
+        raise call.failure(error) from error
+    return call.completion(reply)

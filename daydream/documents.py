@@ -52,8 +52,10 @@ def _inside_raw(rt: Runtime, member: Member, path) -> None:
                             "cohort or definition file, or replace the symlink by the file itself")
 
 
-def document_prompt(rt: Runtime, member: Member) -> Prompt:
-    return build_prompt(prompt_files(rt, member))
+def document_prompt(rt: Runtime, member: Member, parent_text: str | None = None) -> Prompt:
+    """The document's prompt; `parent_text`: its parent's parsed text, not read from its file
+    (`prompts.build_prompt`)."""
+    return build_prompt(prompt_files(rt, member), parent_text)
 
 
 def _copy_answer(prompt: Prompt) -> ledger.Answer:
@@ -156,10 +158,19 @@ def _parse_failure(rt: Runtime, member: Member, parser: str, reason: str, raw: s
 def parse_reply(rt: Runtime, member: Member, template: Template, meta: dict, raw: str) -> str:
     """The parsed text of a reply; a refused, empty, truncated or unparsable reply fails with
     the reason (its reply stays saved: a rerun does not pay for it again)."""
-    parsed, reason = _parsed(rt, member, template, meta, raw)
+    parsed, reason, error = _parsed(rt, member, template, meta, raw)
     if reason is not None:
-        raise _parse_failure(rt, member, template.parser, reason, raw)
+        raise _parse_failure(rt, member, template.parser, reason, raw) from error
     return parsed
+
+
+def parsed_ahead(rt: Runtime, member: Member, answer: ledger.Answer) -> str | None:
+    """What the document's job will write to parsed.txt from this answer (the same steps,
+    `metadata` and `parse_reply`'s checks), with no side effect; None when it will not parse.
+    The call engine builds the children's prompts from it before that job runs."""
+    template = rt.template(member)
+    meta = metadata(rt, member, template, answer.completion, answer.prompt)
+    return _parsed(rt, member, template, meta, answer.completion.text)[0]
 
 
 def reply_fails(rt: Runtime, member: Member, done: Completion) -> str | None:
@@ -173,23 +184,26 @@ def reply_fails(rt: Runtime, member: Member, done: Completion) -> str | None:
     return _parsed(rt, member, template, meta, done.text)[1]
 
 
-def _parsed(rt: Runtime, member: Member, template: Template, meta: dict, raw: str) -> tuple[str, str | None]:
-    """(the parsed text, None), or ("", why the reply does not parse)."""
+def _parsed(rt: Runtime, member: Member, template: Template, meta: dict,
+            raw: str) -> tuple[str | None, str | None, BaseException | None]:
+    """(parsed text, None, None), or (None, the reason it does not parse, the ParseError)."""
     finish = meta.get("finish_reason")
     if meta.get("mode") != "copy" and (finish in http_errors.REFUSAL_FINISH_REASONS
                                        or (not raw.strip() and finish != "length")):
         what = "refused the prompt" if finish in http_errors.REFUSAL_FINISH_REASONS else "sent a reply without text"
-        return "", (f"the provider {what} (finish_reason={finish}); it was paid for and is kept, so a rerun does not "
-                    f"send the prompt again: change the prompt or the model and regenerate it on purpose "
-                    f"(python scripts/regenerate.py --data-root {rt.paths.data_root} {member.gen_id})")
+        return None, (
+            f"the provider {what} (finish_reason={finish}); it was paid for and is kept, so a rerun does not "
+            f"send the prompt again: change the prompt or the model and regenerate it on purpose "
+            f"(python scripts/regenerate.py --data-root {rt.paths.data_root} {member.gen_id})"), None
     if meta.get("truncated"):
-        return "", (f"the reply was truncated (finish_reason={meta.get('finish_reason')}, "
-                    f"{(meta.get('usage') or {}).get('completion_tokens')} completion tokens, max_tokens="
-                    f"{meta.get('max_tokens')}); raise llm.stages.{member.stage}.max_tokens and regenerate it")
+        return None, (
+            f"the reply was truncated (finish_reason={meta.get('finish_reason')}, "
+            f"{(meta.get('usage') or {}).get('completion_tokens')} completion tokens, max_tokens="
+            f"{meta.get('max_tokens')}); raise llm.stages.{member.stage}.max_tokens and regenerate it"), None
     try:
         parsed = parsers.parse(member.stage, template.parser, raw, score_min=template.score_min,
                                score_max=template.score_max)
         parsers.check_min_lines(member.stage, parsed, parsers.min_lines(rt.config, member.stage))
+        return parsed, None, None
     except parsers.ParseError as error:
-        return "", error.reason
-    return parsed, None
+        return None, error.reason, error

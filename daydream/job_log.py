@@ -4,7 +4,9 @@ Jobs run in threads of one Snakemake process, so the log of one job cannot be a 
 stderr or a handler that takes every record: `document_log` attaches a handler to the
 `daydream` logger that keeps only the records emitted by the job's own thread (its call's
 attempts, retries and waits, a reused or restored reply, the failure), and writes the job's own
-lines (what was saved, or the error that ended it) beside them.
+lines (what was saved, or the error that ended it) beside them. A call the run's call engine
+made for the document (`daydream.engine`, in its own threads) has its records handed over when
+the job takes its answer (`replay`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 FORMAT = "%(asctime)s %(levelname)s %(message)s"
+_OPEN: dict[int, logging.Handler] = {}  # thread id -> the open job log of the job running in it
 
 
 class _ThisThread(logging.Filter):
@@ -59,6 +62,7 @@ def document_log(log_path: str | Path | None) -> Iterator[JobLog]:
     if logger.getEffectiveLevel() > logging.INFO:  # the terminal handlers keep their own level
         logger.setLevel(logging.INFO)
     logger.addHandler(handler)
+    _OPEN[threading.get_ident()] = handler
     job = JobLog(handler)
     try:
         yield job
@@ -66,5 +70,21 @@ def document_log(log_path: str | Path | None) -> Iterator[JobLog]:
         job.line(f"failed: {type(error).__name__}: {' '.join(str(error).split())}", logging.ERROR)
         raise
     finally:
+        _OPEN.pop(threading.get_ident(), None)
         logger.removeHandler(handler)
         handler.close()
+
+
+def replay(records: list[logging.LogRecord]) -> None:
+    """Write records emitted for this thread's document elsewhere (the call engine's threads)
+    into the log of the job running in this thread, if one is open."""
+    handler = _OPEN.get(threading.get_ident())
+    if handler is None:
+        return
+    for record in records:
+        if record.levelno >= handler.level:
+            handler.acquire()
+            try:
+                handler.emit(record)
+            finally:
+                handler.release()

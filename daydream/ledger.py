@@ -4,7 +4,9 @@ Each document folder has `.replies/<prompt-sha16>.json`, one file per prompt eve
 the reply, the prompt it answers and the hashes of that prompt's sources, written atomically
 with fsync before any gens file is written from it. It is never a Snakemake output, so
 Snakemake never deletes it. `answer` is the only function of the package that makes a direct
-call (a provider batch is submitted by `daydream.batch.rounds`). For a document's prompt it returns, in this order:
+call (the run's call engine, `daydream.engine`, takes its steps `found`, `before_call`,
+`call_failed`, `keep_paid`, `called` around its own; a provider batch is submitted by
+`daydream.batch.rounds`). For a document's prompt it returns, in this order:
 - `saved`: the reply saved for this exact prompt (a deleted raw.txt, a killed run);
 - `restored`: the paid record of an earlier prompt of the document (its template, concepts or
   parent changed since). Nothing is paid: the document keeps what was sent and what came back,
@@ -413,7 +415,31 @@ def keep_reply(rt: Runtime, member: Member, prompt: Prompt, done: calls.Completi
 
 
 def answer(rt: Runtime, member: Member, prompt: Prompt) -> Answer:
-    """The reply to a document's prompt: saved, restored or called (see the module's docstring)."""
+    """The reply to a document's prompt: saved, restored or called (see the module's docstring).
+    A document the run's call engine serves (`Run.engine`, `daydream.engine`) is answered by it:
+    the engine goes through the same steps below, its call on its event loop."""
+    engine = rt.run.engine
+    if engine is not None and engine.serves(member):
+        return engine.answer(member, prompt)
+    earlier = found(rt, member, prompt)
+    if earlier is not None:
+        return earlier
+    ticket = before_call(rt, member, prompt)
+    try:
+        try:
+            done = calls.call_model(**call_arguments(rt, member, prompt, ticket))
+        except calls.LLMCallError as error:
+            call_failed(rt, member, prompt, error)
+            raise
+        keep_paid(rt, member, prompt, ticket, done)
+    finally:
+        rt.run.end_call(ticket)
+    return called(rt, member, prompt, done)
+
+
+# The steps of `answer`, in order; the call engine takes the same ones around its own call.
+def found(rt: Runtime, member: Member, prompt: Prompt) -> Answer | None:
+    """The reply saved for this prompt, else the paid record of an earlier prompt, else None."""
     record = saved_record(rt.paths, member, prompt.sha256)
     if record is not None:
         log.info("reusing saved reply gen_id=%s, no call made", member.gen_id)
@@ -425,23 +451,40 @@ def answer(rt: Runtime, member: Member, prompt: Prompt) -> Answer:
         log.warning("%s: its prompt changed since it was paid for; the paid prompt and reply are kept, no call "
                     "made (listed in %s; regenerate it on purpose with scripts/regenerate.py)",
                     member.gen_id, rt.paths.stale_generations_csv)
-        return restored
+    return restored
+
+
+def before_call(rt: Runtime, member: Member, prompt: Prompt) -> Ticket:
+    """The checks before a new call, then its admission by the budget guard (`Run.admit_call`:
+    BudgetReached when it could pass a budget; it may wait for calls in flight). The caller
+    ends the ticket with `Run.end_call` whatever happens."""
     batch_policy.refuse_direct_call(rt, member, prompt)
     check_room(rt, member)
-    row = rt.experiment.models[member.llm_model_id]
-    with rt.run.spend(member, prompt) as ticket:  # BudgetReached: this call could pass a budget
-        try:
-            done = calls.call_model(row, prompt.text, stage=member.stage, settings=rt.settings, gen_id=member.gen_id,
-                                    replicate=member.replicate, cache_prefix=prompt.shared_prefix,
-                                    limits=rt.run.limits,
-                                    on_billed=lambda attempt: _record_attempt(rt, member, ticket, attempt))
-        except calls.LLMCallError as error:
-            if error.billed is not None and error.billed.billed == http_errors.BILLED:
-                # An answered reply without usable text: kept as the paid reply (already counted).
-                save_reply(rt.paths, member, prompt, _failed_reply(error.billed))
-            record_failure(rt, member, error)
-            raise
-        rt.run.paid(ticket, done)  # counted first: in memory, it cannot fail
-        keep_reply(rt, member, prompt, done)
+    return rt.run.admit_call(member, prompt)
+
+
+def call_arguments(rt: Runtime, member: Member, prompt: Prompt, ticket: Ticket) -> dict:
+    """The arguments of `calls.call_model` / `calls.acall_model` for this document's call."""
+    return {"row": rt.experiment.models[member.llm_model_id], "prompt": prompt.text, "stage": member.stage,
+            "settings": rt.settings, "gen_id": member.gen_id, "replicate": member.replicate,
+            "cache_prefix": prompt.shared_prefix, "limits": rt.run.limits,
+            "on_billed": lambda attempt: _record_attempt(rt, member, ticket, attempt)}
+
+
+def call_failed(rt: Runtime, member: Member, prompt: Prompt, error: calls.LLMCallError) -> None:
+    """A call that failed for good: an answered reply without usable text is kept as the paid
+    reply (already counted), and the failure is recorded."""
+    if error.billed is not None and error.billed.billed == http_errors.BILLED:
+        save_reply(rt.paths, member, prompt, _failed_reply(error.billed))
+    record_failure(rt, member, error)
+
+
+def keep_paid(rt: Runtime, member: Member, prompt: Prompt, ticket: Ticket, done: calls.Completion) -> None:
+    """A call came back: counted first (in memory, it cannot fail), then saved and recorded."""
+    rt.run.paid(ticket, done)
+    keep_reply(rt, member, prompt, done)
+
+
+def called(rt: Runtime, member: Member, prompt: Prompt, done: calls.Completion) -> Answer:
     rehearsal.note_rehearsal(rt, member)
     return Answer(prompt, done, "called")

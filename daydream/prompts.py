@@ -180,11 +180,14 @@ def _concept_variables(concepts: Sequence[Concept], sources: dict[str, str]) -> 
             for c, text in zip(concepts, texts, strict=True)]
 
 
-def build_prompt(files: PromptFiles) -> Prompt:
-    """Read each source once and render the prompt; a copy (no template) is its parent's text."""
+def build_prompt(files: PromptFiles, parent_text: str | None = None) -> Prompt:
+    """Read each source once and render the prompt; a copy (no template) is its parent's text.
+    `parent_text`: the parent's parsed text as its job is about to write it (the call engine,
+    ahead of that job: the same text its file will hold, byte for byte), instead of reading it."""
     stage, sources = stages.get(files.stage), {}
     concepts = _concept_variables(files.concepts, sources) if files.concepts else []
-    parent = read_source(files.parent, "parent") if files.parent is not None else None
+    parent = parent_text if parent_text is not None and files.parent is not None else (
+        read_source(files.parent, "parent") if files.parent is not None else None)
     if parent is not None:
         sources["parent"] = sha256_text(parent)
     if files.template is None:

@@ -76,6 +76,15 @@ class Owner(Protocol):
     def experiment(self) -> Experiment: ...
 
 
+class CallEngine(Protocol):
+    """The call engine of a run (`daydream.engine.Engine`), as the ledger asks it: whether it
+    makes a document's call, and the answer to a document's prompt (a `ledger.Answer`)."""
+
+    def serves(self, member: Member) -> bool: ...
+
+    def answer(self, member: Member, prompt: Prompt): ...
+
+
 class BudgetReached(RuntimeError):
     """A spend was not started: it could pass a budget. Calls in flight finish and are saved."""
 
@@ -613,6 +622,7 @@ class Run:
         self.reply_cuts_lock = threading.Lock()
         self.planning_only = False  # the run's only target is the plan (daydream.budget)
         self.reporter: object | None = None  # the progress line's thread (daydream.progress)
+        self.engine: CallEngine | None = None  # a real run's call engine (daydream.engine), set in onstart
 
     def observe(self, observer: object) -> None:
         """Tell `observer` of the run's events (the methods it has of those named above)."""
@@ -640,17 +650,28 @@ class Run:
     def spend(self, member: Member, prompt: Prompt) -> Iterator[Ticket]:
         """Around one direct call: admit it (BudgetReached when it could pass a budget), count it
         in flight, and on `paid(ticket, done)` count its cost; release it when it ends."""
+        ticket = self.admit_call(member, prompt)
+        try:
+            yield ticket
+        finally:
+            self.end_call(ticket)
+
+    def admit_call(self, member: Member, prompt: Prompt) -> Ticket:
+        """The start of `spend`, for a caller that cannot hold a `with` block across the call
+        (the call engine: admitted in a thread, called on its event loop): end it with
+        `end_call`, whatever happens."""
         try:
             ticket = self.guard.admit(member, prompt)
         except BudgetReached:
             self.emit("call_refused", member.stage)
             raise
         self.emit("call_started", member.stage)
-        try:
-            yield ticket
-        finally:
-            self.guard.release(ticket)
-            self.emit("call_ended", member.stage, ticket.paid)
+        return ticket
+
+    def end_call(self, ticket: Ticket) -> None:
+        """The end of `spend`: the reservation released, the call counted as ended."""
+        self.guard.release(ticket)
+        self.emit("call_ended", ticket.member.stage, ticket.paid)
 
     def paid(self, ticket: Ticket, done: calls.Completion) -> None:
         """A call of `spend` came back: its cost counts against its budgets and in the counters."""

@@ -7,6 +7,7 @@ from daydream import (
     checkpoint_inputs,
     cohorts,
     documents,
+    engine,
     ids,
     plan,
     progress,
@@ -97,15 +98,34 @@ def get_plan_inputs(wildcards):
 
 def run_started():
     """`onstart:` (real runs, once the DAG is built): a Ctrl-C also stops waiting batch rounds,
-    the budget check before the first call, then the progress line. A run whose only target is
+    the budget check before the first call, then the progress line, then the call engine
+    (daydream.engine), given the documents of this run's DAG. A run whose only target is
     `plan` is never refused."""
     batch_rounds.watch_interrupts()
     budget.check_before_run(RT, workflow.dag_settings.targets)
     progress.start(RT, workflow.dag_settings.targets)
+    engine.start(
+        RT,
+        run_documents,
+        jobs_in_threads=workflow.local_exec and workflow.execution_settings.use_threads,
+    )
+
+
+def run_documents():
+    """(stage, gen_id) of every document job in Snakemake's DAG that this run needs (the set
+    copied at once: a job thread may read it while the scheduler updates it)."""
+    jobs = list(workflow.dag.needrun_jobs(exclude_finished=False))
+    return [
+        (job.wildcards.stage, job.wildcards.gen_id)
+        for job in jobs
+        if job.rule.name == "gen_document"
+    ]
 
 
 def run_finished(ok):
-    """`onsuccess:` / `onerror:`: the run's summary."""
+    """`onsuccess:` / `onerror:`: the call engine stops (its calls in flight saved), then the
+    run's summary."""
+    engine.finish(RT)
     progress.finish(RT, ok)
 
 

@@ -76,6 +76,9 @@ class Provider(Protocol):
     def complete(self, request: CallRequest) -> Reply:
         """One attempt (one request); raises one of `errors()` for a provider failure."""
 
+    async def acomplete(self, request: CallRequest) -> Reply:
+        """The same attempt as a coroutine, on the caller's event loop (`daydream.engine`)."""
+
     def errors(self) -> tuple[type[BaseException], ...]:
         """The exception types that are the provider's failures (anything else is a bug)."""
 

@@ -112,9 +112,10 @@ class LiteLLMProvider:
     def complete(self, request: CallRequest) -> Reply:
         """One request, made on the process's call loop (litellm's async client, whose
         connection pool holds the caps; its sync client would hold 100), waited for here."""
-        return self._loop.run(self._acomplete(request))
+        return self._loop.run(self.acomplete(request))
 
-    async def _acomplete(self, request: CallRequest) -> Reply:
+    async def acomplete(self, request: CallRequest) -> Reply:
+        """One request on the running event loop (the call engine's, or the process's call loop)."""
         row = request.row
         extra = {"api_base": row.api_base} if row.api_base else {}
         key = request.api_key if request.api_key is not None else ("no-key" if row.api_base else None)

@@ -18,6 +18,9 @@ class OfflineProvider:
                                              replicate=request.replicate)
         return Reply(text, "stop", usage)
 
+    async def acomplete(self, request: CallRequest) -> Reply:
+        return self.complete(request)
+
     def errors(self) -> tuple[type[BaseException], ...]:
         return ()
 
