@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 
-from daydream import checks, cohorts, documents, integrity, prompts, stale
+from daydream import checks, cohorts, documents, integrity, prompts, stale, targets
 from daydream.runtime import Runtime
 
 
@@ -194,3 +194,16 @@ def test_the_stale_report_keeps_what_it_checked_by_content_for_the_next(made, co
     essay = made.membership.members("tiny", "essay")[0]
     edit_in_place(made.paths.raw_path("essay", essay.gen_id), b"e", b"E")
     assert rows_by_gen_id(made)[essay.gen_id].startswith(integrity.RAW_DIFFERS)
+
+
+def test_only_the_stale_report_lists_every_documents_files_and_the_reports_follow_it(rt):
+    files = set(targets.stale_report_inputs(rt))
+    members = rt.membership.members("tiny")
+    for member in members:
+        folder = rt.paths.gen_dir(member.stage, member.gen_id)
+        assert {str(folder / name) for name in ("raw.txt", "parsed.txt", "metadata.json")} <= files
+    gens = str(rt.paths.gens_root)
+    for inputs in (targets.cohort_report_inputs(rt, "tiny"), targets.site_inputs(rt, "tiny")):
+        assert inputs["stale"] == str(rt.paths.stale_generations_csv)
+        listed = [f for value in inputs.values() for f in ([value] if isinstance(value, str) else value)]
+        assert not [f for f in listed if f.startswith(gens)], "no per-document input: the stale report orders them"
