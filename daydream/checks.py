@@ -38,7 +38,7 @@ import stat
 from collections.abc import Iterable, Sequence
 
 from daydream import store
-from daydream.paths import Paths
+from daydream.paths import REPLIES, Paths
 
 FILES = ("raw.txt", "parsed.txt", "metadata.json")
 REPLY = "reply"
@@ -60,10 +60,10 @@ def stat_key(path: str) -> list[int] | None:
 def file_keys(paths: Paths, stage: str, gen_id: str, prompt_sha256: str | None) -> dict[str, list[int]] | None:
     """The stat key of each file a document's check reads (the saved reply when `prompt_sha256`
     is given); None when one of them is missing."""
-    folder = str(paths.gen_dir(stage, gen_id)) + os.sep
+    folder = paths.gen_dir_texts(stage, [gen_id])[0] + os.sep  # string joins: called for every document
     keys = {name: stat_key(folder + name) for name in FILES}
     if prompt_sha256:
-        keys[REPLY] = stat_key(str(paths.reply_path(stage, gen_id, prompt_sha256)))
+        keys[REPLY] = stat_key(f"{folder}{REPLIES}{os.sep}{prompt_sha256[:16]}.json")  # Paths.reply_path
     return None if any(key is None for key in keys.values()) else keys
 
 

@@ -8,6 +8,7 @@ run, with the reason and both prompt hashes. `scripts/regenerate.py` re-makes ch
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import time
@@ -51,6 +52,7 @@ class StaleCheck:
         self.rendered = 0
         self._texts: dict[str, str | None] = {}
         self._parents: dict[str, str | None] = {}
+        self._files: dict[tuple[str, str, str], PromptFiles] = {}
 
     def _text(self, path, what: str) -> str | None:
         key = str(path)
@@ -97,11 +99,24 @@ class StaleCheck:
             sources["template"] = sha256_text(template)
         return checks.source_key(member.stage, member.template_id, _names(files), sources), sources
 
+    def prompt_files(self, member: Member) -> PromptFiles:
+        """`documents.prompt_files`, its definition files checked once per template and combo (a
+        child's differ only by the parent's path)."""
+        root = stages.get(member.stage).is_root
+        key = (member.stage, member.template_id, member.combo_id if root else "")
+        if key not in self._files:
+            self._files[key] = documents.prompt_files(self.rt, member)
+        files = self._files[key]
+        if root:
+            return files
+        return dataclasses.replace(files, parent=self.rt.paths.parsed_path(stages.get(member.stage).parent,
+                                                                           member.parent_gen_id))
+
     def current_prompt(self, member: Member) -> Prompt:
         """The document's prompt as it would be built today: its last rendering while the key of
         its sources is unchanged, else rendered now (FileNotFoundError, PromptError as
         `build_prompt`)."""
-        files = documents.prompt_files(self.rt, member)
+        files = self.prompt_files(member)
         today = self.sources(member, files)
         last = self.documents.reuse.latest(member.gen_id) or {}
         if today is not None and last.get("prompt_key") == today[0] and last.get("prompt_now"):
