@@ -81,15 +81,24 @@ def reply_of(meta: dict) -> str | None:
     return None if meta.get("mode") == "copy" else (meta.get("prompt_sha256") or None)
 
 
-def record(paths: Paths, stage: str, gen_id: str, meta: dict, *, change: str | None, paid_model: str | None,
-           parsed_sha256: str | None, prompt_key: str | None, prompt_now: str | None,
-           keys: dict | None = None) -> dict | None:
-    """One document's record from what was checked (`meta`: its metadata.json; `keys`: the stat
-    keys taken around the check, else now); None when a file of it is missing."""
-    keys = keys if keys is not None else file_keys(paths, stage, gen_id, reply_of(meta))
-    if keys is None:
+def file_sha256(path: str) -> str | None:
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError:
         return None
-    return {"stage": stage, "gen_id": gen_id, "files": keys, "change": change,
+
+
+def record(paths: Paths, stage: str, gen_id: str, meta: dict, *, change: str | None, paid_model: str | None,
+           parsed_sha256: str | None, prompt_key: str | None, prompt_now: str | None, shas: dict[str, str],
+           keys: dict | None = None) -> dict | None:
+    """One document's record from what was checked (`meta`: its metadata.json; `shas`: the
+    SHA-256 of each of `FILES` as checked; `keys`: the stat keys taken around the check, else
+    now); None when a file of it is missing."""
+    keys = keys if keys is not None else file_keys(paths, stage, gen_id, reply_of(meta))
+    if keys is None or set(shas) != set(FILES):
+        return None
+    return {"stage": stage, "gen_id": gen_id, "files": keys, "sha256": dict(shas), "change": change,
             "meta": {key: meta.get(key) for key in META_KEYS}, "paid_model": paid_model,
             "parsed_sha256": parsed_sha256, "prompt_key": prompt_key, "prompt_now": prompt_now}
 
@@ -136,6 +145,7 @@ class Reuse:
         self.records, self.lines = _load(paths) if records is None else (records, len(records))
         self.fresh: dict[str, dict] = {}  # records made by content checks, to append
         self._valid: dict[str, dict | None] = {}
+        self.rehashed = 0
 
     def latest(self, gen_id: str) -> dict | None:
         """The document's newest record, whether or not its files still match it."""
@@ -148,11 +158,32 @@ class Reuse:
             return self.fresh[gen_id]
         if gen_id not in self._valid:
             found = self.records.get(gen_id)
-            if found is not None and (found.get("stage") != stage or file_keys(
-                    self.paths, stage, gen_id, reply_of(found["meta"])) != found["files"]):
-                found = None
-            self._valid[gen_id] = found
+            if found is not None and found.get("stage") == stage:
+                found = self._same_files(found)
+            self._valid[gen_id] = found if found is not None and found.get("stage") == stage else None
         return self._valid[gen_id]
+
+    def _same_files(self, found: dict) -> dict | None:
+        """`found` while its files are as recorded; a file of the same size and inode whose times
+        moved (Snakemake touches every output after its job) is hashed, and one with the recorded
+        SHA-256 counts: the record is kept with the new stat keys (`rehashed`)."""
+        stage, gen_id = found["stage"], found["gen_id"]
+        keys = file_keys(self.paths, stage, gen_id, reply_of(found["meta"]))
+        if keys == found["files"]:
+            return found
+        shas = found.get("sha256") or {}
+        if keys is None or keys.get(REPLY) != found["files"].get(REPLY) or set(keys) != set(found["files"]):
+            return None
+        folder = self.paths.gen_dir_texts(stage, [gen_id])[0] + os.sep
+        for name in FILES:
+            if keys[name] == found["files"][name]:
+                continue
+            if keys[name][0] != found["files"][name][0] or keys[name][3] != found["files"][name][3] \
+                    or file_sha256(folder + name) != shas.get(name) or stat_key(folder + name) != keys[name]:
+                return None
+        self.rehashed += 1
+        self.fresh[gen_id] = {**found, "files": keys}
+        return self.fresh[gen_id]
 
     def keep(self, fresh: dict | None) -> None:
         """A record made now (by a content check, or with a prompt rendered now), saved by `save`."""

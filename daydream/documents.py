@@ -142,7 +142,8 @@ def _write_document(rt: Runtime, stage: str, gen_id: str, job: job_log.JobLog) -
              kept)
     _written(rt, member, paths.parsed_path(stage, gen_id),
              lambda: store.write_text_atomic(paths.parsed_path(stage, gen_id), parsed), kept)
-    _record_checks(rt, member, files, prompt, meta, None if answer.source == "copy" else done.model)
+    _record_checks(rt, member, files, prompt, meta, None if answer.source == "copy" else done.model,
+                   sha256_text(done.text))
     job.line(f"{gen_id}: {answer.source} model={done.model or '-'} attempts={done.attempts} "
              f"finish={done.finish_reason} usage={done.usage} cost_usd={done.cost_usd} "
              f"parsed with {template.parser!r}: {len(parsed)} characters; saved {paths.gen_dir(stage, gen_id)}")
@@ -150,16 +151,18 @@ def _write_document(rt: Runtime, stage: str, gen_id: str, job: job_log.JobLog) -
 
 
 def _record_checks(rt: Runtime, member: Member, files: PromptFiles, prompt: Prompt, meta: dict,
-                   paid_model: str | None) -> None:
+                   paid_model: str | None, raw_sha256: str) -> None:
     """Keep what this job knows for the tail (`daydream.checks`): raw.txt is the saved reply it
     wrote, metadata.json was made from that reply, parsed.txt is its parse, and the prompt of
     today's sources is `prompt`. A record that cannot be written costs the tail a content check
     of this document, nothing else."""
     key = checks.source_key(member.stage, member.template_id, [(c.concept_id, c.name) for c in files.concepts],
                             prompt.sources)
-    made = checks.record(rt.paths, member.stage, member.gen_id, meta, change=None, paid_model=paid_model,
-                         parsed_sha256=meta["parsed_sha256"], prompt_key=key, prompt_now=prompt.sha256)
     try:
+        shas = {"raw.txt": raw_sha256, "parsed.txt": meta["parsed_sha256"],
+                "metadata.json": checks.file_sha256(str(rt.paths.metadata_path(member.stage, member.gen_id)))}
+        made = checks.record(rt.paths, member.stage, member.gen_id, meta, change=None, paid_model=paid_model,
+                             parsed_sha256=meta["parsed_sha256"], prompt_key=key, prompt_now=prompt.sha256, shas=shas)
         checks.append(rt.paths, [made])
     except OSError as error:
         log.warning("%s: its check record could not be written to %s (%s); the stale report checks it by content",

@@ -206,16 +206,14 @@ class DocumentChecks:
         before = checks.file_keys(paths, stage, gen_id, checks.reply_of(meta)) if ours else None
         paid = paid_record(paths, stage, gen_id, meta)
         change = document_change(paths, stage, gen_id, meta)
-        try:
-            parsed_sha = hashlib.sha256(paths.parsed_path(stage, gen_id).read_bytes()).hexdigest()
-        except OSError:
-            parsed_sha = None
-        done = Checked(meta, (paid or {}).get("model"), change, parsed_sha)
+        folder = paths.gen_dir_texts(stage, [gen_id])[0] + os.sep
+        shas = {name: checks.file_sha256(folder + name) for name in checks.FILES}
+        done = Checked(meta, (paid or {}).get("model"), change, shas["parsed.txt"])
         if before is not None and checks.file_keys(paths, stage, gen_id, checks.reply_of(meta)) == before:
             old = self.reuse.latest(gen_id) or {}  # its prompt part stands: it depends on the sources only
             self.reuse.keep(checks.record(paths, stage, gen_id, meta, change=change, paid_model=done.paid_model,
-                                          parsed_sha256=parsed_sha, prompt_key=old.get("prompt_key"),
-                                          prompt_now=old.get("prompt_now"), keys=before))
+                                          parsed_sha256=shas["parsed.txt"], prompt_key=old.get("prompt_key"),
+                                          prompt_now=old.get("prompt_now"), shas=shas, keys=before))
         return done
 
 

@@ -198,7 +198,8 @@ def write_stale_report(rt: Runtime, log_path: str | None = None) -> int:
     store.write_csv_atomic(rt.paths.stale_generations_csv, STALE_COLUMNS, rows)
     check.documents.reuse.save()
     store.write_job_log(log_path, f"{len(rows)} stale document(s) in {rt.paths.stale_generations_csv}; "
-                                  f"{check.documents.used} document(s) taken from their check records, "
+                                  f"{check.documents.used} document(s) taken from their check records "
+                                  f"({check.documents.reuse.rehashed} hashed again: their times moved), "
                                   f"{check.documents.checked} checked by content, {check.rendered} prompt(s) "
                                   f"rendered, {time.perf_counter() - started:.2f} s "
                                   f"({time.process_time() - cpu:.2f} s CPU)")

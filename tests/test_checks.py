@@ -207,3 +207,21 @@ def test_only_the_stale_report_lists_every_documents_files_and_the_reports_follo
         assert inputs["stale"] == str(rt.paths.stale_generations_csv)
         listed = [f for value in inputs.values() for f in ([value] if isinstance(value, str) else value)]
         assert not [f for f in listed if f.startswith(gens)], "no per-document input: the stale report orders them"
+
+
+def test_outputs_touched_after_their_job_are_hashed_once_not_checked_again(made, counted):
+    """Snakemake touches every output after its job: the records still hold (each file hashed
+    against its recorded SHA-256) and the report keeps the new stat keys for the next one."""
+    members = made.membership.members("tiny")
+    for member in members:
+        for name in ("raw.txt", "parsed.txt", "metadata.json", "prompt.txt"):
+            os.utime(made.paths.gen_dir(member.stage, member.gen_id) / name, None)
+    first = stale.StaleCheck(made)
+    assert rows_by_gen_id(made, first) == {}
+    assert (first.documents.used, first.documents.checked, first.documents.reuse.rehashed) == (len(members), 0,
+                                                                                               len(members))
+    first.documents.reuse.save()
+    again = stale.StaleCheck(made)
+    assert rows_by_gen_id(made, again) == {}
+    assert (again.documents.used, again.documents.reuse.rehashed) == (len(members), 0)
+    assert counted == {"renders": 0, "content": 0}
