@@ -7,7 +7,9 @@ stale report for each document it had to check by content (`integrity.DocumentCh
 
 - `files`: the stat key (`stat_key`: size, mtime_ns, ctime_ns, inode) of raw.txt, parsed.txt,
   metadata.json and, unless a copy, the saved reply `.replies/<sha16>.json`, taken after they
-  were written (or before and after they were read);
+  were written (or before and after they were read), and `sha256`: the SHA-256 of the first
+  three (Snakemake touches every output after its job, so their times move once: such a file,
+  of the same size and inode, is hashed against it and its new stat key kept);
 - `change`: `integrity.document_change` of those contents (None: nothing differs), and what the
   tail reads from them: `meta` (the `META_KEYS` of metadata.json), `paid_model` (the saved
   reply's model) and `parsed_sha256` (of parsed.txt's bytes: a child's prompt source);
@@ -15,7 +17,8 @@ stale report for each document it had to check by content (`integrity.DocumentCh
   rendered (`source_key`: the template's text, the combo's concept ids, names and texts, or the
   parent's parsed text) and the SHA-256 of that rendering.
 
-A record is used only while every file's stat key is still the recorded one (`Reuse.valid`);
+A record is used only while every file's stat key is still the recorded one, or its content
+hashes to the recorded SHA-256 (`Reuse.valid`);
 any other document is checked by content, as if there were no record, so a lost, torn or old
 record costs time, never a missed edit. A prompt is taken as rendered only while today's source
 key is the recorded one; a changed template, concept text or name, or parent is rendered again.
