@@ -27,6 +27,7 @@ import csv
 import itertools
 import math
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -258,12 +259,48 @@ def document_times(gens: Path) -> tuple[int, float | None, float | None]:
     return count, first, last
 
 
+TAIL_RULES = ("stale_generations", "cohort_reports", "cohort_report_figures", "cohort_site", "all")
+
+
+def tail_jobs(root: Path) -> list[tuple[str, float, float | None, float | None]]:
+    """The jobs after the last document of a daydream run, from its Snakemake log (`Finished
+    jobid: N (Rule: R)` after a timestamp, 1 s resolution) and their job logs: (rule, seconds
+    from the previous job's end to its end, its own wall seconds and CPU seconds as its job log
+    says, None where it does not say)."""
+    logs = sorted((root / ".snakemake" / "log").glob("*.snakemake.log"))
+    if not logs:
+        return []
+    ends: list[tuple[str, float]] = []
+    stamp = None
+    for line in logs[0].read_text(encoding="utf-8", errors="replace").splitlines():
+        if line.startswith("[") and line.endswith("]"):
+            stamp = time.mktime(time.strptime(line[1:-1]))
+        elif line.startswith("Finished jobid:") and stamp is not None:
+            ends.append((line.rsplit("Rule: ", 1)[-1].rstrip(")"), stamp))
+    last_doc = max((t for rule, t in ends if rule == "gen_document"), default=None)
+    found, previous = [], last_doc
+    for rule, end in ends:
+        if rule not in TAIL_RULES or previous is None:
+            continue
+        own = cpu = None
+        for job_log in sorted((root / "data" / "logs" / rule).glob("*.log")) if rule != "all" else []:
+            text = job_log.read_text(encoding="utf-8", errors="replace")
+            seconds = re.findall(r"([0-9.]+) s(?: \(|:)", text)
+            own = float(seconds[-1]) if seconds else None
+            cpu_found = re.findall(r"([0-9.]+) s CPU", text)
+            cpu = float(cpu_found[-1]) if cpu_found else None
+        found.append((rule, end - previous, own, cpu))
+        previous = end
+    return found
+
+
 def measure(variant: Variant, root: Path, shape: Shape, flags: list[str], cores: int) -> dict:
     """Full run, no-op rerun, then a dry run once the gens store is removed."""
     variant.prepare(root, shape)
     common = ("--cores", str(cores))
     full = run_snakemake(variant.command(root, shape, flags, *common), root, root / "full.log")
     documents, first, last = document_times(variant.gens(root))
+    tail = tail_jobs(root) if variant.name == "daydream" else []
     noop = run_snakemake(variant.command(root, shape, flags, *common), root, root / "noop.log")
     shutil.rmtree(variant.gens(root), ignore_errors=True)
     dry = run_snakemake(variant.command(root, shape, flags, *common, "-n"), root, root / "dry.log")
@@ -275,6 +312,7 @@ def measure(variant: Variant, root: Path, shape: Shape, flags: list[str], cores:
         "start_s": (first - full.started_at) if first else None,  # launch to the first document
         "docs_phase_s": (last - first) if first and last else None,  # first prompt to last parse
         "tail_s": (end - last) if last else None,  # last document to exit (reports, shutdown)
+        "tail_jobs": tail,
         "rss_full_mb": full.peak_rss_mb, "rss_noop_mb": noop.peak_rss_mb, "rss_dry_mb": dry.peak_rss_mb,
         "planned_jobs": dry.planned_jobs(), "failed": failed,
         "profiles": sorted({full.profile_used(), noop.profile_used(), dry.profile_used()}),
@@ -349,6 +387,9 @@ def run_size(docs: int, args, flags: list[str], workdir: Path) -> dict[str, list
                   + (f"  FAILED: {result['failed']}" if result["failed"] else ""), flush=True)
             if result["failed"]:
                 print(result["tail_of_failure"], flush=True)
+            for rule, span, own, cpu in result["tail_jobs"]:
+                print(f"      tail {rule:22s} {span:6.0f} s since the previous job's end (1 s resolution); job's own "
+                      f"{fmt(own, '.2f')} s, {fmt(cpu, '.2f')} s CPU", flush=True)
             if args.keep is None:
                 shutil.rmtree(root, ignore_errors=True)
     report_size(shape, results)

@@ -10,7 +10,9 @@ ledger without a call. Rules call this with the shared `Runtime` and the wildcar
 
 from __future__ import annotations
 
-from daydream import job_log, ledger, parsers, stages, store
+import logging
+
+from daydream import checks, job_log, ledger, parsers, stages, store
 from daydream.calls import Completion
 from daydream.experiment import Template
 from daydream.membership import Member
@@ -18,6 +20,8 @@ from daydream.prompts import Concept, Prompt, PromptFiles, build_prompt, sha256_
 from daydream.providers import http_errors
 from daydream.run import PARSE
 from daydream.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 
 class DocumentError(RuntimeError):
@@ -112,7 +116,8 @@ def _written(rt: Runtime, member: Member, path, write, kept: str = "") -> None:
 def _write_document(rt: Runtime, stage: str, gen_id: str, job: job_log.JobLog) -> str:
     member = rt.membership.member(gen_id)
     template = rt.template(member)
-    prompt = document_prompt(rt, member)
+    files = prompt_files(rt, member)
+    prompt = build_prompt(files)
     paths = rt.paths
     _written(rt, member, paths.gen_dir(stage, gen_id), lambda: store.clear_temp_files(paths.gen_dir(stage, gen_id)))
     _written(rt, member, paths.prompt_path(stage, gen_id),
@@ -139,10 +144,31 @@ def _write_document(rt: Runtime, stage: str, gen_id: str, job: job_log.JobLog) -
              kept)
     _written(rt, member, paths.parsed_path(stage, gen_id),
              lambda: store.write_text_atomic(paths.parsed_path(stage, gen_id), parsed), kept)
+    _record_checks(rt, member, files, prompt, meta, None if answer.source == "copy" else done.model,
+                   sha256_text(done.text))
     job.line(f"{gen_id}: {answer.source} model={done.model or '-'} attempts={done.attempts} "
              f"finish={done.finish_reason} usage={done.usage} cost_usd={done.cost_usd} "
              f"parsed with {template.parser!r}: {len(parsed)} characters; saved {paths.gen_dir(stage, gen_id)}")
     return answer.source
+
+
+def _record_checks(rt: Runtime, member: Member, files: PromptFiles, prompt: Prompt, meta: dict,
+                   paid_model: str | None, raw_sha256: str) -> None:
+    """Keep what this job knows for the tail (`daydream.checks`): raw.txt is the saved reply it
+    wrote, metadata.json was made from that reply, parsed.txt is its parse, and the prompt of
+    today's sources is `prompt`. A record that cannot be written costs the tail a content check
+    of this document, nothing else."""
+    key = checks.source_key(member.stage, member.template_id, [(c.concept_id, c.name) for c in files.concepts],
+                            prompt.sources)
+    try:
+        shas = {"raw.txt": raw_sha256, "parsed.txt": meta["parsed_sha256"],
+                "metadata.json": checks.file_sha256(str(rt.paths.metadata_path(member.stage, member.gen_id)))}
+        made = checks.record(rt.paths, member.stage, member.gen_id, meta, change=None, paid_model=paid_model,
+                             parsed_sha256=meta["parsed_sha256"], prompt_key=key, prompt_now=prompt.sha256, shas=shas)
+        checks.append(rt.paths, [made])
+    except OSError as error:
+        log.warning("%s: its check record could not be written to %s (%s); the stale report checks it by content",
+                    member.gen_id, rt.paths.document_checks_jsonl, error.strerror or error)
 
 
 def _parse_failure(rt: Runtime, member: Member, parser: str, reason: str, raw: str) -> DocumentError:

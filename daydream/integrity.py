@@ -25,10 +25,13 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
+import threading
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
-from daydream import ledger, stages, store
+from daydream import checks, ledger, stages, store
 from daydream.paths import Paths
 
 READ_THREADS = 8
@@ -152,23 +155,88 @@ def raw_change(paths: Paths, stage: str, gen_id: str, meta: dict | None = None) 
             "and rerun snakemake to restore it, no call is made")
 
 
+@dataclass(frozen=True)
+class Checked:
+    """One document as checked: what the stale report reads of its metadata (`checks.META_KEYS`,
+    or all of it when read now), its saved reply's model, `document_change` and the SHA-256 of
+    its parsed.txt (None when it has none)."""
+
+    meta: dict
+    paid_model: str | None
+    change: str | None
+    parsed_sha256: str | None
+
+
+class DocumentChecks:
+    """Each document's `Checked`: from its check record while its files still have the recorded
+    stat keys (`checks.Reuse`), else by content, as `document_change` always did. A content
+    check of a document we wrote becomes a record (`reuse.keep`; the stale report saves them).
+    `used` and `checked` count both ways. Safe to call from threads."""
+
+    def __init__(self, paths: Paths, reuse: checks.Reuse | None = None):
+        self.paths = paths
+        self.reuse = reuse if reuse is not None else checks.Reuse(paths)
+        self.used = self.checked = 0
+        self._lock = threading.Lock()
+
+    def get(self, stage: str, gen_id: str) -> Checked | None:
+        """The document as checked; None when it has no metadata (not made). ValueError (naming
+        the file) when its metadata.json is not a JSON object."""
+        found = self.reuse.valid(stage, gen_id)
+        if found is not None:
+            with self._lock:
+                self.used += 1
+            return Checked(found["meta"], found["paid_model"], found["change"], found["parsed_sha256"])
+        with self._lock:
+            self.checked += 1
+        return self._by_content(stage, gen_id)
+
+    def _by_content(self, stage: str, gen_id: str) -> Checked | None:
+        paths = self.paths
+        try:
+            meta = store.read_document_metadata(paths, stage, gen_id, lineage=False)
+        except FileNotFoundError:
+            return None
+        # Only a document we wrote is recorded: one of the original pipeline's (side files, or
+        # no prompt_sha256 of its own) is read with its lineage and checked by content each time.
+        ours = "prompt_sha256" in meta and not any(
+            os.path.exists(p) for p in store.metadata_files(paths, stage, gen_id)[1:])
+        if not ours:
+            meta = store.read_document_metadata(paths, stage, gen_id)
+        before = checks.file_keys(paths, stage, gen_id, checks.reply_of(meta)) if ours else None
+        paid = paid_record(paths, stage, gen_id, meta)
+        change = document_change(paths, stage, gen_id, meta)
+        folder = paths.gen_dir_texts(stage, [gen_id])[0] + os.sep
+        shas = {name: checks.file_sha256(folder + name) for name in checks.FILES}
+        done = Checked(meta, (paid or {}).get("model"), change, shas["parsed.txt"])
+        if before is not None and checks.file_keys(paths, stage, gen_id, checks.reply_of(meta)) == before:
+            old = self.reuse.latest(gen_id) or {}  # its prompt part stands: it depends on the sources only
+            self.reuse.keep(checks.record(paths, stage, gen_id, meta, change=change, paid_model=done.paid_model,
+                                          parsed_sha256=shas["parsed.txt"], prompt_key=old.get("prompt_key"),
+                                          prompt_now=old.get("prompt_now"), shas=shas, keys=before))
+        return done
+
+
 def _lineage_checks(paths: Paths, gen_ids: list[str]) -> dict[str, tuple[str | None, str]]:
-    """gen_id -> (raw change or None, parent gen_id) for the scored documents and all their
-    ancestors, each read once."""
+    """gen_id -> (document change or None, parent gen_id) for the scored documents and all their
+    ancestors, each checked once (`DocumentChecks`: from its check record while its files are
+    unchanged)."""
     found: dict[str, tuple[str | None, str]] = {}
+    documents = DocumentChecks(paths)
 
     def check(gen_id: str) -> tuple[str, str | None, str]:
-        stage = stages.of_gen_id(gen_id).name
         try:
-            meta = store.read_metadata(paths, stage, gen_id)
-        except (FileNotFoundError, ValueError):
+            done = documents.get(stages.of_gen_id(gen_id).name, gen_id)
+        except ValueError:
             return gen_id, None, ""
-        return gen_id, document_change(paths, stage, gen_id, meta), str(meta.get("parent_gen_id") or "")
+        if done is None:
+            return gen_id, None, ""
+        return gen_id, done.change, str(done.meta.get("parent_gen_id") or "")
 
     wave = sorted(set(gen_ids))
     with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
         while wave:
-            for gen_id, change, parent in pool.map(check, wave):
+            for gen_id, change, parent in pool.map(check, wave, chunksize=256):
                 found[gen_id] = (change, parent)
             wave = sorted({parent for _, parent in (found[g] for g in wave) if parent and parent not in found})
     return found

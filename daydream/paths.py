@@ -234,6 +234,11 @@ class Paths:
         return self.reporting_dir / "stale_generations.csv"
 
     @property
+    def document_checks_jsonl(self) -> Path:
+        """What each document's files were checked to be, by stat key (`daydream.checks`)."""
+        return self.reporting_dir / "document_checks.jsonl"
+
+    @property
     def plan_csv(self) -> Path:
         """`snakemake plan`: the calls still missing per stage and model, with tokens and cost."""
         return self.reporting_dir / "plan.csv"

@@ -5,7 +5,7 @@ document's prompt from its sources.
 or its parent's parsed text) and returns the prompt text together with the SHA-256 of the
 prompt and of each source, taken from that same read: the stale report compares them later.
 The variables each stage renders with come from the stage registry. Compiled templates are
-cached per file and modification time, so a process parses each template file once.
+cached per file and stat key (size, times, inode), so a process parses each template file once.
 """
 
 from __future__ import annotations
@@ -43,8 +43,15 @@ class LoadedTemplate:
     sha256: str
 
 
+def _stat_key(path) -> tuple[int, int, int, int]:
+    """What tells a file's edits apart (size, mtime_ns, ctime_ns, inode): ctime moves with every
+    write, also one whose mtime was set back (`daydream.checks`)."""
+    found = Path(path).stat()
+    return found.st_size, found.st_mtime_ns, found.st_ctime_ns, found.st_ino
+
+
 @functools.lru_cache(maxsize=256)
-def _compiled(path: str, mtime_ns: int) -> LoadedTemplate:
+def _compiled(path: str, stat_key: tuple[int, int, int, int]) -> LoadedTemplate:
     try:
         text = definitions.read_text(Path(path), "template")
     except definitions.DefinitionError as error:
@@ -60,10 +67,10 @@ def load_template(path: Path) -> LoadedTemplate:
     """The compiled template at `path` and the hash of its text; PromptError names the file on
     a missing, empty or non-UTF-8 file (a byte-order mark is dropped) or bad syntax."""
     try:
-        mtime_ns = Path(path).stat().st_mtime_ns
+        stat_key = _stat_key(path)
     except FileNotFoundError as error:
         raise PromptError(f"{path}: template file not found; create it or fix the template id") from error
-    return _compiled(str(path), mtime_ns)
+    return _compiled(str(path), stat_key)
 
 
 # What a template can raise while it renders: an undefined variable or index (StrictUndefined),
@@ -138,7 +145,7 @@ _MARK = "\x00daydream-document\x00"
 
 @functools.lru_cache(maxsize=256)
 def _shared_prefix(path: str, sha256: str, stage_name: str) -> str:
-    template = _compiled(path, Path(path).stat().st_mtime_ns)
+    template = _compiled(path, _stat_key(path))
     concept = {"concept_id": _MARK, "name": _MARK, "content": _MARK}
     try:
         text = template.compiled.render(**stages.get(stage_name).variables([concept] * 8, _MARK))

@@ -8,12 +8,15 @@ run, with the reason and both prompt hashes. `scripts/regenerate.py` re-makes ch
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
+import time
 
-from daydream import calls, documents, integrity, store
+from daydream import calls, checks, definitions, documents, integrity, stages, store
 from daydream.columns import STALE_COLUMNS
 from daydream.membership import Member
-from daydream.prompts import Prompt, PromptError
+from daydream.prompts import CONCEPT_SEPARATOR, Prompt, PromptError, PromptFiles, build_prompt, sha256_text
 from daydream.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -36,17 +39,114 @@ def current_model(rt: Runtime, member: Member) -> str | None:
     return calls.model_string(rt.experiment.models[member.llm_model_id], rt.settings)
 
 
-def check_member(rt: Runtime, member: Member) -> dict | None:
+class StaleCheck:
+    """What one stale report reads once: every document's check (`integrity.DocumentChecks`, from
+    the records the document jobs left) and today's SHA-256 of each prompt source, each template
+    and concept file read once and each parent's parsed.txt taken from its record while it is
+    unchanged. A document whose sources' key is the one recorded with its last rendering is not
+    rendered again (`rendered` counts those that are). With `records={}` nothing is reused."""
+
+    def __init__(self, rt: Runtime, records: dict[str, dict] | None = None):
+        self.rt = rt
+        self.documents = integrity.DocumentChecks(rt.paths, checks.Reuse(rt.paths, records))
+        self.rendered = 0
+        self._texts: dict[str, str | None] = {}
+        self._parents: dict[str, str | None] = {}
+        self._files: dict[tuple[str, str, str], PromptFiles] = {}
+
+    def _text(self, path, what: str) -> str | None:
+        key = str(path)
+        if key not in self._texts:
+            try:
+                self._texts[key] = definitions.read_text(path, what)
+            except definitions.DefinitionError:
+                self._texts[key] = None  # rendering says why
+        return self._texts[key]
+
+    def _parent_sha(self, stage: str, gen_id: str, path) -> str | None:
+        if gen_id not in self._parents:
+            found = self.documents.reuse.valid(stage, gen_id)
+            sha = found.get("parsed_sha256") if found is not None else None
+            if sha is None:
+                try:
+                    data = path.read_bytes()
+                    data.decode("utf-8")
+                    sha = hashlib.sha256(data).hexdigest()
+                except (OSError, UnicodeDecodeError):
+                    sha = None  # rendering says why
+            self._parents[gen_id] = sha
+        return self._parents[gen_id]
+
+    def sources(self, member: Member, files: PromptFiles) -> tuple[str, dict[str, str]] | None:
+        """The key of the document's prompt sources as they are today (`checks.source_key`) and
+        their SHA-256s (`Prompt.sources`), or None when one cannot be read (then the prompt is
+        rendered, which says why)."""
+        sources: dict[str, str] = {}
+        if files.concepts:
+            texts = [self._text(c.path, "concept description") for c in files.concepts]
+            if any(t is None for t in texts):
+                return None
+            sources["concepts"] = sha256_text(CONCEPT_SEPARATOR.join(texts))
+        if files.parent is not None:
+            parent = self._parent_sha(stages.get(member.stage).parent, member.parent_gen_id, files.parent)
+            if parent is None:
+                return None
+            sources["parent"] = parent
+        if files.template is not None:
+            template = self._text(files.template, "template")
+            if template is None:
+                return None
+            sources["template"] = sha256_text(template)
+        return checks.source_key(member.stage, member.template_id, _names(files), sources), sources
+
+    def prompt_files(self, member: Member) -> PromptFiles:
+        """`documents.prompt_files`, its definition files checked once per template and combo (a
+        child's differ only by the parent's path)."""
+        root = stages.get(member.stage).is_root
+        key = (member.stage, member.template_id, member.combo_id if root else "")
+        if key not in self._files:
+            self._files[key] = documents.prompt_files(self.rt, member)
+        files = self._files[key]
+        if root:
+            return files
+        return dataclasses.replace(files, parent=self.rt.paths.parsed_path(stages.get(member.stage).parent,
+                                                                           member.parent_gen_id))
+
+    def current_prompt(self, member: Member) -> Prompt:
+        """The document's prompt as it would be built today: its last rendering while the key of
+        its sources is unchanged, else rendered now (FileNotFoundError, PromptError as
+        `build_prompt`)."""
+        files = self.prompt_files(member)
+        today = self.sources(member, files)
+        last = self.documents.reuse.latest(member.gen_id) or {}
+        if today is not None and last.get("prompt_key") == today[0] and last.get("prompt_now"):
+            return Prompt("", last["prompt_now"], today[1])  # its text is not needed: only its hashes
+        self.rendered += 1
+        prompt = build_prompt(files)
+        found = self.documents.reuse.valid(member.stage, member.gen_id)
+        if found is not None:
+            self.documents.reuse.keep({**found, "prompt_key": checks.source_key(
+                member.stage, member.template_id, _names(files), prompt.sources), "prompt_now": prompt.sha256})
+        return prompt
+
+
+def _names(files: PromptFiles) -> list[tuple[str, str]]:
+    return [(c.concept_id, c.name) for c in files.concepts]
+
+
+def check_member(rt: Runtime, member: Member, check: StaleCheck | None = None) -> dict | None:
     """A stale-report row for one document, or None when it is current or not made yet: its
     prompt would differ today, its model changed, or its raw.txt is no longer the reply that
-    was paid for (`daydream.integrity`)."""
-    try:
-        meta = store.read_document_metadata(rt.paths, member.stage, member.gen_id)
-    except FileNotFoundError:
+    was paid for (`daydream.integrity`). `check` (one per report) reuses what the document jobs
+    checked; without it everything is read and rendered."""
+    check = check if check is not None else StaleCheck(rt, records={})
+    done = check.documents.get(member.stage, member.gen_id)
+    if done is None:
         return None  # not made yet: nothing paid to be stale
+    meta = done.meta
     reasons = []
     try:
-        current: Prompt | None = documents.document_prompt(rt, member)
+        current: Prompt | None = check.current_prompt(member)
     except FileNotFoundError:
         current = None  # its parent is missing: the prompt cannot be compared today
     except PromptError as error:
@@ -56,11 +156,10 @@ def check_member(rt: Runtime, member: Member) -> dict | None:
         reasons.append(stale_reason(meta.get("prompt_sources") or {}, current.sources))
     model_now = current_model(rt, member)
     # The model of the reply that was paid for (an edited metadata.json is reported below instead).
-    paid = integrity.paid_record(rt.paths, member.stage, member.gen_id, meta)
-    made_by = (paid or {}).get("model") or meta.get("model")
+    made_by = done.paid_model or meta.get("model")
     if made_by and model_now and made_by != model_now:
         reasons.append(f"model changed (made by {made_by}, now {model_now})")
-    change = integrity.document_change(rt.paths, member.stage, member.gen_id, meta)
+    change = done.change
     if meta.get("model_id") not in (None, member.llm_model_id) and meta.get("mode") != "copy":
         change = "; ".join(filter(None, [change, (
             f"{integrity.METADATA_DIFFERS} from its membership row (model_id {meta.get('model_id')!r}, the row says "
@@ -76,24 +175,34 @@ def check_member(rt: Runtime, member: Member) -> dict | None:
             "current_prompt_sha256": current.sha256 if current is not None else ""}
 
 
-def stale_rows(rt: Runtime) -> list[dict]:
+def stale_rows(rt: Runtime, check: StaleCheck | None = None) -> list[dict]:
+    check = check if check is not None else StaleCheck(rt)
     seen: set[str] = set()
     rows = []
     for cohort_id in rt.cohort_ids:
         for member in rt.membership.members(cohort_id):
             if member.gen_id not in seen:
                 seen.add(member.gen_id)
-                row = check_member(rt, member)
+                row = check_member(rt, member, check)
                 if row:
                     rows.append(row)
     return rows
 
 
 def write_stale_report(rt: Runtime, log_path: str | None = None) -> int:
-    """Rebuild stale_generations.csv for the active cohorts; return the number of stale rows."""
-    rows = stale_rows(rt)
+    """Rebuild stale_generations.csv for the active cohorts; return the number of stale rows.
+    The documents checked by content become check records, so the next report reuses them."""
+    started, cpu = time.perf_counter(), time.process_time()
+    check = StaleCheck(rt)
+    rows = stale_rows(rt, check)
     store.write_csv_atomic(rt.paths.stale_generations_csv, STALE_COLUMNS, rows)
-    store.write_job_log(log_path, f"{len(rows)} stale document(s) in {rt.paths.stale_generations_csv}")
+    check.documents.reuse.save()
+    store.write_job_log(log_path, f"{len(rows)} stale document(s) in {rt.paths.stale_generations_csv}; "
+                                  f"{check.documents.used} document(s) taken from their check records "
+                                  f"({check.documents.reuse.rehashed} hashed again: their times moved), "
+                                  f"{check.documents.checked} checked by content, {check.rendered} prompt(s) "
+                                  f"rendered, {time.perf_counter() - started:.2f} s "
+                                  f"({time.process_time() - cpu:.2f} s CPU)")
     if rows:
         log.warning("%d stale document(s): see %s; regenerate chosen ones with scripts/regenerate.py",
                     len(rows), rt.paths.stale_generations_csv)

@@ -240,8 +240,13 @@ def append_jsonl(path: Path, record: dict) -> None:
     """Append one JSON line under an exclusive lock (safe across threads and processes). A last
     line cut short by a crash or a full disk is ended first, so it stays one unreadable line
     (readers skip it and name it) and this record is whole on a line of its own."""
+    append_jsonl_records(path, [record])
+
+
+def append_jsonl_records(path: Path, records: list[dict]) -> None:
+    """`append_jsonl` for several records, in one write under one lock."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = (json.dumps(record, sort_keys=True) + "\n").encode("utf-8")
+    lines = b"".join((json.dumps(record, sort_keys=True) + "\n").encode("utf-8") for record in records)
     with path.open("a+b") as out:
         fcntl.flock(out, fcntl.LOCK_EX)
         try:
@@ -249,8 +254,8 @@ def append_jsonl(path: Path, record: dict) -> None:
             if size:
                 out.seek(size - 1)
                 if out.read(1) != b"\n":
-                    line = b"\n" + line
-            out.write(line)
+                    lines = b"\n" + lines
+            out.write(lines)
             out.flush()
         finally:
             fcntl.flock(out, fcntl.LOCK_UN)

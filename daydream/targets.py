@@ -12,10 +12,15 @@
 
 from __future__ import annotations
 
+import os
+
 from daydream import batches, checkpoint_inputs, documents, rehearsal, reports, stages
 from daydream.batch import gate as batch_gate
 from daydream.paths import GEN_FILES
 from daydream.runtime import Runtime
+
+# A document's files whose change the stale report says (prompt.txt is never compared).
+STALE_FILES = ("raw.txt", "parsed.txt", "metadata.json")
 
 
 def cohort_inputs(rt: Runtime, cohort_id: str) -> dict[str, object]:
@@ -121,15 +126,17 @@ def batch_round_inputs(rt: Runtime, stage: str, run_id: str, round_id: str) -> d
 
 
 def stale_report_inputs(rt: Runtime) -> list[str]:
-    """Every file a stale verdict depends on: the stored metadata and raw.txt of each document
-    (a raw.txt that is no longer its saved reply is reported), the parsed parents, templates
-    and concept texts. Any of them changing rebuilds the report."""
+    """Every file a stale verdict depends on: each document's metadata.json, raw.txt and
+    parsed.txt (a file that is no longer what was paid for is reported), the parsed parents,
+    templates and concept texts. Any of them changing rebuilds the report, and the reports and
+    the site after it: this is the one tail job that lists every document (Snakemake's cost of a
+    job grows with its inputs times its outputs, `rules/reports.smk`)."""
     files: set[str] = {str(p) for p in rt.paths.template_files()}
     for cohort_id in rt.cohort_ids:
         files.add(str(rt.paths.membership_csv(cohort_id)))
         for member in rt.membership.members(cohort_id):
-            files.add(str(rt.paths.metadata_path(member.stage, member.gen_id)))
-            files.add(str(rt.paths.raw_path(member.stage, member.gen_id)))
+            folder = str(rt.paths.gen_dir(member.stage, member.gen_id)) + os.sep
+            files.update(folder + name for name in STALE_FILES)
             sources = documents.prompt_files(rt, member).as_inputs()
             files.update(sources.get("concepts", []))
             if "parent" in sources:
@@ -139,27 +146,23 @@ def stale_report_inputs(rt: Runtime) -> list[str]:
 
 def cohort_report_inputs(rt: Runtime, cohort_id: str) -> dict[str, object]:
     """What a cohort's reports are built from: its membership, the scored stage's template
-    table (the scales), every score, every document's raw.txt (an edited one, anywhere in a
-    score's lineage, is flagged: `daydream.integrity`) and the stale report (a stale one is
-    flagged too)."""
+    table (the scales), the stale report (which runs after every document of the active cohorts
+    and is rebuilt when any of their files changes: the scores and texts the reports read, and
+    the flags of a changed or stale document, `daydream.integrity`), the concept names, the
+    model table and the human ratings."""
     scored = stages.SCORED.name
-    members = rt.membership.members(cohort_id, scored)
     return {"membership": str(rt.paths.membership_csv(cohort_id)),
             "templates": str(rt.paths.templates_csv(scored)),
-            "evaluations": [str(rt.paths.parsed_path(scored, m.gen_id)) for m in members],
-            "raw": [str(rt.paths.raw_path(m.stage, m.gen_id)) for m in rt.membership.members(cohort_id)],
             "stale": str(rt.paths.stale_generations_csv),
             # the `concepts` column: the combo register and the concept names
             "concepts": [str(rt.paths.combo_mappings_csv), str(rt.paths.concepts_metadata_csv)],
-            **judge_report_inputs(rt, members)}
+            **judge_report_inputs(rt)}
 
 
-def judge_report_inputs(rt: Runtime, evaluations) -> dict[str, object]:
-    """What the judge reports read besides the scores: the essays' texts (their length), the
-    model table (providers) and, when it exists, the human ratings."""
-    essay_stage = stages.SCORED.parent
-    inputs = {"essays": sorted({str(rt.paths.parsed_path(essay_stage, m.parent_gen_id)) for m in evaluations}),
-              "models": str(rt.paths.models_csv)}
+def judge_report_inputs(rt: Runtime) -> dict[str, object]:
+    """What the judge reports read besides the scores and the essays' texts (those come after
+    the stale report): the model table (providers) and, when it exists, the human ratings."""
+    inputs = {"models": str(rt.paths.models_csv)}
     if rt.paths.human_scores_csv.exists():
         inputs["human_scores"] = str(rt.paths.human_scores_csv)
     return inputs
@@ -171,11 +174,11 @@ def site_outputs(rt: Runtime, cohort_id: str) -> list[str]:
 
 
 def site_inputs(rt: Runtime, cohort_id: str) -> dict[str, object]:
-    """What the results site is built from: the membership, every member's parsed text (a
-    document made or remade changes its page), every cohort report it shows, and the concept
-    names."""
+    """What the results site is built from: the membership, every cohort report it shows, the
+    stale report (rebuilt when any document is made or changed, so a page shows it) and the
+    concept names."""
     return {"membership": str(rt.paths.membership_csv(cohort_id)),
-            "parsed": [str(rt.paths.parsed_path(m.stage, m.gen_id)) for m in rt.membership.members(cohort_id)],
+            "stale": str(rt.paths.stale_generations_csv),
             "reports": [str(rt.paths.cohort_report(cohort_id, r.name)) for r in reports.cohort_reports()],
             "concepts": [str(rt.paths.combo_mappings_csv), str(rt.paths.concepts_metadata_csv)]}
 

@@ -2,6 +2,9 @@
 # Outputs come from the report registry (daydream/reports/__init__.py). The rules run
 # in-process (`run:`), so they take no `conda:`; environment.yml serves them. Last, the results site
 # of a cohort (daydream/site), its pages built from those reports and the gens store.
+# Only stale_generations lists every document's files as inputs: Snakemake's cost of finishing a
+# job grows with its inputs times its outputs (it checksums each input for each output), so the
+# reports and the site follow the stale report instead (daydream/targets.py).
 
 
 rule cohort_reports:

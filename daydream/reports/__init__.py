@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -172,19 +173,25 @@ def write_cohort_group(paths: Paths, cohort_id: str, scales, group: str) -> list
 
 def write_cohort_reports(paths: Paths, cohort_id: str, experiment: Experiment, log_path: str | None = None) -> list[Path]:
     """Every `tables` report of one cohort, from its membership and the gens store."""
+    started, cpu = time.perf_counter(), time.process_time()
     written = write_cohort_group(paths, cohort_id, evaluation_scales(experiment), TABLES)
     from daydream.reports.io import read_aggregated
 
     aggregated = read_aggregated(paths.cohort_report(cohort_id, AGGREGATED))
     store.write_job_log(log_path, f"{cohort_id}: {len(aggregated)} evaluations, "
-                                  f"{int(aggregated['error'].ne('').sum())} without a score; wrote {len(written)} tables")
+                                  f"{int(aggregated['error'].ne('').sum())} without a score; wrote {len(written)} tables, "
+                                  f"{time.perf_counter() - started:.2f} s "
+                                  f"({time.process_time() - cpu:.2f} s CPU)")
     return written
 
 
 def write_cohort_figures(paths: Paths, cohort_id: str, experiment: Experiment, log_path: str | None = None) -> list[Path]:
     """Every `figures` report of one cohort (plots and HTML pages), from its report tables."""
+    started, cpu = time.perf_counter(), time.process_time()
     written = write_cohort_group(paths, cohort_id, evaluation_scales(experiment), FIGURES)
-    store.write_job_log(log_path, f"{cohort_id}: wrote {len(written)} figures and pages")
+    store.write_job_log(log_path, f"{cohort_id}: wrote {len(written)} figures and pages, "
+                                  f"{time.perf_counter() - started:.2f} s "
+                                  f"({time.process_time() - cpu:.2f} s CPU)")
     return written
 
 

@@ -140,7 +140,7 @@ def render(data: SiteData, renderer: Renderer, essays: dict[str, dict]) -> None:
 
 def build_site(paths: Paths, cohort_id: str, experiment: Experiment) -> dict:
     """Write the site folder and the one-file bundle of one cohort; return what was written."""
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     data = SiteData(paths, cohort_id, experiment, evaluation_scales(experiment))
     root = paths.cohort_site(cohort_id)
     if root.exists():
@@ -154,7 +154,7 @@ def build_site(paths: Paths, cohort_id: str, experiment: Experiment) -> dict:
     bundle.finish(paths.cohort_site_bundle(cohort_id))
     return {"pages": site.written, "largest_page": site.largest, "essays": len(data.essays),
             "bundle_bytes": paths.cohort_site_bundle(cohort_id).stat().st_size,
-            "seconds": time.perf_counter() - started}
+            "seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu}
 
 
 def write_site(paths: Paths, cohort_id: str, experiment: Experiment, log_path: str | None = None) -> dict:
@@ -162,5 +162,6 @@ def write_site(paths: Paths, cohort_id: str, experiment: Experiment, log_path: s
     built = build_site(paths, cohort_id, experiment)
     store.write_job_log(log_path, f"{cohort_id}: {built['pages']} pages ({built['essays']} essays, largest "
                                   f"{built['largest_page']:,} bytes), bundle {built['bundle_bytes']:,} bytes, "
-                                  f"{built['seconds']:.1f} s: {paths.cohort_site(cohort_id) / 'index.html'}")
+                                  f"{built['seconds']:.1f} s: {paths.cohort_site(cohort_id) / 'index.html'} "
+                                  f"({built['cpu_seconds']:.2f} s CPU)")
     return built

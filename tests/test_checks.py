@@ -1,0 +1,227 @@
+"""The tail reuses what the document jobs checked (`daydream.checks`): the stale report and the
+reports' flags read no file and render no prompt of an untouched document, and every edit is
+still caught with the records in place: raw.txt, parsed.txt, metadata.json and the saved reply
+edited in place to the same size with their mtime set back, a template, a concept text or a
+concept's name changed."""
+
+import csv
+import json
+import os
+import shutil
+
+import pytest
+
+from daydream import checks, cohorts, documents, integrity, prompts, stale, targets
+from daydream.runtime import Runtime
+
+
+def runtime(data_root, cohorts_dir) -> Runtime:
+    return Runtime({"data_root": str(data_root), "cohorts_dir": str(cohorts_dir), "cohorts": ["tiny"], "offline": True})
+
+
+@pytest.fixture
+def made(data_root, cohorts_dir):
+    """Every document of the tiny cohort, made in-process with the offline model (each job leaves
+    its record)."""
+    rt = runtime(data_root, cohorts_dir)
+    cohorts.build_cohort(rt.paths, "tiny", rt.paths.cohort_file("tiny"))
+    for member in rt.membership.members("tiny"):
+        documents.write_document(rt, member.stage, member.gen_id)
+    return rt
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Counts of prompts rendered and documents checked by content, wherever the tail does it."""
+    counts = {"renders": 0, "content": 0}
+    render, change = stale.build_prompt, integrity.document_change
+
+    def counting_render(files):
+        counts["renders"] += 1
+        return render(files)
+
+    def counting_change(*args, **kwargs):
+        counts["content"] += 1
+        return change(*args, **kwargs)
+
+    monkeypatch.setattr(stale, "build_prompt", counting_render)
+    monkeypatch.setattr(integrity, "document_change", counting_change)
+    return counts
+
+
+def rows_by_gen_id(rt, check=None) -> dict[str, str]:
+    return {row["gen_id"]: row["reason"] for row in stale.stale_rows(rt, check)}
+
+
+def without_records(rt) -> dict[str, str]:
+    """The stale report as it was before records: every file read, every prompt rendered."""
+    return {m.gen_id: (stale.check_member(rt, m, stale.StaleCheck(rt, records={})) or {}).get("reason", "")
+            for m in rt.membership.members("tiny")}
+
+
+def edit_in_place(path, old: bytes, new: bytes) -> None:
+    """Replace `old` by `new` (the same length) inside the file, in place (same inode), then set
+    its atime and mtime back: only its ctime tells."""
+    assert len(old) == len(new)
+    before = path.stat()
+    data = path.read_bytes()
+    assert old in data, (path, old)
+    with path.open("r+b") as handle:
+        handle.write(data.replace(old, new, 1))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (before.st_size, before.st_mtime_ns, before.st_ino)
+
+
+def test_every_document_job_leaves_a_record_that_holds(made):
+    records = checks.load(made.paths)
+    members = made.membership.members("tiny")
+    assert set(records) == {m.gen_id for m in members}
+    reuse = checks.Reuse(made.paths)
+    assert all(reuse.valid(m.stage, m.gen_id) is not None for m in members)
+    copy = next(m for m in members if m.template_id == "copy-draft")
+    assert checks.REPLY not in records[copy.gen_id]["files"], "a copy has no saved reply"
+
+
+def test_an_untouched_store_is_reported_without_a_file_read_or_a_prompt_rendered(made, counted):
+    check = stale.StaleCheck(made)
+    assert rows_by_gen_id(made, check) == {}
+    members = made.membership.members("tiny")
+    assert (check.documents.used, check.documents.checked, check.rendered) == (len(members), 0, 0)
+    evaluations = [m.gen_id for m in made.membership.members("tiny", "evaluation")]
+    assert integrity.evaluation_flags(made.paths, evaluations) == [""] * len(evaluations)
+    assert counted == {"renders": 0, "content": 0}
+
+
+def test_the_records_give_the_same_report_as_reading_everything(made, counted):
+    """Edits of every kind at once: the report with records equals the report without."""
+    evaluation, essay = made.membership.members("tiny", "evaluation")[0], made.membership.members("tiny", "essay")[0]
+    made.paths.raw_path("evaluation", evaluation.gen_id).write_text("SCORE: 1")
+    made.paths.parsed_path("essay", essay.gen_id).write_text("another essay")
+    concept = made.paths.raw_root / "concepts" / "descriptions-paragraph" / "weak-ties.txt"
+    concept.write_text(concept.read_text() + "\nA sentence added later.\n")
+    with_records = rows_by_gen_id(made)
+    assert with_records == {g: r for g, r in without_records(made).items() if r}
+    assert any("raw.txt differs" in r for r in with_records.values())
+    assert any("parent changed" in r for r in with_records.values())
+    assert any(r == "concepts changed" for r in with_records.values())
+
+
+@pytest.mark.parametrize("name", ["raw.txt", "parsed.txt", "metadata.json", "reply"])
+def test_a_same_size_edit_with_its_mtime_set_back_is_caught(made, counted, name):
+    evaluation = made.membership.members("tiny", "evaluation")[0]
+    paths, gen_id = made.paths, evaluation.gen_id
+    meta = json.loads(paths.metadata_path("evaluation", gen_id).read_text())
+    reply_text = json.loads(paths.reply_path("evaluation", gen_id, meta["prompt_sha256"]).read_text())["text"]
+    reply_start = json.dumps(reply_text)[1:5].encode()
+    assert reply_start != reply_start[::-1]
+    target, old, new = {
+        "raw.txt": (paths.raw_path("evaluation", gen_id), b"SCORE", b"SCORF"),
+        "parsed.txt": (paths.parsed_path("evaluation", gen_id), paths.parsed_path("evaluation", gen_id).read_bytes()[:1],
+                       b"1" if paths.parsed_path("evaluation", gen_id).read_bytes()[:1] != b"1" else b"2"),
+        "metadata.json": (paths.metadata_path("evaluation", gen_id), b'"finish_reason": "stop"',
+                          b'"finish_reason": "stoq"'),
+        "reply": (paths.reply_path("evaluation", gen_id, meta["prompt_sha256"]), b'"text": "' + reply_start,
+                  b'"text": "' + reply_start[::-1]),
+    }[name]
+    edit_in_place(target, old, new)
+    reason = rows_by_gen_id(made)[gen_id]
+    expected = {"raw.txt": integrity.RAW_DIFFERS, "parsed.txt": integrity.PARSED_DIFFERS,
+                "metadata.json": integrity.METADATA_DIFFERS, "reply": integrity.RAW_DIFFERS}[name]
+    assert reason.startswith(expected), reason
+    flags = integrity.evaluation_flags(paths, [gen_id])
+    assert flags[0].startswith(f"{'raw.txt' if name == 'reply' else name} changed: evaluation {gen_id}")
+    assert counted["content"] >= 1 and counted["renders"] == 0, "only the edited document is read, none rendered"
+
+
+def test_a_template_edit_of_the_same_size_and_mtime_marks_its_documents_stale(made, counted):
+    template = made.paths.template_path("draft", "idea-sketch")
+    text = template.read_bytes()
+    old = next(word for word in text.split() if word.isalpha() and len(word) > 3)
+    edit_in_place(template, old, old[::-1] if old[::-1] != old else old.upper())
+    drafts = {m.gen_id for m in made.membership.members("tiny", "draft")}
+    check = stale.StaleCheck(made)
+    reasons = rows_by_gen_id(made, check)
+    assert {g for g, r in reasons.items() if r == "template changed"} == drafts
+    assert check.rendered == len(drafts), "only the documents of the edited template are rendered again"
+
+
+def test_a_concept_renamed_in_the_concept_table_marks_its_drafts_stale(made, data_root, cohorts_dir):
+    table = made.paths.concepts_metadata_csv
+    with table.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        if row["concept_id"] == "weak-ties":
+            row["name"] = row["name"] + " (renamed)"
+    with table.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    rt = runtime(data_root, cohorts_dir)
+    if not any(c.name.endswith("(renamed)") for m in rt.membership.members("tiny", "draft")
+               for c in documents.prompt_files(rt, m).concepts):
+        pytest.skip("the draft templates do not name concepts")
+    reasons = rows_by_gen_id(rt)
+    renamed = {m.gen_id for m in rt.membership.members("tiny", "draft")
+               if any(c.concept_id == "weak-ties" for c in documents.prompt_files(rt, m).concepts)}
+    rendered_with_name = {g for g in renamed
+                          if "(renamed)" in prompts.build_prompt(documents.prompt_files(rt, rt.membership.member(g))).text}
+    assert rendered_with_name, "the prompt shows the concept's name"
+    assert {g for g, r in reasons.items() if r == "prompt changed"} == rendered_with_name
+
+
+def test_a_lost_or_torn_record_file_costs_a_content_check_not_a_missed_edit(made, counted):
+    evaluation = made.membership.members("tiny", "evaluation")[0]
+    edit_in_place(made.paths.raw_path("evaluation", evaluation.gen_id), b"SCORE", b"SCORF")
+    made.paths.document_checks_jsonl.write_text('{"gen_id": "torn')
+    check = stale.StaleCheck(made)
+    assert rows_by_gen_id(made, check)[evaluation.gen_id].startswith(integrity.RAW_DIFFERS)
+    assert check.documents.checked == len(made.membership.members("tiny"))
+
+
+def test_the_stale_report_keeps_what_it_checked_by_content_for_the_next(made, counted, data_root):
+    """A store copied elsewhere (new inodes) is read once; the report leaves records, and the
+    next report reads nothing again. An edit made by hand after that is caught again."""
+    stale.write_stale_report(made)
+    shutil.rmtree(made.paths.reporting_dir)
+    made.paths.reporting_dir.mkdir()
+    stale.write_stale_report(made)
+    assert counted["content"] == len(made.membership.members("tiny"))
+    assert counted["renders"] == len(made.membership.members("tiny"))
+    again = stale.StaleCheck(made)
+    assert rows_by_gen_id(made, again) == {}
+    assert (again.documents.checked, again.rendered) == (0, 0)
+    essay = made.membership.members("tiny", "essay")[0]
+    edit_in_place(made.paths.raw_path("essay", essay.gen_id), b"e", b"E")
+    assert rows_by_gen_id(made)[essay.gen_id].startswith(integrity.RAW_DIFFERS)
+
+
+def test_only_the_stale_report_lists_every_documents_files_and_the_reports_follow_it(rt):
+    files = set(targets.stale_report_inputs(rt))
+    members = rt.membership.members("tiny")
+    for member in members:
+        folder = rt.paths.gen_dir(member.stage, member.gen_id)
+        assert {str(folder / name) for name in ("raw.txt", "parsed.txt", "metadata.json")} <= files
+    gens = str(rt.paths.gens_root)
+    for inputs in (targets.cohort_report_inputs(rt, "tiny"), targets.site_inputs(rt, "tiny")):
+        assert inputs["stale"] == str(rt.paths.stale_generations_csv)
+        listed = [f for value in inputs.values() for f in ([value] if isinstance(value, str) else value)]
+        assert not [f for f in listed if f.startswith(gens)], "no per-document input: the stale report orders them"
+
+
+def test_outputs_touched_after_their_job_are_hashed_once_not_checked_again(made, counted):
+    """Snakemake touches every output after its job: the records still hold (each file hashed
+    against its recorded SHA-256) and the report keeps the new stat keys for the next one."""
+    members = made.membership.members("tiny")
+    for member in members:
+        for name in ("raw.txt", "parsed.txt", "metadata.json", "prompt.txt"):
+            os.utime(made.paths.gen_dir(member.stage, member.gen_id) / name, None)
+    first = stale.StaleCheck(made)
+    assert rows_by_gen_id(made, first) == {}
+    assert (first.documents.used, first.documents.checked, first.documents.reuse.rehashed) == (len(members), 0,
+                                                                                               len(members))
+    first.documents.reuse.save()
+    again = stale.StaleCheck(made)
+    assert rows_by_gen_id(made, again) == {}
+    assert (again.documents.used, again.documents.reuse.rehashed) == (len(members), 0)
+    assert counted == {"renders": 0, "content": 0}
