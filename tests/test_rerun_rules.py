@@ -186,9 +186,7 @@ def test_documents_made_by_the_offline_rehearsal_are_stale_for_a_real_run(finish
     assert text != models.read_text()
     models.write_text(text)  # offline_b now names a real (keyed) route
     monkeypatch.setenv("OPENAI_API_KEY", "sk-never-used")
-    # the stale report alone (no cohort reports, figures or site): it needs every document's
-    # raw.txt and metadata, so a document the real route would remake fails the run here too
-    run_workflow(data_root, cohorts_dir, ["tiny"], str(paths.stale_generations_csv), offline=False)
+    run_workflow(data_root, cohorts_dir, ["tiny"], offline=False)
     stale = pd.read_csv(paths.stale_generations_csv)
     judged_by_b = members(paths, "tiny").query("llm_model_id == 'offline_b'")
     assert set(stale.gen_id) == set(judged_by_b.gen_id)
@@ -220,13 +218,12 @@ def test_touched_checkpoint_inputs_never_wedge_a_run_and_edits_still_rebuild_the
     assert members(paths, "tiny").equals(table)
 
     # an edit still rebuilds the membership, and so does going back to the old content with an older time
-    # (Snakemake's rerun decision for the checkpoint, asked for the membership alone: no documents or reports)
-    cohort, membership = cohorts_dir / "tiny.yaml", str(paths.membership_csv("tiny"))
+    cohort = cohorts_dir / "tiny.yaml"
     original, old_time = cohort.read_text(), cohort.stat().st_mtime
     write_cohort(cohorts_dir, "tiny", {**TINY_COHORT, "evaluation": {**TINY_COHORT["evaluation"], "replicates": 2}})
-    run_workflow(data_root, cohorts_dir, ["tiny"], membership)
+    run_workflow(data_root, cohorts_dir, ["tiny"])
     assert len(members(paths, "tiny")) == len(table) + 24
     cohort.write_text(original)
     os.utime(cohort, (old_time - 3600, old_time - 3600))
-    run_workflow(data_root, cohorts_dir, ["tiny"], membership)
+    run_workflow(data_root, cohorts_dir, ["tiny"])
     assert members(paths, "tiny").equals(table)
