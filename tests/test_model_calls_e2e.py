@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from daydream.paths import Paths
-from tests.conftest import add_models, checkpoint, config_file, jsonl, run_workflow, write_cohort
+from tests.conftest import add_models, config_file, jsonl, run_workflow, write_cohort
 from tests.openai_server import FakeOpenAIServer, bad_request, length, rate_limit, reply
 
 pytestmark = pytest.mark.e2e
@@ -54,7 +54,6 @@ def test_faults_fail_only_their_own_documents_and_a_rerun_pays_only_for_the_fail
     servers["loop_bad"].enqueue(bad_request(f"Incorrect API key provided: {KEY}"))
     servers["loop_cut"].enqueue(length("<essay>Tide pools are where the"))
     settings = config_file(tmp_path, FAST_RETRIES)
-    checkpoint(data_root, cohorts_dir, "faults", offline=False)  # the membership in-process: no checkpoint job
 
     first = run_workflow(data_root, cohorts_dir, ["faults"], "--configfile", settings, offline=False, check=False)
 
@@ -111,7 +110,6 @@ def test_with_64_cores_neither_the_global_nor_a_models_cap_is_exceeded(tmp_path,
             "essay": {"templates": ["copy-draft"], "models": ["draft"]},
             "evaluation": {"templates": ["novelty-judge", "rigor-judge"], "models": ["loop_capped", "loop_free"]},
         })
-        checkpoint(data_root, cohorts_dir, "busy", offline=False)  # the membership in-process: no checkpoint job
         peak_total, stop = [0], threading.Event()
 
         def watch():
