@@ -105,7 +105,7 @@ def test_with_64_cores_neither_the_global_nor_a_models_cap_is_exceeded(tmp_path,
                                {"id": "loop_free", "api_base": free.base_url}])
         write_cohort(cohorts_dir, "busy", {
             "concepts": {"level": "paragraph", "k": 2,
-                         "ids": ["exaptation", "weak-ties", "bisociation", "red-teaming"]},
+                         "ids": ["exaptation", "weak-ties", "bisociation"]},
             "draft": {"templates": ["links-brainstorm"], "models": ["loop_capped", "loop_free"]},
             "essay": {"templates": ["copy-draft"], "models": ["draft"]},
             "evaluation": {"templates": ["novelty-judge", "rigor-judge"], "models": ["loop_capped", "loop_free"]},
@@ -119,15 +119,17 @@ def test_with_64_cores_neither_the_global_nor_a_models_cap_is_exceeded(tmp_path,
 
         watcher = threading.Thread(target=watch)
         watcher.start()
-        try:
-            run_workflow(data_root, cohorts_dir, ["busy"], "--cores", "64", "--configfile",
+        scores_csv = Paths(data_root).cohort_report("busy", "parsing/aggregated_scores.csv")
+        try:  # every document and the score table (not the figures and site, which make no call)
+            run_workflow(data_root, cohorts_dir, ["busy"], str(scores_csv), "--cores", "64", "--configfile",
                          config_file(tmp_path, FAST_RETRIES), offline=False)
         finally:
             stop.set()
             watcher.join()
-    # 6 combos: 12 drafts (copy essays make no call) and 48 evaluations, half per model
-    assert capped.request_count == free.request_count == 30
+    # 3 combos: 6 drafts (copy essays make no call) and 24 evaluations, half per model: more calls
+    # ready at once than either cap lets through
+    assert capped.request_count == free.request_count == 15
     assert capped.peak_in_flight == 2
     assert free.peak_in_flight <= 6 and peak_total[0] <= 6
-    scores = pd.read_csv(Paths(data_root).cohort_report("busy", "parsing/aggregated_scores.csv"))
-    assert len(scores) == 48 and scores["score"].notna().all()
+    scores = pd.read_csv(scores_csv)
+    assert len(scores) == 24 and scores["score"].notna().all()
