@@ -230,7 +230,7 @@ class Variant:
 
 
 VARIANTS = {
-    "daydream": Variant("daydream", "daydream (2 jobs/doc)"),
+    "daydream": Variant("daydream", "daydream (1 job/doc)"),
     "bare2": Variant("bare2", "bare (2 jobs/doc)"),
     "bare1": Variant("bare1", "bare (1 job/doc)"),
 }
