@@ -108,6 +108,7 @@ def measure(variant: bt.Variant, root: Path, shape: bt.Shape, flags: list[str], 
     dry = bt.run_snakemake(variant.command(root, shape, flags, *common, "-n"), root, root / "dry.log")
     failed = [name for name, run in (("full", full), ("no-op", noop), ("dry", dry)) if run.returncode != 0]
     return {"documents": documents, "full_s": full.wall_s, "noop_s": noop.wall_s, "dry_s": dry.wall_s,
+            "full_cpu": full.cpu_s, "noop_cpu": noop.cpu_s, "dry_cpu": dry.cpu_s,
             "rss_full_mb": full.peak_rss_mb, "rss_noop_mb": noop.peak_rss_mb, "rss_dry_mb": dry.peak_rss_mb,
             "planned_jobs": dry.planned_jobs(), "tail": tail, "failed": failed,
             "profiles": sorted({full.profile_used(), noop.profile_used(), dry.profile_used()}),
@@ -125,7 +126,8 @@ def run_documents(args, flags: list[str], workdir: Path) -> dict[str, list[dict]
             result = measure(bt.VARIANTS[name], root, shape, flags, args.cores)
             results[name].append(result)
             print(f"   rep {rep + 1} {name:9s} full {result['full_s']:7.1f} s  dry {result['dry_s']:6.1f} s  "
-                  f"no-op {result['noop_s']:6.1f} s  tail {fmt(result['tail']['tail_s'], '.1f')} s  "
+                  f"no-op {result['noop_s']:6.1f} s  (CPU {result['full_cpu']:.1f}, {result['dry_cpu']:.1f}, "
+                  f"{result['noop_cpu']:.1f} s)  tail {fmt(result['tail']['tail_s'], '.1f')} s  "
                   f"peak RSS {max(result['rss_full_mb'], result['rss_dry_mb'], result['rss_noop_mb']):5.0f} MB  "
                   f"documents {result['documents']}  jobs planned {result['planned_jobs']}"
                   + (f"  FAILED: {result['failed']}" if result["failed"] else ""), flush=True)
@@ -141,16 +143,20 @@ def report_documents(results: dict[str, list[dict]]) -> list[tuple[str, str, str
     days, bares = results["daydream"], results["bare1"]
     print(f"\nmedians of {len(days)} interleaved repetition(s); profile applied: "
           f"{', '.join(sorted({p for r in days + bares for p in r['profiles']}))}")
-    print(f"{'':22s} {'full s':>8s} {'dry s':>7s} {'no-op s':>8s} {'tail s':>7s} {'peak RSS MB':>12s}")
+    print(f"{'':22s} {'full s':>8s} {'dry s':>7s} {'no-op s':>8s} {'full CPU':>9s} {'dry CPU':>8s} {'no-op CPU':>10s} "
+          f"{'tail s':>7s} {'peak RSS MB':>12s}")
     for name, runs in results.items():
-        print(f"{bt.VARIANTS[name].label:22s} {fmt(median([r['full_s'] for r in runs]), '.1f'):>8s} "
-              f"{fmt(median([r['dry_s'] for r in runs]), '.1f'):>7s} {fmt(median([r['noop_s'] for r in runs]), '.1f'):>8s} "
-              f"{fmt(median([r['tail']['tail_s'] for r in runs]), '.1f'):>7s} "
+        m = {key: fmt(median([r[key] for r in runs]), ".1f")
+             for key in ("full_s", "dry_s", "noop_s", "full_cpu", "dry_cpu", "noop_cpu")}
+        print(f"{bt.VARIANTS[name].label:22s} {m['full_s']:>8s} {m['dry_s']:>7s} {m['noop_s']:>8s} {m['full_cpu']:>9s} "
+              f"{m['dry_cpu']:>8s} {m['noop_cpu']:>10s} {fmt(median([r['tail']['tail_s'] for r in runs]), '.1f'):>7s} "
               f"{fmt(median([max(r['rss_full_mb'], r['rss_dry_mb'], r['rss_noop_mb']) for r in runs]), '.0f'):>12s}")
     rows = []
-    for key, label in (("full_s", "full run"), ("dry_s", "dry run"), ("noop_s", "no-op rerun")):
-        ratio = median([d[key] / b[key] for d, b in zip(days, bares, strict=True) if d[key] and b[key]])
-        rows.append((f"{label}, {days[0]['documents']} documents", f"{fmt(ratio)}x the bare Snakefile", "<= 1.10x"))
+    for key, label in (("full", "full run"), ("dry", "dry run"), ("noop", "no-op rerun")):
+        wall, cpu = (median([d[k] / b[k] for d, b in zip(days, bares, strict=True) if d[k] and b[k]])
+                     for k in (f"{key}_s", f"{key}_cpu"))
+        rows.append((f"{label}, {days[0]['documents']} documents",
+                     f"{fmt(wall)}x the bare Snakefile (CPU seconds {fmt(cpu)}x)", "<= 1.10x"))
     print("\ntail of daydream's full run (seconds after the last document job's end; median over repetitions "
           "of each job's figures, in the order the jobs started):")
     per_rule: dict[str, list[dict]] = {}
