@@ -4,7 +4,7 @@ output under .snakemake/metadata/, the default) against `db` (one SQLite file,
 
 Each variant (daydream, and the bare Snakefile with one job per document for Snakemake's own
 share) runs with each backend: for each repetition, in turn (the order rotated), a full run from
-nothing, a no-op rerun, and a dry run after the gens store is removed (bench_throughput.measure),
+nothing, a no-op rerun, and a dry run after the gens store is removed (bench_goals.measure),
 with the settings of profiles/default as flags. Prints medians of the walls, peak RSS, what the
 metadata takes on disk, and db / file taken within each repetition. Numbers only.
 
@@ -20,6 +20,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import bench_goals
 import bench_throughput as bt
 from common import REPO, fmt, median
 
@@ -61,12 +62,13 @@ def main() -> None:
         for variant, backend in runs[rep % len(runs):] + runs[:rep % len(runs)]:
             root = workdir / f"r{rep}-{variant}-{backend}"
             shutil.rmtree(root, ignore_errors=True)
-            result = bt.measure(bt.VARIANTS[variant], root, shape, flags + BACKENDS[backend], args.cores)
+            result = bench_goals.measure(bt.VARIANTS[variant], root, shape, flags + BACKENDS[backend], args.cores)
             result["metadata_files"], result["metadata_mb"] = metadata_size(root)
             result["metadata_mb"] /= 2**20
             results[(variant, backend)].append(result)
             print(f"   rep {rep + 1} {variant:9s} {backend:4s} full {result['full_s']:7.1f} s  dry {result['dry_s']:6.1f} s  "
-                  f"no-op {result['noop_s']:6.1f} s  peak RSS {result['rss_full_mb']:5.0f} MB  metadata "
+                  f"no-op {result['noop_s']:6.1f} s  (CPU {result['full_cpu']:.1f}, {result['dry_cpu']:.1f}, "
+                  f"{result['noop_cpu']:.1f} s)  tail {fmt(result['tail']['tail_s'], '.1f')} s  peak RSS {result['rss_full_mb']:5.0f} MB  metadata "
                   f"{result['metadata_files']} files {result['metadata_mb']:.1f} MB  documents {result['documents']}"
                   + (f"  FAILED: {result['failed']}\n{result['tail_of_failure']}" if result["failed"] else ""),
                   flush=True)
@@ -82,9 +84,10 @@ def main() -> None:
     for variant in variants:
         pairs = list(zip(results[(variant, "db")], results[(variant, "file")], strict=True))
         ratios = {key: median([d[key] / f[key] for d, f in pairs if d[key] and f[key]])
-                  for key in ("full_s", "dry_s", "noop_s", "rss_full_mb")}
+                  for key in ("full_s", "dry_s", "noop_s", "full_cpu", "dry_cpu", "noop_cpu", "rss_full_mb")}
         print(f"{variant:9s} db / file   full {fmt(ratios['full_s'])}x  dry {fmt(ratios['dry_s'])}x  "
-              f"no-op {fmt(ratios['noop_s'])}x  peak RSS {fmt(ratios['rss_full_mb'])}x")
+              f"no-op {fmt(ratios['noop_s'])}x  peak RSS {fmt(ratios['rss_full_mb'])}x;  CPU seconds: full "
+              f"{fmt(ratios['full_cpu'])}x  dry {fmt(ratios['dry_cpu'])}x  no-op {fmt(ratios['noop_cpu'])}x")
     if args.keep is None:
         shutil.rmtree(workdir, ignore_errors=True)
 
