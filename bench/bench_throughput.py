@@ -28,6 +28,7 @@ import itertools
 import math
 import os
 import re
+import resource
 import shlex
 import shutil
 import subprocess
@@ -161,6 +162,7 @@ class RunResult:
     returncode: int
     output: Path
     started_at: float  # time.time() at launch, to compare with file mtimes
+    cpu_s: float = 0.0  # user + system CPU seconds of the process tree: steadier than wall on a shared machine
 
     def text(self) -> str:
         return self.output.read_text(encoding="utf-8", errors="replace")
@@ -181,6 +183,7 @@ class RunResult:
 def run_snakemake(command: list[str], cwd: Path, output: Path, sample_s: float = 0.25) -> RunResult:
     """Run one Snakemake command, its output to a file, sampling the process tree's RSS."""
     started_at, started = time.time(), time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with output.open("w", encoding="utf-8") as sink:
         child = subprocess.Popen(command, cwd=cwd, stdout=sink, stderr=subprocess.STDOUT, env=repo_env())
         watched, peak = psutil.Process(child.pid), [0]
@@ -195,7 +198,9 @@ def run_snakemake(command: list[str], cwd: Path, output: Path, sample_s: float =
         returncode = child.wait()
         wall = time.perf_counter() - started
         watcher.join()
-    return RunResult(wall, peak[0] / 2**20, returncode, output, started_at)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the waited-for tree (one run at a time)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return RunResult(wall, peak[0] / 2**20, returncode, output, started_at, cpu)
 
 
 @dataclass
@@ -231,7 +236,7 @@ class Variant:
 
 
 VARIANTS = {
-    "daydream": Variant("daydream", "daydream (2 jobs/doc)"),
+    "daydream": Variant("daydream", "daydream (1 job/doc)"),
     "bare2": Variant("bare2", "bare (2 jobs/doc)"),
     "bare1": Variant("bare1", "bare (1 job/doc)"),
 }

@@ -15,8 +15,6 @@ import math
 
 import pandas as pd
 
-from daydream.stats import bootstrap_mean_ci
-
 AXES = {"generation_template": "essay template", "generation_model": "generation model",
         "draft_template": "draft template"}
 ALL_JUDGES = "all judges (share of scale)"
@@ -24,6 +22,10 @@ CONFIDENCE = 0.95
 
 
 def _pair_row(per_combo: pd.DataFrame, a: str, b: str, judge: str, scale: str) -> dict:
+    # scipy (daydream.stats) only when a site is built: imported at the top, it cost every
+    # Snakemake start (rules/common.smk imports daydream.site) most of its import time and ~40 MB
+    from daydream.stats import bootstrap_mean_ci
+
     shared = per_combo[[a, b]].dropna()
     diff = (shared[a] - shared[b]).to_numpy(dtype=float)
     mean, low, high = bootstrap_mean_ci(diff, confidence=CONFIDENCE) if len(diff) else (math.nan,) * 3
