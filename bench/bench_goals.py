@@ -12,8 +12,9 @@
    document to its exit: Snakemake's own wind-down) is printed beside it. Goal: under 10 s at
    10,000 documents.
 3. Calls: bench/bench_calls.py (daydream's calls phase against the plain asyncio loop over
-   litellm, 2 s replies from the loopback server), run as it is for caps 100, 200 and 500 with
-   three waves of calls each (3 x cap); its ratio lines are collected into the summary. Goal 1.1x,
+   litellm, 2 s replies from the loopback server), run as it is for caps 100, 200 and 500 on
+   three dependent waves (`--shape`, default 20 drafts, 2 essays each, 15 evaluations each: 660
+   calls); its ratio lines are collected into the summary. Goal 1.1x,
    peak in flight reaching the cap and never above it.
 
 Numbers only: nothing is asserted; the summary says each goal's figure and target. The
@@ -26,7 +27,7 @@ issue's figures:
     python bench/bench_throughput.py --scaling --sizes 1000,10000,100000 --reps 1 --variants daydream,bare1
 
 Usage: python bench/bench_goals.py [--docs 1000] [--reps 1] [--cores 2] [--caps 100,200,500]
-           [--waves 3] [--no-calls] [--extra "--persistence-backend db"] [--keep DIR]
+           [--shape 20,2,15] [--no-calls] [--extra "--persistence-backend db"] [--keep DIR]
 """
 
 from __future__ import annotations
