@@ -43,6 +43,14 @@ def prompt_files(rt: Runtime, member: Member) -> PromptFiles:
     return PromptFiles(member.stage, template_path, parent=rt.paths.parsed_path(stage.parent, member.parent_gen_id))
 
 
+def parent_file(rt: Runtime, member: Member):
+    """The parent's parsed.txt a document's prompt is made from, None for the root stage: the
+    one file its job waits for (`prompt_files` is the same path, with the template and concept
+    files checked; the job itself checks them)."""
+    stage = stages.get(member.stage)
+    return None if stage.is_root else rt.paths.parsed_path(stage.parent, member.parent_gen_id)
+
+
 def _inside_raw(rt: Runtime, member: Member, path) -> None:
     """DocumentError when a file a prompt would be built from lies outside 1_raw/ (an id that is
     a path, a symlink out): nothing outside the data root's definitions is ever sent."""
