@@ -47,6 +47,14 @@ def prompt_files(rt: Runtime, member: Member) -> PromptFiles:
     return PromptFiles(member.stage, template_path, parent=rt.paths.parsed_path(stage.parent, member.parent_gen_id))
 
 
+def parent_file(rt: Runtime, member: Member):
+    """The parent's parsed.txt a document's prompt is made from, None for the root stage: the
+    one file its job waits for (`prompt_files` is the same path, with the template and concept
+    files checked; the job itself checks them)."""
+    stage = stages.get(member.stage)
+    return None if stage.is_root else rt.paths.parsed_path(stage.parent, member.parent_gen_id)
+
+
 def _inside_raw(rt: Runtime, member: Member, path) -> None:
     """DocumentError when a file a prompt would be built from lies outside 1_raw/ (an id that is
     a path, a symlink out): nothing outside the data root's definitions is ever sent."""
@@ -119,36 +127,33 @@ def _write_document(rt: Runtime, stage: str, gen_id: str, job: job_log.JobLog) -
     files = prompt_files(rt, member)
     prompt = build_prompt(files)
     paths = rt.paths
-    _written(rt, member, paths.gen_dir(stage, gen_id), lambda: store.clear_temp_files(paths.gen_dir(stage, gen_id)))
-    _written(rt, member, paths.prompt_path(stage, gen_id),
-             lambda: store.write_text_atomic(paths.prompt_path(stage, gen_id), prompt.text))
+    folder = paths.gen_dir(stage, gen_id)
+    prompt_path, raw_path, parsed_path = folder / "prompt.txt", folder / "raw.txt", folder / "parsed.txt"
+    _written(rt, member, folder, lambda: store.clear_temp_files(folder))
+    _written(rt, member, prompt_path, lambda: store.write_text_atomic(prompt_path, prompt.text))
     answer = _copy_answer(prompt) if template.generator == "copy" else ledger.answer(rt, member, prompt)
     kept = "" if answer.source == "copy" else (
         f" (its reply is saved in {paths.reply_path(stage, gen_id, answer.prompt.sha256)} or a spill file named "
         "in the log, so the next run makes no call)")
     if answer.prompt.sha256 != prompt.sha256:
-        _written(rt, member, paths.prompt_path(stage, gen_id),
-                 lambda: store.write_text_atomic(paths.prompt_path(stage, gen_id), answer.prompt.text), kept)
+        _written(rt, member, prompt_path, lambda: store.write_text_atomic(prompt_path, answer.prompt.text), kept)
     done = answer.completion
-    _written(rt, member, paths.raw_path(stage, gen_id),
-             lambda: store.write_text_atomic(paths.raw_path(stage, gen_id), done.text), kept)
+    _written(rt, member, raw_path, lambda: store.write_text_atomic(raw_path, done.text), kept)
     meta = metadata(rt, member, template, done, answer.prompt)
+    metadata_path = folder / "metadata.json"
     try:
         parsed = parse_reply(rt, member, template, meta, done.text)
     except DocumentError:
-        _written(rt, member, paths.metadata_path(stage, gen_id),
-                 lambda: store.write_metadata(paths, stage, gen_id, meta), kept)
+        _written(rt, member, metadata_path, lambda: store.write_metadata(paths, stage, gen_id, meta), kept)
         raise
     meta["parsed_sha256"] = sha256_text(parsed)  # parsed.txt is checked against it (daydream.integrity)
-    _written(rt, member, paths.metadata_path(stage, gen_id), lambda: store.write_metadata(paths, stage, gen_id, meta),
-             kept)
-    _written(rt, member, paths.parsed_path(stage, gen_id),
-             lambda: store.write_text_atomic(paths.parsed_path(stage, gen_id), parsed), kept)
+    _written(rt, member, metadata_path, lambda: store.write_metadata(paths, stage, gen_id, meta), kept)
+    _written(rt, member, parsed_path, lambda: store.write_text_atomic(parsed_path, parsed), kept)
     _record_checks(rt, member, files, prompt, meta, None if answer.source == "copy" else done.model,
                    sha256_text(done.text))
     job.line(f"{gen_id}: {answer.source} model={done.model or '-'} attempts={done.attempts} "
              f"finish={done.finish_reason} usage={done.usage} cost_usd={done.cost_usd} "
-             f"parsed with {template.parser!r}: {len(parsed)} characters; saved {paths.gen_dir(stage, gen_id)}")
+             f"parsed with {template.parser!r}: {len(parsed)} characters; saved {folder}")
     return answer.source
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import threading
 from dataclasses import dataclass
 
@@ -41,12 +42,15 @@ class MembershipIndex:
         self._members: dict[str, Member] = {}
         self._by_cohort: dict[str, list[Member]] = {}
         self._combos: dict[str, Combo] = {}
+        self._file_names: tuple[str, ...] | None = None
 
     def _files(self) -> list:
         return [p for c in self.cohort_ids for p in (self.paths.membership_csv(c), self.paths.manifest_json(c))]
 
     def _current_signature(self) -> tuple:
-        return tuple(p.stat().st_mtime_ns if p.exists() else None for p in self._files())
+        if self._file_names is None:
+            self._file_names = tuple(map(os.fspath, self._files()))
+        return tuple(map(_identity, self._file_names))
 
     def _refresh(self) -> None:
         with self._lock:
@@ -88,6 +92,16 @@ class MembershipIndex:
     def combo(self, combo_id: str) -> Combo:
         self._refresh()
         return self._combos[combo_id]
+
+
+def _identity(name: str) -> tuple[int, int, int] | None:
+    """What changes when a file is rewritten (an atomic replace is a new inode); None when
+    the file does not exist."""
+    try:
+        st = os.stat(name)
+    except FileNotFoundError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
 
 
 def _read_members(path) -> list[Member]:

@@ -9,6 +9,7 @@ config schemas shipped with the package.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import tempfile
@@ -26,6 +27,12 @@ HISTORY = ".history"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "config"
 DEFAULT_COHORTS_DIR = CONFIG_DIR / "cohorts"
+
+
+@functools.lru_cache(maxsize=64)
+def _real_path(path: str) -> Path:
+    """A data root's folder with symlinks resolved, once per process (every document job asks)."""
+    return Path(path).resolve()
 
 
 def schema_path(name: str) -> Path:
@@ -71,8 +78,20 @@ class Paths:
 
     def inside_raw(self, path: Path) -> bool:
         """True when `path` (symlinks resolved) lies inside `1_raw/`: the only files a prompt is
-        built from, besides a parent's parsed.txt."""
-        return Path(path).resolve().is_relative_to(self.raw_root.resolve())
+        built from, besides a parent's parsed.txt. Every document job asks this of its template
+        and concept files, so a path written under `1_raw/` without `..` costs one `lstat` per
+        part below `1_raw/` (none may be a symlink); any other path is resolved in full."""
+        root = _real_path(str(self.raw_root))
+        text, lexical_root = os.path.abspath(path), os.path.abspath(self.raw_root)
+        parts = text[len(lexical_root) + 1:].split(os.sep) if text.startswith(lexical_root + os.sep) else None
+        if parts is None or ".." in Path(path).parts:
+            return Path(path).resolve().is_relative_to(root)
+        current = lexical_root
+        for part in parts:
+            current = os.path.join(current, part)
+            if os.path.islink(current):
+                return Path(path).resolve().is_relative_to(root)
+        return True
 
     def template_path(self, stage: str, template_id: str) -> Path:
         return self.raw_root / "templates" / stage / f"{template_id}.txt"
@@ -194,7 +213,7 @@ class Paths:
         filesystem, most often), in a folder named by the data root. `ledger.saved_reply` looks
         there too and moves a reply it finds into the ledger."""
         name = f"{stage}__{gen_id}__{prompt_sha256[:16]}.json"
-        tag = hashlib.sha256(str(self.data_root.resolve()).encode("utf-8")).hexdigest()[:12]
+        tag = hashlib.sha256(str(_real_path(str(self.data_root))).encode("utf-8")).hexdigest()[:12]
         return (self.data_root / SPILL / name, Path(tempfile.gettempdir()) / f"daydream-spill-{tag}" / name)
 
     @property

@@ -143,9 +143,10 @@ class Prompt:
 _MARK = "\x00daydream-document\x00"
 
 
-@functools.lru_cache(maxsize=256)
-def _shared_prefix(path: str, sha256: str, stage_name: str) -> str:
-    template = _compiled(path, _stat_key(path))
+_PREFIXES: dict[tuple[str, str, str], str] = {}
+
+
+def _shared_prefix(template: LoadedTemplate, stage_name: str) -> str:
     concept = {"concept_id": _MARK, "name": _MARK, "content": _MARK}
     try:
         text = template.compiled.render(**stages.get(stage_name).variables([concept] * 8, _MARK))
@@ -157,8 +158,15 @@ def _shared_prefix(path: str, sha256: str, stage_name: str) -> str:
 def shared_prefix(template: LoadedTemplate, stage_name: str) -> str:
     """The text before the template's first per-document variable (concepts, the parent's
     text): the longest prefix every prompt of the template shares, which a provider can cache.
-    A template with its shared rubric first and the document last shares the most."""
-    return _shared_prefix(template.path, template.sha256, stage_name)
+    A template with its shared rubric first and the document last shares the most. Found once
+    per template text and stage."""
+    key = (template.path, template.sha256, stage_name)
+    prefix = _PREFIXES.get(key)
+    if prefix is None:
+        if len(_PREFIXES) >= 256:
+            _PREFIXES.clear()
+        prefix = _PREFIXES[key] = _shared_prefix(template, stage_name)
+    return prefix
 
 
 def read_source(path: Path, what: str) -> str:

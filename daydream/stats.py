@@ -31,12 +31,20 @@ from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import stats as _sp_stats
 
 __all__ = [
     "Estimate", "bootstrap_mean_ci", "group_means_at", "icc_2_1", "krippendorff_alpha_interval",
     "alpha_interval_rows", "dense_codes", "mean_difference", "paired_bootstrap", "ppi_mean", "spearman", "spearman_rows",
 ]
+
+
+def _scipy_stats():
+    """scipy.stats, imported on first use: the Snakefile imports the package (through the site
+    and report modules) on every run, dry runs and no-op reruns included, and scipy.stats alone
+    took longer to import than the rest of daydream."""
+    from scipy import stats
+
+    return stats
 
 
 def _as_float_matrix(ratings: ArrayLike, name: str) -> np.ndarray:
@@ -241,7 +249,7 @@ def bootstrap_mean_ci(
     if arr.size < 2:
         return (mean, float("nan"), float("nan"))
 
-    result = _sp_stats.bootstrap(
+    result = _scipy_stats().bootstrap(
         (arr,),
         np.mean,
         n_resamples=int(n_resamples),
@@ -298,7 +306,7 @@ def spearman(x: ArrayLike, y: ArrayLike) -> float:
     x, y = x[both], y[both]
     if x.size < 3:
         raise ValueError(f"Spearman's rho needs at least 3 pairs, got {x.size}")
-    rx, ry = _sp_stats.rankdata(x), _sp_stats.rankdata(y)
+    rx, ry = _scipy_stats().rankdata(x), _scipy_stats().rankdata(y)
     rx, ry = rx - rx.mean(), ry - ry.mean()
     denominator = np.sqrt(np.sum(rx**2) * np.sum(ry**2))
     if denominator == 0.0:
@@ -317,7 +325,7 @@ def dense_codes(values: ArrayLike) -> np.ndarray:
     """Each value's position among the distinct values (0, 1, ...; ties share one): an
     order-preserving recoding, so Spearman's rho of the codes is that of the values, and
     :func:`spearman_rows` ranks resamples of codes without sorting."""
-    return _sp_stats.rankdata(_vector(values, "values"), method="dense") - 1.0
+    return _scipy_stats().rankdata(_vector(values, "values"), method="dense") - 1.0
 
 
 def _average_ranks_rows(values: np.ndarray) -> np.ndarray:
@@ -492,7 +500,7 @@ def group_means_at(
     except ValueError as error:
         undefined = Estimate.undefined(str(error))
         return {k: undefined for k in keys}, undefined
-    half = _sp_stats.t.ppf(0.5 + confidence / 2.0, df) * se
+    half = _scipy_stats().t.ppf(0.5 + confidence / 2.0, df) * se
     estimates = [Estimate(float(c), float(c - h), float(c + h)) for c, h in zip(coef, half, strict=True)]
     return dict(zip(keys, estimates[:-1], strict=True)), estimates[-1]
 

@@ -23,45 +23,73 @@ record), so a gens store of the original pipeline is read as it is, with nothing
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import fcntl
 import functools
 import hashlib
 import io
+import itertools
 import json
 import logging
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import jsonschema
 import yaml
 
-from daydream import stages
+from daydream import json_check, stages
 from daydream.paths import Paths, schema_path
 
 log = logging.getLogger(__name__)
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+_COUNTER = itertools.count()
+_TOKEN = ""
+
+
+def _new_token() -> None:
+    """Temp-file names unique to this process (a forked child gets its own)."""
+    global _TOKEN
+    _TOKEN = f"{os.getpid()}-{secrets.token_hex(4)}-"
+
+
+_new_token()
+os.register_at_fork(after_in_child=_new_token)
 
 
 def write_bytes_atomic(path: Path, data: bytes, *, fsync: bool = False) -> None:
-    """Write `data` to `path` through a temp file in the same folder and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write `data` to `path` through a temp file in the same folder and an atomic rename.
+
+    Every document writes several files, so this is kept to the system calls it needs: the
+    temp file is created with its final mode (the umask applies, as for any new file) under a
+    name no other writer uses (this process's token and a counter), and the folder is made only
+    when it is missing."""
+    target = os.fspath(path)
+    folder, name = os.path.split(target)
+    tmp = os.path.join(folder, f".{name}.{_TOKEN}{next(_COUNTER)}.tmp")
     try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual mode
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
+        handle = os.open(tmp, _CREATE, 0o666)
+    except FileNotFoundError:
+        os.makedirs(folder or ".", exist_ok=True)
+        handle = os.open(tmp, _CREATE, 0o666)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(handle, view):]
             if fsync:
-                out.flush()
-                os.fsync(out.fileno())
-        os.replace(tmp, path)
+                os.fsync(handle)
+        finally:
+            os.close(handle)
+        os.replace(tmp, target)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
         raise
 
 
@@ -73,10 +101,17 @@ def write_text_atomic(path: Path, text: str, *, fsync: bool = False) -> None:
 def clear_temp_files(folder: Path) -> int:
     """Remove temp files a killed run left in a document's folder (and its .replies/).
     Only the job that (re)makes the document calls this, so no live write is touched."""
-    leftovers = [*Path(folder).glob(".*.tmp"), *Path(folder).glob(".replies/.*.tmp")]
-    for path in leftovers:
-        path.unlink(missing_ok=True)
-    return len(leftovers)
+    removed = 0
+    for where in (os.fspath(folder), os.path.join(folder, ".replies")):
+        try:
+            entries = list(os.scandir(where))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for entry in entries:
+            if entry.name.startswith(".") and entry.name.endswith(".tmp") and not entry.is_dir(follow_symlinks=False):
+                Path(entry.path).unlink(missing_ok=True)
+                removed += 1
+    return removed
 
 
 def write_json_atomic(path: Path, data: dict, *, fsync: bool = False) -> None:
@@ -97,14 +132,28 @@ def _metadata_validator() -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(schema)
 
 
+@functools.lru_cache(maxsize=1)
+def _metadata_quick_check() -> json_check.Check | None:
+    """The schema's quick yes (`daydream.json_check`); jsonschema decides whenever it says no."""
+    return json_check.compile_check(_metadata_validator().schema)
+
+
 class MetadataError(ValueError):
     """metadata.json content that does not fit its schema: a bug in what writes it."""
 
 
+def metadata_problems(metadata: dict) -> list[str]:
+    """What in a metadata record does not fit its schema (none: it fits)."""
+    quick = _metadata_quick_check()
+    if quick is not None and quick(metadata):
+        return []
+    return [f"{'/'.join(map(str, e.absolute_path)) or '(top level)'}: {e.message}"
+            for e in _metadata_validator().iter_errors(metadata)]
+
+
 def write_metadata(paths: Paths, stage: str, gen_id: str, metadata: dict) -> None:
     """Check a document's metadata against its schema, then write it atomically."""
-    problems = [f"{'/'.join(map(str, e.absolute_path)) or '(top level)'}: {e.message}"
-                for e in _metadata_validator().iter_errors(metadata)]
+    problems = metadata_problems(metadata)
     if problems:
         raise MetadataError(f"{gen_id}: metadata does not fit {schema_path('metadata')}: " + "; ".join(problems))
     write_json_atomic(paths.metadata_path(stage, gen_id), metadata)
@@ -245,20 +294,24 @@ def append_jsonl(path: Path, record: dict) -> None:
 
 def append_jsonl_records(path: Path, records: list[dict]) -> None:
     """`append_jsonl` for several records, in one write under one lock."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lines = b"".join((json.dumps(record, sort_keys=True) + "\n").encode("utf-8") for record in records)
-    with path.open("a+b") as out:
-        fcntl.flock(out, fcntl.LOCK_EX)
-        try:
-            size = out.seek(0, os.SEEK_END)
-            if size:
-                out.seek(size - 1)
-                if out.read(1) != b"\n":
-                    lines = b"\n" + lines
-            out.write(lines)
-            out.flush()
-        finally:
-            fcntl.flock(out, fcntl.LOCK_UN)
+    line = b"".join((json.dumps(record, sort_keys=True) + "\n").encode("utf-8") for record in records)
+    name = os.fspath(path)
+    flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+    try:
+        handle = os.open(name, flags, 0o666)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(name) or ".", exist_ok=True)
+        handle = os.open(name, flags, 0o666)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed
+        size = os.fstat(handle).st_size
+        if size and os.pread(handle, 1, size - 1) != b"\n":
+            line = b"\n" + line
+        view = memoryview(line)
+        while view:
+            view = view[os.write(handle, view):]
+    finally:
+        os.close(handle)
 
 
 def jsonl_records(path: Path) -> Iterator[tuple[int, dict | None]]:

@@ -97,8 +97,7 @@ def document_inputs(rt: Runtime, stage: str, gen_id: str) -> dict[str, object]:
     provider batch round). Its template and concept texts are no inputs: no rule makes them,
     the checkpoint has checked them, and an edit must never remake a paid document (the stale
     report lists it); as inputs they would only cost each job their file checks."""
-    member = rt.membership.member(gen_id)
-    parent = documents.prompt_files(rt, member).parent
+    parent = documents.parent_file(rt, rt.membership.member(gen_id))
     inputs: dict[str, object] = {"parent": str(parent)} if parent is not None else {}
     batch_id = batches.batch_of(rt, stage, gen_id)
     if batch_id:

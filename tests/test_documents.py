@@ -117,3 +117,11 @@ def test_offline_replicates_of_one_evaluation_differ_by_replicate(data_root, coh
     assert all(len(set(texts.values())) == 3 for texts in by_task.values())  # same prompt, three replies
     scores = [{t.splitlines()[-1] for t in texts.values()} for texts in by_task.values()]
     assert sum(len(s) > 1 for s in scores) >= 18  # the scores vary by replicate too
+
+
+def test_a_documents_input_is_the_parent_file_its_prompt_is_made_from(rt):
+    members = rt.membership.members("tiny")
+    assert {m.stage for m in members} == {"draft", "essay", "evaluation"}
+    for member in members:
+        assert documents.parent_file(rt, member) == documents.prompt_files(rt, member).parent
+    assert all(documents.parent_file(rt, m) is None for m in members if m.stage == "draft")
