@@ -515,18 +515,22 @@ class Counters:
             self.calls_in_flight += 1
             self.first_call = self.first_call or time.monotonic()
 
+    def _spent(self, usage: dict, cost: float | None) -> None:
+        """Tokens and cost of one paid reply or billed attempt (the caller holds the lock)."""
+        self.prompt_tokens += usage.get("prompt_tokens") or 0
+        self.completion_tokens += usage.get("completion_tokens") or 0
+        if cost is None:
+            self.unknown_cost_calls += 1
+        else:
+            self.cost_usd += float(cost)
+
     def call_paid(self, stage: str, done, cache_saved_usd: float = 0.0) -> None:
         usage = done.usage or {}
         with self._lock:
             self.cached_tokens += usage.get("cached_tokens") or 0
             self.cache_saved_usd += cache_saved_usd
             self.calls_made += 1
-            self.prompt_tokens += usage.get("prompt_tokens") or 0
-            self.completion_tokens += usage.get("completion_tokens") or 0
-            if done.cost_usd is None:
-                self.unknown_cost_calls += 1
-            else:
-                self.cost_usd += float(done.cost_usd)
+            self._spent(usage, done.cost_usd)
 
     def attempt_billed(self, stage: str, usage: dict | None, cost: float | None) -> None:
         """A failed attempt that may have been billed (no text, a refusal, a reply nobody read):
@@ -534,12 +538,7 @@ class Counters:
         usage = usage or {}
         with self._lock:
             self.billed_failures += 1
-            self.prompt_tokens += usage.get("prompt_tokens") or 0
-            self.completion_tokens += usage.get("completion_tokens") or 0
-            if cost is None:
-                self.unknown_cost_calls += 1
-            else:
-                self.cost_usd += float(cost)
+            self._spent(usage, cost)
 
     def batch_submitted(self, stage: str, requests: int) -> None:
         with self._lock:
@@ -552,13 +551,8 @@ class Counters:
         usage = done.usage or {}
         with self._lock:
             self.batch_replies += 1
-            self.prompt_tokens += usage.get("prompt_tokens") or 0
-            self.completion_tokens += usage.get("completion_tokens") or 0
-            if done.cost_usd is None:
-                self.unknown_cost_calls += 1
-            else:
-                self.cost_usd += float(done.cost_usd)
-                self.batch_cost_usd += float(done.cost_usd)
+            self._spent(usage, done.cost_usd)
+            self.batch_cost_usd += float(done.cost_usd or 0.0)
 
     def record_recovered(self, stage: str, done) -> None:
         """A reply an earlier run paid for and saved got its missing call record line now (not
