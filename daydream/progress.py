@@ -142,7 +142,7 @@ def summary(rt: Runtime, snap: dict, ok: bool, budget_status: str | None, now: f
         f"{sources['copy']:,} copies, {sources['saved']:,} saved and {sources['restored']:,} restored replies",
         f"  {_tokens(snap)}; cost {_cost(snap)}" + (f"; {budget_status}" if budget_status else ""),
     ]
-    if snap.get("batches_submitted") or snap.get("batch_replies") or _committed(rt):
+    if snap.get("batches_submitted") or snap.get("batch_replies") or _committed(rt)[0]:
         lines.append(f"  provider batches: {snap['batches_submitted']:,} submitted ({snap['batch_requests']:,} requests), "
                      f"{snap['batch_replies']:,} replies collected for {money(snap['batch_cost_usd'])} at batch "
                      f"prices (in the cost above)" + _in_flight(rt))

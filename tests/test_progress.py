@@ -74,6 +74,7 @@ def test_the_summary_says_what_failed_and_where_to_look(run, data_root, cohorts_
     assert "  documents: 0 made, 1 failed" in text and "1 call failed" in text
     assert "draft d_9: call failed: d_9: model openai/x failed after 5 attempt(s)" in text
     assert str(rt.paths.llm_errors_jsonl) in text and str(rt.paths.parse_errors_jsonl) in text
+    assert "provider batches" not in text  # a run that used none says nothing of them
     assert text.splitlines()[-2:] == ["  results:", f"    tiny: reports in {rt.paths.reports_dir('tiny')}"]
 
 
