@@ -100,15 +100,19 @@ def write_text_atomic(path: Path, text: str, *, fsync: bool = False) -> None:
 
 def clear_temp_files(folder: Path) -> int:
     """Remove temp files a killed run left in a document's folder (and its .replies/).
-    Only the job that (re)makes the document calls this, so no live write is touched."""
+    Only the job that (re)makes the document calls this; a temp file of this process is a live
+    write (the call engine saving the document's reply while its job starts) and is left."""
     removed = 0
+    live = f".{_TOKEN}"
     for where in (os.fspath(folder), os.path.join(folder, ".replies")):
         try:
             entries = list(os.scandir(where))
         except (FileNotFoundError, NotADirectoryError):
             continue
         for entry in entries:
-            if entry.name.startswith(".") and entry.name.endswith(".tmp") and not entry.is_dir(follow_symlinks=False):
+            name = entry.name
+            if name.startswith(".") and name.endswith(".tmp") and live not in name \
+                    and not entry.is_dir(follow_symlinks=False):
                 Path(entry.path).unlink(missing_ok=True)
                 removed += 1
     return removed

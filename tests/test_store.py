@@ -78,6 +78,17 @@ def test_temp_files_left_by_a_killed_write_are_cleared_but_complete_files_kept(t
     assert sorted(p.name for p in folder.rglob("*")) == [".replies", "raw.txt"]
 
 
+def test_a_temp_file_this_process_is_writing_is_not_cleared(tmp_path):
+    """The call engine saves a document's reply while its job starts and clears the folder."""
+    folder = tmp_path / "gens" / "evaluation" / "v_x"
+    (folder / ".replies").mkdir(parents=True)
+    live = folder / ".replies" / f".0123.json.{store._TOKEN}7.tmp"
+    live.write_text("{")
+    (folder / ".replies" / ".0123.json.1-deadbeef-7.tmp").write_text("{")
+    assert store.clear_temp_files(folder) == 1
+    assert [p.name for p in (folder / ".replies").iterdir()] == [live.name]
+
+
 # -- the original pipeline's gens store, read as it is ------------------------------------------
 def original_document(paths, stage, gen_id, main=None, raw=None, parsed=None, prompt=None):
     folder = paths.gen_dir(stage, gen_id)
