@@ -27,12 +27,23 @@ def cohort_inputs(rt: Runtime, cohort_id: str) -> dict[str, object]:
     """The checkpoint's inputs: the file naming today's content of its inputs (`fingerprint`,
     made by rule `cohort_inputs_fingerprint`), then the files it reads by kind (the cohort file,
     the tables, templates and concept descriptions), which the rule marks `ancient`: content,
-    not time, decides (`daydream.checkpoint_inputs`)."""
+    not time, decides (`daydream.checkpoint_inputs`). While the membership is not current, the
+    files whose content changed since it was built are apart (`changed`, not ancient).
+
+    Why `changed`: the fingerprint file is made only when something targets it (the default
+    target and `plan` do, `outdated_membership`). A run that targets the membership itself
+    (`snakemake data/cohorts/<id>/membership.csv`) leaves it out, and Snakemake reruns a
+    checkpoint whose outputs exist only for an input newer than them: with every input ancient
+    it said "Nothing to be done" after an edit. An edited file is newer, so that run rebuilds the
+    membership too. (An edit with an older time, as `cp -p` can leave, is seen by the
+    fingerprint only: the default target or `snakemake plan` rebuilds it.)"""
     paths = rt.paths
     files = checkpoint_inputs.input_files(paths, cohort_id)
+    changed = set() if cohort_is_current(rt, cohort_id) else set(checkpoint_inputs.changed_files(paths, cohort_id))
     return {"fingerprint": str(paths.cohort_fingerprint(cohort_id, checkpoint_inputs.fingerprint(paths, cohort_id))),
-            "cohort_file": [str(p) for p in files["cohort_file"]],
-            **{kind: [str(p) for p in files[kind]] for kind in ("tables", "templates", "descriptions")}}
+            "changed": sorted(str(p) for kind in files.values() for p in kind if str(p) in changed),
+            **{kind: [str(p) for p in files[kind] if str(p) not in changed]
+               for kind in ("cohort_file", "tables", "templates", "descriptions")}}
 
 
 def cohort_is_current(rt: Runtime, cohort_id: str) -> bool:

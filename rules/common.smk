@@ -70,9 +70,12 @@ def cohort_final_targets(cohort_id):
 
 def get_cohort_inputs(wildcards):
     """The fingerprint file (a new content is a new, missing file) and the definitions it
-    stands for, ancient: a touched file with the same content reruns nothing."""
+    stands for, ancient: a touched file with the same content reruns nothing. Those whose
+    content changed since the membership was built are not ancient (daydream.targets).
+    """
     inputs = targets.cohort_inputs(RT, wildcards.cohort_id)
-    return {"fingerprint": inputs.pop("fingerprint"), **ancient_all(inputs)}
+    fresh = {name: inputs.pop(name) for name in ("fingerprint", "changed")}
+    return {**fresh, **ancient_all(inputs)}
 
 
 def ancient_all(files):

@@ -4,8 +4,9 @@ inputs; modification times never decide."""
 import os
 import shutil
 
-from daydream import checkpoint_inputs
+from daydream import checkpoint_inputs, targets
 from daydream.paths import Paths
+from daydream.runtime import Runtime
 from tests.conftest import TINY_COHORT, write_cohort
 
 
@@ -96,3 +97,24 @@ def test_a_data_root_copied_with_its_cohorts_folder_stays_current(tmp_path, data
     template = moved.data_root / "1_raw" / "templates" / "draft" / "idea-sketch.txt"
     template.write_text(template.read_text() + "\nOne more instruction.\n")
     assert not checkpoint_inputs.is_current(moved, "tiny") and checkpoint_inputs.is_current(paths, "tiny")
+
+
+def test_the_checkpoint_reads_ancient_inputs_except_those_changed_since_its_membership(data_root, cohorts_dir):
+    # Ancient inputs alone rerun nothing when the membership is the only target (the fingerprint
+    # file is then no target): a changed file is a plain input, so its newer time reruns it.
+    paths = built(data_root, cohorts_dir)
+    rt = Runtime({"data_root": str(data_root), "cohorts_dir": str(cohorts_dir), "cohorts": ["tiny"], "offline": True})
+    current = targets.cohort_inputs(rt, "tiny")
+    every = {p for kind in ("cohort_file", "tables", "templates", "descriptions") for p in current[kind]}
+    assert current["changed"] == [] and current["cohort_file"] == [str(cohorts_dir / "tiny.yaml")]
+    assert current["fingerprint"] == str(paths.cohort_fingerprint("tiny", checkpoint_inputs.fingerprint(paths, "tiny")))
+
+    template = data_root / "1_raw" / "templates" / "draft" / "idea-sketch.txt"
+    template.write_text(template.read_text() + "\nOne more instruction.\n")
+    edited = targets.cohort_inputs(rt, "tiny")
+    assert edited["changed"] == [str(template)] and str(template) not in edited["templates"]
+    assert {p for kind in ("cohort_file", "tables", "templates", "descriptions") for p in edited[kind]} == \
+        every - {str(template)}
+    assert edited["fingerprint"] != current["fingerprint"]
+    built(data_root, cohorts_dir)  # the checkpoint ran on today's content: all ancient again
+    assert targets.cohort_inputs(rt, "tiny")["changed"] == []

@@ -217,12 +217,18 @@ def test_touched_checkpoint_inputs_never_wedge_a_run_and_edits_still_rebuild_the
     assert len(calls(paths)) == before  # restored from their saved replies
     assert members(paths, "tiny").equals(table)
 
-    # an edit still rebuilds the membership, and so does going back to the old content with an older time
+    # an edit still rebuilds the membership, even for a run that targets only the membership (it
+    # once said "Nothing to be done": daydream.targets.cohort_inputs), and makes no document then
     cohort = cohorts_dir / "tiny.yaml"
     original, old_time = cohort.read_text(), cohort.stat().st_mtime
     write_cohort(cohorts_dir, "tiny", {**TINY_COHORT, "evaluation": {**TINY_COHORT["evaluation"], "replicates": 2}})
-    run_workflow(data_root, cohorts_dir, ["tiny"])
-    assert len(members(paths, "tiny")) == len(table) + 24
+    done = run_workflow(data_root, cohorts_dir, ["tiny"], str(paths.membership_csv("tiny")))
+    assert "Nothing to be done" not in done.stdout + done.stderr
+    rebuilt = members(paths, "tiny")
+    new = rebuilt[~rebuilt.gen_id.isin(table.gen_id)]
+    assert len(rebuilt) == len(table) + 24 and set(new.stage) == {"evaluation"}
+    assert len(calls(paths)) == before and not any(paths.gen_dir(r.stage, r.gen_id).exists() for r in new.itertuples())
+    # going back to the old content with an older time: the default target rebuilds it
     cohort.write_text(original)
     os.utime(cohort, (old_time - 3600, old_time - 3600))
     run_workflow(data_root, cohorts_dir, ["tiny"])

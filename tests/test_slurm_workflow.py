@@ -53,10 +53,10 @@ REJUDGE = {
     "essay": SMALL["essay"],
     "evaluation": {"templates": ["rigor-judge"], "models": ["offline_a"], "replicates": 1},
 }
-# Test-speed overrides of the profile: quick status checks (each poll waits 10 s longer than
-# the one before while nothing finishes) and a short wait for files on this local disk.
-FAST = ("--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "1",
-        "--latency-wait", "5")
+# Test-speed overrides of the profile: the quickest status checks (the plugin checks a new job
+# within 1 s, then 11, 21, 31 ... s later while no job finishes: it sees a batch done 12, 33 or
+# 64 s after its submission) and a short wait for files on this local disk.
+FAST = ("--slurm-init-seconds-before-status-checks", "1", "--latency-wait", "5")
 SUBMITTED = re.compile(r"submitted with SLURM jobid (\d+)")
 RUN_TIMEOUT = 900  # a safety net: on a machine loaded 10-fold one run took 206 s, under more load one passed 240 s
 
