@@ -16,6 +16,7 @@ rule gen_document:
         metadata=PATHS.metadata_path("{stage}", "{gen_id}"),
         parsed=PATHS.parsed_path("{stage}", "{gen_id}"),
     run:
+        RT.settle_heap_once()
         documents.write_document(
             RT,
             wildcards.stage,
