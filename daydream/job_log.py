@@ -1,6 +1,4 @@
-"""A job's own log file: what happened to one document, in `<data_root>/logs/gen_document/
-<stage>/<gen_id>.log` (the path the rule passes; not a Snakemake `log:`, which would cost
-Snakemake's scheduler thread a removal, a folder and an existence check for every job).
+"""A job's own log file: what happened to one document, in the `log:` file of its job.
 
 Jobs run in threads of one Snakemake process, so the log of one job cannot be a redirection of
 stderr or a handler that takes every record. One handler on the `daydream` logger (`_Router`,

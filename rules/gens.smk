@@ -2,9 +2,6 @@
 # <gens store>/<stage>/<gen_id>/{prompt.txt, raw.txt, metadata.json, parsed.txt}, made by one job
 # (the only rule that can pay for a call, through the paid-reply ledger). A reply that fails to
 # parse fails the job after raw.txt is written; the profile's keep-incomplete keeps it to read.
-# Its log, <data_root>/logs/gen_document/<stage>/<gen_id>.log, is written by daydream's job log
-# router (daydream.job_log) and is not a Snakemake `log:`: one per document would cost
-# Snakemake's scheduler thread a removal, a folder and an existence check per job.
 
 
 rule gen_document:
@@ -15,14 +12,10 @@ rule gen_document:
         raw=PATHS.raw_path("{stage}", "{gen_id}"),
         metadata=PATHS.metadata_path("{stage}", "{gen_id}"),
         parsed=PATHS.parsed_path("{stage}", "{gen_id}"),
+    log:
+        PATHS.log_path("gen_document", "{stage}", "{gen_id}"),
     run:
-        RT.settle_heap_once()
-        documents.write_document(
-            RT,
-            wildcards.stage,
-            wildcards.gen_id,
-            PATHS.log_path("gen_document", wildcards.stage, wildcards.gen_id),
-        )
+        documents.write_document(RT, wildcards.stage, wildcards.gen_id, log[0])
 
 
 # Cluster runs (reply_batch_size > 0): one job makes the model calls of a batch of documents.
