@@ -77,7 +77,7 @@ class Runtime:
         self.reply_batch_size = int(self.config["reply_batch_size"])  # cluster runs: see batches
         self._experiment: Experiment | None = None
         self._lock = threading.Lock()
-        self._heap_settled = False
+        self._heap = ""  # "" never settled (a test's or a script's Runtime), "run", then "documents"
         self.run = Run(self)  # budget guard, counters, batch rounds, concurrency caps
         if self.settings.offline and self.paths.data_root.resolve() == Path("data").resolve():
             log.warning("offline=true writes rehearsal replies into %s; they would stand in for paid "
@@ -91,15 +91,21 @@ class Runtime:
                 self._experiment = load_experiment(self.paths)
             return self._experiment
 
+    def settle_heap(self) -> None:
+        """`settle_heap` for the Snakemake process this Runtime serves (common.smk at parse and
+        at `onstart`); it also arms `settle_heap_once`."""
+        settle_heap()
+        self._heap = self._heap or "run"
+
     def settle_heap_once(self) -> None:
-        """`settle_heap` at the first document job of this process: Snakemake has built the
-        DAG of every document by then (after the cohort checkpoint, where `onstart` comes
-        before it)."""
-        if not self._heap_settled:
+        """`settle_heap` again at the first document job of a process whose heap was settled
+        (`settle_heap`): Snakemake has built the DAG of every document by then (after the
+        cohort checkpoint, where `onstart` comes before it). Nothing for any other Runtime."""
+        if self._heap == "run":
             with self._lock:
-                if not self._heap_settled:
+                if self._heap == "run":
                     settle_heap()
-                    self._heap_settled = True
+                    self._heap = "documents"
 
     def template(self, member: Member) -> Template:
         return self.experiment.templates[member.stage][member.template_id]

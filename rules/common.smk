@@ -22,7 +22,7 @@ from daydream import (
 from daydream.batch import commands as batch_commands
 from daydream.batch import gate as batch_gate
 from daydream.batch import rounds as batch_rounds
-from daydream.runtime import Runtime, settle_heap
+from daydream.runtime import Runtime
 
 # Terminal output (daydream's log lines included) is the logger plugin's, `logger: [daydream]`
 # in the profile (daydream.terminal); parsing builds the Runtime, and adds one filter below.
@@ -37,7 +37,7 @@ PATHS = RT.paths
 progress.watch_nothing_to_do(RT, lambda: workflow.dryrun)
 # What is alive now (Snakemake, daydream's modules, the Runtime) lives until the process ends:
 # the garbage collector's full collections stop scanning it (daydream.runtime.settle_heap).
-settle_heap()
+RT.settle_heap()
 
 
 wildcard_constraints:
@@ -104,7 +104,7 @@ def run_started():
     the budget check before the first call, then the progress line, then the call engine
     (daydream.engine), given the documents of this run's DAG. A run whose only target is
     `plan` is never refused."""
-    settle_heap()  # the DAG built so far: its jobs live until the run ends
+    RT.settle_heap()  # the DAG built so far: its jobs live until the run ends
     batch_rounds.watch_interrupts()
     budget.check_before_run(RT, workflow.dag_settings.targets)
     progress.start(RT, workflow.dag_settings.targets)

@@ -38,9 +38,12 @@ def test_settle_heap_collects_garbage_then_freezes_what_is_alive(unfrozen):
     assert kept.other is None
 
 
-def test_settle_heap_once_settles_at_the_first_document_only(rt, monkeypatch):
+def test_a_runtime_whose_process_settled_settles_again_at_its_first_document_only(rt, monkeypatch):
     settled = []
     monkeypatch.setattr(runtime, "settle_heap", lambda: settled.append(True) or 0)
     rt.settle_heap_once()
+    assert settled == []  # a Runtime outside Snakemake (a test, a script) never freezes its process
+    rt.settle_heap()  # common.smk, at parse
     rt.settle_heap_once()
-    assert settled == [True]
+    rt.settle_heap_once()
+    assert settled == [True, True]
