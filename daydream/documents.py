@@ -102,7 +102,9 @@ def metadata(rt: Runtime, member: Member, template: Template, done: Completion, 
 def write_document(rt: Runtime, stage: str, gen_id: str, log_path: str | None = None) -> None:
     """All four files of one document. prompt.txt is written before any call, so a failed call
     leaves it to read; a restored document gets the prompt that was paid for. Counted by the run
-    (`Run.document`) for the progress line and the summary."""
+    (`Run.document`) for the progress line and the summary. The first document job of a
+    Snakemake process settles its heap (`Runtime.settle_heap_once`)."""
+    rt.settle_heap_once()
     with job_log.document_log(log_path) as job, rt.run.document(stage, gen_id) as counted:
         counted.source = _write_document(rt, stage, gen_id, job)
 

@@ -35,6 +35,9 @@ PATHS = RT.paths
 # Snakemake 9 calls no hook when a run has nothing to do, and a logger plugin never sees the
 # Runtime: this filter on its logger says so, and where the results are.
 progress.watch_nothing_to_do(RT, lambda: workflow.dryrun)
+# What is alive now (Snakemake, daydream's modules, the Runtime) lives until the process ends:
+# the garbage collector's full collections stop scanning it (daydream.runtime.settle_heap).
+RT.settle_heap()
 
 
 wildcard_constraints:
@@ -104,6 +107,7 @@ def run_started():
     the budget check before the first call, then the progress line, then the call engine
     (daydream.engine), given the documents of this run's DAG. A run whose only target is
     `plan` is never refused."""
+    RT.settle_heap()  # the DAG built so far: its jobs live until the run ends
     batch_rounds.watch_interrupts()
     budget.check_before_run(RT, workflow.dag_settings.targets)
     progress.start(RT, workflow.dag_settings.targets)

@@ -1,0 +1,49 @@
+"""The Runtime's process-wide helpers: the heap settled out of the garbage collector's reach."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+import pytest
+
+from daydream import runtime
+
+
+class Node:
+    """An object that can be part of a reference cycle and be watched by a weak reference."""
+
+    def __init__(self) -> None:
+        self.other: Node | None = None
+
+
+@pytest.fixture
+def unfrozen():
+    """Whatever a test freezes goes back to the collector, so the test process is left as it was."""
+    gc.unfreeze()
+    yield
+    gc.unfreeze()
+
+
+def test_settle_heap_collects_garbage_then_freezes_what_is_alive(unfrozen):
+    kept = Node()
+    garbage, partner = Node(), Node()
+    garbage.other, partner.other = partner, garbage  # a cycle only the collector can free
+    gone = weakref.ref(garbage)
+    del garbage, partner
+    frozen = runtime.settle_heap()
+    assert gone() is None  # collected before the freeze, not kept for the life of the process
+    assert frozen == gc.get_freeze_count() > 0
+    assert not any(obj is kept for obj in gc.get_objects())  # the collector no longer scans it
+    assert kept.other is None
+
+
+def test_a_runtime_whose_process_settled_settles_again_at_its_first_document_only(rt, monkeypatch):
+    settled = []
+    monkeypatch.setattr(runtime, "settle_heap", lambda: settled.append(True) or 0)
+    rt.settle_heap_once()
+    assert settled == []  # a Runtime outside Snakemake (a test, a script) never freezes its process
+    rt.settle_heap()  # common.smk, at parse
+    rt.settle_heap_once()
+    rt.settle_heap_once()
+    assert settled == [True, True]
