@@ -148,6 +148,8 @@ class Launch:
     connection: socket.socket
     pid: int
     pidfd: int
+    argv: list[str]
+    started: float = field(default_factory=time.monotonic)
     inbox: bytes = b""
 
 
@@ -206,7 +208,7 @@ class Zygote:
         if why:
             connection.close()
             return
-        launch = Launch(connection, pid, os.pidfd_open(pid))
+        launch = Launch(connection, pid, os.pidfd_open(pid), request["argv"])
         self.launches[pid] = launch
         self.selector.register(connection, selectors.EVENT_READ, lambda _: self.client_says(launch))
         self.selector.register(launch.pidfd, selectors.EVENT_READ, lambda _: self.child_ended(launch))
@@ -247,11 +249,13 @@ class Zygote:
         self.finish(launch)
 
     def child_ended(self, launch: Launch) -> None:
-        _, status = os.waitpid(launch.pid, 0)
+        _, status, usage = os.wait4(launch.pid, 0)
         try:
             launch.connection.sendall(message(status=status))
         except OSError:
             pass
+        self.note(f"child {launch.pid} ended (status {status}) after {time.monotonic() - launch.started:.1f} s, "
+                  f"{usage.ru_utime + usage.ru_stime:.1f} CPU-s: {' '.join(launch.argv)[:160]}")
         self.finish(launch)
 
     def finish(self, launch: Launch) -> None:
