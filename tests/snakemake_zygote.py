@@ -19,7 +19,9 @@ for it: the environment variables read while importing (recorded), the interpret
 (`PYTHON*`, locale, thread-count variables), the umask and the interpreter. Otherwise the
 answer is a fallback. What a fork cannot give: the Snakemake process's pid is the child's,
 not the launcher's (a test that reads the pid of the run it started launches the real entry
-point, `REAL_SNAKEMAKE` in conftest.py), and every child shares the zygote's string hash seed.
+point, `REAL_SNAKEMAKE` in conftest.py); every child shares the zygote's string hash seed; and
+a child ends as the interpreter does up to its atexit handlers, without tearing down modules
+(an object left open at exit is not finalized).
 
 Run as `python tests/snakemake_zygote.py SOCKET`; `start` (the conftest fixture) does that."""
 
@@ -232,11 +234,12 @@ class Zygote:
         launch.inbox += data
         *lines, launch.inbox = launch.inbox.split(b"\n")
         for line in lines:
-            signum = json.loads(line)["signal"]
             try:
-                signal.pidfd_send_signal(launch.pidfd, signum)
+                signal.pidfd_send_signal(launch.pidfd, int(json.loads(line)["signal"]))
             except ProcessLookupError:  # ended, not yet reaped: its status follows
                 pass
+            except (ValueError, KeyError, TypeError, OSError) as error:  # not a signal of ours: said, not served
+                self.note(f"child {launch.pid}: cannot forward {line[:80]!r}: {error!r}")
 
     def client_gone(self, launch: Launch) -> None:
         """The client was killed: so is its child, at once (never left running)."""
@@ -270,10 +273,11 @@ class Zygote:
         """Turn the forked process into the launch's Snakemake process; never returns."""
         try:
             die_with_parent(self.pid)
-            for fd in [self.listener.fileno(), self.selector.fileno(), connection.fileno(),
-                       *(fd for launch in self.launches.values()
-                         for fd in (launch.connection.fileno(), launch.pidfd))]:
-                os.close(fd)
+            for launch in self.launches.values():  # other launches' ends: theirs to close
+                launch.connection.close()
+                os.close(launch.pidfd)
+            for owned in (self.listener, self.selector, connection):
+                owned.close()
             for target, fd in enumerate(fds):
                 os.dup2(fd, target)
             for fd in fds:
