@@ -2,8 +2,9 @@
 plugins and the daydream modules a run uses once, then forks one child per launch; the child
 runs Snakemake's real command line (`snakemake.cli.main`) with the launcher's arguments,
 working directory, environment and standard streams, and its exit status goes back to
-the launcher (tests/snakemake_client.py), which exits with it. A launch so skips the ~2-3 s
-(CPU) of imports each `python -m snakemake` pays at start-up.
+the launcher (tests/snakemake_client.py), which exits with it. A launch so skips the imports
+`python -m snakemake` pays for (measured at load 6: `--version` 1.6-1.8 CPU-s and 3-4 s real,
+0.1 and 0.3 through the zygote; the tiny cohort's run 6.5-7.4 CPU-s, 2.9 through it).
 
 Protocol, over a Unix stream socket: the client sends one request (a 4-byte length, then JSON:
 argv, cwd, env, umask, executable) with its fds 0, 1 and 2 attached (SCM_RIGHTS); the zygote
@@ -23,7 +24,8 @@ point, `REAL_SNAKEMAKE` in conftest.py); every child shares the zygote's string 
 a child ends as the interpreter does up to its atexit handlers, without tearing down modules
 (an object left open at exit is not finalized).
 
-Run as `python tests/snakemake_zygote.py SOCKET`; `start` (the conftest fixture) does that."""
+Run as `python tests/snakemake_zygote.py SOCKET PARENT_PID`; `start` (the conftest fixture)
+does that."""
 
 from __future__ import annotations
 
@@ -51,7 +53,7 @@ PLUGIN_PREFIXES = tuple(f"snakemake_{kind}_plugin_" for kind in ("executor", "lo
                                                                     "scheduler"))
 # What `python -m snakemake` imports to start (the plugins are found on the path as Snakemake
 # finds them), then what a run of the Snakefile imports: the scheduler, the DAG, daydream's
-# modules (rules/common.smk), the reports' scipy and matplotlib, smart_open (snakemake.io).
+# modules (rules/common.smk), the reports' scipy and matplotlib, smart_open (Snakemake's URIs).
 PRELOAD = ("snakemake.cli", "snakemake.api", "snakemake.workflow", "snakemake.dag", "snakemake.jobs",
            "snakemake.scheduling.job_scheduler", "snakemake.executors.local", "snakemake.report",
            "snakemake.report.html_reporter", "daydream.runtime", "daydream.targets", "daydream.cohorts",
