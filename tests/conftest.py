@@ -3,7 +3,16 @@ files, a runner for the real Snakefile, and a guard that fails any non-loopback 
 
 Expensive states are built once per test run (shared by the pytest-xdist workers) and every test gets
 its own copy in its `tmp_path`, so tests share nothing on disk and run in any order:
-`finished_run` is the tiny cohort run to the end with the offline model (a Snakemake run)."""
+`finished_run` is the tiny cohort run to the end with the offline model (a Snakemake run).
+
+Snakemake launches: `SNAKEMAKE` is Snakemake's command line for subprocess.run/Popen. Through
+tests/snakemake_client.py it runs Snakemake's real CLI forked from a pre-imported Snakemake (the
+zygote, tests/snakemake_zygote.py: one per test process, started by `snakemake_zygote` when an
+e2e or slurm test is selected), so a launch skips the seconds of imports; it has the caller's
+working directory, environment, streams, exit code and signals. Killed, it takes its Snakemake
+process with it before any later launch starts (and tens of ms after its own death under load).
+A launch whose import-time state differs (e.g. PYTHONPATH, DAYDREAM_STAGES, PATH) runs the real
+`python -m snakemake` instead, as does `REAL_SNAKEMAKE`, for a test that needs the run's pid."""
 
 from __future__ import annotations
 
@@ -28,10 +37,12 @@ import yaml
 from daydream import cohorts, ids, settings
 from daydream.paths import Paths
 from daydream.runtime import Runtime
+from tests import snakemake_zygote
 from tests.openai_server import FakeOpenAIServer
 
 REPO = Path(__file__).resolve().parent.parent
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+SNAKEMAKE = [sys.executable, str(REPO / "tests" / "snakemake_client.py")]
+REAL_SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 # The profile keeps Snakemake quiet about rules (no per-job blocks); tests that read the jobs of a
 # dry run or a run from Snakemake's output pass this to bring them back.
 PER_JOB_OUTPUT = ("--quiet", "host")
@@ -78,6 +89,23 @@ def no_remote_network(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", guarded)
     for var in ("OPENROUTER_API_KEY", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "DAYDREAM_DATA_ROOT"):
         monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def snakemake_zygote_process(request, tmp_path_factory) -> Iterator[snakemake_zygote.Running | None]:
+    """This test process's pre-imported Snakemake, named to `SNAKEMAKE` launches by an environment
+    variable; started only when a selected test runs Snakemake (marked e2e or slurm), stopped at
+    the end of the session with the Snakemake processes it still runs."""
+    if not any(item.get_closest_marker(mark) for item in request.session.items for mark in ("e2e", "slurm")):
+        yield None
+        return
+    zygote = snakemake_zygote.start(tmp_path_factory.mktemp("snakemake-zygote"))
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv(snakemake_zygote.ENV_VAR, str(zygote.socket_path))
+            yield zygote
+    finally:
+        zygote.stop()
 
 
 @pytest.fixture

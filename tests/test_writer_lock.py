@@ -20,7 +20,7 @@ import pytest
 
 from daydream import writer_lock
 from daydream.paths import Paths
-from tests.conftest import REPO, SNAKEMAKE, add_models, write_cohort
+from tests.conftest import REAL_SNAKEMAKE, REPO, SNAKEMAKE, add_models, write_cohort
 from tests.openai_server import FakeOpenAIServer
 
 KEY = "sk-writer-lock-loopback-KEY-5e6f7a8b"
@@ -143,9 +143,10 @@ def test_writer_lock_marker_in_the_config_always_adds_the_marker(tmp_path):
 
 
 # -- through the real Snakefile -----------------------------------------------------------------
-def workflow(data_root: Path, cohorts_dir: Path, cohort: str, cwd: Path, *args: str) -> list[str]:
+def workflow(data_root: Path, cohorts_dir: Path, cohort: str, cwd: Path, *args: str,
+             snakemake: tuple[str, ...] = tuple(SNAKEMAKE)) -> list[str]:
     cwd.mkdir(parents=True, exist_ok=True)
-    return [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--cores", "4", *args, "--config", f"data_root={data_root}",
+    return [*snakemake, "-s", str(REPO / "Snakefile"), "--cores", "4", *args, "--config", f"data_root={data_root}",
             f"cohorts_dir={cohorts_dir}", f"cohorts={cohort}", "offline=false"]
 
 
@@ -166,7 +167,9 @@ def test_two_runs_on_one_data_root_from_two_working_directories_pay_for_each_doc
             "essay": {"templates": ["essay-from-draft", "copy-draft"], "models": ["draft"]},
             "evaluation": {"templates": ["novelty-judge"], "models": ["loop"]},
         })
-        first = subprocess.Popen(workflow(data_root, cohorts_dir, "shared", tmp_path / "clone-a"),
+        # the real entry point: the lock and the refusal name the pid of the Snakemake process
+        first = subprocess.Popen(workflow(data_root, cohorts_dir, "shared", tmp_path / "clone-a",
+                                          snakemake=REAL_SNAKEMAKE),
                                  cwd=tmp_path / "clone-a", env=environment(), stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, text=True)
         lock, deadline = data_root / writer_lock.LOCK_FILE, time.monotonic() + 120
