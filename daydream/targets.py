@@ -8,6 +8,10 @@
   is targeted as the membership itself first (Snakemake 9 treats a checkpoint whose outputs
   exist as done when it plans); content, not modification time, decides
   (`daydream.checkpoint_inputs`).
+- No job after the documents lists every document's files: Snakemake's cost of preparing and
+  finishing a job grows with its inputs times its dependencies. The stale report's shards list
+  about sqrt(N) documents each (`stale_shard_inputs`), the report lists the shards
+  (`stale_report_inputs`), and the reports and the site take the stale report.
 """
 
 from __future__ import annotations
