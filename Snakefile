@@ -31,6 +31,7 @@ localrules:
     cohort_reports,
     cohort_report_figures,
     cohort_site,
+    stale_shard,
     stale_generations,
     cross_experiment_tables,
     plan,

@@ -38,6 +38,7 @@ import hashlib
 import json
 import os
 import stat
+import threading
 from collections.abc import Iterable, Sequence
 
 from daydream import store
@@ -121,14 +122,78 @@ def load(paths: Paths) -> dict[str, dict]:
 
 
 def _load(paths: Paths) -> tuple[dict[str, dict], int]:
-    found: dict[str, dict] = {}
-    lines = 0
-    for _, item in store.jsonl_records(paths.document_checks_jsonl):
-        lines += 1
-        if item is not None and isinstance(item.get("gen_id"), str) and isinstance(item.get("files"), dict) \
-                and isinstance(item.get("meta"), dict):
-            found[item["gen_id"]] = item
-    return found, lines
+    """gen_id -> last record, and the number of lines read (`_RecordFile`: once per process, then
+    only what was appended since)."""
+    name = os.fspath(paths.document_checks_jsonl)
+    with _FILES_LOCK:
+        found = _FILES.setdefault(name, _RecordFile(name))
+    return found.read()
+
+
+def _record_of(line: bytes) -> dict | None:
+    try:
+        item = json.loads(line.decode("utf-8", errors="replace"))
+    except ValueError:
+        return None
+    if isinstance(item, dict) and isinstance(item.get("gen_id"), str) and isinstance(item.get("files"), dict) \
+            and isinstance(item.get("meta"), dict):
+        return item
+    return None
+
+
+class _RecordFile:
+    """One record file as this process has read it: whole the first time, then only the lines
+    appended since. The document jobs append as they end and every stale-report shard of the
+    run reads the file, so each line is parsed once per process, not once per shard. The file is
+    only appended to (`append`) or replaced (`compact`: a new inode): a file replaced, shrunk, or
+    whose last bytes before the point read so far differ is read again from its start; a last
+    line without its newline waits for the next read."""
+
+    TAIL = 64  # bytes before the point read so far, compared on each read
+
+    def __init__(self, name: str):
+        self.name = name
+        self.lock = threading.Lock()
+        self._reset(None)
+
+    def _reset(self, identity: tuple[int, int] | None) -> None:
+        self.identity, self.offset, self.tail = identity, 0, b""
+        self.records: dict[str, dict] = {}
+        self.lines = 0
+
+    def read(self) -> tuple[dict[str, dict], int]:
+        """A copy of gen_id -> last record, and the number of non-empty lines."""
+        with self.lock:
+            try:
+                handle = open(self.name, "rb")
+            except FileNotFoundError:
+                self._reset(None)
+                return {}, 0
+            with handle:
+                found = os.fstat(handle.fileno())
+                identity = (found.st_dev, found.st_ino)
+                if identity != self.identity or found.st_size < self.offset or (
+                        self.tail and os.pread(handle.fileno(), len(self.tail),
+                                               self.offset - len(self.tail)) != self.tail):
+                    self._reset(identity)
+                handle.seek(self.offset)
+                data = handle.read()
+            end = data.rfind(b"\n") + 1
+            for line in data[:end].split(b"\n"):
+                if not line.strip():
+                    continue
+                self.lines += 1
+                item = _record_of(line)
+                if item is not None:
+                    self.records[item["gen_id"]] = item
+            if end:
+                self.tail = (self.tail + data[:end])[-self.TAIL:]
+                self.offset += end
+            return dict(self.records), self.lines
+
+
+_FILES: dict[str, _RecordFile] = {}
+_FILES_LOCK = threading.Lock()
 
 
 def compact(paths: Paths, records: dict[str, dict]) -> None:
@@ -139,9 +204,18 @@ def compact(paths: Paths, records: dict[str, dict]) -> None:
                             "".join(json.dumps(r, sort_keys=True) + "\n" for r in records.values()))
 
 
+def tidy(paths: Paths) -> None:
+    """`compact` the record file once it holds more than twice as many lines as documents (the
+    stale report, when its shards made the records: each shard only appends)."""
+    records, lines = _load(paths)
+    if lines > 2 * len(records):
+        compact(paths, records)
+
+
 class Reuse:
-    """The records of a data root, read once, and which of them still hold. `used` and
-    `checked` count documents taken from a record and checked by content."""
+    """The records of a data root (read once per process, then only the lines appended since:
+    `_RecordFile`), and which of them still hold. `used` and `checked` count documents taken
+    from a record and checked by content."""
 
     def __init__(self, paths: Paths, records: dict[str, dict] | None = None):
         self.paths = paths
@@ -193,13 +267,15 @@ class Reuse:
         if fresh is not None:
             self.fresh[fresh["gen_id"]] = fresh
 
-    def save(self) -> None:
+    def save(self, *, may_compact: bool = True) -> None:
         """Append the records made by content checks; compact the file when it holds more than
-        twice as many lines as documents."""
+        twice as many lines as documents, unless `may_compact` is false (a stale-report shard:
+        other jobs of the run append meanwhile, and a compaction from this `Reuse`'s records
+        would drop their lines)."""
         if not self.fresh:
             return
         merged = {**self.records, **self.fresh}
-        if self.lines + len(self.fresh) > 2 * len(merged):
+        if may_compact and self.lines + len(self.fresh) > 2 * len(merged):
             compact(self.paths, merged)
             self.lines = len(merged)
         else:

@@ -252,6 +252,10 @@ class Paths:
     def stale_generations_csv(self) -> Path:
         return self.reporting_dir / "stale_generations.csv"
 
+    def stale_shard(self, shard: str) -> Path:
+        """One shard of the stale report: the verdicts of its documents (`stale.write_stale_shard`)."""
+        return self.reporting_dir / "stale_shards" / f"{shard}.json"
+
     @property
     def document_checks_jsonl(self) -> Path:
         """What each document's files were checked to be, by stat key (`daydream.checks`)."""

@@ -4,14 +4,27 @@ whose raw.txt is no longer the reply that was paid for.
 A paid response is never re-requested because a template, a concept text or a parent changed;
 instead it is listed in `data/7_reporting/stale_generations.csv`, rebuilt at the end of every
 run, with the reason and both prompt hashes. `scripts/regenerate.py` re-makes chosen ones.
+
+The report is built in two levels, so that no Snakemake job lists every document: the documents
+are split into about sqrt(N) shards by a stable function of their gen_id (`shards`); each shard's
+job (`write_stale_shard`, rule `stale_shard`) has its documents' files as inputs and writes their
+verdicts to `7_reporting/stale_shards/<shard>.json`, and the report (`write_stale_report`) has
+only the shard files as inputs and joins them. Snakemake's cost of preparing and finishing a job
+grows with its inputs times its dependencies, which for one job over N documents is O(N^2).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
+import math
+import os
+import threading
 import time
+import zlib
+from collections.abc import Sequence
 
 from daydream import calls, checks, definitions, documents, integrity, stages, store
 from daydream.columns import STALE_COLUMNS
@@ -21,6 +34,8 @@ from daydream.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
+# A shard of the stale report: `<index>-of-<count>` (`shard_name`).
+SHARD_PATTERN = r"[0-9]+-of-[0-9]+"
 # A source of a prompt (see daydream.prompts.build_prompt) and the reason its change gives.
 REASONS = {"template": "template changed", "concepts": "concepts changed", "parent": "parent changed"}
 
@@ -175,34 +190,139 @@ def check_member(rt: Runtime, member: Member, check: StaleCheck | None = None) -
             "current_prompt_sha256": current.sha256 if current is not None else ""}
 
 
-def stale_rows(rt: Runtime, check: StaleCheck | None = None) -> list[dict]:
-    check = check if check is not None else StaleCheck(rt)
+def report_members(rt: Runtime) -> list[Member]:
+    """The stale report's documents in its row order: each gen_id of the active cohorts once, as
+    a member of the first cohort that has it."""
     seen: set[str] = set()
-    rows = []
+    found = []
     for cohort_id in rt.cohort_ids:
         for member in rt.membership.members(cohort_id):
             if member.gen_id not in seen:
                 seen.add(member.gen_id)
-                row = check_member(rt, member, check)
-                if row:
-                    rows.append(row)
-    return rows
+                found.append(member)
+    return found
 
 
-def write_stale_report(rt: Runtime, log_path: str | None = None) -> int:
-    """Rebuild stale_generations.csv for the active cohorts; return the number of stale rows.
-    The documents checked by content become check records, so the next report reuses them."""
+def stale_rows(rt: Runtime, check: StaleCheck | None = None) -> list[dict]:
+    check = check if check is not None else StaleCheck(rt)
+    return [row for member in report_members(rt) if (row := check_member(rt, member, check))]
+
+
+def shard_count(documents: int) -> int:
+    """How many shards `documents` documents are checked in: the power of two nearest their
+    square root (1 for one document), so a shard's job lists about sqrt(N) documents' files and
+    the report about sqrt(N) shards."""
+    return 1 << round(math.log2(documents) / 2) if documents > 1 else 1
+
+
+def shard_name(index: int, count: int) -> str:
+    return f"{index:0{len(str(count - 1))}d}-of-{count}"
+
+
+def shard_index(gen_id: str, count: int) -> int:
+    """The shard of a document: a stable function of its gen_id alone (CRC-32), so a document
+    stays in its shard while the count is the same."""
+    return zlib.crc32(gen_id.encode("utf-8")) % count
+
+
+_SHARDS: dict[tuple, dict[str, list[Member]]] = {}
+_SHARDS_LOCK = threading.Lock()
+
+
+def shards(rt: Runtime) -> dict[str, list[Member]]:
+    """Shard name -> its documents (in the report's order), every shard of the count named,
+    empty ones too. Worked out once per membership (Snakemake asks once for each shard's job)."""
+    key = (os.fspath(rt.paths.data_root), tuple(rt.cohort_ids), rt.membership.signature())
+    with _SHARDS_LOCK:
+        if key not in _SHARDS:
+            members = report_members(rt)
+            count = shard_count(len(members))
+            found: dict[str, list[Member]] = {shard_name(i, count): [] for i in range(count)}
+            names = list(found)
+            for member in members:
+                found[names[shard_index(member.gen_id, count)]].append(member)
+            _SHARDS.clear()  # one membership at a time
+            _SHARDS[key] = found
+        return _SHARDS[key]
+
+
+def shard_members(rt: Runtime, shard: str) -> list[Member]:
+    """The documents of one shard; ValueError when the active cohorts have no such shard."""
+    found = shards(rt)
+    if shard not in found:
+        raise ValueError(f"{rt.paths.stale_shard(shard)}: the active cohorts' stale report has no shard {shard!r} "
+                         f"(its shards are {next(iter(found))} to {next(reversed(found))}); "
+                         "ask for the stale report itself, not one of its shards")
+    return found[shard]
+
+
+def write_stale_shard(rt: Runtime, shard: str, log_path: str | None = None) -> int:
+    """The verdicts of one shard's documents (`check_member`), written to its file: the gen_ids
+    it checked and the rows of the stale ones; return the number of those. The documents
+    checked by content become check records."""
     started, cpu = time.perf_counter(), time.process_time()
+    members = shard_members(rt, shard)
     check = StaleCheck(rt)
-    rows = stale_rows(rt, check)
-    store.write_csv_atomic(rt.paths.stale_generations_csv, STALE_COLUMNS, rows)
-    check.documents.reuse.save()
-    store.write_job_log(log_path, f"{len(rows)} stale document(s) in {rt.paths.stale_generations_csv}; "
-                                  f"{check.documents.used} document(s) taken from their check records "
-                                  f"({check.documents.reuse.rehashed} hashed again: their times moved), "
-                                  f"{check.documents.checked} checked by content, {check.rendered} prompt(s) "
-                                  f"rendered, {time.perf_counter() - started:.2f} s "
+    rows = [row for member in members if (row := check_member(rt, member, check))]
+    store.write_json_atomic(rt.paths.stale_shard(shard),
+                            {"shard": shard, "gen_ids": [m.gen_id for m in members], "rows": rows})
+    check.documents.reuse.save(may_compact=False)  # the report compacts, once nothing else appends
+    store.write_job_log(log_path, f"shard {shard}: {len(rows)} stale of {len(members)} document(s); "
+                                  f"{_checked(check)}, {time.perf_counter() - started:.2f} s "
                                   f"({time.process_time() - cpu:.2f} s CPU)")
+    return len(rows)
+
+
+def _checked(check: StaleCheck) -> str:
+    return (f"{check.documents.used} taken from their check records ({check.documents.reuse.rehashed} hashed "
+            f"again: their times moved), {check.documents.checked} checked by content, {check.rendered} "
+            "prompt(s) rendered")
+
+
+def _shard_verdicts(path: str) -> dict[str, dict | None] | None:
+    """gen_id -> its row (None: not stale) from one shard file; None when it cannot be read (its
+    documents are then checked by the report itself)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+        found: dict[str, dict | None] = dict.fromkeys(data["gen_ids"])
+        found.update((row["gen_id"], row) for row in data["rows"])
+        return found
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        log.warning("%s could not be read (%s): the stale report checks its documents itself", path, error)
+        return None
+
+
+def write_stale_report(rt: Runtime, log_path: str | None = None, shard_files: Sequence[str] = ()) -> int:
+    """Rebuild stale_generations.csv for the active cohorts; return the number of stale rows.
+    Each document's verdict comes from its shard's file among `shard_files` (the rule's inputs:
+    Snakemake has made each after its documents' files), or is worked out here for a document
+    none of them checked (no shards given: the `onerror` hook; a cohort added since). The
+    documents checked by content become check records, so the next report reuses them."""
+    started, cpu = time.perf_counter(), time.process_time()
+    verdicts: dict[str, dict | None] = {}
+    for path in shard_files:
+        verdicts.update(_shard_verdicts(path) or {})
+    check: StaleCheck | None = None
+    rows = []
+    for member in report_members(rt):
+        if member.gen_id in verdicts:
+            row = verdicts[member.gen_id]
+            row = row and {**row, "cohort_id": member.cohort_id}
+        else:
+            check = check if check is not None else StaleCheck(rt)
+            row = check_member(rt, member, check)
+        if row:
+            rows.append(row)
+    store.write_csv_atomic(rt.paths.stale_generations_csv, STALE_COLUMNS, rows)
+    if check is not None:
+        check.documents.reuse.save()
+    else:
+        checks.tidy(rt.paths)
+    here = f"the others: {_checked(check)}" if check is not None else "none checked here"
+    store.write_job_log(log_path, f"{len(rows)} stale document(s) in {rt.paths.stale_generations_csv}; "
+                                  f"{len(verdicts)} verdict(s) from {len(shard_files)} shard(s), {here}, "
+                                  f"{time.perf_counter() - started:.2f} s ({time.process_time() - cpu:.2f} s CPU)")
     if rows:
         log.warning("%d stale document(s): see %s; regenerate chosen ones with scripts/regenerate.py",
                     len(rows), rt.paths.stale_generations_csv)

@@ -8,13 +8,17 @@
   is targeted as the membership itself first (Snakemake 9 treats a checkpoint whose outputs
   exist as done when it plans); content, not modification time, decides
   (`daydream.checkpoint_inputs`).
+- No job after the documents lists every document's files: Snakemake's cost of preparing and
+  finishing a job grows with its inputs times its dependencies. The stale report's shards list
+  about sqrt(N) documents each (`stale_shard_inputs`), the report lists the shards
+  (`stale_report_inputs`), and the reports and the site take the stale report.
 """
 
 from __future__ import annotations
 
 import os
 
-from daydream import batches, checkpoint_inputs, documents, rehearsal, reports, stages
+from daydream import batches, checkpoint_inputs, documents, rehearsal, reports, stages, stale
 from daydream.batch import gate as batch_gate
 from daydream.paths import GEN_FILES
 from daydream.runtime import Runtime
@@ -135,23 +139,32 @@ def batch_round_inputs(rt: Runtime, stage: str, run_id: str, round_id: str) -> d
     return {name: sorted(values) for name, values in merged.items()}
 
 
-def stale_report_inputs(rt: Runtime) -> list[str]:
-    """Every file a stale verdict depends on: each document's metadata.json, raw.txt and
-    parsed.txt (a file that is no longer what was paid for is reported), the parsed parents,
-    templates and concept texts. Any of them changing rebuilds the report, and the reports and
-    the site after it: this is the one tail job that lists every document (Snakemake's cost of a
-    job grows with its inputs times its outputs, `rules/reports.smk`)."""
+def stale_shard_inputs(rt: Runtime, shard: str) -> list[str]:
+    """Every file the verdicts of a stale-report shard's documents (`stale.shards`) depend on:
+    each document's metadata.json, raw.txt and parsed.txt (a file that is no longer what was
+    paid for is reported), its parsed parent and concept texts, every template and the
+    memberships. Any of them changing rebuilds the shard, then the stale report, the reports and
+    the site. None is `ancient`: an edit must rebuild the verdicts (a shard makes no call).
+    A shard lists about sqrt(N) of the N documents, so no job's inputs times its dependencies
+    (Snakemake's cost of preparing and finishing a job) grows as N^2."""
     files: set[str] = {str(p) for p in rt.paths.template_files()}
-    for cohort_id in rt.cohort_ids:
-        files.add(str(rt.paths.membership_csv(cohort_id)))
-        for member in rt.membership.members(cohort_id):
-            folder = str(rt.paths.gen_dir(member.stage, member.gen_id)) + os.sep
-            files.update(folder + name for name in STALE_FILES)
-            sources = documents.prompt_files(rt, member).as_inputs()
-            files.update(sources.get("concepts", []))
-            if "parent" in sources:
-                files.add(sources["parent"])
+    files.update(str(rt.paths.membership_csv(c)) for c in rt.cohort_ids)
+    for member in stale.shard_members(rt, shard):
+        folder = str(rt.paths.gen_dir(member.stage, member.gen_id)) + os.sep
+        files.update(folder + name for name in STALE_FILES)
+        sources = documents.prompt_files(rt, member).as_inputs()
+        files.update(sources.get("concepts", []))
+        if "parent" in sources:
+            files.add(sources["parent"])
     return sorted(files)
+
+
+def stale_report_inputs(rt: Runtime) -> dict[str, list[str]]:
+    """The stale report's inputs: the memberships (its row order) and the file of each of its
+    shards (`stale_shard_inputs`), not the documents: each shard is rebuilt when a file of its
+    documents changes, and the report after it."""
+    return {"membership": [str(rt.paths.membership_csv(c)) for c in rt.cohort_ids],
+            "shards": [str(rt.paths.stale_shard(shard)) for shard in stale.shards(rt)]}
 
 
 def cohort_report_inputs(rt: Runtime, cohort_id: str) -> dict[str, object]:

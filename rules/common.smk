@@ -48,6 +48,7 @@ wildcard_constraints:
     fingerprint=checkpoint_inputs.FINGERPRINT_PATTERN,
     run_id=batch_gate.RUN_ID_PATTERN,
     round_id=batch_gate.ROUND_ID_PATTERN,
+    shard=stale.SHARD_PATTERN,
 
 
 def final_targets(wildcards):
@@ -148,6 +149,12 @@ def get_stale_report_inputs(wildcards):
     for cohort_id in RT.cohort_ids:
         checkpoints.cohort_membership.get(cohort_id=cohort_id)
     return targets.stale_report_inputs(RT)
+
+
+def get_stale_shard_inputs(wildcards):
+    for cohort_id in RT.cohort_ids:
+        checkpoints.cohort_membership.get(cohort_id=cohort_id)
+    return targets.stale_shard_inputs(RT, wildcards.shard)
 
 
 def get_cohort_report_inputs(wildcards):

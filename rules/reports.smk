@@ -2,9 +2,10 @@
 # Outputs come from the report registry (daydream/reports/__init__.py). The rules run
 # in-process (`run:`), so they take no `conda:`; environment.yml serves them. Last, the results site
 # of a cohort (daydream/site), its pages built from those reports and the gens store.
-# Only stale_generations lists every document's files as inputs: Snakemake's cost of finishing a
-# job grows with its inputs times its outputs (it checksums each input for each output), so the
-# reports and the site follow the stale report instead (daydream/targets.py).
+# No job lists every document's files as inputs: Snakemake's cost of preparing and finishing a job
+# grows with its inputs times its dependencies (and its outputs). Each stale_shard job lists about
+# sqrt(N) documents, stale_generations its shards, and the reports and the site follow the stale
+# report (daydream/targets.py, daydream/stale.py).
 
 
 rule cohort_reports:
@@ -29,15 +30,26 @@ rule cohort_report_figures:
         reports.write_cohort_figures(PATHS, wildcards.cohort_id, RT.experiment, log[0])
 
 
+rule stale_shard:
+    input:
+        get_stale_shard_inputs,
+    output:
+        PATHS.stale_shard("{shard}"),
+    log:
+        PATHS.log_path("stale_shard", "{shard}"),
+    run:
+        stale.write_stale_shard(RT, wildcards.shard, log[0])
+
+
 rule stale_generations:
     input:
-        get_stale_report_inputs,
+        unpack(get_stale_report_inputs),
     output:
         PATHS.stale_generations_csv,
     log:
         PATHS.log_path("stale_generations", "stale_generations"),
     run:
-        stale.write_stale_report(RT, log[0])
+        stale.write_stale_report(RT, log[0], input.shards)
 
 
 rule cohort_site:

@@ -196,17 +196,22 @@ def test_the_stale_report_keeps_what_it_checked_by_content_for_the_next(made, co
     assert rows_by_gen_id(made)[essay.gen_id].startswith(integrity.RAW_DIFFERS)
 
 
-def test_only_the_stale_report_lists_every_documents_files_and_the_reports_follow_it(rt):
-    files = set(targets.stale_report_inputs(rt))
+def test_the_stale_shards_list_every_documents_files_and_the_report_and_reports_follow_them(rt):
+    shards = stale.shards(rt)
+    listed = [set(targets.stale_shard_inputs(rt, shard)) for shard in shards]
     members = rt.membership.members("tiny")
     for member in members:
         folder = rt.paths.gen_dir(member.stage, member.gen_id)
-        assert {str(folder / name) for name in ("raw.txt", "parsed.txt", "metadata.json")} <= files
+        own = {str(folder / name) for name in ("raw.txt", "parsed.txt", "metadata.json")}
+        assert [shard for shard, files in zip(shards, listed, strict=True) if own <= files] \
+            == [stale.shard_name(stale.shard_index(member.gen_id, len(shards)), len(shards))]
+    report = targets.stale_report_inputs(rt)
+    assert report["shards"] == [str(rt.paths.stale_shard(shard)) for shard in shards]
     gens = str(rt.paths.gens_root)
-    for inputs in (targets.cohort_report_inputs(rt, "tiny"), targets.site_inputs(rt, "tiny")):
-        assert inputs["stale"] == str(rt.paths.stale_generations_csv)
+    for inputs in (report, targets.cohort_report_inputs(rt, "tiny"), targets.site_inputs(rt, "tiny")):
+        assert inputs is report or inputs["stale"] == str(rt.paths.stale_generations_csv)
         listed = [f for value in inputs.values() for f in ([value] if isinstance(value, str) else value)]
-        assert not [f for f in listed if f.startswith(gens)], "no per-document input: the stale report orders them"
+        assert not [f for f in listed if f.startswith(gens)], "no per-document input: the shards order them"
 
 
 def test_outputs_touched_after_their_job_are_hashed_once_not_checked_again(made, counted):
@@ -225,3 +230,28 @@ def test_outputs_touched_after_their_job_are_hashed_once_not_checked_again(made,
     assert rows_by_gen_id(made, again) == {}
     assert (again.documents.used, again.documents.reuse.rehashed) == (len(members), 0)
     assert counted == {"renders": 0, "content": 0}
+
+
+def test_the_record_file_is_parsed_once_per_process_then_only_its_new_lines(made, monkeypatch):
+    """Every stale-report shard of a run reads the records: each line is parsed once, and a
+    file replaced, emptied, or rewritten in place up to where it was read, is read again from
+    its start."""
+    parsed = []
+    record_of = checks._record_of
+    monkeypatch.setattr(checks, "_record_of", lambda line: parsed.append(line) or record_of(line))
+    documents_made = len(made.membership.members("tiny"))
+    records = checks.load(made.paths)
+    assert len(records) == len(parsed) == documents_made
+    assert checks.load(made.paths) == records and len(parsed) == documents_made
+    gen_id, first = next(iter(records.items()))
+    checks.append(made.paths, [{**first, "change": "edited"}])
+    assert checks.load(made.paths)[gen_id]["change"] == "edited" and len(parsed) == documents_made + 1
+    checks.compact(made.paths, records)  # a new file: read whole
+    assert checks.load(made.paths)[gen_id]["change"] is None and len(parsed) == 2 * documents_made + 1
+    path = made.paths.document_checks_jsonl
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    with path.open("r+", encoding="utf-8") as handle:  # rewritten in place, longer: same inode
+        handle.write("".join([lines[-1], *lines[1:-1], lines[0], lines[1]]))
+    assert checks.load(made.paths) == records and len(parsed) == 3 * documents_made + 2
+    path.write_text("", encoding="utf-8")
+    assert checks.load(made.paths) == {}

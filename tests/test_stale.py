@@ -1,0 +1,114 @@
+"""The stale report in two levels (`daydream.stale`): the documents split into about sqrt(N)
+shards by their gen_id, each shard's verdicts written by its own job, and the report joined from
+the shard files gives exactly the report worked out document by document."""
+
+import csv
+import json
+
+import pytest
+
+from daydream import cohorts, documents, stale
+from tests.conftest import TINY_COHORT, write_cohort
+
+
+@pytest.fixture
+def made(rt):
+    """Every document of the tiny cohort, made in-process with the offline model."""
+    for member in rt.membership.members("tiny"):
+        documents.write_document(rt, member.stage, member.gen_id)
+    return rt
+
+
+def report_rows(rt) -> list[dict]:
+    with rt.paths.stale_generations_csv.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def make_stale(rt) -> None:
+    """One edited raw.txt (a changed file) and one edited essay template (its essays' prompts)."""
+    evaluation = rt.membership.members("tiny", "evaluation")[0]
+    raw = rt.paths.raw_path("evaluation", evaluation.gen_id)
+    raw.write_text(raw.read_text(encoding="utf-8") + "\nedited by hand\n", encoding="utf-8")
+    essay = next(m for m in rt.membership.members("tiny", "essay") if m.template_id != "copy-draft")
+    template = rt.paths.template_path("essay", essay.template_id)
+    template.write_text(template.read_text(encoding="utf-8") + "\nOne more line.\n", encoding="utf-8")
+
+
+@pytest.mark.parametrize(("documents", "count"), [(0, 1), (1, 1), (3, 2), (100, 8), (2_000, 32), (10_000, 128),
+                                                  (100_000, 256)])
+def test_shards_number_about_the_square_root_of_the_documents(documents, count):
+    assert stale.shard_count(documents) == count
+
+
+def test_every_document_is_in_exactly_one_shard_named_by_its_gen_id(rt):
+    found = stale.shards(rt)
+    members = stale.report_members(rt)
+    assert len(found) == stale.shard_count(len(members)) > 1
+    assert sorted(m.gen_id for shard in found.values() for m in shard) == sorted(m.gen_id for m in members)
+    names = list(found)
+    for member in members:
+        assert member in found[names[stale.shard_index(member.gen_id, len(found))]]
+    assert stale.shard_index("d_2eq0vwmwqv0l9kw4", 8) == stale.shard_index("d_2eq0vwmwqv0l9kw4", 8) < 8
+
+
+def test_a_shard_the_active_cohorts_do_not_have_is_refused_by_name(rt):
+    with pytest.raises(ValueError, match=r"stale_shards/9-of-9\.json.*no shard '9-of-9'"):
+        stale.write_stale_shard(rt, "9-of-9")
+
+
+def test_the_report_joined_from_its_shards_is_the_report_worked_out_document_by_document(made):
+    make_stale(made)
+    stale.write_stale_report(made)
+    direct = report_rows(made)
+    edited = made.membership.members("tiny", "evaluation")[0].gen_id
+    assert {r["reason"] for r in direct} == {r["reason"] for r in direct if r["gen_id"] == edited} | {"template changed"}
+    made.paths.stale_generations_csv.unlink()
+    shard_files = []
+    for shard in stale.shards(made):
+        stale.write_stale_shard(made, shard)
+        shard_files.append(str(made.paths.stale_shard(shard)))
+    assert stale.write_stale_report(made, shard_files=shard_files) == len(direct)
+    assert report_rows(made) == direct
+    written = [json.loads(open(f, encoding="utf-8").read()) for f in shard_files]
+    assert sorted(g for shard in written for g in shard["gen_ids"]) == sorted(m.gen_id for m in
+                                                                              stale.report_members(made))
+
+
+def test_documents_no_given_shard_checked_are_checked_by_the_report_itself(made, data_root, cohorts_dir):
+    make_stale(made)
+    shard_files = []
+    for shard in stale.shards(made):
+        stale.write_stale_shard(made, shard)
+        shard_files.append(str(made.paths.stale_shard(shard)))
+    stale.write_stale_report(made)
+    direct = report_rows(made)
+    assert direct
+    # one shard's file missing or torn: its documents are checked by the report
+    made.paths.stale_shard(list(stale.shards(made))[0]).write_text("{", encoding="utf-8")
+    stale.write_stale_report(made, shard_files=shard_files[1:] + shard_files[:1])
+    assert report_rows(made) == direct
+    # a shard file written before a document joined it (its cohort became active later)
+    first = json.loads(open(shard_files[1], encoding="utf-8").read())
+    dropped = first["gen_ids"].pop()
+    first["rows"] = [r for r in first["rows"] if r["gen_id"] != dropped]
+    with open(shard_files[1], "w", encoding="utf-8") as handle:
+        json.dump(first, handle)
+    stale.write_stale_report(made, shard_files=shard_files[1:])
+    assert report_rows(made) == direct
+    # a document a shard still names that no active cohort has any more is left out
+    other = json.loads(open(shard_files[2], encoding="utf-8").read())
+    other["rows"].append({**direct[0], "gen_id": "v_not_a_member"})
+    other["gen_ids"].append("v_not_a_member")
+    with open(shard_files[2], "w", encoding="utf-8") as handle:
+        json.dump(other, handle)
+    stale.write_stale_report(made, shard_files=shard_files[1:])
+    assert report_rows(made) == direct
+
+
+def test_shards_follow_the_membership_when_it_is_rebuilt(made, cohorts_dir):
+    before = stale.shards(made)
+    write_cohort(cohorts_dir, "tiny", {**TINY_COHORT, "evaluation": {**TINY_COHORT["evaluation"], "replicates": 3}})
+    cohorts.build_cohort(made.paths, "tiny", made.paths.cohort_file("tiny"))
+    after = stale.shards(made)
+    assert sum(map(len, after.values())) > sum(map(len, before.values()))
+    assert sum(map(len, after.values())) == len(stale.report_members(made))
