@@ -33,7 +33,8 @@ def test_settle_heap_collects_garbage_then_freezes_what_is_alive(unfrozen):
     del garbage, partner
     frozen = runtime.settle_heap()
     assert gone() is None  # collected before the freeze, not kept for the life of the process
-    assert frozen == gc.get_freeze_count() > 0
+    # frozen objects are still freed by reference counting (another thread may drop some meanwhile)
+    assert 0 < gc.get_freeze_count() <= frozen
     assert not any(obj is kept for obj in gc.get_objects())  # the collector no longer scans it
     assert kept.other is None
 
