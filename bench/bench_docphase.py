@@ -31,7 +31,7 @@ from pathlib import Path
 
 import bench_throughput as bt
 from bench_goals import DOCUMENT_RULES, job_records
-from common import REPO, fmt, median, repo_env
+from common import REPO, document_run_arguments, fmt, median, repo_env
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -113,14 +113,8 @@ def measure(variant: bt.Variant, root: Path, shape: bt.Shape, flags: list[str], 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--docs", type=int, default=2000)
-    parser.add_argument("--reps", type=int, default=2)
-    parser.add_argument("--cores", type=int, default=2)
+    parser = document_run_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]), 2000, 2)
     parser.add_argument("--sample", type=float, default=0.2, help="seconds between CPU samples")
-    parser.add_argument("--variants", default="daydream,bare1")
-    parser.add_argument("--extra", default="", help="more Snakemake flags for every variant")
-    parser.add_argument("--keep", type=Path, help="work in this folder and keep it")
     args = parser.parse_args()
     names = [v.strip() for v in args.variants.split(",") if v.strip()]
     flags = bt.profile_flags(REPO / "profiles" / "default") + shlex.split(args.extra)

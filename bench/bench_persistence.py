@@ -22,7 +22,7 @@ from pathlib import Path
 
 import bench_goals
 import bench_throughput as bt
-from common import REPO, fmt, median
+from common import REPO, document_run_arguments, fmt, median
 
 BACKENDS = {"file": [], "db": ["--persistence-backend", "db"]}
 
@@ -41,13 +41,7 @@ def metadata_size(root: Path) -> tuple[int, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--docs", type=int, default=3000)
-    parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--cores", type=int, default=2)
-    parser.add_argument("--variants", default="daydream,bare1")
-    parser.add_argument("--extra", default="", help="more Snakemake flags for every run")
-    parser.add_argument("--keep", type=Path, help="work in this folder and keep it")
+    parser = document_run_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]), 3000, 3)
     args = parser.parse_args()
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     flags = bt.profile_flags(REPO / "profiles" / "default") + shlex.split(args.extra)

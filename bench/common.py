@@ -6,6 +6,7 @@ it runs); it imports nothing of daydream.
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import statistics
@@ -16,6 +17,17 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 PROFILE_LINE = "for setting default command line arguments"  # Snakemake's "Using ... profile" line
+
+
+def document_run_arguments(parser: argparse.ArgumentParser, docs: int, reps: int) -> argparse.ArgumentParser:
+    """The options every bench that runs daydream against the bare Snakefile takes."""
+    parser.add_argument("--docs", type=int, default=docs, help="about this many documents")
+    parser.add_argument("--reps", type=int, default=reps, help="interleaved repetitions")
+    parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--variants", default="daydream,bare1")
+    parser.add_argument("--extra", default="", help="more Snakemake flags for every run")
+    parser.add_argument("--keep", type=Path, help="work in this folder and keep it")
+    return parser
 
 
 def repo_env() -> dict[str, str]:
