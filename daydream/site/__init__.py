@@ -72,6 +72,7 @@ class Renderer:
     sections: list[dict] = field(default_factory=list)
     written: int = 0
     largest: int = 0
+    _folder_hrefs: dict[tuple[str, Path], str] = field(default_factory=dict)
 
     def link(self, page: str, target: str) -> str:
         """A link from `page` to another page of the site (both relative to the site root)."""
@@ -80,10 +81,21 @@ class Renderer:
         return os.path.relpath(target, os.path.dirname(page) or ".")
 
     def file_href(self, page: str, path: Path) -> str | None:
-        """A link from `page` to a file outside the site (none in the bundle)."""
+        """A link from `page` to a file outside the site (none in the bundle). The relative path
+        of the file's folder is worked out once per folder and page folder (each document's
+        folder holds several linked files); a folder that holds the page's folder takes the full
+        computation, where the two would differ."""
         if self.bundle:
             return None
-        return Path(os.path.relpath(path, self.root / (os.path.dirname(page) or "."))).as_posix()
+        start = self.root / (os.path.dirname(page) or ".")
+        folder, name = os.path.split(os.fspath(path))
+        key = (folder, start)
+        if key not in self._folder_hrefs:
+            self._folder_hrefs[key] = Path(os.path.relpath(folder, start)).as_posix()
+        rel = self._folder_hrefs[key]
+        if all(part in (".", "..") for part in rel.split("/")):
+            return Path(os.path.relpath(path, start)).as_posix()
+        return f"{rel}/{name}"
 
     def page(self, template: str, path: str, variables: dict) -> None:
         layout = "fragment.html" if self.bundle else "layout.html"
