@@ -35,6 +35,7 @@ from daydream import checks, ledger, stages, store
 from daydream.paths import Paths
 
 READ_THREADS = 8
+CHECK_CHUNK = 256  # documents per task of _lineage_checks' thread pool
 RAW_CHANGED = "raw.txt changed"  # the flag in the reports
 STALE = "stale"  # the flag in the reports for a stale document of the lineage
 RAW_DIFFERS = "raw.txt differs"  # how a stale-report reason about it starts
@@ -233,11 +234,18 @@ def _lineage_checks(paths: Paths, gen_ids: list[str]) -> dict[str, tuple[str | N
             return gen_id, None, ""
         return gen_id, done.change, str(done.meta.get("parent_gen_id") or "")
 
+    def check_all(chunk: list[str]) -> list[tuple[str, str | None, str]]:
+        return [check(gen_id) for gen_id in chunk]
+
+    # One task per CHECK_CHUNK documents: a thread pool ignores map's chunksize, and a future
+    # per document cost more than checking it from its record.
     wave = sorted(set(gen_ids))
     with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
         while wave:
-            for gen_id, change, parent in pool.map(check, wave, chunksize=256):
-                found[gen_id] = (change, parent)
+            chunks = [wave[start:start + CHECK_CHUNK] for start in range(0, len(wave), CHECK_CHUNK)]
+            for checked in pool.map(check_all, chunks):
+                for gen_id, change, parent in checked:
+                    found[gen_id] = (change, parent)
             wave = sorted({parent for _, parent in (found[g] for g in wave) if parent and parent not in found})
     return found
 

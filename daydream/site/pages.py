@@ -5,6 +5,7 @@ strings, formatted for reading (the templates in `daydream/site/templates/` only
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -235,7 +236,8 @@ def _document(data: SiteData, gen_id: str, files: list[tuple[str, Path]]) -> dic
 
 def _gens_files(data: SiteData, stage: str, gen_id: str, names: tuple[str, ...]) -> list[tuple[str, Path]]:
     folder = data.paths.gen_dir(stage, gen_id)
-    return [(name, folder / name) for name in names if (folder / name).exists()]
+    prefix = os.fspath(folder) + os.sep
+    return [(name, folder / name) for name in names if os.path.exists(prefix + name)]
 
 
 ALL_FILES = ("prompt.txt", "raw.txt", "parsed.txt", "metadata.json")
