@@ -141,11 +141,21 @@ def test_a_hang_past_the_timeout_is_retried(openai_server):
     assert openai_server.in_flight == 1, "the first request still hangs: the call gave up on it at its timeout"
 
 
+def requests_seen(server, count: int, within_s: float = 10.0) -> int:
+    """The server's request count once it reaches `count`, or after `within_s`: a client that gave
+    up at its timeout may have sent a request the loaded server has not read yet."""
+    deadline = time.monotonic() + within_s
+    while server.request_count < count and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return server.request_count
+
+
 def test_a_hang_on_every_attempt_fails_as_a_timeout(openai_server):
     openai_server.set_default(hang(5))
     settings = replace(FAST, max_attempts=2, stages={**FAST.stages, "draft": replace(FAST.stages["draft"], timeout_s=0.3)})
     error = failure(openai_server, settings)
-    assert openai_server.request_count == 2 and error.error_class == "Timeout" and error.attempts == 2
+    assert error.error_class == "Timeout" and error.attempts == 2
+    assert requests_seen(openai_server, 2) == 2
 
 
 def test_malformed_json_is_retried(openai_server):
