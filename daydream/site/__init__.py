@@ -75,6 +75,7 @@ class Renderer:
     written: int = 0
     largest: int = 0
     _folder_hrefs: dict[tuple[str, str], tuple[str, bool]] = field(default_factory=dict)
+    _parent_rels: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def link(self, page: str, target: str) -> str:
         """A link from `page` to another page of the site (both relative to the site root)."""
@@ -94,11 +95,26 @@ class Renderer:
         key = (folder, page_folder)
         found = self._folder_hrefs.get(key)
         if found is None:  # (the relative path, whether it only climbs: then the file's own is taken)
-            rel = Path(os.path.relpath(folder, self.root / (page_folder or "."))).as_posix()
+            rel = self._folder_rel(folder, page_folder)
             found = self._folder_hrefs[key] = (rel, all(part in (".", "..") for part in rel.split("/")))
         rel, climbs = found
         if climbs:
             return Path(os.path.relpath(path, self.root / (page_folder or "."))).as_posix()
+        return f"{rel}/{name}"
+
+    def _folder_rel(self, folder: str, page_folder: str) -> str:
+        """`folder` relative to the page's folder, as `os.path.relpath` gives it: its parent's
+        (worked out once per parent: every document's folder is in its stage's) and its name,
+        unless the parent's is "." or the page's folder is in `folder`, where the two differ."""
+        start = self.root / (page_folder or ".")
+        parent, name = os.path.split(folder)
+        key = (parent, page_folder)
+        if key not in self._parent_rels:
+            self._parent_rels[key] = Path(os.path.relpath(parent, start)).as_posix()
+        rel = self._parent_rels[key]
+        inside = os.path.abspath(start) + os.sep
+        if rel == "." or not name or inside.startswith(os.path.abspath(folder) + os.sep):
+            return Path(os.path.relpath(folder, start)).as_posix()
         return f"{rel}/{name}"
 
     def page(self, template: str, path: str, variables: dict) -> None:
