@@ -33,6 +33,7 @@ localrules:
     cohort_site,
     stale_shard,
     stale_generations,
+    documents_due,
     cross_experiment_tables,
     plan,
 

@@ -256,6 +256,16 @@ class Paths:
         """One shard of the stale report: the verdicts of its documents (`stale.write_stale_shard`)."""
         return self.reporting_dir / "stale_shards" / f"{shard}.json"
 
+    def documents_due(self, group: str, key: str) -> Path:
+        """A group of documents with missing files, targeted by the default target in their place
+        (`targets.document_targets`): written once they are made, removed at the run's end; `key`
+        names the run and the files it waits for."""
+        return self.documents_due_dir / f"{group}-{key}.txt"
+
+    @property
+    def documents_due_dir(self) -> Path:
+        return self.reporting_dir / "documents_due"
+
     @property
     def document_checks_jsonl(self) -> Path:
         """What each document's files were checked to be, by stat key (`daydream.checks`)."""

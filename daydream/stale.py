@@ -235,15 +235,21 @@ def shards(rt: Runtime) -> dict[str, list[Member]]:
     key = (os.fspath(rt.paths.data_root), tuple(rt.cohort_ids), rt.membership.signature())
     with _SHARDS_LOCK:
         if key not in _SHARDS:
-            members = report_members(rt)
-            count = shard_count(len(members))
-            found: dict[str, list[Member]] = {shard_name(i, count): [] for i in range(count)}
-            names = list(found)
-            for member in members:
-                found[names[shard_index(member.gen_id, count)]].append(member)
+            found = group(report_members(rt))
             _SHARDS.clear()  # one membership at a time
             _SHARDS[key] = found
         return _SHARDS[key]
+
+
+def group(members: Sequence[Member]) -> dict[str, list[Member]]:
+    """Shard name -> its documents among `members` (in their order), every shard of the count
+    named, empty ones too: `shard_count` of them, each document in `shard_index`'s."""
+    count = shard_count(len(members))
+    found: dict[str, list[Member]] = {shard_name(i, count): [] for i in range(count)}
+    names = list(found)
+    for member in members:
+        found[names[shard_index(member.gen_id, count)]].append(member)
+    return found
 
 
 def shard_members(rt: Runtime, shard: str) -> list[Member]:

@@ -1,9 +1,13 @@
 """What each rule reads and what a run targets: the logic behind the input functions of
 `rules/common.smk` (which only wrap these in `ancient` or call the checkpoint).
 
-- `final_targets`: every gens file of every member of the active cohorts, their reports and
-  the stale report. Gens files are targets themselves, since Snakemake never remakes a missing
-  intermediate file whose consumers are up to date.
+- `final_targets`: the reports of every active cohort, and their documents through
+  `document_targets`: the stale report and its shards, each of which takes its documents' gens
+  files as inputs, and for a group of documents with a missing file whose shard is made, a
+  `documents_due` file taking that group's missing files. Snakemake never remakes a missing
+  intermediate file whose consumers are up to date, so a missing file must be asked for by a job
+  that runs; listing every gens file in `all` did that, at a cost of O(N^2) (`Job.prepare` walks
+  the job's N dependencies for each of its 4N inputs).
 - A cohort whose membership was built from other content than its definition files hold today
   is targeted as the membership itself first (Snakemake 9 treats a checkpoint whose outputs
   exist as done when it plans); content, not modification time, decides
@@ -16,15 +20,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import threading
+from pathlib import Path
 
-from daydream import batches, checkpoint_inputs, documents, rehearsal, reports, stages, stale
+from daydream import batches, checkpoint_inputs, documents, rehearsal, reports, stages, stale, store
 from daydream.batch import gate as batch_gate
-from daydream.paths import GEN_FILES
+from daydream.membership import Member
+from daydream.paths import GEN_FILES, Paths
 from daydream.runtime import Runtime
 
-# A document's files whose change the stale report says (prompt.txt is never compared).
-STALE_FILES = ("raw.txt", "parsed.txt", "metadata.json")
+# The key in a `documents_due` file's name: the start of the SHA-256 of the files it waits for.
+DUE_KEY_PATTERN = r"[0-9a-f]{12}"
 
 
 def cohort_inputs(rt: Runtime, cohort_id: str) -> dict[str, object]:
@@ -67,32 +75,103 @@ def plan_inputs(rt: Runtime) -> list[str]:
     return files
 
 
-def cohort_documents(rt: Runtime, cohort_id: str) -> list[str]:
-    """Every gens-store file of every member of a cohort."""
-    return [str(rt.paths.gen_dir(m.stage, m.gen_id) / name)
-            for m in rt.membership.members(cohort_id) for name in GEN_FILES]
-
-
 def cohort_outputs(rt: Runtime, cohort_id: str) -> list[str]:
-    """A cohort's gens files and its reports (once its membership is current). Documents waiting
-    on a provider batch are held back, with their descendants and the reports, and the batch
-    rounds that collect them are targeted instead (`batch.gate.gate`)."""
+    """A cohort's reports and site (once its membership is current); its documents are targeted
+    by `document_targets`. While a member waits on a provider batch, the reports are held back
+    and the batch rounds that collect the replies are targeted instead (`batch.gate.gate`)."""
     rehearsal.refuse_mixing(rt, cohort_id)  # offline rehearsal replies never stand in for paid ones
     gate = batch_gate.gate(rt)
+    if gate.blocked and any(m.gen_id in gate.blocked for m in rt.membership.members(cohort_id)):
+        return list(gate.rounds)
     report_files = [str(rt.paths.cohort_report(cohort_id, r.name)) for r in reports.cohort_reports()]
-    report_files += site_outputs(rt, cohort_id)
-    if not gate.blocked:
-        return cohort_documents(rt, cohort_id) + report_files + list(gate.rounds)
-    files = [str(rt.paths.gen_dir(m.stage, m.gen_id) / name) for m in rt.membership.members(cohort_id)
-             if m.gen_id not in gate.blocked for name in GEN_FILES]
-    waiting = any(m.gen_id in gate.blocked for m in rt.membership.members(cohort_id))
-    return files + ([] if waiting else report_files) + list(gate.rounds)
+    return report_files + site_outputs(rt, cohort_id) + list(gate.rounds)
 
 
 def nothing_waits_on_batches(rt: Runtime) -> bool:
     """No document of the active cohorts is held back for a provider batch (the stale report
     reads every document, so it waits too)."""
     return not batch_gate.gate(rt).blocked
+
+
+_DUE: dict[tuple[str, str], list[str]] = {}
+_DUE_LOCK = threading.Lock()
+
+
+def document_targets(rt: Runtime, cohort_ids: list[str]) -> list[str]:
+    """How the default target asks for every gens file of the members of `cohort_ids` (the
+    active cohorts whose membership is current), less those held back for a provider batch,
+    without listing them: no job then has the 4N files of N documents as inputs.
+
+    When every active cohort is current and nothing waits: the stale report and each of its
+    shards (`stale.shards`), whose inputs are their documents' files; a shard that is missing or
+    older than one of them runs, and asks for its documents' missing files. A shard that is made
+    and up to date asks for nothing, so for each such shard with a missing file (deleted,
+    archived by scripts/regenerate.py, never made) a `documents_due` file
+    (`Paths.documents_due`, rule `documents_due`, removed when the run ends) takes the missing
+    files as inputs. Otherwise
+    (a membership to rebuild first, documents held for a batch) the stale report is not asked
+    for, and the documents of each group (`stale.group`) with missing files get a
+    `documents_due` file. Each is about sqrt(N) documents: the default target has about sqrt(N)
+    inputs, each due file at most 4 sqrt(N). Costs a stat of each file of the targeted documents
+    of a made shard."""
+    gate = batch_gate.gate(rt)
+    everything = list(cohort_ids) == list(rt.cohort_ids) and not gate.blocked
+    files: list[str] = []
+    if everything:
+        groups = stale.shards(rt)
+        files += [str(rt.paths.stale_generations_csv), *(str(rt.paths.stale_shard(s)) for s in groups)]
+    else:
+        seen: set[str] = set(gate.blocked)
+        members = []
+        for cohort_id in cohort_ids:
+            for member in rt.membership.members(cohort_id):
+                if member.gen_id not in seen:
+                    seen.add(member.gen_id)
+                    members.append(member)
+        groups = stale.group(members)
+    exists = os.path.exists
+    for name, members in groups.items():
+        if everything and not exists(rt.paths.stale_shard(name)):
+            continue  # the shard is made in this run, after its documents
+        missing = [file for m in members for file in gen_files(rt, m) if not exists(file)]
+        if missing:  # named by this run too: a file of an earlier run never stands in for this one's
+            key = hashlib.sha256("\n".join([rt.run.batches.run_id, *missing]).encode("utf-8")).hexdigest()[:12]
+            with _DUE_LOCK:
+                _DUE[(name, key)] = missing
+            files.append(str(rt.paths.documents_due(name, key)))
+    return files
+
+
+def gen_files(rt: Runtime, member: Member) -> list[str]:
+    folder = str(rt.paths.gen_dir(member.stage, member.gen_id)) + os.sep
+    return [folder + name for name in GEN_FILES]
+
+
+def write_documents_due(path: str, files: list[str], log_path: str | None = None) -> None:
+    """The body of rule `documents_due`: the files it waited for, now made, one per line."""
+    store.write_text_atomic(Path(path), "".join(f"{file}\n" for file in files))
+    store.write_job_log(log_path, f"{len(files)} missing file(s) made: {path}")
+
+
+def clear_documents_due(paths: Paths) -> None:
+    """At the end of a real run (`onsuccess`, `onerror`): remove the `documents_due` files (each
+    named by its run, so one left by a killed run only takes space; their logs stay)."""
+    folder = paths.documents_due_dir
+    if folder.is_dir():
+        for path in folder.iterdir():
+            path.unlink(missing_ok=True)
+
+
+def documents_due_inputs(rt: Runtime, group: str, key: str) -> list[str]:
+    """The missing gens files a `documents_due` file waits for: those `document_targets` named
+    it for in this run."""
+    with _DUE_LOCK:
+        found = _DUE.get((group, key))
+    if found is None:
+        raise ValueError(f"{rt.paths.documents_due(group, key)}: no group of documents with missing files has this "
+                         "name in this run; it is made only when the default target asks for it: run `snakemake` "
+                         "without a target (or `snakemake all`)")
+    return found
 
 
 def outdated_membership(rt: Runtime, cohort_id: str) -> list[str]:
@@ -143,15 +222,17 @@ def stale_shard_inputs(rt: Runtime, shard: str) -> list[str]:
     """Every file the verdicts of a stale-report shard's documents (`stale.shards`) depend on:
     each document's metadata.json, raw.txt and parsed.txt (a file that is no longer what was
     paid for is reported), its parsed parent and concept texts, every template and the
-    memberships. Any of them changing rebuilds the shard, then the stale report, the reports and
-    the site. None is `ancient`: an edit must rebuild the verdicts (a shard makes no call).
+    memberships; and its prompt.txt (never compared), so that a shard that runs asks for every
+    gens file of its documents (`document_targets`). Any of them changing rebuilds the shard,
+    then the stale report, the reports and the site. None is `ancient`: an edit must rebuild
+    the verdicts (a shard makes no call).
     A shard lists about sqrt(N) of the N documents, so no job's inputs times its dependencies
     (Snakemake's cost of preparing and finishing a job) grows as N^2."""
     files: set[str] = {str(p) for p in rt.paths.template_files()}
     files.update(str(rt.paths.membership_csv(c)) for c in rt.cohort_ids)
     for member in stale.shard_members(rt, shard):
         folder = str(rt.paths.gen_dir(member.stage, member.gen_id)) + os.sep
-        files.update(folder + name for name in STALE_FILES)
+        files.update(folder + name for name in GEN_FILES)
         sources = documents.prompt_files(rt, member).as_inputs()
         files.update(sources.get("concepts", []))
         if "parent" in sources:

@@ -49,27 +49,30 @@ wildcard_constraints:
     run_id=batch_gate.RUN_ID_PATTERN,
     round_id=batch_gate.ROUND_ID_PATTERN,
     shard=stale.SHARD_PATTERN,
+    key=targets.DUE_KEY_PATTERN,
 
 
 def final_targets(wildcards):
-    """The default target: every gens-store file and the reports of every active cohort, then
-    the stale report once every membership is current."""
-    files = [f for cohort_id in RT.cohort_ids for f in cohort_final_targets(cohort_id)]
-    if all(targets.cohort_is_current(RT, c) for c in RT.cohort_ids):
-        if targets.nothing_waits_on_batches(RT):
-            files.append(PATHS.stale_generations_csv)
-    return files
-
-
-def cohort_final_targets(cohort_id):
-    """While a membership was built from other content than its definitions hold today, the
+    """The default target: the reports of every active cohort and its documents, through the
+    stale report's shards or `documents_due` files (daydream.targets.document_targets), never
+    every gens file: Snakemake's `Job.prepare` of a job over N documents' 4N files is O(N^2).
+    While a membership was built from other content than its definitions hold today, the
     membership itself (Snakemake 9 plans a checkpoint whose outputs exist as done); once the
     checkpoint has run, Snakemake re-evaluates this and gets the documents and reports.
     """
-    if not targets.cohort_is_current(RT, cohort_id):
-        return targets.outdated_membership(RT, cohort_id)
-    checkpoints.cohort_membership.get(cohort_id=cohort_id)
-    return targets.cohort_outputs(RT, cohort_id)
+    files, current = [], []
+    for cohort_id in RT.cohort_ids:
+        if not targets.cohort_is_current(RT, cohort_id):
+            files += targets.outdated_membership(RT, cohort_id)
+            continue
+        checkpoints.cohort_membership.get(cohort_id=cohort_id)
+        files += targets.cohort_outputs(RT, cohort_id)
+        current.append(cohort_id)
+    return files + targets.document_targets(RT, current)
+
+
+def get_documents_due_inputs(wildcards):
+    return targets.documents_due_inputs(RT, wildcards.shard, wildcards.key)
 
 
 def get_cohort_inputs(wildcards):
@@ -134,6 +137,7 @@ def run_finished(ok):
     """`onsuccess:` / `onerror:`: the call engine stops (its calls in flight saved), then the
     run's summary."""
     engine.finish(RT)
+    targets.clear_documents_due(PATHS)
     progress.finish(RT, ok)
 
 

@@ -53,3 +53,17 @@ checkpoint provider_batch:
             output[0],
             log[0],
         )
+
+
+# The default target's stand-in for a group of about sqrt(N) documents with missing files
+# (daydream.targets.document_targets): it asks for them, so they are made even when the jobs that
+# read them are up to date. Removed when the run ends (Snakemake keeps a temp() input of `all`).
+rule documents_due:
+    input:
+        get_documents_due_inputs,
+    output:
+        PATHS.documents_due("{shard}", "{key}"),
+    log:
+        PATHS.log_path("documents_due", "{shard}-{key}"),
+    run:
+        targets.write_documents_due(output[0], input, log[0])

@@ -236,6 +236,14 @@ def test_the_gate_holds_back_batched_documents_and_the_reports_and_targets_one_r
     assert gate.rounds[0] in outputs and not any("/reports/" in f for f in outputs)
     assert not [f for f in outputs if any(f"/{g}/" in f for g in batched)]
     assert not targets.nothing_waits_on_batches(runtime)
+    # the other documents, in groups of about sqrt(N) (stand-ins asking for their missing files), not the
+    # stale report, which reads every document
+    due = targets.document_targets(runtime, ["tiny"])
+    assert due and all("/documents_due/" in f for f in due)
+    asked = [f for path in due for f in targets.documents_due_inputs(
+        runtime, *path.rsplit("/", 1)[1].removesuffix(".txt").rsplit("-", 1))]
+    others = [m for m in runtime.membership.members("tiny") if m.gen_id not in batched]
+    assert sorted(asked) == sorted(f for m in others for f in targets.gen_files(runtime, m))
 
 
 def test_with_resubmit_direct_a_failed_request_is_let_through_to_a_direct_call_and_a_final_error_is_not(

@@ -12,9 +12,18 @@ from collections import Counter
 import pandas as pd
 import pytest
 
-from daydream.paths import Paths
+from daydream.paths import GEN_FILES, Paths
 from daydream.prompts import sha256_text
-from tests.conftest import REPO, SNAKEMAKE, TINY_COHORT, count_lines, run_workflow, write_cohort
+from tests.conftest import (
+    PER_JOB_OUTPUT,
+    REPO,
+    SNAKEMAKE,
+    TINY_COHORT,
+    count_lines,
+    planned_by_stage,
+    run_workflow,
+    write_cohort,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -71,21 +80,41 @@ def test_an_edited_template_makes_no_call_and_is_reported_stale_then_regenerated
     assert len(archived) == len(drafts)  # the old paid replies are kept
 
 
-def test_a_changed_concept_text_is_reported_and_a_deleted_raw_file_restored_from_its_saved_reply_without_a_call(
+def test_a_changed_concept_text_is_reported_and_deleted_gens_files_of_each_name_are_made_again_without_a_call(
         finished_run):
-    # one rerun for two edits: a concept's text (its 2 combos' drafts become stale) and a draft's raw.txt deleted
+    # one rerun for two edits: one gens file of each name deleted, in each stage, and a concept's text (its 2
+    # combos' drafts become stale; the membership is rebuilt first, then the default target is worked out
+    # again). Snakemake never remakes a missing file whose consumers (here the stale report's shards) are up
+    # to date: the default target asks for them (daydream.targets.document_targets).
     data_root, cohorts_dir, paths = finished_run
     before = len(calls(paths))
+    table = members(paths, "tiny")
+    draft = table.query("stage == 'draft'").gen_id.iloc[0]
+    essay = table.query("stage == 'essay' and template_id != 'copy-draft'").gen_id.iloc[0]
+    evaluations = table.query("stage == 'evaluation'").gen_id
+    deleted = {("draft", draft, "raw.txt"), ("essay", essay, "metadata.json"),
+               ("evaluation", evaluations.iloc[3], "prompt.txt"), ("evaluation", evaluations.iloc[7], "parsed.txt")}
+    assert {name for _, _, name in deleted} == set(GEN_FILES)
+    original = {(stage, gen_id): {name: (paths.gen_dir(stage, gen_id) / name).read_text() for name in GEN_FILES}
+                for stage, gen_id, _ in deleted}
+    for stage, gen_id, name in deleted:
+        (paths.gen_dir(stage, gen_id) / name).unlink()
+
+    dry = run_workflow(data_root, cohorts_dir, ["tiny"], "-n", *PER_JOB_OUTPUT)
+    assert planned_by_stage(dry.stdout + dry.stderr) == {("gen_document", "draft"): 1, ("gen_document", "essay"): 1,
+                                                         ("gen_document", "evaluation"): 2}
     concept = data_root / "1_raw" / "concepts" / "descriptions-paragraph" / "weak-ties.txt"
     concept.write_text(concept.read_text() + " Granovetter measured this in job searches.")
-    draft = members(paths, "tiny").query("stage == 'draft'").gen_id.iloc[0]
-    original = paths.raw_path("draft", draft).read_text()
-    paths.raw_path("draft", draft).unlink()
     run_workflow(data_root, cohorts_dir, ["tiny"])
     stale = pd.read_csv(paths.stale_generations_csv)
     assert len(stale) == 2 and set(stale.reason) == {"concepts changed"}  # the 2 combos with weak-ties
-    assert paths.raw_path("draft", draft).read_text() == original
-    assert len(calls(paths)) == before
+    assert len(calls(paths)) == before, "each file made again from its saved reply, no call paid twice"
+    for (stage, gen_id), files in original.items():
+        made = {name: (paths.gen_dir(stage, gen_id) / name).read_text() for name in GEN_FILES}
+        assert {n: made[n] for n in ("prompt.txt", "raw.txt", "parsed.txt")} == \
+            {n: files[n] for n in ("prompt.txt", "raw.txt", "parsed.txt")}, (stage, gen_id)
+        assert json.loads(made["metadata.json"])["prompt_sha256"] == json.loads(files["metadata.json"])["prompt_sha256"]
+    assert not list((paths.reporting_dir / "documents_due").glob("*")), "the default target's stand-ins are removed"
 
 
 def test_a_changed_prompt_never_pays_again_and_keeps_the_paid_record_of_a_deleted_document(finished_run):

@@ -112,3 +112,35 @@ def test_shards_follow_the_membership_when_it_is_rebuilt(made, cohorts_dir):
     after = stale.shards(made)
     assert sum(map(len, after.values())) > sum(map(len, before.values()))
     assert sum(map(len, after.values())) == len(stale.report_members(made))
+
+
+def test_the_default_target_asks_for_documents_through_the_shards_and_for_a_made_shards_missing_files_apart(made):
+    from daydream import targets
+    from daydream.paths import GEN_FILES
+
+    shard_files = [str(made.paths.stale_shard(s)) for s in stale.shards(made)]
+    fresh = targets.document_targets(made, ["tiny"])
+    assert fresh == [str(made.paths.stale_generations_csv), *shard_files], "a missing shard asks for its documents"
+    for shard in stale.shards(made):
+        stale.write_stale_shard(made, shard)
+    assert targets.document_targets(made, ["tiny"]) == fresh, "every file there: nothing more"
+    # a deleted file of each name, in two shards: one stand-in per shard, asking for exactly those files
+    names, shards = list(stale.shards(made)), list(stale.shards(made).values())
+    first, second = next(s for s in shards if len(s) >= 3), next(s for s in reversed(shards) if s)
+    deleted = [made.paths.gen_dir(m.stage, m.gen_id) / name
+               for m, name in zip([*first[:3], second[0]], GEN_FILES, strict=True)]
+    for path in deleted:
+        path.unlink()
+    due = targets.document_targets(made, ["tiny"])[len(fresh):]
+    assert [path.rsplit("/", 1)[1].rsplit("-", 1)[0] for path in due] == \
+        [names[shards.index(first)], names[shards.index(second)]]
+    asked = [targets.documents_due_inputs(made, *path.rsplit("/", 1)[1].removesuffix(".txt").rsplit("-", 1))
+             for path in due]
+    assert asked == [[str(p) for p in deleted[:3]], [str(deleted[3])]]
+    # a shard not made yet asks for its own documents' files when it runs (prompt.txt too)
+    made.paths.stale_shard(names[shards.index(second)]).unlink()
+    assert len(targets.document_targets(made, ["tiny"])) == len(fresh) + 1
+    assert str(deleted[0]) in targets.stale_shard_inputs(made, names[shards.index(first)])
+    with pytest.raises(ValueError, match=r"documents_due/0-of-8-0123456789ab\.txt: no group .* run `snakemake`"):
+        targets.documents_due_inputs(made, "0-of-8", "0123456789ab")
+

@@ -74,7 +74,8 @@ class Renderer:
     sections: list[dict] = field(default_factory=list)
     written: int = 0
     largest: int = 0
-    _folder_hrefs: dict[tuple[str, Path], str] = field(default_factory=dict)
+    _folder_hrefs: dict[tuple[str, str], tuple[str, bool]] = field(default_factory=dict)
+    _parent_rels: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def link(self, page: str, target: str) -> str:
         """A link from `page` to another page of the site (both relative to the site root)."""
@@ -89,21 +90,39 @@ class Renderer:
         computation, where the two would differ."""
         if self.bundle:
             return None
-        start = self.root / (os.path.dirname(page) or ".")
+        page_folder = os.path.dirname(page)
         folder, name = os.path.split(os.fspath(path))
-        key = (folder, start)
-        if key not in self._folder_hrefs:
-            self._folder_hrefs[key] = Path(os.path.relpath(folder, start)).as_posix()
-        rel = self._folder_hrefs[key]
-        if all(part in (".", "..") for part in rel.split("/")):
-            return Path(os.path.relpath(path, start)).as_posix()
+        key = (folder, page_folder)
+        found = self._folder_hrefs.get(key)
+        if found is None:  # (the relative path, whether it only climbs: then the file's own is taken)
+            rel = self._folder_rel(folder, page_folder)
+            found = self._folder_hrefs[key] = (rel, all(part in (".", "..") for part in rel.split("/")))
+        rel, climbs = found
+        if climbs:
+            return Path(os.path.relpath(path, self.root / (page_folder or "."))).as_posix()
+        return f"{rel}/{name}"
+
+    def _folder_rel(self, folder: str, page_folder: str) -> str:
+        """`folder` relative to the page's folder, as `os.path.relpath` gives it: its parent's
+        (worked out once per parent: every document's folder is in its stage's) and its name,
+        unless the parent's is "." or the page's folder is in `folder`, where the two differ."""
+        start = self.root / (page_folder or ".")
+        parent, name = os.path.split(folder)
+        key = (parent, page_folder)
+        if key not in self._parent_rels:
+            self._parent_rels[key] = Path(os.path.relpath(parent, start)).as_posix()
+        rel = self._parent_rels[key]
+        inside = os.path.abspath(start) + os.sep
+        if rel == "." or not name or inside.startswith(os.path.abspath(folder) + os.sep):
+            return Path(os.path.relpath(folder, start)).as_posix()
         return f"{rel}/{name}"
 
     def page(self, template: str, path: str, variables: dict) -> None:
+        """Render one page (`variables` is not changed: the folder and the bundle share them)."""
         layout = "fragment.html" if self.bundle else "layout.html"
         html = _ENV.get_template(template).render(
             layout=layout, cohort_id=self.cohort_id, link=lambda target: self.link(path, target),
-            wide=variables.pop("wide", False), **variables)
+            wide=variables.get("wide", False), **{k: v for k, v in variables.items() if k != "wide"})
         if self.bundle:
             self.sections.append({"path": path, "html": html, "wide": template in ("essays.html", "table.html")})
             return
@@ -146,16 +165,33 @@ def _plots(data: SiteData, renderer: Renderer) -> list[dict]:
     return out
 
 
-def render(data: SiteData, renderer: Renderer, essays: dict[str, dict]) -> None:
-    """Every page of the site through `renderer` (`essays`: each essay page's variables)."""
-    rows = pages.essay_rows(data)
-    renderer.page("overview.html", "index.html", pages.overview(data, rows, _plots(data, renderer)))
-    renderer.page("essays.html", "essays.html", pages.essays_table(data, rows))
-    for row in rows:
-        variables = essays[row["gen_id"]]
+@dataclass
+class Shared:
+    """What the folder and the bundle show alike, worked out once: the essays' rows, each essay
+    page's variables, the overview (less its plots), the essays table and the comparisons."""
+
+    rows: list[dict]
+    essays: dict[str, dict]
+    overview: dict
+    essays_table: dict
+    comparisons: dict
+
+    @classmethod
+    def of(cls, data: SiteData) -> Shared:
+        rows = pages.essay_rows(data)
+        return cls(rows, {gen_id: pages.essay(data, gen_id) for gen_id in data.essays.index},
+                   pages.overview(data, rows, []), pages.essays_table(data, rows), pages.comparisons(data))
+
+
+def render(data: SiteData, renderer: Renderer, shared: Shared) -> None:
+    """Every page of the site through `renderer`."""
+    renderer.page("overview.html", "index.html", {**shared.overview, "plots": _plots(data, renderer)})
+    renderer.page("essays.html", "essays.html", shared.essays_table)
+    for row in shared.rows:
+        variables = shared.essays[row["gen_id"]]
         _with_files(renderer, row["page"], [variables["draft"], variables["essay"], *variables["evaluations"]])
         renderer.page("essay.html", row["page"], variables)
-    renderer.page("compare.html", "compare.html", pages.comparisons(data))
+    renderer.page("compare.html", "compare.html", shared.comparisons)
     tables = pages.report_tables(data)
     reports_dir = data.paths.reports_dir(data.cohort_id)
     for entry in tables:
@@ -177,11 +213,11 @@ def build_site(paths: Paths, cohort_id: str, experiment: Experiment) -> dict:
     if root.exists():
         shutil.rmtree(root)  # a page of an essay no longer in the cohort must not linger
     root.mkdir(parents=True)
-    essays = {gen_id: pages.essay(data, gen_id) for gen_id in data.essays.index}
+    shared = Shared.of(data)
     site = Renderer(root, cohort_id, bundle=False)
-    render(data, site, essays)
+    render(data, site, shared)
     bundle = Renderer(root, cohort_id, bundle=True)
-    render(data, bundle, essays)
+    render(data, bundle, shared)
     bundle.finish(paths.cohort_site_bundle(cohort_id))
     return {"pages": site.written, "largest_page": site.largest, "essays": len(data.essays),
             "bundle_bytes": paths.cohort_site_bundle(cohort_id).stat().st_size,

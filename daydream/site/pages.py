@@ -217,7 +217,7 @@ def essays_table(data: SiteData, rows: list[dict]) -> dict:
     return {"title": "Essays", "rows": rows, "judges": judges, "choices": choices, "wide": True}
 
 
-def _document(data: SiteData, gen_id: str, files: list[tuple[str, Path]]) -> dict:
+def _document(data: SiteData, gen_id: str, files: list[tuple[str, str]]) -> dict:
     """What a page shows of one document: model, tokens, cost, time, flags and its files."""
     doc = data.records.get(gen_id)
     if doc is None:
@@ -234,10 +234,9 @@ def _document(data: SiteData, gen_id: str, files: list[tuple[str, Path]]) -> dic
             "files": [{"name": name, "path": path} for name, path in files]}
 
 
-def _gens_files(data: SiteData, stage: str, gen_id: str, names: tuple[str, ...]) -> list[tuple[str, Path]]:
-    folder = data.paths.gen_dir(stage, gen_id)
-    prefix = os.fspath(folder) + os.sep
-    return [(name, folder / name) for name in names if os.path.exists(prefix + name)]
+def _gens_files(data: SiteData, stage: str, gen_id: str, names: tuple[str, ...]) -> list[tuple[str, str]]:
+    prefix = data.paths.gen_dir_texts(stage, [gen_id])[0] + os.sep
+    return [(name, prefix + name) for name in names if os.path.exists(prefix + name)]
 
 
 ALL_FILES = ("prompt.txt", "raw.txt", "parsed.txt", "metadata.json")
