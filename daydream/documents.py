@@ -109,18 +109,27 @@ def write_document(rt: Runtime, stage: str, gen_id: str, log_path: str | None = 
         counted.source = _write_document(rt, stage, gen_id, job)
 
 
-def _written(rt: Runtime, member: Member, path, write, kept: str = "") -> None:
-    """Run `write` (one gens file); an OSError (a full disk, a read-only folder, a folder where
-    the file should be) becomes a DocumentError naming the document, the file and the fix."""
+def _written(rt: Runtime, member: Member, path, write, answer: ledger.Answer | None = None):
+    """Run `write` (one gens file) and return what it returns; an OSError (a full disk, a
+    read-only folder, a folder where the file should be) becomes a DocumentError naming the
+    document, the file and the fix (and, after a paid answer, where its reply is kept)."""
     try:
-        write()
+        return write()
     except OSError as error:
         if isinstance(error, IsADirectoryError) or path.is_dir():
             fix = f"{path} is a folder, not a file: remove it and run again"
         else:
             fix = (f"{error.strerror or error}: free space (or make {rt.paths.data_root} writable) and run "
                    "again")
-        raise DocumentError(f"{member.gen_id}: could not write {path}: {fix}{kept}") from error
+        raise DocumentError(f"{member.gen_id}: could not write {path}: {fix}{_kept(rt, member, answer)}") from error
+
+
+def _kept(rt: Runtime, member: Member, answer: ledger.Answer | None) -> str:
+    """Where the reply of a document whose file could not be written is kept (none for a copy)."""
+    if answer is None or answer.source == "copy":
+        return ""
+    return (f" (its reply is saved in {rt.paths.reply_path(member.stage, member.gen_id, answer.prompt.sha256)} "
+            "or a spill file named in the log, so the next run makes no call)")
 
 
 def _write_document(rt: Runtime, stage: str, gen_id: str, job: job_log.JobLog) -> str:
@@ -134,25 +143,24 @@ def _write_document(rt: Runtime, stage: str, gen_id: str, job: job_log.JobLog) -
     _written(rt, member, folder, lambda: store.clear_temp_files(folder))
     _written(rt, member, prompt_path, lambda: store.write_text_atomic(prompt_path, prompt.text))
     answer = _copy_answer(prompt) if template.generator == "copy" else ledger.answer(rt, member, prompt)
-    kept = "" if answer.source == "copy" else (
-        f" (its reply is saved in {paths.reply_path(stage, gen_id, answer.prompt.sha256)} or a spill file named "
-        "in the log, so the next run makes no call)")
     if answer.prompt.sha256 != prompt.sha256:
-        _written(rt, member, prompt_path, lambda: store.write_text_atomic(prompt_path, answer.prompt.text), kept)
+        _written(rt, member, prompt_path, lambda: store.write_text_atomic(prompt_path, answer.prompt.text), answer)
     done = answer.completion
-    _written(rt, member, raw_path, lambda: store.write_text_atomic(raw_path, done.text), kept)
+    _written(rt, member, raw_path, lambda: store.write_text_atomic(raw_path, done.text), answer)
     meta = metadata(rt, member, template, done, answer.prompt)
     metadata_path = folder / "metadata.json"
     try:
         parsed = parse_reply(rt, member, template, meta, done.text)
     except DocumentError:
-        _written(rt, member, metadata_path, lambda: store.write_metadata(paths, stage, gen_id, meta), kept)
+        _written(rt, member, metadata_path, lambda: store.write_metadata(paths, stage, gen_id, meta), answer)
         raise
     meta["parsed_sha256"] = sha256_text(parsed)  # parsed.txt is checked against it (daydream.integrity)
-    _written(rt, member, metadata_path, lambda: store.write_metadata(paths, stage, gen_id, meta), kept)
-    _written(rt, member, parsed_path, lambda: store.write_text_atomic(parsed_path, parsed), kept)
+    metadata_sha256 = _written(rt, member, metadata_path, lambda: store.write_metadata(paths, stage, gen_id, meta),
+                               answer)
+    _written(rt, member, parsed_path, lambda: store.write_text_atomic(parsed_path, parsed), answer)
     _record_checks(rt, member, files, prompt, meta, None if answer.source == "copy" else done.model,
-                   sha256_text(done.text))
+                   {"raw.txt": sha256_text(done.text), "parsed.txt": meta["parsed_sha256"],
+                    "metadata.json": metadata_sha256})
     job.line(f"{gen_id}: {answer.source} model={done.model or '-'} attempts={done.attempts} "
              f"finish={done.finish_reason} usage={done.usage} cost_usd={done.cost_usd} "
              f"parsed with {template.parser!r}: {len(parsed)} characters; saved {folder}")
@@ -160,16 +168,15 @@ def _write_document(rt: Runtime, stage: str, gen_id: str, job: job_log.JobLog) -
 
 
 def _record_checks(rt: Runtime, member: Member, files: PromptFiles, prompt: Prompt, meta: dict,
-                   paid_model: str | None, raw_sha256: str) -> None:
+                   paid_model: str | None, shas: dict[str, str]) -> None:
     """Keep what this job knows for the tail (`daydream.checks`): raw.txt is the saved reply it
-    wrote, metadata.json was made from that reply, parsed.txt is its parse, and the prompt of
-    today's sources is `prompt`. A record that cannot be written costs the tail a content check
-    of this document, nothing else."""
+    wrote, metadata.json was made from that reply, parsed.txt is its parse (`shas`: the SHA-256
+    of each file's bytes as this job wrote them, atomically), and the prompt of today's sources
+    is `prompt`. A record that cannot be written costs the tail a content check of this
+    document, nothing else."""
     key = checks.source_key(member.stage, member.template_id, [(c.concept_id, c.name) for c in files.concepts],
                             prompt.sources)
     try:
-        shas = {"raw.txt": raw_sha256, "parsed.txt": meta["parsed_sha256"],
-                "metadata.json": checks.file_sha256(str(rt.paths.metadata_path(member.stage, member.gen_id)))}
         made = checks.record(rt.paths, member.stage, member.gen_id, meta, change=None, paid_model=paid_model,
                              parsed_sha256=meta["parsed_sha256"], prompt_key=key, prompt_now=prompt.sha256, shas=shas)
         checks.append(rt.paths, [made])

@@ -35,6 +35,12 @@ def _real_path(path: str) -> Path:
     return Path(path).resolve()
 
 
+@functools.lru_cache(maxsize=256)
+def _gen_dir(gens_root: Path, stage: str, gen_id: str) -> Path:
+    """A document's folder: a document job asks for each of its files' paths, several times."""
+    return gens_root / stage / gen_id
+
+
 def schema_path(name: str) -> Path:
     """A JSON Schema of `config/schema/`, e.g. `schema_path("cohort")` (cohort.schema.yaml)."""
     return CONFIG_DIR / "schema" / f"{name}.schema.yaml"
@@ -50,7 +56,7 @@ class Paths:
         return cls(Path(data_root), Path(cohorts_dir) if cohorts_dir else DEFAULT_COHORTS_DIR)
 
     # experiment definitions (tracked) ------------------------------------------------------
-    @property
+    @functools.cached_property  # every document job asks, several times
     def raw_root(self) -> Path:
         return self.data_root / "1_raw"
 
@@ -157,7 +163,7 @@ class Paths:
         return self.data_root / "combo_mappings.csv"
 
     # the gens store -------------------------------------------------------------------------
-    @property
+    @functools.cached_property  # every document job asks, several times
     def gens_root(self) -> Path:
         return self.data_root / "gens"
 
@@ -165,7 +171,7 @@ class Paths:
         return self.gens_root / stage
 
     def gen_dir(self, stage: str, gen_id: str) -> Path:
-        return self.gens_root / stage / gen_id
+        return _gen_dir(self.gens_root, stage, gen_id)
 
     def gen_dir_texts(self, stage: str, gen_ids: Iterable[str], name: str = "") -> list[str]:
         """`gen_dir` of each gen_id as a string, or the file `name` in it (one of GEN_FILES or
@@ -213,8 +219,12 @@ class Paths:
         filesystem, most often), in a folder named by the data root. `ledger.saved_reply` looks
         there too and moves a reply it finds into the ledger."""
         name = f"{stage}__{gen_id}__{prompt_sha256[:16]}.json"
+        return tuple(folder / name for folder in self._spill_folders)
+
+    @functools.cached_property
+    def _spill_folders(self) -> tuple[Path, Path]:
         tag = hashlib.sha256(str(_real_path(str(self.data_root))).encode("utf-8")).hexdigest()[:12]
-        return (self.data_root / SPILL / name, Path(tempfile.gettempdir()) / f"daydream-spill-{tag}" / name)
+        return self.data_root / SPILL, Path(tempfile.gettempdir()) / f"daydream-spill-{tag}"
 
     @property
     def rehearsal_marker(self) -> Path:
@@ -231,7 +241,7 @@ class Paths:
         return self.gen_dir(stage, gen_id) / HISTORY / stamp
 
     # operational outputs --------------------------------------------------------------------
-    @property
+    @functools.cached_property  # every document job asks, several times
     def reporting_dir(self) -> Path:
         return self.data_root / "7_reporting"
 

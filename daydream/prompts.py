@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -175,7 +176,7 @@ def read_source(path: Path, what: str) -> str:
     not UTF-8. A parent's parsed text is the workflow's own output, read as it is (it may be
     empty, and its bytes are never altered); FileNotFoundError when it is missing."""
     if what == "parent":
-        data = Path(path).read_bytes()
+        data = _read_bytes(path)
         try:
             return data.decode("utf-8")
         except UnicodeDecodeError as error:
@@ -186,6 +187,19 @@ def read_source(path: Path, what: str) -> str:
         return definitions.read_text(path, what)
     except definitions.DefinitionError as error:
         raise PromptError(str(error)) from error
+
+
+def _read_bytes(path: Path) -> bytes:
+    """A file's bytes with the fewest system calls (open, read until empty, close): every child
+    document reads its parent's parsed.txt; errors as `Path.read_bytes` raises them."""
+    handle = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while chunk := os.read(handle, 1 << 16):
+            chunks.append(chunk)
+    finally:
+        os.close(handle)
+    return b"".join(chunks)
 
 
 def _concept_variables(concepts: Sequence[Concept], sources: dict[str, str]) -> list[dict]:

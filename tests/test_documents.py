@@ -125,3 +125,52 @@ def test_a_documents_input_is_the_parent_file_its_prompt_is_made_from(rt):
     for member in members:
         assert documents.parent_file(rt, member) == documents.prompt_files(rt, member).parent
     assert all(documents.parent_file(rt, m) is None for m in members if m.stage == "draft")
+
+
+class Killed(BaseException):
+    """A kill (not an Exception: nothing may catch it)."""
+
+
+# A draft job's atomic writes, in order: prompt.txt, its saved reply, raw.txt, metadata.json, parsed.txt.
+WRITES = ("prompt.txt", "reply", "raw.txt", "metadata.json", "parsed.txt")
+
+
+@pytest.mark.parametrize("killed_at", WRITES)
+def test_a_kill_at_each_write_leaves_whole_files_and_the_rerun_records_what_is_on_disk(rt, monkeypatch, killed_at):
+    """A kill as the job renames a file into place: its temp file stays (a killed process cleans
+    nothing up), every file in place is whole, the next run clears the temp file, pays for no
+    reply it saved, and its check record holds the SHA-256 of each file as it is on disk."""
+    import hashlib
+    import os
+
+    from daydream import checks
+
+    member = first_draft(rt)
+    folder = rt.paths.gen_dir(member.stage, member.gen_id)
+    renamed = []
+    real_replace = os.replace
+
+    def replace(source, target):
+        renamed.append(target)
+        if len(renamed) == WRITES.index(killed_at) + 1:
+            monkeypatch.setattr(os, "unlink", lambda path: (_ for _ in ()).throw(OSError("killed")))
+            raise Killed
+        return real_replace(source, target)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "replace", replace)
+        with pytest.raises(Killed):
+            documents.write_document(rt, member.stage, member.gen_id)
+        monkeypatch.undo()
+    assert [p.name for p in folder.rglob("*.tmp")], "the temp file of the write killed is left"
+    assert all(os.fspath(p).endswith(tuple(WRITES[:WRITES.index(killed_at)]) + (".json",)) or p.is_dir()
+               for p in folder.rglob("*") if not p.name.endswith(".tmp"))
+    store._new_token()  # the rerun is another process: the killed one's temp files are not live writes
+    documents.write_document(rt, member.stage, member.gen_id)
+    assert not list(folder.rglob("*.tmp"))
+    paid = [c for c in calls_made(rt) if c["outcome"] == "ok"]
+    assert len(paid) == 1  # a reply is paid once (a kill while it is saved spills it first: ledger.save_reply)
+    record = checks.load(rt.paths)[member.gen_id]
+    for name in checks.FILES:
+        assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == record["sha256"][name]
+    assert record["files"] == checks.file_keys(rt.paths, member.stage, member.gen_id, record["meta"]["prompt_sha256"])

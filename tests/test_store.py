@@ -89,6 +89,53 @@ def test_a_temp_file_this_process_is_writing_is_not_cleared(tmp_path):
     assert [p.name for p in (folder / ".replies").iterdir()] == [live.name]
 
 
+def test_a_folder_without_a_ledger_is_cleared_with_one_listing_and_a_missing_folder_with_none(tmp_path,
+                                                                                               monkeypatch):
+    folder = tmp_path / "gens" / "draft" / "d_x"
+    listed = []
+    real = os.scandir
+    monkeypatch.setattr(os, "scandir", lambda where: listed.append(os.fspath(where)) or real(where))
+    assert store.clear_temp_files(folder) == 0 and listed == [str(folder)]
+    folder.mkdir(parents=True)
+    (folder / ".raw.txt.1-dead-2.tmp").write_text("half")
+    assert store.clear_temp_files(folder) == 1 and listed == [str(folder)] * 2
+
+
+def _random_value(rng, depth=0):
+    """A JSON-like value: what records are made of, with the odd cases json.dumps has rules for."""
+    scalars = [lambda: rng.choice(["", "a", "é", "\u2028", "\ud800", "quote\"back\\slash\n\t\x00", "日本"]),
+               lambda: rng.randint(-2**70, 2**70), lambda: rng.choice([0, 1, -1, True, False, None]),
+               lambda: rng.choice([0.0, -0.0, 0.1, 1e300, -2.5e-308, 1e16, float("nan"), float("inf"),
+                                   float("-inf"), rng.random() * 10 ** rng.randint(-20, 20)])]
+    if depth > 3 or rng.random() < 0.5:
+        return rng.choice(scalars)()
+    if rng.random() < 0.5:
+        return [_random_value(rng, depth + 1) for _ in range(rng.randint(0, 4))]
+    return {rng.choice(["a", "b", "z", "A", "é", "", "long key", "\n"]) + str(rng.randint(0, 9)): _random_value(
+        rng, depth + 1) for _ in range(rng.randint(0, 5))}
+
+
+def test_json_text_is_byte_for_byte_json_dumps_with_indent_2_and_sorted_keys():
+    import random
+    from collections import OrderedDict
+    from enum import IntEnum
+
+    rng = random.Random(24)
+    values = [_random_value(rng) for _ in range(3000)]
+    values += [{}, [], (), {"t": (1, [2, ()])}, {"k": {}}, {"k": []}, OrderedDict(b=1, a=2), {1: "int key"},
+               {None: 1}, {2.5: 2, 1.0: 3}, {"x": IntEnum("E", "A").A}, {"n": 10 ** 100}]
+    for value in values:
+        assert store.json_text(value) == json.dumps(value, indent=2, sort_keys=True) + "\n"
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        store.json_text({"x": object()})
+    with pytest.raises(TypeError):
+        store.json_text({1: 1, "a": 2})  # json.dumps cannot sort mixed keys either
+    cycle: list = []
+    cycle.append(cycle)
+    with pytest.raises(ValueError, match="Circular reference"):
+        store.json_text(cycle)
+
+
 # -- the original pipeline's gens store, read as it is ------------------------------------------
 def original_document(paths, stage, gen_id, main=None, raw=None, parsed=None, prompt=None):
     folder = paths.gen_dir(stage, gen_id)
