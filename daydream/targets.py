@@ -67,8 +67,8 @@ def plan_inputs(rt: Runtime) -> list[str]:
 
 def cohort_documents(rt: Runtime, cohort_id: str) -> list[str]:
     """Every gens-store file of every member of a cohort."""
-    return [str(rt.paths.gen_dir(m.stage, m.gen_id) / name)
-            for m in rt.membership.members(cohort_id) for name in GEN_FILES]
+    text = rt.paths.gen_file_text
+    return [text(m.stage, m.gen_id, name) for m in rt.membership.members(cohort_id) for name in GEN_FILES]
 
 
 def cohort_outputs(rt: Runtime, cohort_id: str) -> list[str]:
@@ -81,7 +81,7 @@ def cohort_outputs(rt: Runtime, cohort_id: str) -> list[str]:
     report_files += site_outputs(rt, cohort_id)
     if not gate.blocked:
         return cohort_documents(rt, cohort_id) + report_files + list(gate.rounds)
-    files = [str(rt.paths.gen_dir(m.stage, m.gen_id) / name) for m in rt.membership.members(cohort_id)
+    files = [rt.paths.gen_file_text(m.stage, m.gen_id, name) for m in rt.membership.members(cohort_id)
              if m.gen_id not in gate.blocked for name in GEN_FILES]
     waiting = any(m.gen_id in gate.blocked for m in rt.membership.members(cohort_id))
     return files + ([] if waiting else report_files) + list(gate.rounds)
