@@ -218,7 +218,11 @@ class Variant:
     def command(self, root: Path, shape: Shape, flags: list[str], *extra: str) -> list[str]:
         base = [sys.executable, "-m", "snakemake", "--workflow-profile", "none", *flags, *extra]
         if self.name == "daydream":
-            return [*base, "-s", str(REPO / "Snakefile"), "--config", f"data_root={root / 'data'}",
+            # The data root relative to the run's folder (`root`, the working directory), as the
+            # bare Snakefile's gens/ is and as config.yaml's `data_root: data` is: Snakemake's cost of
+            # each of the ~100,000 input and output paths it plans at 10k grows with its length
+            # (e.g. `PrefixLookup._common_prefix`, a Python loop over the characters).
+            return [*base, "-s", str(REPO / "Snakefile"), "--config", "data_root=data",
                     f"cohorts_dir={root / 'cohorts'}", "cohorts=bench", "offline=true"]
         jobs = 2 if self.name == "bare2" else 1
         return [*base, "-s", str(BARE), "--config", f"drafts={shape.drafts}",
@@ -226,10 +230,11 @@ class Variant:
                 f"evaluations_per_essay={shape.evaluations_per_essay}", f"jobs_per_document={jobs}"]
 
     def membership(self, root: Path) -> Path:
-        """The membership file the checkpoint writes (a file target, not a rule name)."""
+        """The membership file the checkpoint writes (a file target, not a rule name), relative to
+        the run's working folder (`root`) as the rule's output is."""
         if self.name == "daydream":
-            return root / "data" / "cohorts" / "bench" / "membership.csv"
-        return Path("cohorts") / "bench" / "membership.csv"  # relative to the bare run's working folder
+            return Path("data") / "cohorts" / "bench" / "membership.csv"
+        return Path("cohorts") / "bench" / "membership.csv"
 
     def gens(self, root: Path) -> Path:
         return root / "data" / "gens" if self.name == "daydream" else root / "gens"

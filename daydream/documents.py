@@ -47,12 +47,13 @@ def prompt_files(rt: Runtime, member: Member) -> PromptFiles:
     return PromptFiles(member.stage, template_path, parent=rt.paths.parsed_path(stage.parent, member.parent_gen_id))
 
 
-def parent_file(rt: Runtime, member: Member):
+def parent_file(rt: Runtime, member: Member) -> str | None:
     """The parent's parsed.txt a document's prompt is made from, None for the root stage: the
     one file its job waits for (`prompt_files` is the same path, with the template and concept
-    files checked; the job itself checks them)."""
+    files checked; the job itself checks them). A string, joined without Path objects:
+    Snakemake asks it once per document job."""
     stage = stages.get(member.stage)
-    return None if stage.is_root else rt.paths.parsed_path(stage.parent, member.parent_gen_id)
+    return None if stage.is_root else rt.paths.gen_file_text(stage.parent, member.parent_gen_id, "parsed.txt")
 
 
 def _inside_raw(rt: Runtime, member: Member, path) -> None:

@@ -79,6 +79,16 @@ class MembershipIndex:
                 f"{gen_id} is in no active cohort's membership ({', '.join(self.cohort_ids)}); "
                 "add its cohort to `cohorts` in the config") from None
 
+    def lineage(self, gen_id: str) -> Member:
+        """`member` without its check of the files when the loaded index holds `gen_id`, for
+        what a gen_id fixes by itself: its stage and parent (both enter its hash,
+        `daydream.ids.document_id`), which no rewrite of a membership can change. Snakemake asks
+        this once per document job (its input: the parent's parsed.txt), where `member` costs
+        two `stat`s each time. Read nothing else of it (its cohort, say): use `member`.
+        Unknown here: as `member` (reloads when a file changed, else UnknownGenerationError)."""
+        found = self._members.get(gen_id)
+        return found if found is not None else self.member(gen_id)
+
     def members(self, cohort_id: str, stage: str | None = None) -> list[Member]:
         self._refresh()
         rows = self._by_cohort.get(cohort_id, [])

@@ -41,6 +41,12 @@ def _gen_dir(gens_root: Path, stage: str, gen_id: str) -> Path:
     return gens_root / stage / gen_id
 
 
+@functools.lru_cache(maxsize=64)
+def _stage_text(paths: Paths, stage: str) -> str:
+    """`str(paths.stage_dir(stage)) + os.sep`, once per process, data root and stage."""
+    return str(paths.stage_dir(stage)) + os.sep
+
+
 def schema_path(name: str) -> Path:
     """A JSON Schema of `config/schema/`, e.g. `schema_path("cohort")` (cohort.schema.yaml)."""
     return CONFIG_DIR / "schema" / f"{name}.schema.yaml"
@@ -182,6 +188,12 @@ class Paths:
                              f"{', '.join(GEN_FILES + ORIGINAL_METADATA_FILES)}")
         base, tail = str(self.stage_dir(stage)) + os.sep, os.sep + name if name else ""
         return [base + str(gen_id) + tail for gen_id in gen_ids]
+
+    def gen_file_text(self, stage: str, gen_id: str, name: str) -> str:
+        """`str(gen_dir(stage, gen_id) / name)` by joining strings (no Path object): for what
+        Snakemake asks once per job, such as a document job's parent's parsed.txt. `name` is a
+        file of a document (GEN_FILES), as `gen_dir_texts` takes it."""
+        return _stage_text(self, stage) + gen_id + os.sep + name
 
     def prompt_path(self, stage: str, gen_id: str) -> Path:
         return self.gen_dir(stage, gen_id) / "prompt.txt"

@@ -191,8 +191,8 @@ def document_inputs(rt: Runtime, stage: str, gen_id: str) -> dict[str, object]:
     provider batch round). Its template and concept texts are no inputs: no rule makes them,
     the checkpoint has checked them, and an edit must never remake a paid document (the stale
     report lists it); as inputs they would only cost each job their file checks."""
-    parent = documents.parent_file(rt, rt.membership.member(gen_id))
-    inputs: dict[str, object] = {"parent": str(parent)} if parent is not None else {}
+    parent = documents.parent_file(rt, rt.membership.lineage(gen_id))
+    inputs: dict[str, object] = {"parent": parent} if parent is not None else {}
     batch_id = batches.batch_of(rt, stage, gen_id)
     if batch_id:
         inputs["replies"] = str(rt.paths.reply_batch_path(stage, batch_id))
@@ -230,13 +230,19 @@ def stale_shard_inputs(rt: Runtime, shard: str) -> list[str]:
     (Snakemake's cost of preparing and finishing a job) grows as N^2."""
     files: set[str] = {str(p) for p in rt.paths.template_files()}
     files.update(str(rt.paths.membership_csv(c)) for c in rt.cohort_ids)
+    # Besides the parent, what `prompt_files` finds (the concept files) and checks (the template
+    # and concept paths) depends on the stage and template, and for the root stage the combo:
+    # asked once per such key, not once per document.
+    concepts: dict[tuple[str, str, str], list[str]] = {}
     for member in stale.shard_members(rt, shard):
-        folder = str(rt.paths.gen_dir(member.stage, member.gen_id)) + os.sep
-        files.update(folder + name for name in GEN_FILES)
-        sources = documents.prompt_files(rt, member).as_inputs()
-        files.update(sources.get("concepts", []))
-        if "parent" in sources:
-            files.add(sources["parent"])
+        files.update(rt.paths.gen_file_text(member.stage, member.gen_id, name) for name in GEN_FILES)
+        key = (member.stage, member.template_id, member.combo_id if stages.get(member.stage).is_root else "")
+        if key not in concepts:
+            concepts[key] = documents.prompt_files(rt, member).as_inputs().get("concepts", [])
+        files.update(concepts[key])
+        parent = documents.parent_file(rt, member)
+        if parent is not None:
+            files.add(parent)
     return sorted(files)
 
 

@@ -58,3 +58,17 @@ def test_the_index_reloads_a_rewritten_membership_and_names_an_unknown_gen_id(tm
     assert index.member("v_0002").parent_gen_id == "e_0000"
     with pytest.raises(UnknownGenerationError, match="v_0009 is in no active cohort's membership"):
         index.member("v_0009")
+
+
+def test_lineage_reads_the_loaded_index_and_loads_or_refuses_a_gen_id_it_does_not_hold(tmp_path):
+    paths = Paths.from_str(tmp_path / "data", tmp_path / "cohorts")
+    write_membership(paths, "bench", evaluations(2))
+    index = MembershipIndex(paths, ["bench"])
+    assert index.lineage("v_0001") == index.member("v_0001")  # loads on first use, as `member` does
+
+    write_membership(paths, "bench", evaluations(6))
+    stamp = paths.membership_csv("bench").stat().st_mtime_ns + 1_000_000
+    os.utime(paths.membership_csv("bench"), ns=(stamp, stamp))
+    assert index.lineage("v_0005").parent_gen_id == "e_0001"  # not held: the rewritten file is read
+    with pytest.raises(UnknownGenerationError, match="v_0009 is in no active cohort's membership"):
+        index.lineage("v_0009")

@@ -42,3 +42,11 @@ def test_a_1_raw_that_is_itself_a_symlink_holds_its_files(tmp_path):
     paths = Paths(tmp_path / "data")
     assert paths.inside_raw(tmp_path / "data" / "1_raw" / "templates" / "x.txt")
     assert not paths.inside_raw(tmp_path / "kept" / ".." / "data" / "x.txt")
+
+
+@pytest.mark.parametrize("data_root", ["data", "./data", "/tmp/x/data/", "../store"])
+def test_a_gen_file_as_text_is_the_path_gen_dir_makes(data_root):
+    paths = Paths.from_str(data_root)
+    for stage, gen_id in (("draft", "d_1"), ("essay", "e_2x3"), ("evaluation", "v_4")):
+        for name in ("prompt.txt", "raw.txt", "parsed.txt", "metadata.json"):
+            assert paths.gen_file_text(stage, gen_id, name) == str(paths.gen_dir(stage, gen_id) / name)
