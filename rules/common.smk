@@ -22,7 +22,7 @@ from daydream import (
 from daydream.batch import commands as batch_commands
 from daydream.batch import gate as batch_gate
 from daydream.batch import rounds as batch_rounds
-from daydream.runtime import Runtime
+from daydream.runtime import Runtime, leave_heap
 
 # Terminal output (daydream's log lines included) is the logger plugin's, `logger: [daydream]`
 # in the profile (daydream.terminal); parsing builds the Runtime, and adds one filter below.
@@ -135,10 +135,11 @@ def run_documents():
 
 def run_finished(ok):
     """`onsuccess:` / `onerror:`: the call engine stops (its calls in flight saved), then the
-    run's summary."""
+    run's summary; last, the heap is left to the exit (daydream.runtime.leave_heap)."""
     engine.finish(RT)
     targets.clear_documents_due(PATHS)
     progress.finish(RT, ok)
+    leave_heap()
 
 
 def get_batch_round_inputs(wildcards):

@@ -39,6 +39,18 @@ def test_settle_heap_collects_garbage_then_freezes_what_is_alive(unfrozen):
     assert kept.other is None
 
 
+def test_leave_heap_freezes_without_collecting_so_the_exit_frees_no_cycle(unfrozen):
+    garbage, partner = Node(), Node()
+    garbage.other, partner.other = partner, garbage  # a cycle only the collector can free
+    gone = weakref.ref(garbage)
+    del garbage, partner
+    frozen = runtime.leave_heap()
+    assert 0 < gc.get_freeze_count() <= frozen
+    gc.collect()  # as the interpreter's exit collects: the frozen cycle is out of its reach
+    assert gone() is not None
+    assert not any(obj is gone() for obj in gc.get_objects())
+
+
 def test_a_runtime_whose_process_settled_settles_again_at_its_first_document_only(rt, monkeypatch):
     settled = []
     monkeypatch.setattr(runtime, "settle_heap", lambda: settled.append(True) or 0)
