@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import jinja2
 
-from daydream import definitions, stages
+from daydream import definitions, stages, store
 from daydream.errors import UserError
 
 _ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
@@ -176,7 +175,7 @@ def read_source(path: Path, what: str) -> str:
     not UTF-8. A parent's parsed text is the workflow's own output, read as it is (it may be
     empty, and its bytes are never altered); FileNotFoundError when it is missing."""
     if what == "parent":
-        data = _read_bytes(path)
+        data = store.read_bytes(path)
         try:
             return data.decode("utf-8")
         except UnicodeDecodeError as error:
@@ -187,19 +186,6 @@ def read_source(path: Path, what: str) -> str:
         return definitions.read_text(path, what)
     except definitions.DefinitionError as error:
         raise PromptError(str(error)) from error
-
-
-def _read_bytes(path: Path) -> bytes:
-    """A file's bytes with the fewest system calls (open, read until empty, close): every child
-    document reads its parent's parsed.txt; errors as `Path.read_bytes` raises them."""
-    handle = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        chunks = []
-        while chunk := os.read(handle, 1 << 16):
-            chunks.append(chunk)
-    finally:
-        os.close(handle)
-    return b"".join(chunks)
 
 
 def _concept_variables(concepts: Sequence[Concept], sources: dict[str, str]) -> list[dict]:

@@ -62,6 +62,20 @@ _new_token()
 os.register_at_fork(after_in_child=_new_token)
 
 
+def read_bytes(path: Path | str) -> bytes:
+    """A file's bytes with the fewest system calls (open, read until empty, close), for the
+    small files read once per document (a parent's parsed.txt, a report's scores and texts);
+    errors as `Path.read_bytes` raises them."""
+    handle = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while chunk := os.read(handle, 1 << 16):
+            chunks.append(chunk)
+    finally:
+        os.close(handle)
+    return b"".join(chunks)
+
+
 def write_bytes_atomic(path: Path, data: bytes, *, fsync: bool = False) -> None:
     """Write `data` to `path` through a temp file in the same folder and an atomic rename.
 

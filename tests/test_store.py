@@ -195,3 +195,18 @@ def test_a_broken_metadata_file_is_an_error_naming_it(tmp_path):
     (folder / "raw_metadata.json").write_text("{nope", encoding="utf-8")
     with pytest.raises(ValueError, match="raw_metadata.json is not valid JSON"):
         store.read_document_metadata(paths, "draft", "d_1")
+
+
+def test_read_bytes_returns_every_byte_and_raises_as_path_read_bytes(tmp_path):
+    big = tmp_path / "big.bin"
+    data = bytes(range(256)) * 1000  # more than one 64 KiB read
+    big.write_bytes(data)
+    assert store.read_bytes(big) == data
+    assert store.read_bytes(str(big)) == data
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    assert store.read_bytes(empty) == b""
+    with pytest.raises(FileNotFoundError):
+        store.read_bytes(tmp_path / "missing.txt")
+    with pytest.raises(IsADirectoryError):
+        store.read_bytes(tmp_path)
