@@ -143,8 +143,8 @@ def document_targets(rt: Runtime, cohort_ids: list[str]) -> list[str]:
 
 
 def gen_files(rt: Runtime, member: Member) -> list[str]:
-    folder = str(rt.paths.gen_dir(member.stage, member.gen_id)) + os.sep
-    return [folder + name for name in GEN_FILES]
+    """A member's four gens files, as the paths Snakemake knows them by."""
+    return [rt.paths.gen_file_text(member.stage, member.gen_id, name) for name in GEN_FILES]
 
 
 def write_documents_due(path: str, files: list[str], log_path: str | None = None) -> None:
@@ -235,7 +235,7 @@ def stale_shard_inputs(rt: Runtime, shard: str) -> list[str]:
     # asked once per such key, not once per document.
     concepts: dict[tuple[str, str, str], list[str]] = {}
     for member in stale.shard_members(rt, shard):
-        files.update(rt.paths.gen_file_text(member.stage, member.gen_id, name) for name in GEN_FILES)
+        files.update(gen_files(rt, member))
         key = (member.stage, member.template_id, member.combo_id if stages.get(member.stage).is_root else "")
         if key not in concepts:
             concepts[key] = documents.prompt_files(rt, member).as_inputs().get("concepts", [])
