@@ -12,7 +12,7 @@ within each repetition. `--checkout DIR` adds daydream from another checkout (e.
 worktree` of an earlier commit) on the same stores: a before figure in the same run. Numbers
 only: nothing is asserted.
 
-Usage: python bench/bench_plan.py [--docs 10000] [--reps 3] [--checkout DIR] [--keep DIR]
+Usage: python bench/bench_plan.py [--docs 10000] [--reps 3] [--checkout DIR] [--keep DIR [--reuse]]
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3, help="interleaved repetitions of each run")
     parser.add_argument("--checkout", type=Path, help="also daydream from this checkout (a before figure)")
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it")
+    parser.add_argument("--reuse", action="store_true", help="with --keep: use the stores already made there")
     args = parser.parse_args()
     shape = bt.choose_shape(args.docs)
     flags = bt.profile_flags(REPO / "profiles" / "default")
@@ -63,6 +64,9 @@ def main() -> None:
     for kind in ("bare1", "daydream"):  # the stores, untimed; a checkout's daydream shares daydream's
         for purpose in ("full", "plan"):
             root = workdir / f"{purpose}-{kind}"
+            if args.reuse and args.keep and root.is_dir():
+                print(f"   {kind} {purpose} store: reused ({root})", flush=True)
+                continue
             shutil.rmtree(root, ignore_errors=True)
             bt.VARIANTS[kind].prepare(root, shape)
             extra = () if purpose == "full" else (str(bt.VARIANTS[kind].membership(root)),)

@@ -4,7 +4,7 @@
 - `final_targets`: the reports of every active cohort, and their documents through
   `document_targets`: the stale report and its shards, each of which takes its documents' gens
   files as inputs, and for a group of documents with a missing file whose shard is made, a
-  `documents_due` file taking that group's missing files. Snakemake never remakes a missing
+  `documents_due` file taking a missing file of each such document. Snakemake never remakes a missing
   intermediate file whose consumers are up to date, so a missing file must be asked for by a job
   that runs; listing every gens file in `all` did that, at a cost of O(N^2) (`Job.prepare` walks
   the job's N dependencies for each of its 4N inputs).
@@ -107,12 +107,12 @@ def document_targets(rt: Runtime, cohort_ids: list[str]) -> list[str]:
     older than one of them runs, and asks for its documents' missing files. A shard that is made
     and up to date asks for nothing, so for each such shard with a missing file (deleted,
     archived by scripts/regenerate.py, never made) a `documents_due` file
-    (`Paths.documents_due`, rule `documents_due`, removed when the run ends) takes the missing
-    files as inputs. Otherwise
+    (`Paths.documents_due`, rule `documents_due`, removed when the run ends) takes a missing
+    file of each such document as inputs (`first_missing`). Otherwise
     (a membership to rebuild first, documents held for a batch) the stale report is not asked
     for, and the documents of each group (`stale.group`) with missing files get a
     `documents_due` file. Each is about sqrt(N) documents: the default target has about sqrt(N)
-    inputs, each due file at most 4 sqrt(N). Costs a stat of each file of the targeted documents
+    inputs, each due file at most sqrt(N). Costs a stat of each file of the targeted documents
     of a made shard."""
     gate = batch_gate.gate(rt)
     everything = list(cohort_ids) == list(rt.cohort_ids) and not gate.blocked
@@ -133,13 +133,23 @@ def document_targets(rt: Runtime, cohort_ids: list[str]) -> list[str]:
     for name, members in groups.items():
         if everything and not exists(rt.paths.stale_shard(name)):
             continue  # the shard is made in this run, after its documents
-        missing = [file for m in members for file in gen_files(rt, m) if not exists(file)]
+        missing = [file for m in members if (file := first_missing(rt, m)) is not None]
         if missing:  # named by this run too: a file of an earlier run never stands in for this one's
             key = hashlib.sha256("\n".join([rt.run.batches.run_id, *missing]).encode("utf-8")).hexdigest()[:12]
             with _DUE_LOCK:
                 _DUE[(name, key)] = missing
             files.append(str(rt.paths.documents_due(name, key)))
     return files
+
+
+def first_missing(rt: Runtime, member: Member) -> str | None:
+    """A member's first missing gens file, None when all four are there. One is enough to ask
+    for: the document's one job makes all four, so a `documents_due` file lists one file per
+    document (where every file is missing, a fourth of the inputs Snakemake would handle)."""
+    for file in gen_files(rt, member):
+        if not os.path.exists(file):
+            return file
+    return None
 
 
 def gen_files(rt: Runtime, member: Member) -> list[str]:

@@ -22,7 +22,7 @@ from daydream import (
 from daydream.batch import commands as batch_commands
 from daydream.batch import gate as batch_gate
 from daydream.batch import rounds as batch_rounds
-from daydream.runtime import Runtime, leave_heap
+from daydream.runtime import Runtime, hold_full_collections, leave_heap
 
 # Terminal output (daydream's log lines included) is the logger plugin's, `logger: [daydream]`
 # in the profile (daydream.terminal); parsing builds the Runtime, and adds one filter below.
@@ -37,7 +37,12 @@ PATHS = RT.paths
 progress.watch_nothing_to_do(RT, lambda: workflow.dryrun)
 # What is alive now (Snakemake, daydream's modules, the Runtime) lives until the process ends:
 # the garbage collector's full collections stop scanning it (daydream.runtime.settle_heap).
+# In this process (not a cluster job's), none runs while Snakemake builds the DAG, which lives
+# until the end too: `onstart` or the first document job settles the heap again and ends the hold
+# (a dry run or a rerun with nothing to do ends first; daydream.runtime.hold_full_collections).
 RT.settle_heap()
+if workflow.is_main_process:
+    hold_full_collections()
 
 
 wildcard_constraints:
@@ -111,7 +116,7 @@ def run_started():
     the budget check before the first call, then the progress line, then the call engine
     (daydream.engine), given the documents of this run's DAG. A run whose only target is
     `plan` is never refused."""
-    RT.settle_heap()  # the DAG built so far: its jobs live until the run ends
+    RT.settle_heap()  # the DAG built so far lives until the run ends; ends the hold
     batch_rounds.watch_interrupts()
     budget.check_before_run(RT, workflow.dag_settings.targets)
     progress.start(RT, workflow.dag_settings.targets)

@@ -243,7 +243,8 @@ def test_the_gate_holds_back_batched_documents_and_the_reports_and_targets_one_r
     asked = [f for path in due for f in targets.documents_due_inputs(
         runtime, *path.rsplit("/", 1)[1].removesuffix(".txt").rsplit("-", 1))]
     others = [m for m in runtime.membership.members("tiny") if m.gen_id not in batched]
-    assert sorted(asked) == sorted(f for m in others for f in targets.gen_files(runtime, m))
+    # one file of each (none is made yet): a document's one job makes all four
+    assert sorted(asked) == sorted(targets.gen_files(runtime, m)[0] for m in others)
 
 
 def test_with_resubmit_direct_a_failed_request_is_let_through_to_a_direct_call_and_a_final_error_is_not(

@@ -60,3 +60,34 @@ def test_a_runtime_whose_process_settled_settles_again_at_its_first_document_onl
     rt.settle_heap_once()
     rt.settle_heap_once()
     assert settled == [True, True]
+
+
+@pytest.fixture
+def thresholds():
+    """The collector's thresholds as they were, restored after the test (and no hold left)."""
+    before = gc.get_threshold()
+    yield before
+    runtime._held.clear()
+    gc.set_threshold(*before)
+
+
+def test_full_collections_are_held_until_the_heap_is_settled_young_ones_never(thresholds, unfrozen):
+    young, middle, full = thresholds
+    runtime.hold_full_collections()  # common.smk, at parse
+    assert gc.get_threshold() == (young, middle, runtime.HELD_THRESHOLD)
+    runtime.hold_full_collections()  # held twice: the first threshold is still the one restored
+    runtime.settle_heap()  # onstart, or the first document job
+    assert gc.get_threshold() == (young, middle, full)
+    runtime.settle_heap()  # the first document job after onstart: nothing more to restore
+    assert gc.get_threshold() == (young, middle, full)
+
+
+def test_a_held_collector_still_frees_a_short_lived_cycle(thresholds, unfrozen):
+    runtime.hold_full_collections()
+    garbage, partner = Node(), Node()
+    garbage.other, partner.other = partner, garbage
+    gone = weakref.ref(garbage)
+    del garbage, partner
+    made = [[] for _ in range(100_000)]  # enough allocations for the young generations' own collections
+    assert gone() is None  # freed without a full collection: the collector is not disabled
+    assert len(made) == 100_000

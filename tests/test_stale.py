@@ -137,6 +137,13 @@ def test_the_default_target_asks_for_documents_through_the_shards_and_for_a_made
     asked = [targets.documents_due_inputs(made, *path.rsplit("/", 1)[1].removesuffix(".txt").rsplit("-", 1))
              for path in due]
     assert asked == [[str(p) for p in deleted[:3]], [str(deleted[3])]]
+    # a second file of a document with one missing: the same stand-in, asking for one file of it (its one
+    # job makes all four)
+    (made.paths.gen_dir(first[0].stage, first[0].gen_id) / GEN_FILES[3]).unlink()
+    assert targets.document_targets(made, ["tiny"])[len(fresh):] == due
+    assert targets.first_missing(made, first[0]) == str(deleted[0])
+    untouched = next(m for shard in shards for m in shard if m not in [*first[:3], second[0]])
+    assert targets.first_missing(made, untouched) is None
     # a shard not made yet asks for its own documents' files when it runs (prompt.txt too)
     made.paths.stale_shard(names[shards.index(second)]).unlink()
     assert len(targets.document_targets(made, ["tiny"])) == len(fresh) + 1
