@@ -1,5 +1,10 @@
 """The report registry: one entry per report file, each builder importable, outputs unique."""
 
+import logging
+import re
+import subprocess
+import sys
+
 from daydream import reports
 from daydream.paths import REPO_ROOT
 
@@ -24,3 +29,27 @@ def test_the_cohort_reports_are_the_tables_then_the_figures():
     names = [r.name for r in reports.cohort_reports()]
     assert names[0] == reports.AGGREGATED and names[-1] == "summary/top_essays.html"
     assert reports.get("summary/final_results.csv").kind == "table"
+
+
+def test_a_run_with_report_jobs_imports_their_libraries_ahead_and_only_such_a_run():
+    code = ("import sys\nfrom daydream import reports\n"
+            "assert reports.import_ahead({'gen_document', 'stale_shard'}) is None\n"
+            "assert not any(name in sys.modules for name in reports.AHEAD)\n"
+            "thread = reports.import_ahead({'gen_document', 'cohort_reports'})\nthread.join()\n"
+            "print(sorted(name for name in reports.AHEAD if name in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[0] == str(sorted(reports.AHEAD))
+
+
+def test_the_rules_that_import_ahead_are_the_workflows_report_rules():
+    rules = {m for f in (REPO_ROOT / "rules").glob("*.smk")
+             for m in re.findall(r"^rule (\w+):", f.read_text(encoding="utf-8"), re.M)}
+    assert reports.REPORT_RULES <= rules
+
+
+def test_an_import_ahead_that_fails_is_logged(monkeypatch, caplog):
+    monkeypatch.setattr(reports, "AHEAD", ("daydream_no_such_module",))
+    with caplog.at_level(logging.WARNING, logger="daydream.reports"):
+        reports.import_ahead({"cohort_site"}).join()
+    assert "importing daydream_no_such_module ahead of the reports failed" in caplog.text

@@ -147,6 +147,12 @@ class SiteData:
     def _descriptions(self) -> dict[tuple[str, str], str]:
         return {}
 
+    @cached_property
+    def table_cells(self) -> dict[str, tuple[pd.DataFrame, list[list[dict]], int]]:
+        """A report table's path -> (the table, its first rows as page cells, how many rows were
+        asked): filled by `pages.table`, so the folder and the bundle read each table once."""
+        return {}
+
     def description(self, level: str, concept_id: str) -> str:
         """A concept's description at a level ("" when the file is gone), each file read once."""
         key = (level, concept_id)

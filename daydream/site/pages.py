@@ -348,12 +348,19 @@ def judge_names(data: SiteData) -> set[str]:
 
 
 def table(data: SiteData, entry: dict, max_rows: int) -> dict:
-    frame = read_table(entry["path"])
+    """A report table's page variables, its first `max_rows` rows as cells. The file is read and
+    its cells made once for the folder and the bundle (which shows fewer rows)."""
+    key = str(entry["path"])
+    found = data.table_cells.get(key)
+    if found is None or found[2] < max_rows:
+        frame = read_table(entry["path"])
+        found = data.table_cells[key] = (frame, [[cell(v) for v in row] for row in
+                                                 frame.head(max_rows).itertuples(index=False)], max_rows)
+    frame, cells, _ = found
     judges = judge_names(data)
-    shown = frame.head(max_rows)
-    body = [[cell(v) for v in row] for row in shown.itertuples(index=False)]
+    body = cells[:max_rows]
     columns = [{"name": c, "about": describe_column(entry["name"], c, judges)} for c in frame.columns]
-    return {**entry, "rows": len(frame), "shown": len(shown), "cut": len(frame) > len(shown), "columns": columns,
+    return {**entry, "rows": len(frame), "shown": len(body), "cut": len(frame) > len(body), "columns": columns,
             "body": body}
 
 
