@@ -53,3 +53,19 @@ def test_an_import_ahead_that_fails_is_logged(monkeypatch, caplog):
     with caplog.at_level(logging.WARNING, logger="daydream.reports"):
         reports.import_ahead({"cohort_site"}).join()
     assert "importing daydream_no_such_module ahead of the reports failed" in caplog.text
+
+
+def test_the_import_ahead_waits_for_report_jobs_and_asks_again_only_when_a_membership_changed(monkeypatch):
+    started, asked = [], []
+    monkeypatch.setattr(reports, "import_ahead", lambda rules: started.append(set(rules)) or "thread"
+                        if "cohort_reports" in rules else None)
+    rules_now = [{"cohort_membership"}]
+    signature = ["before the checkpoint"]
+    ahead = reports.ImportAhead(lambda: signature[0], lambda: asked.append(1) or rules_now[0])
+    ahead.check()  # onstart: only the checkpoint is due
+    ahead.document_started("draft")
+    assert (started, len(asked), ahead.thread) == ([], 1, None)
+    signature[0], rules_now[0] = "after the checkpoint", {"gen_document", "cohort_reports"}
+    ahead.document_started("draft")
+    ahead.document_started("essay")
+    assert (len(started), len(asked), ahead.thread) == (1, 2, "thread")
