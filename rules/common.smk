@@ -114,8 +114,9 @@ def get_plan_inputs(wildcards):
 def run_started():
     """`onstart:` (real runs, once the DAG is built): a Ctrl-C also stops waiting batch rounds,
     the budget check before the first call, then the progress line, then the call engine
-    (daydream.engine), given the documents of this run's DAG. A run whose only target is
-    `plan` is never refused."""
+    (daydream.engine), given the documents of this run's DAG; once the DAG holds report jobs,
+    their libraries are imported in a thread (daydream.reports.ImportAhead). A run whose only
+    target is `plan` is never refused."""
     RT.settle_heap()  # the DAG built so far lives until the run ends; ends the hold
     batch_rounds.watch_interrupts()
     budget.check_before_run(RT, workflow.dag_settings.targets)
@@ -125,6 +126,17 @@ def run_started():
         run_documents,
         jobs_in_threads=workflow.local_exec and workflow.execution_settings.use_threads,
     )
+    ahead = reports.ImportAhead(RT.membership.signature, run_rules)
+    ahead.check()
+    RT.run.observe(ahead)
+
+
+def run_rules():
+    """The names of the rules of the jobs this run needs (daydream.reports.ImportAhead; the
+    set copied at once, as in run_documents)."""
+    return {
+        job.rule.name for job in list(workflow.dag.needrun_jobs(exclude_finished=False))
+    }
 
 
 def run_documents():

@@ -9,20 +9,24 @@ from __future__ import annotations
 import html
 import json
 import math
+import os
 import re
 import shutil
 from pathlib import Path
 
+import jinja2
+import markupsafe
 import pandas as pd
 import pytest
 
-from daydream import reports
+from daydream import reports, site
 from daydream.experiment import load_experiment
 from daydream.paths import Paths
 from daydream.reports.io import read_aggregated, read_table
 from daydream.reports.scores import scales_from_templates, task_scores
 from daydream.site import build_site, pages
 from daydream.site.compare import ALL_JUDGES, paired_comparisons
+from daydream.site.data import row_dicts
 from tests.conftest import (
     TINY_COHORT,
     chromium,
@@ -238,6 +242,57 @@ def test_numbers_are_formatted_for_reading():
     assert (pages.points(7.0), pages.points(6.5), pages.points(math.nan)) == ("7", "6.50", "")
     assert (pages.share(0.6666), pages.money(None), pages.money(0.5)) == ("0.667", "unknown", "$0.5000")
     assert (pages.mean_points(5.0), pages.mean_points(16 / 3), pages.raw(math.nan)) == ("5.00", "5.33", "")
+
+
+
+def test_an_output_is_escaped_byte_for_byte_as_markupsafe_escapes_it():
+    values = ["", "plain text", "a & b < c > d 'e' \"f\"", "&amp; already", "<script>x</script>" * 50,
+              "é ü 日本 \u2028", markupsafe.Markup("<b>kept</b>"), 7, 6.5, None, True]
+    for value in values:
+        assert str(site.escape_output(value)) == str(markupsafe.escape(value)), value
+
+
+def test_the_site_templates_render_as_plain_jinja_renders_them():
+    """The site's environment (its code generator and dict lookups) writes the same bytes as
+    Jinja's own with the same settings, special characters, includes and `|safe` included."""
+    plain = jinja2.Environment(loader=jinja2.PackageLoader("daydream.site", "templates"), autoescape=True,
+                               undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    plain.globals.update(site._ENV.globals)
+    odd = "<i>a & 'b' \"c\"</i>"
+    doc = {"gen_id": "g&1", "made": False, "model": odd, "tokens": "1 in + 2 out", "cost": "$0.1000", "duration": "",
+           "created_at": odd, "stale": odd, "raw_changed": True, "parse_error": odd,
+           "files": [{"name": "raw.txt", "href": "../a b/<raw>.txt"}, {"name": "parsed.txt", "href": None}]}
+    variables = {"d": doc, "cohort_id": odd, "link": lambda target: "#/" + target, "layout": "fragment.html",
+                 "sections": [{"path": "index.html", "html": markupsafe.Markup("<p>kept</p>"), "wide": True}],
+                 "title": odd, "wide": False}
+    for template in ("doc_meta.html", "nav.html", "bundle.html"):
+        assert site._ENV.get_template(template).render(**variables) == plain.get_template(template).render(**variables)
+
+
+def test_rows_as_dicts_are_those_of_pandas():
+    frame = pd.DataFrame({"s": pd.Series(["a", "b", None], dtype="str"), "f": [1.5, math.nan, 2.0], "i": [1, 2, 3],
+                          "b": [True, False, True], "o": [("x",), None, "z"]}, index=["g1", "g2", "g3"])
+    # repr: NaN is not equal to itself, and numpy's scalars show as np.float64(...)
+    assert [repr(r) for r in row_dicts(frame)] == [repr(r) for r in frame.to_dict("records")]
+    assert [list(map(type, r.values())) for r in row_dicts(frame)] == \
+        [list(map(type, r.values())) for r in frame.to_dict("records")]
+    assert row_dicts(frame.iloc[:, :0]) == [{}, {}, {}]
+
+
+def test_file_links_are_the_relative_paths_os_path_gives(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    gens = ["data/gens/essay/e1", "data/gens/draft/d1", "data/cohorts/c/reports/site", "data/cohorts/c/reports",
+            str(tmp_path / "data/gens/essay/e2")]
+    for root in (Path("data/cohorts/c/reports/site"), tmp_path / "data/cohorts/c/reports/site",
+                 Path("data/gens/essay/e1/site")):  # the last inside a document's folder
+        renderer = site.Renderer(root, "c", bundle=False)
+        for page in ("index.html", "essays/e1.html", "tables/t.html"):
+            for folder in gens:
+                for _ in range(2):  # worked out, then remembered
+                    want = Path(os.path.relpath(Path(folder) / "raw.txt", root / (os.path.dirname(page) or "."))).as_posix()
+                    assert renderer.file_href(page, Path(folder) / "raw.txt") == want, (root, page, folder)
+            for target in ("index.html", "essays.html", "tables/t.html"):
+                assert renderer.link(page, target) == os.path.relpath(target, os.path.dirname(page) or ".")
 
 
 # -- in a browser ------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -23,7 +24,7 @@ from daydream.paths import Paths
 from daydream.reports import AGGREGATED
 from daydream.reports.concepts import ConceptNames
 from daydream.reports.io import read_aggregated, read_membership
-from daydream.reports.scores import attach_scales, evaluator_mean_scaled, read_texts, valid_rows
+from daydream.reports.scores import READ_THREADS, attach_scales, evaluator_mean_scaled, read_texts, valid_rows
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,21 @@ ROOT = stages.get(GENERATION).parent
 # The texts each stage's pages print: drafts and essays their prompt and parsed text, an
 # evaluation the judge's full answer (raw.txt); the other files are linked.
 TEXTS = {ROOT: ("prompt.txt", "parsed.txt"), GENERATION: ("prompt.txt", "parsed.txt"), SCORED: ("raw.txt",)}
+# The files of a document a page links to, in the order it lists them.
+FILES = ("prompt.txt", "raw.txt", "parsed.txt", "metadata.json")
+
+
+def _exist_chunk(files: list[str]) -> list[bool]:
+    return [os.path.exists(f) for f in files]
+
+
+def existing(files: list[str]) -> list[bool]:
+    """Whether each file exists, in order, asked in `READ_THREADS` threads over contiguous chunks
+    (a stat releases the GIL), as `read_texts` reads."""
+    size = max(1, -(-len(files) // READ_THREADS))
+    with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
+        return [found for chunk in pool.map(_exist_chunk, [files[i:i + size] for i in range(0, len(files), size)])
+                for found in chunk]
 
 
 def _json(text: str | None, path: str) -> dict:
@@ -46,6 +62,18 @@ def _json(text: str | None, path: str) -> dict:
     return record if isinstance(record, dict) else {}
 
 
+def row_dicts(frame: pd.DataFrame) -> list[dict]:
+    """Each row of `frame` as a dict of plain Python values, as `frame.to_dict("records")`
+    gives them (numpy scalars as int, float, bool), built from each column's `tolist()`: pandas'
+    own walks every cell (10,000 members by 30 columns in the site)."""
+    names = list(frame.columns)
+    if len(set(names)) != len(names):
+        raise ValueError(f"row_dicts needs unique column names, not {names}")
+    if not names:
+        return [{} for _ in range(len(frame))]
+    return [dict(zip(names, row, strict=True)) for row in zip(*(frame[c].tolist() for c in names), strict=True)]
+
+
 def judge_key(model: str, template: str) -> str:
     """A judge column of the site: `<evaluation model> · <evaluation template>`."""
     return f"{model} · {template}"
@@ -57,6 +85,12 @@ class SiteData:
     cohort_id: str
     experiment: Experiment
     scales: pd.DataFrame
+
+    @cached_property
+    def scale_bounds(self) -> dict[str, tuple[float, float]]:
+        """Evaluation template id -> (score_min, score_max) of `scales` (read per page)."""
+        return {str(t): (float(low), float(high)) for t, low, high in
+                zip(self.scales.index, self.scales["score_min"], self.scales["score_max"], strict=True)}
 
     @cached_property
     def membership(self) -> pd.DataFrame:
@@ -73,12 +107,16 @@ class SiteData:
 
     @cached_property
     def documents(self) -> pd.DataFrame:
-        """One row per member, indexed by gen_id: its membership cells, `folder`, `made` (its
-        parsed.txt exists), metadata (`mode`, `model`, tokens, `cost_usd`, `duration_s`,
-        `created_at`, `finish_reason`) and the texts of `TEXTS` (None where a file is missing)."""
+        """One row per member, indexed by gen_id: its membership cells, `folder`, `files` (the
+        names of `FILES` it has), `made` (its parsed.txt exists), metadata (`mode`, `model`,
+        tokens, `cost_usd`, `duration_s`, `created_at`, `finish_reason`) and the texts of `TEXTS`
+        (None where a file is missing)."""
         docs = self.membership.drop_duplicates("gen_id").set_index("gen_id", drop=False).copy()
-        docs["folder"] = [str(self.paths.gen_dir(s, g)) for s, g in zip(docs["stage"], docs["gen_id"], strict=True)]
-        meta_files = (docs["folder"] + os.sep + "metadata.json").tolist()
+        # plain lists: a pandas string column walked cell by cell costs a Python call per cell
+        stage_of, folders = docs["stage"].tolist(), [str(self.paths.gen_dir(s, g)) for s, g in
+                                                     zip(docs["stage"].tolist(), docs["gen_id"].tolist(), strict=True)]
+        docs["folder"] = folders
+        meta_files = [f + os.sep + "metadata.json" for f in folders]
         metas = [_json(t, f) for t, f in zip(read_texts(meta_files), meta_files, strict=True)]
         usage = [m.get("usage") if isinstance(m.get("usage"), dict) else {} for m in metas]
         docs["has_metadata"] = [bool(m) for m in metas]
@@ -89,11 +127,14 @@ class SiteData:
         for key in ("prompt_tokens", "completion_tokens"):
             docs[key] = pd.to_numeric(pd.Series([u.get(key) for u in usage], index=docs.index), errors="coerce")
         for name in {n for files in TEXTS.values() for n in files}:
-            wanted = [name in TEXTS.get(stage, ()) for stage in docs["stage"]]
-            files = [f + os.sep + name for f, w in zip(docs["folder"], wanted, strict=True) if w]
+            wanted = [name in TEXTS.get(stage, ()) for stage in stage_of]
+            files = [f + os.sep + name for f, w in zip(folders, wanted, strict=True) if w]
             texts = iter(read_texts(files))
             docs[name] = [next(texts) if w else None for w in wanted]
-        docs["made"] = [os.path.exists(f + os.sep + "parsed.txt") for f in docs["folder"]]
+        found = iter(existing([f + os.sep + name for f in folders for name in FILES]))
+        present = [tuple(name for name in FILES if next(found)) for _ in folders]
+        docs["files"] = present
+        docs["made"] = ["parsed.txt" in files for files in present]
         return docs
 
     @cached_property
@@ -104,6 +145,12 @@ class SiteData:
 
     @cached_property
     def _descriptions(self) -> dict[tuple[str, str], str]:
+        return {}
+
+    @cached_property
+    def table_cells(self) -> dict[str, tuple[pd.DataFrame, list[list[dict]], int]]:
+        """A report table's path -> (the table, its first rows as page cells, how many rows were
+        asked): filled by `pages.table`, so the folder and the bundle read each table once."""
         return {}
 
     def description(self, level: str, concept_id: str) -> str:
@@ -174,8 +221,8 @@ class SiteData:
             column = wide[judge] if judge in wide.columns else pd.Series(dtype=float)
             out[judge_key(*judge)] = column.reindex(out.index)
         out["overall"] = evaluator_mean_scaled(agg, self.scales, ["parent_gen_id"], out.index)
-        counts = agg.groupby("parent_gen_id").agg(n_evaluations=("gen_id", "size"),
-                                                  n_errors=("error", lambda e: int(e.fillna("").ne("").sum())))
+        counts = agg.assign(_error=agg["error"].fillna("").ne("")).groupby("parent_gen_id").agg(
+            n_evaluations=("gen_id", "size"), n_errors=("_error", "sum"))
         out = out.join(counts)
         out[["n_evaluations", "n_errors"]] = out[["n_evaluations", "n_errors"]].fillna(0).astype(int)
         flags = agg.assign(flags=agg["flags"].fillna("").astype(str))
@@ -195,19 +242,19 @@ class SiteData:
         scaled["replicate_n"] = pd.to_numeric(scaled["replicate"], errors="coerce")
         scaled = scaled.sort_values(["evaluation_llm_model", "evaluation_template", "replicate_n", "gen_id"])
         found: dict[str, list[dict]] = {}
-        for record in scaled.to_dict("records"):
+        for record in row_dicts(scaled):
             found.setdefault(record["parent_gen_id"], []).append(record)
         return found
 
     @cached_property
     def records(self) -> dict[str, dict]:
         """`documents` as plain dicts by gen_id (page building reads them one by one)."""
-        return self.documents.to_dict("index")
+        return dict(zip(self.documents.index, row_dicts(self.documents), strict=True))
 
     @cached_property
     def essay_records(self) -> dict[str, dict]:
         """`essays` as plain dicts by gen_id."""
-        return self.essays.to_dict("index")
+        return dict(zip(self.essays.index, row_dicts(self.essays), strict=True))
 
     def stage_counts(self) -> list[dict]:
         """Per stage: members, made, missing, calls (documents answered by a model), tokens,

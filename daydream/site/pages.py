@@ -22,7 +22,7 @@ from daydream.columns import (
 from daydream.reports.io import read_table
 from daydream.reports.scores import task_scores
 from daydream.site.compare import CONFIDENCE, paired_comparisons
-from daydream.site.data import GENERATION, ROOT, SCORED, SiteData, judge_key
+from daydream.site.data import FILES, GENERATION, ROOT, SCORED, SiteData, judge_key
 from daydream.site.findings import judge_findings
 
 BEST = 10
@@ -99,9 +99,9 @@ def model_name(data: SiteData, model_id: str) -> str:
 
 
 def scale_of(data: SiteData, template_id: str) -> tuple[float, float]:
-    if template_id in data.scales.index:
-        row = data.scales.loc[template_id]
-        return float(row["score_min"]), float(row["score_max"])
+    found = data.scale_bounds.get(template_id)
+    if found is not None:
+        return found
     from daydream.columns import DEFAULT_SCORE_MAX, DEFAULT_SCORE_MIN
 
     return DEFAULT_SCORE_MIN, DEFAULT_SCORE_MAX
@@ -236,10 +236,13 @@ def _document(data: SiteData, gen_id: str, files: list[tuple[str, str]]) -> dict
 
 def _gens_files(data: SiteData, stage: str, gen_id: str, names: tuple[str, ...]) -> list[tuple[str, str]]:
     prefix = data.paths.gen_dir_texts(stage, [gen_id])[0] + os.sep
+    doc = data.records.get(gen_id)
+    if doc is not None and doc["stage"] == stage and set(names) <= set(FILES):  # asked when it was read
+        return [(name, prefix + name) for name in names if name in doc["files"]]
     return [(name, prefix + name) for name in names if os.path.exists(prefix + name)]
 
 
-ALL_FILES = ("prompt.txt", "raw.txt", "parsed.txt", "metadata.json")
+ALL_FILES = FILES
 
 
 def _judge_summary(data: SiteData, evals: list[dict]) -> list[dict]:
@@ -345,12 +348,19 @@ def judge_names(data: SiteData) -> set[str]:
 
 
 def table(data: SiteData, entry: dict, max_rows: int) -> dict:
-    frame = read_table(entry["path"])
+    """A report table's page variables, its first `max_rows` rows as cells. The file is read and
+    its cells made once for the folder and the bundle (which shows fewer rows)."""
+    key = str(entry["path"])
+    found = data.table_cells.get(key)
+    if found is None or found[2] < max_rows:
+        frame = read_table(entry["path"])
+        found = data.table_cells[key] = (frame, [[cell(v) for v in row] for row in
+                                                 frame.head(max_rows).itertuples(index=False)], max_rows)
+    frame, cells, _ = found
     judges = judge_names(data)
-    shown = frame.head(max_rows)
-    body = [[cell(v) for v in row] for row in shown.itertuples(index=False)]
+    body = cells[:max_rows]
     columns = [{"name": c, "about": describe_column(entry["name"], c, judges)} for c in frame.columns]
-    return {**entry, "rows": len(frame), "shown": len(shown), "cut": len(frame) > len(shown), "columns": columns,
+    return {**entry, "rows": len(frame), "shown": len(body), "cut": len(frame) > len(body), "columns": columns,
             "body": body}
 
 
