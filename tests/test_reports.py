@@ -532,3 +532,16 @@ def test_an_unknown_evaluation_template_is_scored_on_the_default_scale_with_a_wa
     out = parse_scores(["8"], pd.Series(["retired-judge"]), scales)
     assert out["score"][0] == 8.0 and out["error"][0] == ""
     assert "retired-judge not in evaluation_templates.csv" in caplog.text
+
+
+def test_in_chunks_keeps_the_items_order_for_every_size(tmp_path):
+    from daydream.reports.scores import READ_THREADS, in_chunks, read_texts
+
+    for n in (0, 1, READ_THREADS - 1, READ_THREADS, 3 * READ_THREADS + 5):
+        items = list(range(n))
+        assert in_chunks(lambda chunk: [i * i for i in chunk], items) == [i * i for i in items]
+    files = [tmp_path / f"{i}.txt" for i in range(11)]
+    for i, f in enumerate(files):
+        if i % 3:
+            f.write_text(f"text {i}")
+    assert read_texts(files) == [None if i % 3 == 0 else f"text {i}" for i in range(11)]

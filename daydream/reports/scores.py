@@ -53,11 +53,16 @@ def read_texts(files: Sequence[Path | str]) -> list[str | None]:
 
     Reads run in `READ_THREADS` threads over contiguous chunks (file I/O releases the GIL).
     """
-    files = list(files)
-    size = max(1, -(-len(files) // READ_THREADS))
-    chunks = [files[i:i + size] for i in range(0, len(files), size)]
+    return in_chunks(_read_chunk, list(files))
+
+
+def in_chunks(per_chunk, items: list) -> list:
+    """`per_chunk` over `READ_THREADS` contiguous chunks of `items` in as many threads (file I/O
+    and stats release the GIL), its results joined in the items' order."""
+    size = max(1, -(-len(items) // READ_THREADS))
+    chunks = [items[i:i + size] for i in range(0, len(items), size)]
     with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
-        return [text for chunk in pool.map(_read_chunk, chunks) for text in chunk]
+        return [result for chunk in pool.map(per_chunk, chunks) for result in chunk]
 
 
 def scales_from_templates(templates: Mapping[str, object]) -> pd.DataFrame:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -24,7 +23,7 @@ from daydream.paths import Paths
 from daydream.reports import AGGREGATED
 from daydream.reports.concepts import ConceptNames
 from daydream.reports.io import read_aggregated, read_membership
-from daydream.reports.scores import READ_THREADS, attach_scales, evaluator_mean_scaled, read_texts, valid_rows
+from daydream.reports.scores import attach_scales, evaluator_mean_scaled, in_chunks, read_texts, valid_rows
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +42,8 @@ def _exist_chunk(files: list[str]) -> list[bool]:
 
 
 def existing(files: list[str]) -> list[bool]:
-    """Whether each file exists, in order, asked in `READ_THREADS` threads over contiguous chunks
-    (a stat releases the GIL), as `read_texts` reads."""
-    size = max(1, -(-len(files) // READ_THREADS))
-    with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
-        return [found for chunk in pool.map(_exist_chunk, [files[i:i + size] for i in range(0, len(files), size)])
-                for found in chunk]
+    """Whether each file exists, in order, asked in threads as `read_texts` reads (`in_chunks`)."""
+    return in_chunks(_exist_chunk, files)
 
 
 def _json(text: str | None, path: str) -> dict:
