@@ -27,5 +27,4 @@ checkpoint cohort_membership:
     log:
         PATHS.log_path("cohort_membership", "{cohort_id}"),
     run:
-        cohorts.write_cohort(RT, wildcards.cohort_id, log[0])
-        budget.check_cohort(RT, wildcards.cohort_id)
+        make_cohort(wildcards.cohort_id, log[0])

@@ -22,7 +22,7 @@ from daydream import (
 from daydream.batch import commands as batch_commands
 from daydream.batch import gate as batch_gate
 from daydream.batch import rounds as batch_rounds
-from daydream.runtime import Runtime, hold_full_collections, leave_heap
+from daydream.runtime import Runtime, leave_heap
 
 # Terminal output (daydream's log lines included) is the logger plugin's, `logger: [daydream]`
 # in the profile (daydream.terminal); parsing builds the Runtime, and adds one filter below.
@@ -40,9 +40,10 @@ progress.watch_nothing_to_do(RT, lambda: workflow.dryrun)
 # In this process (not a cluster job's), none runs while Snakemake builds the DAG, which lives
 # until the end too: `onstart` or the first document job settles the heap again and ends the hold
 # (a dry run or a rerun with nothing to do ends first; daydream.runtime.hold_full_collections).
+# The cohort checkpoint holds them again while the DAG of its documents is built (rules/cohort.smk).
 RT.settle_heap()
 if workflow.is_main_process:
-    hold_full_collections()
+    RT.hold_full_collections()
 
 
 wildcard_constraints:
@@ -109,6 +110,15 @@ def get_reply_batch_inputs(wildcards):
 
 def get_plan_inputs(wildcards):
     return targets.plan_inputs(RT)
+
+
+def make_cohort(cohort_id, log):
+    """The cohort checkpoint's job: the membership, its budget check, then full collections held
+    while Snakemake plans its documents, until the next document job (in the main process only:
+    daydream.runtime.Runtime.hold_after_checkpoint)."""
+    cohorts.write_cohort(RT, cohort_id, log)
+    budget.check_cohort(RT, cohort_id)
+    RT.hold_after_checkpoint()
 
 
 def run_started():

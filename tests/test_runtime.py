@@ -91,3 +91,31 @@ def test_a_held_collector_still_frees_a_short_lived_cycle(thresholds, unfrozen):
     made = [[] for _ in range(100_000)]  # enough allocations for the young generations' own collections
     assert gone() is None  # freed without a full collection: the collector is not disabled
     assert len(made) == 100_000
+
+
+def test_the_cohort_checkpoint_holds_full_collections_until_the_next_document_job(rt, thresholds, unfrozen):
+    young, middle, full = thresholds
+    rt.settle_heap()  # common.smk, at parse
+    rt.hold_full_collections()  # in Snakemake's main process only
+    rt.settle_heap()  # onstart: the DAG of a first run holds only the checkpoint
+    rt.settle_heap_once()  # a document job of another cohort, already planned
+    assert gc.get_threshold() == (young, middle, full)
+    rt.hold_after_checkpoint()  # the checkpoint's job ends; Snakemake plans its documents
+    assert gc.get_threshold() == (young, middle, runtime.HELD_THRESHOLD)
+    rt.settle_heap_once()  # the first document job after it: collected, frozen, the hold ended
+    assert gc.get_threshold() == (young, middle, full)
+    rt.hold_after_checkpoint()  # a second cohort's checkpoint: held again, ended again
+    assert gc.get_threshold() == (young, middle, runtime.HELD_THRESHOLD)
+    rt.settle_heap_once()
+    assert gc.get_threshold() == (young, middle, full)
+
+
+def test_a_process_that_never_held_never_holds_at_the_checkpoint(rt, thresholds, monkeypatch):
+    settled = []
+    monkeypatch.setattr(runtime, "settle_heap", lambda: settled.append(True) or 0)
+    rt.settle_heap()  # a cluster job parses the Snakefile too, but never holds
+    rt.hold_after_checkpoint()
+    assert gc.get_threshold() == thresholds
+    rt.settle_heap_once()
+    rt.settle_heap_once()
+    assert settled == [True, True]  # at parse and at the first document job, as without a checkpoint
