@@ -30,6 +30,15 @@ misses: an in-place write of the same size within the same timestamp tick as the
 (a few ms on Linux file systems with nanosecond times, the granularity of coarser ones), or a
 clock set back to that tick. Hashing every file instead would read 40,000 files at 10,000
 documents, which is what the tail did before.
+
+Why Snakemake's touch costs one hash of each file, and no key is made to survive it: the touch
+(`DAG.check_and_touch_output`: `os.utime(path, None)` on every output, always, after the job and
+before Snakemake records it finished) keeps the size and inode and sets atime, mtime and ctime to
+one instant, which is also what it leaves after a same-size write in place before it (or a
+`touch` after one). A record keyed on what the touch keeps, or refreshed from a stat taken after
+it, would vouch for bytes nobody read since the job wrote them: an edit between the job's stat
+and the touch would never be seen. Only the content read after the touch tells; the first report
+after the run does it (`Reuse._same_files`) and keeps the new keys.
 """
 
 from __future__ import annotations

@@ -232,6 +232,32 @@ def test_outputs_touched_after_their_job_are_hashed_once_not_checked_again(made,
     assert counted == {"renders": 0, "content": 0}
 
 
+@pytest.mark.parametrize("name", ["raw.txt", "parsed.txt", "metadata.json"])
+@pytest.mark.parametrize("when", ["before Snakemake's touch", "after it, then touched again"])
+def test_a_same_size_edit_around_snakemakes_touch_is_caught(made, counted, name, when):
+    """Snakemake's touch (`os.utime(path, None)`) leaves the size and inode and sets atime, mtime
+    and ctime to one instant, as it would after no edit: a file whose times moved since its
+    record is hashed, never taken from its size, inode or the shape of its times."""
+    evaluation = made.membership.members("tiny", "evaluation")[0]
+    path = made.paths.gen_dir("evaluation", evaluation.gen_id) / name
+    first = path.read_bytes()[:1]
+    old, new = {"raw.txt": (b"SCORE", b"SCORF"), "parsed.txt": (first, b"1" if first != b"1" else b"2"),
+                "metadata.json": (b'"finish_reason": "stop"', b'"finish_reason": "stoq"')}[name]
+    if when == "before Snakemake's touch":
+        edit_in_place(path, old, new)
+        os.utime(path, None)
+    else:
+        os.utime(path, None)
+        edit_in_place(path, old, new)
+        os.utime(path, None)
+    touched = path.stat()
+    assert touched.st_atime_ns == touched.st_mtime_ns and touched.st_mtime_ns <= touched.st_ctime_ns
+    assert checks.load(made.paths)[evaluation.gen_id]["files"][name][0::3] == [touched.st_size, touched.st_ino]
+    reason = rows_by_gen_id(made)[evaluation.gen_id]
+    assert reason.startswith({"raw.txt": integrity.RAW_DIFFERS, "parsed.txt": integrity.PARSED_DIFFERS,
+                              "metadata.json": integrity.METADATA_DIFFERS}[name]), reason
+
+
 def test_the_record_file_is_parsed_once_per_process_then_only_its_new_lines(made, monkeypatch):
     """Every stale-report shard of a run reads the records: each line is parsed once, and a
     file replaced, emptied, or rewritten in place up to where it was read, is read again from
