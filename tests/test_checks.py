@@ -5,6 +5,7 @@ edited in place to the same size with their mtime set back, a template, a concep
 concept's name changed."""
 
 import csv
+import hashlib
 import json
 import os
 import shutil
@@ -256,6 +257,36 @@ def test_a_same_size_edit_around_snakemakes_touch_is_caught(made, counted, name,
     reason = rows_by_gen_id(made)[evaluation.gen_id]
     assert reason.startswith({"raw.txt": integrity.RAW_DIFFERS, "parsed.txt": integrity.PARSED_DIFFERS,
                               "metadata.json": integrity.METADATA_DIFFERS}[name]), reason
+
+
+def test_a_file_is_hashed_against_its_stat_key_only_while_it_is_that_file(tmp_path):
+    """`keyed_sha256`: the content's SHA-256 while the file read has the given stat key, None when
+    it was written, replaced, grown or removed since the key was taken."""
+    path = tmp_path / "raw.txt"
+    path.write_bytes(b"SCORE: 7\n")
+    key = checks.stat_key(str(path))
+    assert checks.keyed_sha256(str(path), key) == hashlib.sha256(b"SCORE: 7\n").hexdigest()
+    assert checks.file_sha256(str(path)) == hashlib.sha256(b"SCORE: 7\n").hexdigest()
+    probe = tmp_path / "probe"
+    while not probe.exists() or probe.stat().st_ctime_ns <= key[2]:  # the clock's next tick: the ctime moves
+        probe.write_bytes(b"")
+    edit_in_place(path, b"7", b"8")  # same size, mtime set back: only the ctime moved
+    assert checks.keyed_sha256(str(path), key) is None
+    key = checks.stat_key(str(path))
+    replaced = tmp_path / "new.txt"
+    replaced.write_bytes(b"SCORE: 8\n")
+    os.replace(replaced, path)
+    assert checks.keyed_sha256(str(path), key) is None
+    key = checks.stat_key(str(path))
+    with path.open("ab") as handle:
+        handle.write(b"more")
+    assert checks.keyed_sha256(str(path), key) is None
+    assert checks.keyed_sha256(str(path), checks.stat_key(str(path))) == hashlib.sha256(b"SCORE: 8\nmore").hexdigest()
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    assert checks.keyed_sha256(str(empty), checks.stat_key(str(empty))) == hashlib.sha256(b"").hexdigest()
+    path.unlink()
+    assert checks.keyed_sha256(str(path), key) is None and checks.file_sha256(str(path)) is None
 
 
 def test_the_record_file_is_parsed_once_per_process_then_only_its_new_lines(made, monkeypatch):
