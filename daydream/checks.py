@@ -30,6 +30,15 @@ misses: an in-place write of the same size within the same timestamp tick as the
 (a few ms on Linux file systems with nanosecond times, the granularity of coarser ones), or a
 clock set back to that tick. Hashing every file instead would read 40,000 files at 10,000
 documents, which is what the tail did before.
+
+Why Snakemake's touch costs one hash of each file, and no key is made to survive it: the touch
+(`DAG.check_and_touch_output`: `os.utime(path, None)` on every output, always, after the job and
+before Snakemake records it finished) keeps the size and inode and sets atime, mtime and ctime to
+one instant, which is also what it leaves after a same-size write in place before it (or a
+`touch` after one). A record keyed on what the touch keeps, or refreshed from a stat taken after
+it, would vouch for bytes nobody read since the job wrote them: an edit between the job's stat
+and the touch would never be seen. Only the content read after the touch tells; the first report
+after the run does it (`Reuse._same_files`) and keeps the new keys.
 """
 
 from __future__ import annotations
@@ -86,11 +95,39 @@ def reply_of(meta: dict) -> str | None:
 
 
 def file_sha256(path: str) -> str | None:
+    """The SHA-256 of a file's bytes, read whole (a gens file is small: `hashlib.file_digest`
+    allocated and zeroed a buffer of 256 KiB for each); None when it cannot be read."""
     try:
-        with open(path, "rb") as handle:
-            return hashlib.file_digest(handle, "sha256").hexdigest()
+        with open(path, "rb", buffering=0) as handle:
+            return hashlib.sha256(handle.readall()).hexdigest()
     except OSError:
         return None
+
+
+def keyed_sha256(path: str, key: list[int]) -> str | None:
+    """The SHA-256 of the file at `path` while it is the file of stat key `key` (`stat_key`) from
+    before its read to after it (the file read has that key once read: no write or replace
+    came between), else None (it differs, changed meanwhile, or cannot be read)."""
+    try:
+        handle = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        chunks, size = [], 0
+        while size <= key[0]:
+            chunk = os.read(handle, key[0] + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        found = os.fstat(handle)
+    except OSError:
+        return None
+    finally:
+        os.close(handle)
+    if size != key[0] or [found.st_size, found.st_mtime_ns, found.st_ctime_ns, found.st_ino] != key:
+        return None
+    return hashlib.sha256(b"".join(chunks)).hexdigest()
 
 
 def record(paths: Paths, stage: str, gen_id: str, meta: dict, *, change: str | None, paid_model: str | None,
@@ -256,7 +293,7 @@ class Reuse:
             if keys[name] == found["files"][name]:
                 continue
             if keys[name][0] != found["files"][name][0] or keys[name][3] != found["files"][name][3] \
-                    or file_sha256(folder + name) != shas.get(name) or stat_key(folder + name) != keys[name]:
+                    or keyed_sha256(folder + name, keys[name]) != shas.get(name):
                 return None
         self.rehashed += 1
         self.fresh[gen_id] = {**found, "files": keys}

@@ -6,11 +6,16 @@ instead it is listed in `data/7_reporting/stale_generations.csv`, rebuilt at the
 run, with the reason and both prompt hashes. `scripts/regenerate.py` re-makes chosen ones.
 
 The report is built in two levels, so that no Snakemake job lists every document: the documents
-are split into about sqrt(N) shards by a stable function of their gen_id (`shards`); each shard's
-job (`write_stale_shard`, rule `stale_shard`) has its documents' files as inputs and writes their
+are split into about sqrt(N) shards by draft lineage (`shards`: a draft, its essays and their
+evaluations together, by a stable function of the draft's gen_id); each shard's job
+(`write_stale_shard`, rule `stale_shard`) has its documents' files as inputs and writes their
 verdicts to `7_reporting/stale_shards/<shard>.json`, and the report (`write_stale_report`) has
 only the shard files as inputs and joins them. Snakemake's cost of preparing and finishing a job
 grows with its inputs times its dependencies, which for one job over N documents is O(N^2).
+Snakemake's greedy scheduler makes a run's documents lineage by lineage (a draft's children are
+ready, and preferred for their larger inputs, as soon as it is made), so a shard of a few whole
+lineages is ready, and runs, while the other documents go on; a shard of documents spread over
+the whole cohort would wait for nearly the last one.
 """
 
 from __future__ import annotations
@@ -34,8 +39,10 @@ from daydream.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-# A shard of the stale report: `<index>-of-<count>` (`shard_name`).
-SHARD_PATTERN = r"[0-9]+-of-[0-9]+"
+# A shard of the stale report: `by-draft-<index>-of-<count>` (`shard_name`). The prefix names the
+# grouping: a store whose shard files were grouped otherwise (`<index>-of-<count>`, by the
+# document's own gen_id) gets new ones once, so no file of the old grouping is an input.
+SHARD_PATTERN = r"by-draft-[0-9]+-of-[0-9]+"
 # A source of a prompt (see daydream.prompts.build_prompt) and the reason its change gives.
 REASONS = {"template": "template changed", "concepts": "concepts changed", "parent": "parent changed"}
 
@@ -216,13 +223,28 @@ def shard_count(documents: int) -> int:
 
 
 def shard_name(index: int, count: int) -> str:
-    return f"{index:0{len(str(count - 1))}d}-of-{count}"
+    return f"by-draft-{index:0{len(str(count - 1))}d}-of-{count}"
 
 
-def shard_index(gen_id: str, count: int) -> int:
-    """The shard of a document: a stable function of its gen_id alone (CRC-32), so a document
-    stays in its shard while the count is the same."""
-    return zlib.crc32(gen_id.encode("utf-8")) % count
+def shard_index(lineage: str, count: int) -> int:
+    """The shard of a lineage: a stable function of its draft's gen_id alone (CRC-32), so a
+    document stays in its shard while the count is the same (a gen_id fixes its parent)."""
+    return zlib.crc32(lineage.encode("utf-8")) % count
+
+
+def lineages(members: Sequence[Member]) -> dict[str, str]:
+    """gen_id -> the gen_id of its lineage's first document among `members`: its draft, reached
+    through each parent that is one of them (a document whose parent is not is its own)."""
+    parents = {m.gen_id: m.parent_gen_id for m in members}
+    found: dict[str, str] = {}
+    for member in members:
+        chain, gen_id = [], member.gen_id
+        while gen_id not in found and parents.get(gen_id) in parents and gen_id not in chain:
+            chain.append(gen_id)
+            gen_id = parents[gen_id]
+        first = found.get(gen_id, gen_id)
+        found.update(dict.fromkeys([*chain, gen_id], first))
+    return found
 
 
 _SHARDS: dict[tuple, dict[str, list[Member]]] = {}
@@ -243,12 +265,14 @@ def shards(rt: Runtime) -> dict[str, list[Member]]:
 
 def group(members: Sequence[Member]) -> dict[str, list[Member]]:
     """Shard name -> its documents among `members` (in their order), every shard of the count
-    named, empty ones too: `shard_count` of them, each document in `shard_index`'s."""
+    named, empty ones too: `shard_count` of them, each lineage (`lineages`) whole in
+    `shard_index`'s."""
     count = shard_count(len(members))
     found: dict[str, list[Member]] = {shard_name(i, count): [] for i in range(count)}
     names = list(found)
+    lineage = lineages(members)
     for member in members:
-        found[names[shard_index(member.gen_id, count)]].append(member)
+        found[names[shard_index(lineage[member.gen_id], count)]].append(member)
     return found
 
 
@@ -285,15 +309,17 @@ def _checked(check: StaleCheck) -> str:
             "prompt(s) rendered")
 
 
-def _shard_verdicts(path: str) -> dict[str, dict | None] | None:
-    """gen_id -> its row (None: not stale) from one shard file; None when it cannot be read (its
-    documents are then checked by the report itself)."""
+def _shard_verdicts(path: str, today: dict[str, list[Member]]) -> dict[str, dict | None] | None:
+    """gen_id -> its row (None: not stale) from one shard file, for the documents that shard holds
+    today (`today`: `shards`), so that no verdict comes from a file of another grouping or
+    membership; None when it cannot be read (its documents are then checked by the report itself)."""
     try:
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
         found: dict[str, dict | None] = dict.fromkeys(data["gen_ids"])
         found.update((row["gen_id"], row) for row in data["rows"])
-        return found
+        holds = {m.gen_id for m in today.get(data["shard"], ())}
+        return {gen_id: row for gen_id, row in found.items() if gen_id in holds}
     except (OSError, ValueError, KeyError, TypeError) as error:
         log.warning("%s could not be read (%s): the stale report checks its documents itself", path, error)
         return None
@@ -307,8 +333,9 @@ def write_stale_report(rt: Runtime, log_path: str | None = None, shard_files: Se
     documents checked by content become check records, so the next report reuses them."""
     started, cpu = time.perf_counter(), time.process_time()
     verdicts: dict[str, dict | None] = {}
+    today = shards(rt) if shard_files else {}
     for path in shard_files:
-        verdicts.update(_shard_verdicts(path) or {})
+        verdicts.update(_shard_verdicts(path, today) or {})
     check: StaleCheck | None = None
     rows = []
     for member in report_members(rt):

@@ -5,6 +5,7 @@ edited in place to the same size with their mtime set back, a template, a concep
 concept's name changed."""
 
 import csv
+import hashlib
 import json
 import os
 import shutil
@@ -204,7 +205,7 @@ def test_the_stale_shards_list_every_documents_files_and_the_report_and_reports_
         folder = rt.paths.gen_dir(member.stage, member.gen_id)
         own = {str(folder / name) for name in ("raw.txt", "parsed.txt", "metadata.json")}
         assert [shard for shard, files in zip(shards, listed, strict=True) if own <= files] \
-            == [stale.shard_name(stale.shard_index(member.gen_id, len(shards)), len(shards))]
+            == [name for name, held in shards.items() if member in held]
     report = targets.stale_report_inputs(rt)
     assert report["shards"] == [str(rt.paths.stale_shard(shard)) for shard in shards]
     gens = str(rt.paths.gens_root)
@@ -230,6 +231,62 @@ def test_outputs_touched_after_their_job_are_hashed_once_not_checked_again(made,
     assert rows_by_gen_id(made, again) == {}
     assert (again.documents.used, again.documents.reuse.rehashed) == (len(members), 0)
     assert counted == {"renders": 0, "content": 0}
+
+
+@pytest.mark.parametrize("name", ["raw.txt", "parsed.txt", "metadata.json"])
+@pytest.mark.parametrize("when", ["before Snakemake's touch", "after it, then touched again"])
+def test_a_same_size_edit_around_snakemakes_touch_is_caught(made, counted, name, when):
+    """Snakemake's touch (`os.utime(path, None)`) leaves the size and inode and sets atime, mtime
+    and ctime to one instant, as it would after no edit: a file whose times moved since its
+    record is hashed, never taken from its size, inode or the shape of its times."""
+    evaluation = made.membership.members("tiny", "evaluation")[0]
+    path = made.paths.gen_dir("evaluation", evaluation.gen_id) / name
+    first = path.read_bytes()[:1]
+    old, new = {"raw.txt": (b"SCORE", b"SCORF"), "parsed.txt": (first, b"1" if first != b"1" else b"2"),
+                "metadata.json": (b'"finish_reason": "stop"', b'"finish_reason": "stoq"')}[name]
+    if when == "before Snakemake's touch":
+        edit_in_place(path, old, new)
+        os.utime(path, None)
+    else:
+        os.utime(path, None)
+        edit_in_place(path, old, new)
+        os.utime(path, None)
+    touched = path.stat()
+    assert touched.st_atime_ns == touched.st_mtime_ns and touched.st_mtime_ns <= touched.st_ctime_ns
+    assert checks.load(made.paths)[evaluation.gen_id]["files"][name][0::3] == [touched.st_size, touched.st_ino]
+    reason = rows_by_gen_id(made)[evaluation.gen_id]
+    assert reason.startswith({"raw.txt": integrity.RAW_DIFFERS, "parsed.txt": integrity.PARSED_DIFFERS,
+                              "metadata.json": integrity.METADATA_DIFFERS}[name]), reason
+
+
+def test_a_file_is_hashed_against_its_stat_key_only_while_it_is_that_file(tmp_path):
+    """`keyed_sha256`: the content's SHA-256 while the file read has the given stat key, None when
+    it was written, replaced, grown or removed since the key was taken."""
+    path = tmp_path / "raw.txt"
+    path.write_bytes(b"SCORE: 7\n")
+    key = checks.stat_key(str(path))
+    assert checks.keyed_sha256(str(path), key) == hashlib.sha256(b"SCORE: 7\n").hexdigest()
+    assert checks.file_sha256(str(path)) == hashlib.sha256(b"SCORE: 7\n").hexdigest()
+    probe = tmp_path / "probe"
+    while not probe.exists() or probe.stat().st_ctime_ns <= key[2]:  # the clock's next tick: the ctime moves
+        probe.write_bytes(b"")
+    edit_in_place(path, b"7", b"8")  # same size, mtime set back: only the ctime moved
+    assert checks.keyed_sha256(str(path), key) is None
+    key = checks.stat_key(str(path))
+    replaced = tmp_path / "new.txt"
+    replaced.write_bytes(b"SCORE: 8\n")
+    os.replace(replaced, path)
+    assert checks.keyed_sha256(str(path), key) is None
+    key = checks.stat_key(str(path))
+    with path.open("ab") as handle:
+        handle.write(b"more")
+    assert checks.keyed_sha256(str(path), key) is None
+    assert checks.keyed_sha256(str(path), checks.stat_key(str(path))) == hashlib.sha256(b"SCORE: 8\nmore").hexdigest()
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    assert checks.keyed_sha256(str(empty), checks.stat_key(str(empty))) == hashlib.sha256(b"").hexdigest()
+    path.unlink()
+    assert checks.keyed_sha256(str(path), key) is None and checks.file_sha256(str(path)) is None
 
 
 def test_the_record_file_is_parsed_once_per_process_then_only_its_new_lines(made, monkeypatch):

@@ -3,7 +3,9 @@ shards by their gen_id, each shard's verdicts written by its own job, and the re
 the shard files gives exactly the report worked out document by document."""
 
 import csv
+import dataclasses
 import json
+import re
 
 import pytest
 
@@ -40,15 +42,34 @@ def test_shards_number_about_the_square_root_of_the_documents(documents, count):
     assert stale.shard_count(documents) == count
 
 
-def test_every_document_is_in_exactly_one_shard_named_by_its_gen_id(rt):
+def test_every_document_is_in_exactly_one_shard_with_its_whole_draft_lineage(rt):
     found = stale.shards(rt)
     members = stale.report_members(rt)
     assert len(found) == stale.shard_count(len(members)) > 1
     assert sorted(m.gen_id for shard in found.values() for m in shard) == sorted(m.gen_id for m in members)
+    by_id = {m.gen_id: m for m in members}
+    shard_of = {m.gen_id: name for name, shard in found.items() for m in shard}
     names = list(found)
     for member in members:
-        assert member in found[names[stale.shard_index(member.gen_id, len(found))]]
+        draft = member
+        while draft.parent_gen_id:
+            draft = by_id[draft.parent_gen_id]
+        assert draft.stage == "draft"
+        assert shard_of[member.gen_id] == shard_of[draft.gen_id] == names[stale.shard_index(draft.gen_id, len(found))]
+    assert len({shard_of[m.gen_id] for m in members if m.stage == "draft"}) > 1, "lineages spread over shards"
     assert stale.shard_index("d_2eq0vwmwqv0l9kw4", 8) == stale.shard_index("d_2eq0vwmwqv0l9kw4", 8) < 8
+    assert all(re.fullmatch(stale.SHARD_PATTERN, name) for name in found)
+
+
+def test_a_lineage_is_followed_through_the_parents_that_are_members_only(rt):
+    member = stale.report_members(rt)[0]
+    draft = dataclasses.replace(member, stage="draft", gen_id="d_a", parent_gen_id="")
+    essay = dataclasses.replace(member, stage="essay", gen_id="e_a", parent_gen_id="d_a")
+    evaluations = [dataclasses.replace(member, stage="evaluation", gen_id=f"v_{i}", parent_gen_id="e_a")
+                   for i in range(3)]
+    orphan = dataclasses.replace(member, stage="evaluation", gen_id="v_orphan", parent_gen_id="e_elsewhere")
+    assert stale.lineages([*evaluations, orphan, essay, draft]) == {
+        "v_0": "d_a", "v_1": "d_a", "v_2": "d_a", "v_orphan": "v_orphan", "e_a": "d_a", "d_a": "d_a"}
 
 
 def test_a_shard_the_active_cohorts_do_not_have_is_refused_by_name(rt):
@@ -102,6 +123,33 @@ def test_documents_no_given_shard_checked_are_checked_by_the_report_itself(made,
     with open(shard_files[2], "w", encoding="utf-8") as handle:
         json.dump(other, handle)
     stale.write_stale_report(made, shard_files=shard_files[1:])
+    assert report_rows(made) == direct
+
+
+def test_a_shard_file_of_another_grouping_gives_no_verdict(made):
+    """A store's shard files grouped otherwise (before the shards were by draft lineage, or by
+    another membership) vouch for no document: each verdict comes from the file of the shard
+    that holds the document today, else the report checks the document itself."""
+    make_stale(made)
+    stale.write_stale_report(made)
+    direct = report_rows(made)
+    assert direct
+    shard_files = []
+    for shard in stale.shards(made):
+        stale.write_stale_shard(made, shard)
+        shard_files.append(str(made.paths.stale_shard(shard)))
+    # an old file that says every document is current, named as a shard of today
+    members = stale.report_members(made)
+    old = {"shard": list(stale.shards(made))[0], "gen_ids": [m.gen_id for m in members], "rows": []}
+    old_path = made.paths.stale_shard("0-of-1")
+    old_path.write_text(json.dumps(old), encoding="utf-8")
+    for order in (shard_files + [str(old_path)], [str(old_path)] + shard_files, [str(old_path)]):
+        made.paths.stale_generations_csv.unlink()
+        assert stale.write_stale_report(made, shard_files=order) == len(direct)
+        assert report_rows(made) == direct
+    old["shard"] = "0-of-1"  # a name today's shards do not have
+    old_path.write_text(json.dumps(old), encoding="utf-8")
+    stale.write_stale_report(made, shard_files=shard_files + [str(old_path)])
     assert report_rows(made) == direct
 
 
