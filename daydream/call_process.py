@@ -23,8 +23,9 @@ the document's (`Engine`'s log capture, then its job's log).
 The protocol: pickled frames, each a 4-byte length then the pickle, over a socket pair (the
 child's end passed as a file descriptor). Snakemake process -> call process: `("call", id,
 request, member, prompt, paths)`, `("billed-ok", id)`, `("billed-stop", id, error)`. Call process
--> Snakemake process: `("ready", import_s, rss_mb)`, `("billed", id, attempt)`, `("done", id,
-completion, call_id, saved, not_kept, records)`, `("failed", id, error, records)`.
+-> Snakemake process: `("ready", import_s, rss_mb)`, `("billed", id, attempt)`, `("back", id)`
+(the reply is back: its slot of the caps is free while it is saved), `("done", id, completion,
+call_id, saved, not_kept, records)`, `("failed", id, error, records)`.
 
 Ends: the Snakemake process closing its end (the run's end, or the process killed by any
 signal: the kernel closes it) stops this process starting calls; calls in flight get
@@ -123,17 +124,18 @@ class CallProcess:
         reader, self._writer = await asyncio.open_connection(sock=self._socket)
         self._reading = asyncio.create_task(self._read_all(reader))
 
-    async def call(self, request: dict, member, prompt, paths,
-                   on_billed: Callable[[calls.Attempt], None]) -> tuple:
+    async def call(self, request: dict, member, prompt, paths, on_billed: Callable[[calls.Attempt], None],
+                   on_back: Callable[[], None]) -> tuple:
         """One call made by the call process: (completion, call id, saved path or None,
-        ReplyNotKept message or ""), its log records emitted here first. Raises what the call
-        raised there, or CallProcessDied."""
+        ReplyNotKept message or ""), its log records emitted here first; `on_back` runs as soon
+        as its reply is back there (before it is saved). Raises what the call raised there, or
+        CallProcessDied."""
         await asyncio.wrap_future(self._connected)
         if self.dead:
             raise CallProcessDied(self.dead)
         self._next += 1
         key, future = self._next, self._loop.create_future()
-        self._pending[key] = (future, on_billed, contextvars.copy_context())  # the document's context
+        self._pending[key] = (future, on_billed, contextvars.copy_context(), on_back)  # the document's context
         try:
             _write(self._writer, ("call", key, request, member, prompt, paths))
             try:
@@ -158,8 +160,10 @@ class CallProcess:
             pending = self._pending.get(rest[0])
             if pending is None:
                 continue
-            future, on_billed, context = pending
-            if kind == "billed":
+            future, on_billed, context, on_back = pending
+            if kind == "back":
+                on_back()
+            elif kind == "billed":
                 asyncio.create_task(self._billed(rest[0], on_billed, context, rest[1]))
             elif not future.done():
                 future.set_result((kind, rest[1:5] if kind == "done" else rest[1], rest[-1]))
@@ -279,6 +283,7 @@ class _Server:
         except Exception as error:  # noqa: BLE001 - its job fails with it
             self._send(("failed", key, portable(error), self._records.by_call.pop(key, [])))
             return
+        self._send(("back", key))  # its slot of the caps is free: the next call may be sent
         # Saved before anything else: on disk before the Snakemake process hears of it.
         call_id, saved, not_kept = await asyncio.to_thread(ledger.save_first, paths, member, prompt, done)
         self._send(("done", key, done, call_id, saved, not_kept, self._records.by_call.pop(key, [])))

@@ -258,14 +258,16 @@ class Engine:
             self._children_ahead(member, earlier)
             return earlier
         gate = self._gate(member)
-        async with gate:
+        await gate.acquire()
+        passed = _once(gate.release)  # at the end of the block, or once the reply is back
+        try:
             if self._stopping.is_set():
                 raise EngineStopped(f"{member.gen_id}: not called: the run is stopping; the next run makes it")
             ticket = await self._in(self._admissions, ledger.before_call, rt, member, prompt)
             process = self._process if self._process is not None and not self._process.dead else None
             try:
                 if process is not None:
-                    came_back = await self._elsewhere(process, ticket, member, prompt)
+                    came_back = await self._elsewhere(process, ticket, member, prompt, passed)
                 else:  # no call process (it died): the call is made on this loop, as the thread would
                     done = await calls.acall_model(**ledger.call_arguments(rt, member, prompt, ticket))
             except calls.LLMCallError as error:  # a failed reply it paid for is saved already (either way)
@@ -277,6 +279,8 @@ class Engine:
             except BaseException:
                 rt.run.end_call(ticket)
                 raise
+        finally:
+            passed()
         if process is not None:
             answer = await self._in(self._files, self._recorded, ticket, member, prompt, *came_back)
         else:
@@ -284,16 +288,23 @@ class Engine:
         self._children_ahead(member, answer)
         return answer
 
-    async def _elsewhere(self, process: CallProcess, ticket, member: Member, prompt: Prompt) -> tuple:
+    async def _elsewhere(self, process: CallProcess, ticket, member: Member, prompt: Prompt,
+                         passed: Callable[[], None]) -> tuple:
         """The call made by the call process (`daydream.call_process`), which saves its reply
-        before it answers; here under a slot of the run's caps for the whole call (never more
-        calls in flight than the caps, whoever makes them). (completion, call id, where it was
-        saved, why it was not)."""
+        before it answers; here under a slot of the run's caps from before it is sent until its
+        reply is back (never more calls in flight than the caps, whoever makes them), given
+        back with the model's gate (`passed`) while the reply is saved. (completion, call id,
+        where it was saved, why it was not)."""
         rt = self.rt
         row = rt.experiment.models[member.llm_model_id]
-        async with rt.run.limits.aslot(calls.concurrency_key(row, rt.settings), row.max_concurrency):
+        slot = rt.run.limits.aslot(calls.concurrency_key(row, rt.settings), row.max_concurrency)
+        await slot.__aenter__()
+        back = _once(lambda: (slot.release(), passed()))
+        try:
             return await process.call(ledger.call_request(rt, member, prompt), member, prompt, rt.paths,
-                                      lambda attempt: ledger.record_attempt(rt, member, ticket, attempt))
+                                      lambda attempt: ledger.record_attempt(rt, member, ticket, attempt), back)
+        finally:
+            back()
 
     def _recorded(self, ticket, member: Member, prompt: Prompt, done: calls.Completion, call_id: str, saved,
                   not_kept: str) -> ledger.Answer:
@@ -389,6 +400,16 @@ class Engine:
     def interrupted(self) -> None:
         """Ctrl-C: no new call starts (those in flight finish and are saved)."""
         self._stopping.set()
+
+
+def _once(release: Callable[[], object]) -> Callable[[], None]:
+    """`release`, run by the first call only."""
+    pending = [release]
+
+    def run() -> None:
+        if pending:
+            pending.pop()()
+    return run
 
 
 async def _cancel_the_rest() -> None:
