@@ -23,7 +23,10 @@ the document's (`Engine`'s log capture, then its job's log).
 The protocol: pickled frames, each a 4-byte length then the pickle, over a socket pair (the
 child's end passed as a file descriptor). Snakemake process -> call process: `("call", id,
 request, member, prompt, paths)`, `("billed-ok", id)`, `("billed-stop", id, error)`. Call process
--> Snakemake process: `("ready", import_s, rss_mb)`, `("billed", id, attempt)`, `("back", id)`
+-> Snakemake process: `("ready", import_s, rss_mb)`, `("prices", entries)` (a model's price-map
+entry, sent before its first call's other frames, `pricing.learn_entries`: the Snakemake process
+prices replies, billed attempts and cache savings without importing litellm), `("billed", id,
+attempt)`, `("back", id)`
 (the reply is back: its slot of the caps is free while it is saved), `("done", id, completion,
 call_id, saved, not_kept, records)`, `("failed", id, error, records)`.
 
@@ -53,7 +56,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
-from daydream import calls, ledger
+from daydream import calls, ledger, pricing
 from daydream.limits import ConcurrencyLimits
 from daydream.run import BudgetReached
 
@@ -153,6 +156,9 @@ class CallProcess:
     async def _read_all(self, reader: asyncio.StreamReader) -> None:
         while (frame := await _read(reader)) is not None:
             kind, rest = frame[0], frame[1:]
+            if kind == "prices":
+                pricing.learn_entries(rest[0])
+                continue
             if kind == "ready":
                 self.ready = rest
                 log.debug("call process %d ready: imports %.2fs, %.0f MB", self.process.pid, *rest)
@@ -248,10 +254,15 @@ class _Server:
         self._limits: ConcurrencyLimits | None = None
         self._billed: dict[int, asyncio.Future] = {}
         self.tasks: set[asyncio.Task] = set()
+        self._priced: set[tuple[str, str]] = set()
 
     def start(self, key: int, request: dict, member, prompt, paths) -> None:
         if self._limits is None:  # a bound of its own besides the Snakemake process's caps
             self._limits = ConcurrencyLimits(request["settings"].max_concurrency)
+        priced = (calls.route_of(request["row"], request["settings"]), request["row"].model)
+        if priced not in self._priced:  # before any frame of this call that the other side prices
+            self._priced.add(priced)
+            self._send(("prices", pricing.price_map_entries(*priced)))
         task = asyncio.create_task(self._call(key, request, member, prompt, paths))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import tenacity
 
+from daydream import providers
 from daydream.experiment import ModelRow
 from daydream.limits import ConcurrencyLimits
 from daydream.providers import OFFLINE_ROUTE, CallRequest, Provider, Reply, http_errors, provider_for
@@ -122,8 +123,7 @@ def provider_of(row: ModelRow, settings: LLMSettings) -> Provider:
 
 def key_env_var(row: ModelRow, settings: LLMSettings) -> str | None:
     """The environment variable holding this model's key, or None when it needs none."""
-    route = route_of(row, settings)
-    return provider_for(route).key_env_var(row, route)
+    return providers.key_env_var(row, route_of(row, settings))
 
 
 def missing_keys(rows: list[ModelRow], settings: LLMSettings, where: str) -> list[str]:

@@ -6,6 +6,7 @@ them and pays for nothing twice. Counts are read from the server, the ledger and
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -21,7 +22,7 @@ from daydream.call_process import CallProcessDied, portable
 from daydream.runtime import Runtime
 from tests.conftest import jsonl
 from tests.openai_server import FakeOpenAIServer
-from tests.test_engine import by_stage, jobs, loop_runtime, started, wait_until
+from tests.test_engine import by_stage, jobs, llm_documents, loop_runtime, started, wait_until
 
 pytest_plugins = ["tests.openai_fixtures"]
 REPO = Path(__file__).resolve().parent.parent
@@ -36,6 +37,25 @@ rt = Runtime(json.loads(sys.argv[1]))
 run = engine.start(rt, lambda: [(m.stage, m.gen_id) for m in rt.membership.members("tiny")], jobs_in_threads=True)
 print(run._process.process.pid, flush=True)
 time.sleep(600)
+"""
+
+# A whole run's calls from the Snakemake process's side: every document's job, then the run's
+# end; prints which documents failed and whether litellm was imported in this process.
+WHOLE_RUN = """
+import json, sys
+from daydream import documents, engine
+from daydream.runtime import Runtime
+rt = Runtime(json.loads(sys.argv[1]))
+members = rt.membership.members("tiny")
+engine.start(rt, lambda: [(m.stage, m.gen_id) for m in members], jobs_in_threads=True)
+failed = []
+for m in members:
+    try:
+        documents.write_document(rt, m.stage, m.gen_id, str(rt.paths.data_root / "logs" / m.gen_id))
+    except Exception as error:
+        failed.append(f"{m.gen_id}: {error!r}")
+engine.finish(rt)
+print(json.dumps({"failed": failed, "litellm": "litellm" in sys.modules}), flush=True)
 """
 
 
@@ -134,3 +154,31 @@ def test_a_killed_snakemake_process_takes_its_call_process_after_every_reply_tha
         lines = jsonl(again.paths.llm_calls_jsonl)
         assert Counter(c["gen_id"] for c in lines) == {m.gen_id: 1 for m in drafts}
         assert {c["gen_id"] for c in lines if c.get("recovered")} == kept
+
+
+def test_the_snakemake_process_never_imports_litellm_when_the_call_process_makes_its_calls(data_root, cohorts_dir):
+    """litellm (seconds, about 200 MB) is the call process's alone: the Snakemake process checks
+    keys from the provider's class and prices replies (a model missing from the price map here,
+    so every paid reply is priced again from its usage) with the entries the call process sent."""
+    with FakeOpenAIServer() as server:
+        rt = loop_runtime(data_root, cohorts_dir, server, draft_replicates=3, cap=4)
+        models = data_root / "1_raw" / "llm_models.csv"
+        with models.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+        for row in rows:  # the loop model priced by the price map (where it is missing): no prices of its own
+            if row["id"] == "loop":
+                row.update(input_cost_per_mtok="", output_cost_per_mtok="")
+        with models.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        called = llm_documents(rt)
+        done = subprocess.run([sys.executable, "-c", WHOLE_RUN, json.dumps(rt.config)], capture_output=True,
+                              text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        outcome = json.loads(done.stdout.strip().splitlines()[-1])
+        assert outcome == {"failed": [], "litellm": False}, done.stderr[-3000:]
+        assert server.request_count == len(called)
+        assert saved(rt, called) == {m.gen_id for m in called}
+        lines = jsonl(rt.paths.llm_calls_jsonl)
+        assert Counter(c["gen_id"] for c in lines) == {m.gen_id: 1 for m in called}
