@@ -296,7 +296,12 @@ class _Server:
             return
         self._send(("back", key))  # its slot of the caps is free: the next call may be sent
         # Saved before anything else: on disk before the Snakemake process hears of it.
-        call_id, saved, not_kept = await asyncio.to_thread(ledger.save_first, paths, member, prompt, done)
+        try:
+            call_id, saved, not_kept = await asyncio.to_thread(ledger.save_first, paths, member, prompt, done)
+        except Exception as error:  # noqa: BLE001 - a bug: the paid reply is still counted and recorded there
+            log.exception("%s: the call process could not save its reply", member.gen_id)
+            call_id, saved = ledger.new_call_id(prompt), None
+            not_kept = f"{member.gen_id}: the call process could not save its reply: {type(error).__name__}: {error}"
         self._send(("done", key, done, call_id, saved, not_kept, self._records.by_call.pop(key, [])))
 
     def _send(self, frame: tuple) -> None:

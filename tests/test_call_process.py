@@ -182,3 +182,38 @@ def test_the_snakemake_process_never_imports_litellm_when_the_call_process_makes
         assert saved(rt, called) == {m.gen_id for m in called}
         lines = jsonl(rt.paths.llm_calls_jsonl)
         assert Counter(c["gen_id"] for c in lines) == {m.gen_id: 1 for m in called}
+
+
+# Loaded by the call process only (its command line names it): its ledger's save fails as a bug would.
+BROKEN_SAVE = """
+import sys
+if "daydream.call_process" in sys.orig_argv:
+    from daydream import ledger
+
+    def save_first(*args, **kwargs):
+        raise RuntimeError("injected: the save broke")
+
+    ledger.save_first = save_first
+"""
+
+
+def test_a_reply_the_call_process_could_not_save_fails_its_job_clearly_and_is_still_counted_and_recorded(
+        data_root, cohorts_dir, tmp_path, monkeypatch):
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(BROKEN_SAVE, encoding="utf-8")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(hook), str(REPO)]))
+    with FakeOpenAIServer() as server:
+        rt = loop_runtime(data_root, cohorts_dir, server, draft_replicates=2, cap=4)
+        drafts = by_stage(rt)["draft"]
+        started(rt)
+        try:
+            outcome = jobs(rt, drafts)
+        finally:
+            engine.finish(rt)
+        assert all(isinstance(error, ledger.ReplyNotKept) for error in outcome.values()), outcome
+        assert all("could not save its reply: RuntimeError: injected" in str(error) for error in outcome.values())
+        assert server.request_count == len(drafts)  # none hung, none made twice
+        assert saved(rt, drafts) == set()
+        assert rt.run.counters.snapshot()["calls_in_flight"] == 0
+        assert Counter(c["gen_id"] for c in jsonl(rt.paths.llm_calls_jsonl)) == {m.gen_id: 1 for m in drafts}
