@@ -19,7 +19,8 @@ Read the same way for the loop and daydream, from the server's stats file: the c
 (first request to last reply). For daydream and bare: the documents phase, from the first
 request (daydream) or the first prompt.txt (bare) to the last parsed.txt written: the wall time
 of the same work. Prints, per cap, the medians over `--reps`: each phase, daydream / loop,
-daydream / bare, the peak in flight against the cap, and the elapsed runs. `--checkout DIR`
+daydream / bare, the peak in flight against the cap, the elapsed runs, and daydream's peak RSS
+(its process tree; the Snakemake process and its call process each) and CPU seconds of each. `--checkout DIR`
 runs daydream from another checkout (the "before" figures). Numbers only: nothing is asserted.
 
 Usage: python bench/bench_calls.py [--caps 100,200,500] [--shape 20,2,15] [--latency 2] [--reps 1]
@@ -71,16 +72,42 @@ def cohort(shape: tuple[int, int, int]) -> dict:
             "evaluation": {"templates": ["novelty-judge"], "models": ["loop"], "replicates": evaluations}}
 
 
-def timed(command: list[str], cwd: Path, env: dict, log: Path) -> tuple[int, float, float, float]:
-    """Run a command: (exit code, elapsed s, peak RSS MB of its process tree, start time.time())."""
+def own_use(process: psutil.Process) -> tuple[int, int, float, float] | None:
+    """Now, of the process itself and of its call process (`daydream.call_process`, zeros where
+    there is none): resident bytes, resident bytes, CPU seconds, CPU seconds (user + system)."""
+    try:
+        own, children = process.memory_info().rss, process.children()
+        times = process.cpu_times()
+    except psutil.NoSuchProcess:
+        return None
+    calls, calls_cpu = 0, 0.0
+    for child in children:
+        try:
+            if "daydream.call_process" in child.cmdline():
+                calls, child_times = child.memory_info().rss, child.cpu_times()
+                calls_cpu = child_times.user + child_times.system
+        except psutil.NoSuchProcess:
+            continue
+    return own, calls, times.user + times.system, calls_cpu
+
+
+def timed(command: list[str], cwd: Path, env: dict, log: Path, peaks: dict | None = None
+          ) -> tuple[int, float, float, float]:
+    """Run a command: (exit code, elapsed s, peak RSS MB of its process tree, start time.time());
+    `peaks` gets the peak RSS MB of the process alone (`main_mb`) and of its call process
+    (`call_process_mb`), and their CPU seconds at the last sample (`main_cpu_s`, `call_process_cpu_s`)."""
     with log.open("w", encoding="utf-8") as sink:
         wall_start, started = time.time(), time.perf_counter()
         child = subprocess.Popen(command, cwd=cwd, stdout=sink, stderr=subprocess.STDOUT, env=env)
-        watched, peak = psutil.Process(child.pid), [0]
+        watched, peak, each, cpu = psutil.Process(child.pid), [0], [0, 0], [0.0, 0.0]
 
         def watch() -> None:
             while child.poll() is None:
                 peak[0] = max(peak[0], tree_rss(watched))
+                use = own_use(watched)
+                if use is not None:
+                    each[:] = map(max, each, use[:2])
+                    cpu[:] = map(max, cpu, use[2:])
                 time.sleep(0.1)
 
         sampler = threading.Thread(target=watch, daemon=True)
@@ -88,13 +115,16 @@ def timed(command: list[str], cwd: Path, env: dict, log: Path) -> tuple[int, flo
         returncode = child.wait()
         elapsed = time.perf_counter() - started
         sampler.join()
+    if peaks is not None:
+        peaks.update(main_mb=each[0] / 2**20, call_process_mb=each[1] / 2**20, main_cpu_s=cpu[0],
+                     call_process_cpu_s=cpu[1])
     return returncode, elapsed, peak[0] / 2**20, wall_start
 
 
 def daydream_run(root: Path, checkout: Path, shape, cap: int, latency: float, flags: list[str]) -> dict:
     stats_file = root.parent / f"{root.name}-stats.json"
     server, base_url = start_server(latency, stats_file)
-    calls = wave_calls(shape, 0)
+    calls, peaks = wave_calls(shape, 0), {}
     try:
         shutil.copytree(checkout / "data" / "1_raw", root / "data" / "1_raw")
         with (root / "data" / "1_raw" / "llm_models.csv").open("a", newline="") as handle:
@@ -106,13 +136,14 @@ def daydream_run(root: Path, checkout: Path, shape, cap: int, latency: float, fl
                    f"data_root={root / 'data'}", f"cohorts_dir={root / 'cohorts'}", "cohorts=bench", "offline=false"]
         with StatsWatcher(stats_file, calls, latency) as watcher:
             offset = time.time() - time.perf_counter()
-            returncode, elapsed, rss, _ = timed(command, root, env_for(checkout), root / "run.log")
+            returncode, elapsed, rss, _ = timed(command, root, env_for(checkout), root / "run.log", peaks)
         stats = json.loads(stats_file.read_text(encoding="utf-8"))
     finally:
         stop_server(server)
     documents, _, last = document_times(root / "data" / "gens")
     first_request = None if watcher.first_reply is None else watcher.first_reply - latency + offset
-    return {"returncode": returncode, "elapsed_s": elapsed, "peak_rss_mb": rss, "requests": stats["request_count"],
+    return {"returncode": returncode, "elapsed_s": elapsed, "peak_rss_mb": rss, **peaks,
+            "requests": stats["request_count"],
             "peak_in_flight": stats["peak_in_flight"], "calls_phase_s": watcher.calls_phase_s,
             "documents": documents,
             "documents_phase_s": None if first_request is None or last is None else last - first_request,
@@ -163,7 +194,11 @@ def report(cap: int, shape, latency: float, loops: list[dict], days: list[dict],
     print(f"  daydream       calls phase {fmt(day_calls)} s, documents phase {fmt(day_docs)} s   peak in flight "
           f"{max(r['peak_in_flight'] for r in days)} / cap {cap}   requests {days[0]['requests']}   elapsed "
           f"{fmt(median([r['elapsed_s'] for r in days]))} s   peak RSS "
-          f"{fmt(median([r['peak_rss_mb'] for r in days]), '.0f')} MB")
+          f"{fmt(median([r['peak_rss_mb'] for r in days]), '.0f')} MB (Snakemake process "
+          f"{fmt(median([r['main_mb'] for r in days]), '.0f')}, call process "
+          f"{fmt(median([r['call_process_mb'] for r in days]), '.0f')})   CPU s: Snakemake process "
+          f"{fmt(median([r['main_cpu_s'] for r in days]), '.1f')}, call process "
+          f"{fmt(median([r['call_process_cpu_s'] for r in days]), '.1f')}")
     print(f"  bare Snakefile documents phase {fmt(bare)} s ({bares[0]['documents']} jobs, no calls)   elapsed "
           f"{fmt(median([r['elapsed_s'] for r in bares]))} s")
     ratio = median([d["documents_phase_s"] / lp["calls_phase_s"] for d, lp in zip(days, loops, strict=True)

@@ -20,6 +20,8 @@ module owns what is the same for all of them:
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import os
 import random
@@ -30,6 +32,7 @@ from dataclasses import dataclass
 
 import tenacity
 
+from daydream import providers
 from daydream.experiment import ModelRow
 from daydream.limits import ConcurrencyLimits
 from daydream.providers import OFFLINE_ROUTE, CallRequest, Provider, Reply, http_errors, provider_for
@@ -75,6 +78,11 @@ class LLMCallError(RuntimeError):
         self.status = status
         self.billed = billed
 
+    def __reduce__(self):
+        """Pickled with its fields (the call process hands a failed call to its job this way)."""
+        return (functools.partial(LLMCallError, error_class=self.error_class, attempts=self.attempts,
+                                  status=self.status, billed=self.billed), (str(self),), self.__dict__)
+
 
 @dataclass
 class Completion:
@@ -115,8 +123,7 @@ def provider_of(row: ModelRow, settings: LLMSettings) -> Provider:
 
 def key_env_var(row: ModelRow, settings: LLMSettings) -> str | None:
     """The environment variable holding this model's key, or None when it needs none."""
-    route = route_of(row, settings)
-    return provider_for(route).key_env_var(row, route)
+    return providers.key_env_var(row, route_of(row, settings))
 
 
 def missing_keys(rows: list[ModelRow], settings: LLMSettings, where: str) -> list[str]:
@@ -286,14 +293,16 @@ class _Call:
         self.started = now if self.started is None else self.started
         return now
 
-    def attempt_failed(self, error: BaseException, sent: float) -> None:
-        """A failed attempt the provider may have billed goes to `on_billed` before any retry."""
+    def attempt_failed(self, error: BaseException, sent: float):
+        """A failed attempt the provider may have billed goes to `on_billed` before any retry;
+        what it returned (an awaitable, for `acall_model`'s caller in the call process)."""
         billed = _billed_attempt(self.provider, self.request, error, self.state.attempt_number,
                                  time.monotonic() - sent, self.key)
         if billed is not None:
             self.last_billed = (error, billed)
             if self.on_billed is not None:
-                self.on_billed(billed)  # recorded and counted before any retry
+                return self.on_billed(billed)  # recorded and counted before any retry
+        return None
 
     def failure(self, error: BaseException) -> LLMCallError:
         billed = self.last_billed[1] if self.last_billed is not None and self.last_billed[0] is error else None
@@ -353,7 +362,9 @@ async def acall_model(row: ModelRow, prompt: str, *, stage: str, settings: LLMSe
                       cache_prefix: str = "", limits: ConcurrencyLimits | None = None) -> Completion:
     """`call_model` as a coroutine on the running event loop (`daydream.engine`): the same
     request, caps (`ConcurrencyLimits.aslot`), retry policy, billed attempts and errors; waits
-    (for a slot, between attempts) sleep on the loop instead of a thread."""
+    (for a slot, between attempts) sleep on the loop instead of a thread. `on_billed` may be a
+    coroutine function (`daydream.call_process`: the attempt is recorded by the Snakemake
+    process, which answers before any retry)."""
     call = _Call(row, prompt, stage=stage, settings=settings, gen_id=gen_id, on_billed=on_billed,
                  replicate=replicate, cache_prefix=cache_prefix, limits=limits)
     reply: Reply | None = None
@@ -365,7 +376,9 @@ async def acall_model(row: ModelRow, prompt: str, *, stage: str, settings: LLMSe
                     try:
                         reply = await call.provider.acomplete(call.request)
                     except call.failures as error:
-                        call.attempt_failed(error, sent)
+                        recorded = call.attempt_failed(error, sent)
+                        if inspect.isawaitable(recorded):
+                            await recorded
                         raise
     except call.failures as error:
         raise call.failure(error) from error

@@ -25,21 +25,26 @@ call at a time: a job whose prompt differs from the one the engine sent (a file 
 meanwhile) waits for the engine's call to end, then finds its reply in the ledger (restored) as
 any changed prompt does; no prompt is ever sent twice.
 
-How: each call takes the ledger's own steps (`ledger.found`, `before_call`, `call_arguments`,
-`call_failed`, `keep_paid`, `called`): the saved reply or the paid record first, the budget
-guard's admission (`Run.admit_call`: the same reservation as a job's call), the call itself on
-the loop (`calls.acall_model`, under the run's caps, `Run.limits`), then the reply saved before
-anything else and recorded. File work and admissions run in two small thread pools (an
-admission may wait for calls in flight to end, a save never waits), so the loop never blocks.
+How: each call takes the ledger's own steps (`ledger.found`, `before_call`, `call_request`,
+`record_failure`, `record_kept`, `called`): the saved reply or the paid record first, the budget
+guard's admission (`Run.admit_call`: the same reservation as a job's call), the call itself,
+made by the run's call process (`daydream.call_process`: litellm's CPU on a core of its own,
+under a slot of the run's caps held here for the whole call, `Run.limits`), which saves the
+reply before it answers; here it is then counted and recorded. Should the call process die,
+its calls in flight fail (`CallProcessDied`) and the engine makes the rest on its own loop
+(`calls.acall_model`, `ledger.call_arguments`, `call_failed`, `keep_paid`), as it did before.
+File work and admissions run in two small thread pools (an admission may wait for calls in
+flight to end, a save never waits), so the loop never blocks.
 A document's calls wait at a gate of its model's cap (`_gate`), so budget reservations and
 "calls in flight" count only calls that are about to be sent. A failed call reaches its job as
 the same exception. Its log lines (call, retries, failure) are kept per document and written
 into its job's log when the job takes the answer (`job_log.replay`).
 
 Stopping: Ctrl-C (`watch_interrupts`) and the end of the run (`stop`) start no new call; calls in
-flight finish and are saved (a kill loses them unsaved, as it loses a job's call: the next run
-calls them again, or reuses what was saved).
-"""
+flight finish and are saved, then the call process ends. A kill of the Snakemake process ends
+its call process too: it starts no new call, saves the replies of the calls in flight that
+come back within `call_process.GRACE_S`, and exits; the next run reuses what was saved (and
+writes its missing lines of llm_calls.jsonl, `ledger.recover_record`)."""
 
 from __future__ import annotations
 
@@ -54,8 +59,9 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from daydream import calls, documents, job_log, ledger, stages
+from daydream import call_process, calls, documents, job_log, ledger, stages
 from daydream.batch import policy as batch_policy
+from daydream.call_process import CallProcess
 from daydream.membership import Member, UnknownGenerationError
 from daydream.prompts import Prompt
 from daydream.runtime import Runtime
@@ -119,6 +125,7 @@ class Engine:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="daydream-engine", daemon=True)
         self._thread.start()
+        self._process: CallProcess | None = None  # started with the first document to call
 
     def refresh(self, force: bool = False) -> None:
         """Read the run's documents again when the membership changed since the last read (the
@@ -137,8 +144,8 @@ class Engine:
                             "each document job makes its own call", type(error).__name__, error)
                 return
             new = [m for m in served(self.rt, documents_of_run) if m.gen_id not in self._served]
-            for model_id in sorted({m.llm_model_id for m in new}):  # litellm's import (seconds) before a call
-                calls.provider_of(self.rt.experiment.models[model_id], self.rt.settings)
+            if new and self._process is None:  # it imports litellm (seconds) while the run starts
+                self._process = CallProcess.start(self._loop, self._files)
             self._remade.update(gen_id for _, gen_id in documents_of_run)
             for member in new:
                 self._served[member.gen_id] = member
@@ -251,21 +258,63 @@ class Engine:
             self._children_ahead(member, earlier)
             return earlier
         gate = self._gate(member)
-        async with gate:
+        await gate.acquire()
+        passed = _once(gate.release)  # at the end of the block, or once the reply is back
+        try:
             if self._stopping.is_set():
                 raise EngineStopped(f"{member.gen_id}: not called: the run is stopping; the next run makes it")
             ticket = await self._in(self._admissions, ledger.before_call, rt, member, prompt)
+            process = self._process if self._process is not None and not self._process.dead else None
             try:
-                done = await calls.acall_model(**ledger.call_arguments(rt, member, prompt, ticket))
-            except calls.LLMCallError as error:
-                await self._in(self._files, self._ended, ticket, ledger.call_failed, rt, member, prompt, error)
+                if process is not None:
+                    came_back = await self._elsewhere(process, ticket, member, prompt, passed)
+                else:  # no call process (it died): the call is made on this loop, as the thread would
+                    done = await calls.acall_model(**ledger.call_arguments(rt, member, prompt, ticket))
+            except calls.LLMCallError as error:  # a failed reply it paid for is saved already (either way)
+                if process is not None:
+                    await self._in(self._files, self._ended, ticket, ledger.record_failure, rt, member, error)
+                else:
+                    await self._in(self._files, self._ended, ticket, ledger.call_failed, rt, member, prompt, error)
                 raise
             except BaseException:
                 rt.run.end_call(ticket)
                 raise
-        answer = await self._in(self._files, self._kept, ticket, member, prompt, done)
+        finally:
+            passed()
+        if process is not None:
+            answer = await self._in(self._files, self._recorded, ticket, member, prompt, *came_back)
+        else:
+            answer = await self._in(self._files, self._kept, ticket, member, prompt, done)
         self._children_ahead(member, answer)
         return answer
+
+    async def _elsewhere(self, process: CallProcess, ticket, member: Member, prompt: Prompt,
+                         passed: Callable[[], None]) -> tuple:
+        """The call made by the call process (`daydream.call_process`), which saves its reply
+        before it answers; here under a slot of the run's caps from before it is sent until its
+        reply is back (never more calls in flight than the caps, whoever makes them), given
+        back with the model's gate (`passed`) while the reply is saved. (completion, call id,
+        where it was saved, why it was not)."""
+        rt = self.rt
+        row = rt.experiment.models[member.llm_model_id]
+        slot = rt.run.limits.aslot(calls.concurrency_key(row, rt.settings), row.max_concurrency)
+        await slot.__aenter__()
+        back = _once(lambda: (slot.release(), passed()))
+        try:
+            return await process.call(ledger.call_request(rt, member, prompt), member, prompt, rt.paths,
+                                      lambda attempt: ledger.record_attempt(rt, member, ticket, attempt), back)
+        finally:
+            back()
+
+    def _recorded(self, ticket, member: Member, prompt: Prompt, done: calls.Completion, call_id: str, saved,
+                  not_kept: str) -> ledger.Answer:
+        try:
+            self.rt.run.paid(ticket, done)
+            ledger.record_kept(self.rt, member, done, call_id, saved,
+                               ledger.ReplyNotKept(not_kept) if not_kept else None)
+        finally:
+            self.rt.run.end_call(ticket)
+        return ledger.called(self.rt, member, prompt, done)
 
     def _children_ahead(self, member: Member, answer: ledger.Answer) -> None:
         """Start the children's calls from this answer, before the document's job has written
@@ -329,6 +378,14 @@ class Engine:
             pending = [c.future for c in self._calls.values()]
         if wait:
             concurrent.futures.wait(pending)
+        process = self._process
+        if process is not None and self._thread.is_alive():  # it ends once its calls in flight are saved
+            try:
+                asyncio.run_coroutine_threadsafe(process.close(), self._loop).result(timeout=5)
+            except (concurrent.futures.TimeoutError, RuntimeError):
+                process.process.kill()
+        if process is not None and wait:
+            process.wait(timeout=call_process.GRACE_S + 5)
         if self._thread.is_alive():
             try:
                 asyncio.run_coroutine_threadsafe(_cancel_the_rest(), self._loop).result(timeout=5)
@@ -343,6 +400,16 @@ class Engine:
     def interrupted(self) -> None:
         """Ctrl-C: no new call starts (those in flight finish and are saved)."""
         self._stopping.set()
+
+
+def _once(release: Callable[[], object]) -> Callable[[], None]:
+    """`release`, run by the first call only."""
+    pending = [release]
+
+    def run() -> None:
+        if pending:
+            pending.pop()()
+    return run
 
 
 async def _cancel_the_rest() -> None:

@@ -19,7 +19,7 @@ budget), never for a request a provider batch holds (`batch.policy.refuse_direct
 only when the data root has room to keep its reply (`check_room`, `min_free_mb`).
 
 Every reply a provider answered becomes a record here, and only here (`keep_reply`,
-`_record_attempt`): its cost is counted by the run's guard first (in memory, `Run.paid`), then
+`record_attempt`): its cost is counted by the run's guard first (in memory, `Run.paid`), then
 the reply is saved (`save_reply`: its document's ledger, else a spill file, `Paths.spill_paths`,
 which `saved_reply` finds and moves back on the next run), then its line is appended to
 `llm_calls.jsonl` (`record_call`), each step tried whatever the one before did. The saved reply
@@ -353,7 +353,7 @@ def record_call(rt: Runtime, member: Member, done: calls.Completion, **extra) ->
         "outcome": "ok", **extra})
 
 
-def _record_attempt(rt: Runtime, member: Member, ticket: Ticket, attempt: calls.Attempt) -> None:
+def record_attempt(rt: Runtime, member: Member, ticket: Ticket, attempt: calls.Attempt) -> None:
     """A failed attempt the provider may have billed: counted by the budget guard, then one
     `outcome: failed` line of llm_calls.jsonl. BudgetReached (after the line is written) when the
     budget leaves no room for another attempt."""
@@ -383,25 +383,35 @@ def keep_reply(rt: Runtime, member: Member, prompt: Prompt, done: calls.Completi
     run that reads the reply (`recover_record`). `call_id` (a new one by default) names the line:
     a provider batch's reply has one of its own, so a reply read again after a stop is recorded
     once (`_record_once`)."""
-    saved: Path | None = None
-    failure: BaseException | None = None
     fresh, call_id = call_id is None, call_id or new_call_id(prompt)
-
-    def record() -> None:  # a new call id has no line yet: no need to look
-        if fresh:
-            record_call(rt, member, done, call_id=call_id, **extra)
-        else:
-            _record_once(rt, member, done, call_id, **extra)
-
     try:  # first: a paid reply is on disk before anything else
-        saved = save_reply(rt.paths, member, prompt, done, call_id, extra)
+        saved, not_kept = save_reply(rt.paths, member, prompt, done, call_id, extra), None
     except ReplyNotKept as error:
-        failure = error
+        saved, not_kept = None, error
     except BaseException:  # the run is stopping: its call is still recorded
-        record()
+        _record_kept(rt, member, done, call_id, fresh, extra)
         raise
+    return record_kept(rt, member, done, call_id, saved, not_kept, fresh=fresh, **extra)
+
+
+def save_first(paths: Paths, member: Member, prompt: Prompt, done: calls.Completion) -> tuple[str, Path | None, str]:
+    """The first half of `keep_reply`, where the reply came back (the call process,
+    `daydream.call_process`): saved (or spilled) under a new call id. (call id, where it was
+    saved or None, the ReplyNotKept message or "")."""
+    call_id = new_call_id(prompt)
     try:
-        record()
+        return call_id, save_reply(paths, member, prompt, done, call_id), ""
+    except ReplyNotKept as error:
+        return call_id, None, str(error)
+
+
+def record_kept(rt: Runtime, member: Member, done: calls.Completion, call_id: str, saved: Path | None,
+                not_kept: BaseException | None, fresh: bool = True, **extra) -> Path:
+    """The second half of `keep_reply`: the saved reply's line in llm_calls.jsonl, then the
+    failure to save it (`not_kept`, ReplyNotKept) raised, or the first failure to record it."""
+    failure = not_kept
+    try:
+        _record_kept(rt, member, done, call_id, fresh, extra)
     except OSError as error:
         log.error("%s: its call (cost_usd=%s, usage=%s) could not be recorded in %s: %s", member.gen_id,
                   done.cost_usd, done.usage, rt.paths.llm_calls_jsonl, error.strerror or error)
@@ -412,6 +422,13 @@ def keep_reply(rt: Runtime, member: Member, prompt: Prompt, done: calls.Completi
     if failure is not None:
         raise failure
     return saved
+
+
+def _record_kept(rt: Runtime, member: Member, done: calls.Completion, call_id: str, fresh: bool, extra: dict) -> None:
+    if fresh:  # a new call id has no line yet: no need to look
+        record_call(rt, member, done, call_id=call_id, **extra)
+    else:
+        _record_once(rt, member, done, call_id, **extra)
 
 
 def answer(rt: Runtime, member: Member, prompt: Prompt) -> Answer:
@@ -465,18 +482,28 @@ def before_call(rt: Runtime, member: Member, prompt: Prompt) -> Ticket:
 
 def call_arguments(rt: Runtime, member: Member, prompt: Prompt, ticket: Ticket) -> dict:
     """The arguments of `calls.call_model` / `calls.acall_model` for this document's call."""
+    return {**call_request(rt, member, prompt), "limits": rt.run.limits,
+            "on_billed": lambda attempt: record_attempt(rt, member, ticket, attempt)}
+
+
+def call_request(rt: Runtime, member: Member, prompt: Prompt) -> dict:
+    """The part of `call_arguments` that is data (what the call process is sent)."""
     return {"row": rt.experiment.models[member.llm_model_id], "prompt": prompt.text, "stage": member.stage,
             "settings": rt.settings, "gen_id": member.gen_id, "replicate": member.replicate,
-            "cache_prefix": prompt.shared_prefix, "limits": rt.run.limits,
-            "on_billed": lambda attempt: _record_attempt(rt, member, ticket, attempt)}
+            "cache_prefix": prompt.shared_prefix}
 
 
 def call_failed(rt: Runtime, member: Member, prompt: Prompt, error: calls.LLMCallError) -> None:
     """A call that failed for good: an answered reply without usable text is kept as the paid
     reply (already counted), and the failure is recorded."""
-    if error.billed is not None and error.billed.billed == http_errors.BILLED:
-        save_reply(rt.paths, member, prompt, _failed_reply(error.billed))
+    keep_failed_reply(rt.paths, member, prompt, error)
     record_failure(rt, member, error)
+
+
+def keep_failed_reply(paths: Paths, member: Member, prompt: Prompt, error: calls.LLMCallError) -> None:
+    """The first half of `call_failed` (the call process takes it where the call failed)."""
+    if error.billed is not None and error.billed.billed == http_errors.BILLED:
+        save_reply(paths, member, prompt, _failed_reply(error.billed))
 
 
 def keep_paid(rt: Runtime, member: Member, prompt: Prompt, ticket: Ticket, done: calls.Completion) -> None:

@@ -99,6 +99,11 @@ class _AsyncSlot:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Give the slot back (what `async with` does on leaving; the call engine gives it back as
+        soon as the reply is back, before it is saved, `daydream.call_process`)."""
         for semaphore in reversed(self._semaphores):
             semaphore.release()
         self._limits._released()

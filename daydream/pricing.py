@@ -94,15 +94,32 @@ def usage_cost(prices: Prices | None, usage: dict) -> float | None:
                        usage.get(CACHED_KEY) or 0, usage.get(CACHE_WRITE_KEY) or 0)
 
 
-@functools.lru_cache(maxsize=1024)
+_ENTRIES: dict[tuple[str, str], dict | None] = {}  # (route, model): its price-map entry, None: none
+
+
 def _price_map_entry(route: str, model: str) -> dict | None:
-    """The price-map entry of a model (looked up once per process and model)."""
-    cost_map = litellm_module().model_cost
-    for key in (f"{route}/{model}", model):
-        entry = cost_map.get(key)
-        if entry and "input_cost_per_token" in entry and "output_cost_per_token" in entry:
-            return entry
-    return None
+    """The price-map entry of a model (looked up once per process and model, or learned from
+    the process that looked it up, `learn_entries`)."""
+    key = (route, model)
+    if key not in _ENTRIES:
+        cost_map = litellm_module().model_cost
+        found = (cost_map.get(name) for name in (f"{route}/{model}", model))
+        _ENTRIES[key] = next((dict(entry) for entry in found
+                              if entry and "input_cost_per_token" in entry and "output_cost_per_token" in entry),
+                             None)
+    return _ENTRIES[key]
+
+
+def price_map_entries(route: str, model: str) -> dict[tuple[str, str], dict | None]:
+    """A model's price-map entry as `learn_entries` takes it: the call process
+    (`daydream.call_process`) sends it with a model's first reply, so the Snakemake process
+    prices its calls without importing litellm (seconds and about 200 MB)."""
+    return {(route, model): _price_map_entry(route, model)}
+
+
+def learn_entries(entries: dict[tuple[str, str], dict | None]) -> None:
+    """Price-map entries looked up by another process of this run (the same litellm)."""
+    _ENTRIES.update(entries)
 
 
 def direct_prices(row: ModelRow, route: str) -> Prices | None:

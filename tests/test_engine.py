@@ -253,7 +253,8 @@ def test_a_killed_engine_is_rerun_without_paying_for_any_prompt_twice(data_root,
 
         run = started(rt)
         wait_until(lambda: len(saved_now()) >= 4 and server.request_count > 4)
-        run.stop(wait=False)  # the kill: the loop ends, calls in flight are never saved
+        run.stop(wait=False)  # the kill: no new call; the call process saves the calls in flight, then ends
+        run._process.process.wait(timeout=30)
         first, saved = sent_prompts(server), saved_now()
         assert 4 <= len(saved) < len(drafts)
 

@@ -70,8 +70,10 @@ class Reply:
 class Provider(Protocol):
     name: str
 
-    def key_env_var(self, row: ModelRow, route: str) -> str | None:
-        """The environment variable holding the key for this row, or None when it needs none."""
+    @staticmethod
+    def key_env_var(row: ModelRow, route: str) -> str | None:
+        """The environment variable holding the key for this row, or None when it needs none
+        (a static method: `key_env_var` asks the class, without an instance)."""
 
     def complete(self, request: CallRequest) -> Reply:
         """One attempt (one request); raises one of `errors()` for a provider failure."""
@@ -162,17 +164,28 @@ _INSTANCES: dict[str, Provider] = {}
 _LOCK = threading.Lock()
 
 
+def _class(target: str):
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def _instance(target: str):
     with _LOCK:
         if target not in _INSTANCES:
-            module, _, name = target.partition(":")
-            _INSTANCES[target] = getattr(importlib.import_module(module), name)()
+            _INSTANCES[target] = _class(target)()
         return _INSTANCES[target]
 
 
 def provider_for(route: str) -> Provider:
     """The provider serving `route` (one instance per process)."""
     return _instance(_FACTORIES.get(route, _DEFAULT))
+
+
+def key_env_var(row: ModelRow, route: str) -> str | None:
+    """The environment variable holding the key of `row` on `route` (None: it needs none),
+    from the provider's class: no instance, so litellm is not imported for it (a run whose
+    calls go out from the call process, `daydream.call_process`, never imports it here)."""
+    return _class(_FACTORIES.get(route, _DEFAULT)).key_env_var(row, route)
 
 
 def has_batch_api(route: str) -> bool:

@@ -102,7 +102,8 @@ class LiteLLMProvider:
         litellm_module()  # the one-off import is not part of any call's duration
         self._loop = _CallLoop()
 
-    def key_env_var(self, row, route: str) -> str | None:
+    @staticmethod
+    def key_env_var(row, route: str) -> str | None:
         if row.api_key_env:
             return row.api_key_env
         if route in NO_KEY_ROUTES or (route == "openai" and row.api_base):

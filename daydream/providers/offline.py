@@ -10,7 +10,8 @@ from daydream.providers import CallRequest, Reply, RetryDecision
 class OfflineProvider:
     name = "offline"
 
-    def key_env_var(self, row, route: str) -> str | None:
+    @staticmethod
+    def key_env_var(row, route: str) -> str | None:
         return None
 
     def complete(self, request: CallRequest) -> Reply:
