@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -41,6 +42,12 @@ from tests import snakemake_zygote
 from tests.openai_server import FakeOpenAIServer
 
 REPO = Path(__file__).resolve().parent.parent
+# A suite started in the background by a shell without job control (`(make test &)`, `nohup ...
+# &`) inherits SIGINT ignored, and so would every process it starts: Snakemake runs that ignore
+# Ctrl-C, unlike a user's, and the tests of Ctrl-C would wait for nothing. The tests' processes
+# get Python's own handling back, as in a terminal.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 SNAKEMAKE = [sys.executable, str(REPO / "tests" / "snakemake_client.py")]
 REAL_SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 # The profile keeps Snakemake quiet about rules (no per-job blocks); tests that read the jobs of a
