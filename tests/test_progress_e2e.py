@@ -34,7 +34,7 @@ def test_a_132_document_offline_run_fits_on_a_few_screens_with_progress_lines_an
         "evaluation": {"templates": ["novelty-judge", "rigor-judge"], "models": ["offline_a", "offline_b"]},
     })  # 12 drafts, 24 essays (12 copies), 96 evaluations: 132 documents, 120 calls
     settings = tmp_path / "progress.yaml"
-    settings.write_text(yaml.safe_dump({"progress_interval_s": 1}))
+    settings.write_text(yaml.safe_dump({"progress_interval_s": 0.5}))  # a run of a few seconds: several lines
 
     done = run_workflow(data_root, cohorts_dir, ["wide"], "--cores", "4", "--configfile", str(settings))
 
