@@ -203,6 +203,15 @@ class CallProcess:
         if self._writer is not None and not self._writer.is_closing():
             self._writer.close()
 
+    def end_requests(self) -> None:
+        """From any thread, without the loop: what `close` tells the call process (no call
+        follows; it saves its calls in flight, for GRACE_S at most, then exits), for a loop that
+        is stuck or gone. A socket already closed has told it."""
+        try:
+            self._socket.shutdown(socket.SHUT_WR)
+        except OSError as error:
+            log.debug("call process %d: its connection was closed already (%s)", self.process.pid, error)
+
     def wait(self, timeout: float) -> None:
         """Until the call process has ended (killed after `timeout` seconds)."""
         try:

@@ -71,6 +71,7 @@ log = logging.getLogger(__name__)
 _GEN_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("daydream_engine_gen_id", default=None)
 ADMISSION_THREADS = 4  # admissions (the saved-reply lookup, the budget guard, which may wait)
 FILE_THREADS = 8  # prompts built and replies saved (fsync) off the loop
+LOOP_ANSWER_S = 5.0  # how long `stop` waits for the loop to run a step before it goes on without it
 
 
 class EngineStopped(RuntimeError):
@@ -369,7 +370,10 @@ class Engine:
     # -- stopping ------------------------------------------------------------------------------------
     def stop(self, wait: bool = True) -> None:
         """Start no new call; with `wait`, let the calls in flight finish and be saved, then end
-        the loop and its threads (a reply being saved is saved even without `wait`)."""
+        the loop and its threads. Without `wait`, or with a loop too busy to answer, the call
+        process is still only told that no call follows: it saves the replies of its calls in
+        flight (for `call_process.GRACE_S`) and exits; it is killed only after that grace and
+        only with `wait` (a reply being saved here is saved either way)."""
         with self._lock:
             if self._stopped:
                 return
@@ -379,16 +383,18 @@ class Engine:
         if wait:
             concurrent.futures.wait(pending)
         process = self._process
-        if process is not None and self._thread.is_alive():  # it ends once its calls in flight are saved
+        if process is not None:  # it ends once its calls in flight are saved (GRACE_S at most)
             try:
-                asyncio.run_coroutine_threadsafe(process.close(), self._loop).result(timeout=5)
+                if not self._thread.is_alive():
+                    raise RuntimeError("the engine's loop has ended")
+                asyncio.run_coroutine_threadsafe(process.close(), self._loop).result(timeout=LOOP_ANSWER_S)
             except (concurrent.futures.TimeoutError, RuntimeError):
-                process.process.kill()
+                process.end_requests()  # the loop is stuck or gone: never a kill that loses a paid reply
         if process is not None and wait:
             process.wait(timeout=call_process.GRACE_S + 5)
         if self._thread.is_alive():
             try:
-                asyncio.run_coroutine_threadsafe(_cancel_the_rest(), self._loop).result(timeout=5)
+                asyncio.run_coroutine_threadsafe(_cancel_the_rest(), self._loop).result(timeout=LOOP_ANSWER_S)
             except (concurrent.futures.TimeoutError, RuntimeError):
                 pass  # the loop is gone or stuck: its daemon thread ends with the process
         self._loop.call_soon_threadsafe(self._loop.stop)

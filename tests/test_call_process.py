@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -187,6 +188,7 @@ def test_the_snakemake_process_never_imports_litellm_when_the_call_process_makes
 # Loaded by the call process only (its command line names it): its ledger's save fails as a bug would.
 BROKEN_SAVE = """
 import sys
+import time
 if "daydream.call_process" in sys.orig_argv:
     from daydream import ledger
 
@@ -217,3 +219,41 @@ def test_a_reply_the_call_process_could_not_save_fails_its_job_clearly_and_is_st
         assert saved(rt, drafts) == set()
         assert rt.run.counters.snapshot()["calls_in_flight"] == 0
         assert Counter(c["gen_id"] for c in jsonl(rt.paths.llm_calls_jsonl)) == {m.gen_id: 1 for m in drafts}
+
+
+@pytest.mark.parametrize("loop", ["stuck", "answering"])
+def test_a_run_stopped_without_waiting_still_has_its_call_process_save_every_reply_in_flight(
+        data_root, cohorts_dir, monkeypatch, loop):
+    """`Engine.stop(wait=False)` with four calls in flight, its loop answering or stuck (held by
+    a callback longer than `stop` waits for it, as under a long collection): the call process is
+    told that no call follows, never killed; the replies come back after `stop` returned, are
+    saved, and the next run pays for none of them again."""
+    monkeypatch.setattr(engine, "LOOP_ANSWER_S", 0.2)
+    with FakeOpenAIServer() as server:
+        rt = loop_runtime(data_root, cohorts_dir, server, draft_replicates=4, cap=4)
+        drafts = by_stage(rt)["draft"]
+        server.hold_replies()
+        run = started(rt)
+        wait_until(lambda: server.in_flight == 4)
+        child = run._process.process
+        if loop == "stuck":
+            run._loop.call_soon_threadsafe(time.sleep, 3)
+        run.stop(wait=False)
+        assert child.poll() is None  # not killed: its calls are in flight
+        assert saved(rt, drafts) == set()
+        server.release_replies()
+        assert child.wait(timeout=call_process.GRACE_S + 20) == 0
+        kept = saved(rt, drafts)
+        assert len(kept) == 4 and server.request_count == 4
+
+        again = Runtime(dict(rt.config))  # the next run
+        started(again)
+        try:
+            outcome = jobs(again, drafts)
+        finally:
+            engine.finish(again)
+        assert all(error is None for error in outcome.values()), outcome
+        assert server.request_count == len(drafts)  # the four saved replies were not paid for again
+        assert again.run.counters.snapshot()["sources"] == {"saved": 4, "called": len(drafts) - 4}
+        lines = jsonl(again.paths.llm_calls_jsonl)
+        assert Counter(c["gen_id"] for c in lines) == {m.gen_id: 1 for m in drafts}
