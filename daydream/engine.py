@@ -124,7 +124,7 @@ class Engine:
         self._capture = _Capture()
         logging.getLogger("daydream").addHandler(self._capture)
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="daydream-engine", daemon=True)
+        self._thread = threading.Thread(target=_run, args=(self._loop,), name="daydream-engine", daemon=True)
         self._thread.start()
         self._process: CallProcess | None = None  # started with the first document to call
 
@@ -392,11 +392,6 @@ class Engine:
                 process.end_requests()  # the loop is stuck or gone: never a kill that loses a paid reply
         if process is not None and wait:
             process.wait(timeout=call_process.GRACE_S + 5)
-        if self._thread.is_alive():
-            try:
-                asyncio.run_coroutine_threadsafe(_cancel_the_rest(), self._loop).result(timeout=LOOP_ANSWER_S)
-            except (concurrent.futures.TimeoutError, RuntimeError):
-                pass  # the loop is gone or stuck: its daemon thread ends with the process
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
         self._admissions.shutdown(wait=False, cancel_futures=True)
@@ -418,8 +413,15 @@ def _once(release: Callable[[], object]) -> Callable[[], None]:
     return run
 
 
+def _run(loop: asyncio.AbstractEventLoop) -> None:
+    """The engine's thread: its loop until `stop` stops it, then whatever else is still on it
+    (litellm's logging worker; a step `stop` did not wait for) is cancelled and let end, so
+    nothing is left pending, however long the loop was held before."""
+    loop.run_forever()
+    loop.run_until_complete(_cancel_the_rest())
+
+
 async def _cancel_the_rest() -> None:
-    """Cancel what else runs on the loop (litellm's logging worker), so nothing is left pending."""
     tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
     for task in tasks:
         task.cancel()
