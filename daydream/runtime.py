@@ -101,6 +101,30 @@ def leave_heap() -> int:
     return gc.get_freeze_count()
 
 
+# A job-rate limit this high never binds in a local run (document jobs start at about 100 a
+# second on 2 cores; the profile's `max-jobs-per-timespan: 10000/1s`).
+UNBINDING_JOBS_PER_S = 1000
+
+
+def drop_unbinding_rate_limit(scheduler: object, local: bool) -> bool:
+    """At `onstart`, in a local run: remove Snakemake's job-rate limiter (`--max-jobs-per-
+    timespan`, which cannot be turned off from the command line) when its limit is at least
+    `UNBINDING_JOBS_PER_S`, so it could never hold a job back. Its only effect then is its
+    cost: Snakemake's scheduler starts a `threading.Timer` after every scheduling round (to
+    look again once the timespan has passed), and `Thread.start` waits for the new thread to
+    take the GIL from the document jobs' threads: 17% of the scheduler thread's samples in a
+    3,000-document run (bench/README, "The job-rate limiter's timers"). A lower limit (a
+    deliberate `--max-jobs-per-timespan`) and a cluster run (the limit guards its queue) keep
+    it. `scheduler` is Snakemake's `JobScheduler` (`workflow.scheduler`); True when removed."""
+    limiter = getattr(scheduler, "job_rate_limiter", None)
+    if not local or limiter is None or limiter.max_jobs / limiter.timespan < UNBINDING_JOBS_PER_S:
+        return False
+    scheduler.job_rate_limiter = None
+    log.debug("Snakemake's job-rate limit (%s jobs over %s s) cannot bind in a local run: removed",
+              limiter.max_jobs, limiter.timespan)
+    return True
+
+
 class Runtime:
     """Everything a job needs, built once per Snakemake process from the config."""
 

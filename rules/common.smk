@@ -22,7 +22,7 @@ from daydream import (
 from daydream.batch import commands as batch_commands
 from daydream.batch import gate as batch_gate
 from daydream.batch import rounds as batch_rounds
-from daydream.runtime import Runtime, leave_heap
+from daydream.runtime import Runtime, drop_unbinding_rate_limit, leave_heap
 
 # Terminal output (daydream's log lines included) is the logger plugin's, `logger: [daydream]`
 # in the profile (daydream.terminal); parsing builds the Runtime, and adds one filter below.
@@ -126,8 +126,10 @@ def run_started():
     the budget check before the first call, then the progress line, then the call engine
     (daydream.engine), given the documents of this run's DAG; once the DAG holds report jobs,
     their libraries are imported in a thread (daydream.reports.ImportAhead). A run whose only
-    target is `plan` is never refused."""
+    target is `plan` is never refused. In a local run, Snakemake's job-rate limiter goes when
+    it cannot bind (daydream.runtime.drop_unbinding_rate_limit)."""
     RT.settle_heap()  # the DAG built so far lives until the run ends; ends the hold
+    drop_unbinding_rate_limit(workflow.scheduler, workflow.local_exec)
     batch_rounds.watch_interrupts()
     budget.check_before_run(RT, workflow.dag_settings.targets)
     progress.start(RT, workflow.dag_settings.targets)

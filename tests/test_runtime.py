@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gc
 import weakref
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -119,3 +121,38 @@ def test_a_process_that_never_held_never_holds_at_the_checkpoint(rt, thresholds,
     rt.settle_heap_once()
     rt.settle_heap_once()
     assert settled == [True, True]  # at parse and at the first document job, as without a checkpoint
+
+
+def test_a_job_rate_limit_that_cannot_bind_is_removed_in_a_local_run_only():
+    """Snakemake's own limiter objects, as `--max-jobs-per-timespan` makes them."""
+    from snakemake.scheduling.job_scheduler import JobRateLimiter
+    from snakemake.settings.types import MaxJobsPerTimespan
+
+    def scheduler(limit: str | None) -> SimpleNamespace:
+        limiter = None if limit is None else JobRateLimiter(MaxJobsPerTimespan.parse_choice(limit))
+        return SimpleNamespace(job_rate_limiter=limiter)
+
+    profile = scheduler("10000/1s")  # profiles/default
+    assert runtime.drop_unbinding_rate_limit(profile, local=True) is True
+    assert profile.job_rate_limiter is None
+    for limit in ("1000/1s", "60000/1m"):  # 1,000 a second: at the bound
+        assert runtime.drop_unbinding_rate_limit(scheduler(limit), local=True) is True
+    for limit, local in (("100/1s", True), ("999/1s", True), ("50000/1m", True), ("10000/1s", False)):
+        kept = scheduler(limit)
+        assert runtime.drop_unbinding_rate_limit(kept, local=local) is False, (limit, local)
+        assert kept.job_rate_limiter is not None  # a deliberate limit, or a cluster's queue
+    assert runtime.drop_unbinding_rate_limit(scheduler(None), local=True) is False  # a dry run has none
+    assert runtime.drop_unbinding_rate_limit(object(), local=True) is False  # not a JobScheduler
+
+
+def test_the_snakemake_attributes_the_rate_limit_removal_uses_are_those_of_the_locked_version():
+    """`onstart` passes `workflow.scheduler`; its limiter is read where the scheduler reads it."""
+    import snakemake
+
+    package = Path(snakemake.__file__).parent
+    workflow = (package / "workflow.py").read_text()
+    scheduler = (package / "scheduling" / "job_scheduler.py").read_text()
+    assert "self.scheduler = JobScheduler(" in workflow
+    assert "self.job_rate_limiter = (" in scheduler
+    assert "if self.job_rate_limiter is not None:" in scheduler  # the timer after each round
+    assert "if self.job_rate_limiter is None:" in scheduler  # the selection's limit
