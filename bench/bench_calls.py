@@ -1,6 +1,6 @@
 """Real model calls: daydream against the plain asyncio loop and a bare Snakefile, in one run.
 
-For each cap of `--caps` (default 100, 200 and 500), three runs of the same three dependent
+For each cap of `--caps` (default 100, 200 and 500), four runs of the same three dependent
 waves (`--shape`: drafts, essays per draft, evaluations per essay; default 20,2,15 = 660
 documents), each against a fresh loopback OpenAI server (tests/openai_server.py, its command
 line, in another process) answering every request after `--latency` seconds (default 2):
@@ -11,17 +11,25 @@ line, in another process) answering every request after `--latency` seconds (def
   replicates) are all made by a loopback model row (route `openai`, `api_base` the server), with
   `llm.max_concurrency: cap` (one attempt per call) passed by `--configfile`;
 - bare: bench/bare/Snakefile with one job per document and the same shape: Snakemake's own
-  floor for these jobs, with no call at all.
-Snakemake gets the same flags for both (the settings of profiles/default as flags, with
+  floor for these jobs, with no call at all;
+- bare with waits: the same Snakefile whose jobs each sleep `--latency` seconds after writing
+  prompt.txt, at most cap of them at once (a semaphore in the job bodies, `wait_s` and
+  `wait_cap`): Snakemake's own floor for three waves of jobs that each wait for a reply under
+  the cap, with no client and no server.
+Snakemake gets the same flags for all three (the settings of profiles/default as flags, with
 `--workflow-profile none`, and `--cores cap+8`).
 
 Read the same way for the loop and daydream, from the server's stats file: the calls phase
-(first request to last reply). For daydream and bare: the documents phase, from the first
-request (daydream) or the first prompt.txt (bare) to the last parsed.txt written: the wall time
-of the same work. Prints, per cap, the medians over `--reps`: each phase, daydream / loop,
-daydream / bare, the peak in flight against the cap, the elapsed runs, and daydream's peak RSS
-(its process tree; the Snakemake process and its call process each) and CPU seconds of each. `--checkout DIR`
-runs daydream from another checkout (the "before" figures). Numbers only: nothing is asserted.
+(first request to last reply). For daydream and both bare runs: the documents phase, from the
+first request (daydream; its first reply less `--latency`), the first prompt.txt (bare) or the
+first prompt.txt less `--latency` (bare with waits: Snakemake touches a job's outputs when it
+ends, so prompt.txt's time is its job's end) to the last parsed.txt written: the wall time of
+the same work. Prints, per cap, the medians over `--reps`: each phase, daydream / loop,
+daydream / bare, daydream / bare with waits (what daydream adds to Snakemake's floor), bare with
+waits / loop (what Snakemake adds to the loop), the peak in flight against the cap, the elapsed
+runs, and daydream's peak RSS (its process tree; the Snakemake process and its call process
+each) and CPU seconds of each. `--checkout DIR` runs daydream from another checkout (the
+"before" figures). Numbers only: nothing is asserted.
 
 Usage: python bench/bench_calls.py [--caps 100,200,500] [--shape 20,2,15] [--latency 2] [--reps 1]
            [--extra "..."] [--checkout DIR] [--keep DIR]
@@ -150,16 +158,21 @@ def daydream_run(root: Path, checkout: Path, shape, cap: int, latency: float, fl
             "tail": (root / "run.log").read_text(encoding="utf-8", errors="replace")[-1500:]}
 
 
-def bare_run(root: Path, shape, cap: int, flags: list[str]) -> dict:
+def bare_run(root: Path, shape, cap: int, flags: list[str], wait_s: float = 0.0) -> dict:
+    """The bare Snakefile, one job per document; with `wait_s`, each job sleeps that long after
+    writing prompt.txt, at most `cap` jobs at once."""
     drafts, essays, evaluations = shape
     root.mkdir(parents=True)
     command = [sys.executable, "-m", "snakemake", "-s", str(BARE), "--workflow-profile", "none", *flags,
                "--cores", str(cap + 8), "--config", f"drafts={drafts}", f"essays_per_draft={essays}",
-               f"evaluations_per_essay={evaluations}", "jobs_per_document=1"]
+               f"evaluations_per_essay={evaluations}", "jobs_per_document=1", f"wait_s={wait_s:g}",
+               f"wait_cap={cap if wait_s else 0}"]
     returncode, elapsed, rss, _ = timed(command, root, env_for(REPO), root / "run.log")
     documents, first, last = document_times(root / "gens")
+    # Snakemake touches every output when its job ends: the first prompt.txt is the first job's
+    # end, `wait_s` after its wait began (as daydream's first request is its first reply less the latency).
     return {"returncode": returncode, "elapsed_s": elapsed, "peak_rss_mb": rss, "documents": documents,
-            "documents_phase_s": None if first is None else last - first,
+            "documents_phase_s": None if first is None else last - first + wait_s,
             "tail": (root / "run.log").read_text(encoding="utf-8", errors="replace")[-1500:]}
 
 
@@ -178,14 +191,15 @@ def loop_run(workdir: Path, name: str, shape, cap: int, latency: float) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def report(cap: int, shape, latency: float, loops: list[dict], days: list[dict], bares: list[dict]) -> None:
+def report(cap: int, shape, latency: float, loops: list[dict], days: list[dict], bares: list[dict],
+           waits: list[dict]) -> None:
     calls = wave_calls(shape, 0)
     print(f"\ncap {cap}, {calls} calls in three dependent waves {shape}, {latency:g} s replies; medians of "
           f"{len(loops)} interleaved repetition(s)")
     loop = median([r["calls_phase_s"] for r in loops])
     print(f"  asyncio loop   calls phase {fmt(loop)} s   peak in flight {max(r['peak_in_flight'] for r in loops)} / "
           f"cap {cap}   {sum(r['failures'] for r in loops)} failed calls")
-    failed = [r for r in days + bares if r["returncode"] != 0]
+    failed = [r for r in days + bares + waits if r["returncode"] != 0]
     if failed:
         print(f"  FAILED ({failed[0]['returncode']}), run tail:\n{failed[0]['tail']}")
         return
@@ -208,6 +222,15 @@ def report(cap: int, shape, latency: float, loops: list[dict], days: list[dict],
                     if d["documents_phase_s"] and lp["calls_phase_s"] and b["documents_phase_s"]])
     print(f"  daydream / loop {fmt(ratio)}x (documents phase / calls phase)   daydream / max(loop, bare) {fmt(floor)}x "
           f"(bare / loop {fmt(bare and loop and bare / loop)}x)")
+    waited = median([r["documents_phase_s"] for r in waits])
+    print(f"  bare with waits documents phase {fmt(waited)} s ({waits[0]['documents']} jobs, {latency:g} s each, "
+          f"at most {cap} at once)   elapsed {fmt(median([r['elapsed_s'] for r in waits]))} s")
+    over_floor = median([d["documents_phase_s"] / w["documents_phase_s"] for d, w in zip(days, waits, strict=True)
+                         if d["documents_phase_s"] and w["documents_phase_s"]])
+    floor_over_loop = median([w["documents_phase_s"] / lp["calls_phase_s"] for w, lp in zip(waits, loops, strict=True)
+                              if w["documents_phase_s"] and lp["calls_phase_s"]])
+    print(f"  daydream / bare with waits {fmt(over_floor)}x (daydream's own)   bare with waits / loop "
+          f"{fmt(floor_over_loop)}x (Snakemake's own)")
 
 
 def main() -> None:
@@ -216,7 +239,7 @@ def main() -> None:
     parser.add_argument("--shape", default="20,2,15", help="drafts, essays per draft, evaluations per essay")
     parser.add_argument("--latency", type=float, default=2.0, help="seconds the server takes per reply")
     parser.add_argument("--reps", type=int, default=1, help="interleaved repetitions (medians are printed)")
-    parser.add_argument("--extra", default="", help="more Snakemake flags for daydream's and bare's runs")
+    parser.add_argument("--extra", default="", help="more Snakemake flags for daydream's and the bare runs")
     parser.add_argument("--checkout", type=Path, default=REPO, help="run daydream from this checkout")
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it")
     args = parser.parse_args()
@@ -228,20 +251,22 @@ def main() -> None:
     workdir.mkdir(parents=True)
     print(f"daydream from {args.checkout.resolve()}; Snakemake flags: {' '.join(flags)} --cores cap+8")
     for cap in caps:
-        loops, days, bares = [], [], []
+        loops, days, bares, waits = [], [], [], []
         for rep in range(args.reps):
-            order = ("loop", "daydream", "bare") if rep % 2 == 0 else ("bare", "daydream", "loop")
+            order = ("loop", "daydream", "bare", "waits") if rep % 2 == 0 else ("waits", "bare", "daydream", "loop")
             for who in order:
                 root = workdir / f"{who}-{cap}-{rep}"
                 if who == "loop":
                     loops.append(loop_run(workdir, root.name, shape, cap, args.latency))
                 elif who == "daydream":
                     days.append(daydream_run(root, args.checkout.resolve(), shape, cap, args.latency, flags))
-                else:
+                elif who == "bare":
                     bares.append(bare_run(root, shape, cap, flags))
+                else:
+                    waits.append(bare_run(root, shape, cap, flags, args.latency))
                 if args.keep is None:
                     shutil.rmtree(root, ignore_errors=True)
-        report(cap, shape, args.latency, loops, days, bares)
+        report(cap, shape, args.latency, loops, days, bares, waits)
     if args.keep is None:
         shutil.rmtree(workdir, ignore_errors=True)
 
