@@ -74,6 +74,23 @@ def saved(rt: Runtime, members) -> set[str]:
             if ledger.saved_reply(rt.paths, m, documents.document_prompt(rt, m).sha256) is not None}
 
 
+def next_run_pays_for_none_of(rt: Runtime, server: FakeOpenAIServer, drafts, kept: set[str]) -> None:
+    """The next run makes every draft: the `kept` replies from the ledger (no request to the
+    server, each recorded once, as recovered), the others by a call."""
+    again = Runtime(dict(rt.config))
+    started(again)
+    try:
+        outcome = jobs(again, drafts)
+    finally:
+        engine.finish(again)
+    assert all(error is None for error in outcome.values()), outcome
+    assert server.request_count == len(drafts)  # the kept replies were not paid for again
+    assert again.run.counters.snapshot()["sources"] == {"saved": len(kept), "called": len(drafts) - len(kept)}
+    lines = jsonl(again.paths.llm_calls_jsonl)
+    assert Counter(c["gen_id"] for c in lines) == {m.gen_id: 1 for m in drafts}
+    assert {c["gen_id"] for c in lines if c.get("recovered")} == kept
+
+
 def test_errors_cross_the_boundary_as_themselves_or_with_their_text():
     billed = calls.Attempt("openai/m", 1, "billed", "EmptyReply", 200, "empty", {"total_tokens": 3}, 0.1, "stop",
                            "", 0.0, 10, 0.5)
@@ -143,18 +160,7 @@ def test_a_killed_snakemake_process_takes_its_call_process_after_every_reply_tha
         assert len(kept) == 4  # every reply that came back is in the ledger
         assert jsonl(rt.paths.llm_calls_jsonl) == []  # their lines were the Snakemake process's to write
 
-        again = Runtime(dict(rt.config))  # the next run
-        started(again)
-        try:
-            outcome = jobs(again, drafts)
-        finally:
-            engine.finish(again)
-        assert all(error is None for error in outcome.values()), outcome
-        assert server.request_count == len(drafts)  # the saved four were not paid for again
-        assert again.run.counters.snapshot()["sources"] == {"saved": 4, "called": len(drafts) - 4}
-        lines = jsonl(again.paths.llm_calls_jsonl)
-        assert Counter(c["gen_id"] for c in lines) == {m.gen_id: 1 for m in drafts}
-        assert {c["gen_id"] for c in lines if c.get("recovered")} == kept
+        next_run_pays_for_none_of(rt, server, drafts, kept)
 
 
 def test_the_snakemake_process_never_imports_litellm_when_the_call_process_makes_its_calls(data_root, cohorts_dir):
@@ -246,14 +252,4 @@ def test_a_run_stopped_without_waiting_still_has_its_call_process_save_every_rep
         kept = saved(rt, drafts)
         assert len(kept) == 4 and server.request_count == 4
 
-        again = Runtime(dict(rt.config))  # the next run
-        started(again)
-        try:
-            outcome = jobs(again, drafts)
-        finally:
-            engine.finish(again)
-        assert all(error is None for error in outcome.values()), outcome
-        assert server.request_count == len(drafts)  # the four saved replies were not paid for again
-        assert again.run.counters.snapshot()["sources"] == {"saved": 4, "called": len(drafts) - 4}
-        lines = jsonl(again.paths.llm_calls_jsonl)
-        assert Counter(c["gen_id"] for c in lines) == {m.gen_id: 1 for m in drafts}
+        next_run_pays_for_none_of(rt, server, drafts, kept)
