@@ -383,13 +383,8 @@ class Engine:
         if wait:
             concurrent.futures.wait(pending)
         process = self._process
-        if process is not None:  # it ends once its calls in flight are saved (GRACE_S at most)
-            try:
-                if not self._thread.is_alive():
-                    raise RuntimeError("the engine's loop has ended")
-                asyncio.run_coroutine_threadsafe(process.close(), self._loop).result(timeout=LOOP_ANSWER_S)
-            except (concurrent.futures.TimeoutError, RuntimeError):
-                process.end_requests()  # the loop is stuck or gone: never a kill that loses a paid reply
+        if process is not None and not self._closed_on_loop(process):
+            process.end_requests()  # the loop is stuck or gone: never a kill that loses a paid reply
         if process is not None and wait:
             process.wait(timeout=call_process.GRACE_S + 5)
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -397,6 +392,17 @@ class Engine:
         self._admissions.shutdown(wait=False, cancel_futures=True)
         self._files.shutdown(wait=True)  # a reply being saved is never cut short
         logging.getLogger("daydream").removeHandler(self._capture)
+
+    def _closed_on_loop(self, process: CallProcess) -> bool:
+        """Whether the loop ran `process.close()` (the call process then ends once its calls in
+        flight are saved, GRACE_S at most) within LOOP_ANSWER_S."""
+        if not self._thread.is_alive():
+            return False
+        try:
+            asyncio.run_coroutine_threadsafe(process.close(), self._loop).result(timeout=LOOP_ANSWER_S)
+        except (concurrent.futures.TimeoutError, RuntimeError):  # held too long, or stopped meanwhile
+            return False
+        return True
 
     def interrupted(self) -> None:
         """Ctrl-C: no new call starts (those in flight finish and are saved)."""
