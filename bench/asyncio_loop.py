@@ -187,6 +187,8 @@ def measure(base_url: str, stats_file: Path, calls: int, cap: int, latency: floa
     phase = watcher.calls_phase_s or result["loop_s"]
     return {
         "client": client, "calls": calls, "cap": cap, "latency": latency, "import_s": import_s,
+        "phase_start": None if watcher.first_reply is None else watcher.first_reply - latency,
+        "phase_end": watcher.last_reply,
         "calls_phase_s": phase, "loop_s": result["loop_s"], "ideal_s": ideal, "ratio": phase / ideal,
         "requests": after["request_count"] - before["request_count"],
         "peak_in_flight": after["peak_in_flight"], "failures": result["failures"],

@@ -27,8 +27,10 @@ ends, so prompt.txt's time is its job's end) to the last parsed.txt written: the
 the same work. Prints, per cap, the medians over `--reps`: each phase, daydream / loop,
 daydream / bare, daydream / bare with waits (what daydream adds to Snakemake's floor), bare with
 waits / loop (what Snakemake adds to the loop), the peak in flight against the cap, the elapsed
-runs, and daydream's peak RSS (its process tree; the Snakemake process and its call process
-each) and CPU seconds of each. `--checkout DIR` runs daydream from another checkout (the
+runs, daydream's peak RSS (its process tree; the Snakemake process and its call process
+each) and CPU seconds of each, and how many of the machine's cores were busy (/proc/stat, every
+process on it) during the phase measured of the loop, daydream and bare with waits: whether a
+run had the machine's CPU to spare. `--checkout DIR` runs daydream from another checkout (the
 "before" figures). Numbers only: nothing is asserted.
 
 Usage: python bench/bench_calls.py [--caps 100,200,500] [--shape 20,2,15] [--latency 2] [--reps 1]
@@ -57,7 +59,7 @@ REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 from asyncio_loop import StatsWatcher, start_server, stop_server, wave_calls  # noqa: E402
 from bench_throughput import document_times, profile_flags  # noqa: E402
-from common import fmt, median, tree_rss, write_yaml  # noqa: E402
+from common import MachineCPU, fmt, median, tree_rss, write_yaml  # noqa: E402
 
 BARE = BENCH / "bare" / "Snakefile"
 
@@ -129,7 +131,8 @@ def timed(command: list[str], cwd: Path, env: dict, log: Path, peaks: dict | Non
     return returncode, elapsed, peak[0] / 2**20, wall_start
 
 
-def daydream_run(root: Path, checkout: Path, shape, cap: int, latency: float, flags: list[str]) -> dict:
+def daydream_run(root: Path, checkout: Path, shape, cap: int, latency: float, flags: list[str],
+                 cpu: MachineCPU) -> dict:
     stats_file = root.parent / f"{root.name}-stats.json"
     server, base_url = start_server(latency, stats_file)
     calls, peaks = wave_calls(shape, 0), {}
@@ -150,15 +153,17 @@ def daydream_run(root: Path, checkout: Path, shape, cap: int, latency: float, fl
         stop_server(server)
     documents, _, last = document_times(root / "data" / "gens")
     first_request = None if watcher.first_reply is None else watcher.first_reply - latency + offset
+    phase_end = None if last is None else last - offset
     return {"returncode": returncode, "elapsed_s": elapsed, "peak_rss_mb": rss, **peaks,
             "requests": stats["request_count"],
             "peak_in_flight": stats["peak_in_flight"], "calls_phase_s": watcher.calls_phase_s,
             "documents": documents,
             "documents_phase_s": None if first_request is None or last is None else last - first_request,
+            "cores_busy": cpu.cores_busy(None if first_request is None else first_request - offset, phase_end),
             "tail": (root / "run.log").read_text(encoding="utf-8", errors="replace")[-1500:]}
 
 
-def bare_run(root: Path, shape, cap: int, flags: list[str], wait_s: float = 0.0) -> dict:
+def bare_run(root: Path, shape, cap: int, flags: list[str], cpu: MachineCPU, wait_s: float = 0.0) -> dict:
     """The bare Snakefile, one job per document; with `wait_s`, each job sleeps that long after
     writing prompt.txt, at most `cap` jobs at once."""
     drafts, essays, evaluations = shape
@@ -167,16 +172,18 @@ def bare_run(root: Path, shape, cap: int, flags: list[str], wait_s: float = 0.0)
                "--cores", str(cap + 8), "--config", f"drafts={drafts}", f"essays_per_draft={essays}",
                f"evaluations_per_essay={evaluations}", "jobs_per_document=1", f"wait_s={wait_s:g}",
                f"wait_cap={cap if wait_s else 0}"]
+    offset = time.time() - time.perf_counter()
     returncode, elapsed, rss, _ = timed(command, root, env_for(REPO), root / "run.log")
     documents, first, last = document_times(root / "gens")
     # Snakemake touches every output when its job ends: the first prompt.txt is the first job's
     # end, `wait_s` after its wait began (as daydream's first request is its first reply less the latency).
     return {"returncode": returncode, "elapsed_s": elapsed, "peak_rss_mb": rss, "documents": documents,
             "documents_phase_s": None if first is None else last - first + wait_s,
+            "cores_busy": None if first is None else cpu.cores_busy(first - wait_s - offset, last - offset),
             "tail": (root / "run.log").read_text(encoding="utf-8", errors="replace")[-1500:]}
 
 
-def loop_run(workdir: Path, name: str, shape, cap: int, latency: float) -> dict:
+def loop_run(workdir: Path, name: str, shape, cap: int, latency: float, cpu: MachineCPU) -> dict:
     stats_file = workdir / f"{name}-stats.json"
     server, base_url = start_server(latency, stats_file)
     try:
@@ -188,11 +195,12 @@ def loop_run(workdir: Path, name: str, shape, cap: int, latency: float) -> dict:
         stop_server(server)
     if done.returncode != 0:
         raise SystemExit(f"the asyncio loop failed ({done.returncode}):\n{done.stderr[-1500:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return {**result, "cores_busy": cpu.cores_busy(result["phase_start"], result["phase_end"])}
 
 
 def report(cap: int, shape, latency: float, loops: list[dict], days: list[dict], bares: list[dict],
-           waits: list[dict]) -> None:
+           waits: list[dict], cores: int) -> None:
     calls = wave_calls(shape, 0)
     print(f"\ncap {cap}, {calls} calls in three dependent waves {shape}, {latency:g} s replies; medians of "
           f"{len(loops)} interleaved repetition(s)")
@@ -231,6 +239,9 @@ def report(cap: int, shape, latency: float, loops: list[dict], days: list[dict],
                               if w["documents_phase_s"] and lp["calls_phase_s"]])
     print(f"  daydream / bare with waits {fmt(over_floor)}x (daydream's own)   bare with waits / loop "
           f"{fmt(floor_over_loop)}x (Snakemake's own)")
+    print(f"  cores busy (the whole machine, of {cores}) in the phase measured: loop "
+          f"{fmt(median([r['cores_busy'] for r in loops]))}, daydream {fmt(median([r['cores_busy'] for r in days]))}, "
+          f"bare with waits {fmt(median([r['cores_busy'] for r in waits]))}")
 
 
 def main() -> None:
@@ -250,25 +261,31 @@ def main() -> None:
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     print(f"daydream from {args.checkout.resolve()}; Snakemake flags: {' '.join(flags)} --cores cap+8")
-    for cap in caps:
-        loops, days, bares, waits = [], [], [], []
-        for rep in range(args.reps):
-            order = ("loop", "daydream", "bare", "waits") if rep % 2 == 0 else ("waits", "bare", "daydream", "loop")
-            for who in order:
-                root = workdir / f"{who}-{cap}-{rep}"
-                if who == "loop":
-                    loops.append(loop_run(workdir, root.name, shape, cap, args.latency))
-                elif who == "daydream":
-                    days.append(daydream_run(root, args.checkout.resolve(), shape, cap, args.latency, flags))
-                elif who == "bare":
-                    bares.append(bare_run(root, shape, cap, flags))
-                else:
-                    waits.append(bare_run(root, shape, cap, flags, args.latency))
-                if args.keep is None:
-                    shutil.rmtree(root, ignore_errors=True)
-        report(cap, shape, args.latency, loops, days, bares, waits)
+    with MachineCPU() as cpu:
+        for cap in caps:
+            run_cap(cap, args, shape, flags, workdir, cpu)
     if args.keep is None:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run_cap(cap: int, args, shape, flags: list[str], workdir: Path, cpu: MachineCPU) -> None:
+    """The four runs of one cap, `args.reps` times in alternating order, then their report."""
+    loops, days, bares, waits = [], [], [], []
+    for rep in range(args.reps):
+        order = ("loop", "daydream", "bare", "waits") if rep % 2 == 0 else ("waits", "bare", "daydream", "loop")
+        for who in order:
+            root = workdir / f"{who}-{cap}-{rep}"
+            if who == "loop":
+                loops.append(loop_run(workdir, root.name, shape, cap, args.latency, cpu))
+            elif who == "daydream":
+                days.append(daydream_run(root, args.checkout.resolve(), shape, cap, args.latency, flags, cpu))
+            elif who == "bare":
+                bares.append(bare_run(root, shape, cap, flags, cpu))
+            else:
+                waits.append(bare_run(root, shape, cap, flags, cpu, args.latency))
+            if args.keep is None:
+                shutil.rmtree(root, ignore_errors=True)
+    report(cap, shape, args.latency, loops, days, bares, waits, cpu.cores)
 
 
 if __name__ == "__main__":
