@@ -159,8 +159,15 @@ def daydream_run(root: Path, checkout: Path, shape, cap: int, latency: float, fl
             "peak_in_flight": stats["peak_in_flight"], "calls_phase_s": watcher.calls_phase_s,
             "documents": documents,
             "documents_phase_s": None if first_request is None or last is None else last - first_request,
-            "cores_busy": cpu.cores_busy(None if first_request is None else first_request - offset, phase_end),
+            **busy(cpu, None if first_request is None else first_request - offset, phase_end),
             "tail": (root / "run.log").read_text(encoding="utf-8", errors="replace")[-1500:]}
+
+
+def busy(cpu: MachineCPU, start: float | None, end: float | None) -> dict:
+    """The machine's busy cores in a phase, and those in the kernel; and their CPU seconds."""
+    cores, kernel = cpu.cores_busy(start, end), cpu.cores_busy(start, end, system=True)
+    seconds = None if cores is None else cores * (end - start)
+    return {"cores_busy": cores, "cores_kernel": kernel, "cpu_s": seconds}
 
 
 def bare_run(root: Path, shape, cap: int, flags: list[str], cpu: MachineCPU, wait_s: float = 0.0) -> dict:
@@ -179,7 +186,7 @@ def bare_run(root: Path, shape, cap: int, flags: list[str], cpu: MachineCPU, wai
     # end, `wait_s` after its wait began (as daydream's first request is its first reply less the latency).
     return {"returncode": returncode, "elapsed_s": elapsed, "peak_rss_mb": rss, "documents": documents,
             "documents_phase_s": None if first is None else last - first + wait_s,
-            "cores_busy": None if first is None else cpu.cores_busy(first - wait_s - offset, last - offset),
+            **busy(cpu, None if first is None else first - wait_s - offset, None if last is None else last - offset),
             "tail": (root / "run.log").read_text(encoding="utf-8", errors="replace")[-1500:]}
 
 
@@ -196,7 +203,7 @@ def loop_run(workdir: Path, name: str, shape, cap: int, latency: float, cpu: Mac
     if done.returncode != 0:
         raise SystemExit(f"the asyncio loop failed ({done.returncode}):\n{done.stderr[-1500:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    return {**result, "cores_busy": cpu.cores_busy(result["phase_start"], result["phase_end"])}
+    return {**result, **busy(cpu, result["phase_start"], result["phase_end"])}
 
 
 def report(cap: int, shape, latency: float, loops: list[dict], days: list[dict], bares: list[dict],
@@ -239,9 +246,12 @@ def report(cap: int, shape, latency: float, loops: list[dict], days: list[dict],
                               if w["documents_phase_s"] and lp["calls_phase_s"]])
     print(f"  daydream / bare with waits {fmt(over_floor)}x (daydream's own)   bare with waits / loop "
           f"{fmt(floor_over_loop)}x (Snakemake's own)")
-    print(f"  cores busy (the whole machine, of {cores}) in the phase measured: loop "
-          f"{fmt(median([r['cores_busy'] for r in loops]))}, daydream {fmt(median([r['cores_busy'] for r in days]))}, "
-          f"bare with waits {fmt(median([r['cores_busy'] for r in waits]))}")
+    def used(runs: list[dict]) -> str:
+        return (f"{fmt(median([r['cores_busy'] for r in runs]))} ({fmt(median([r['cores_kernel'] for r in runs]))} "
+                f"in the kernel), {fmt(median([r['cpu_s'] for r in runs]), '.1f')} CPU s")
+
+    print(f"  the machine in the phase measured (of {cores} cores; every process on it): loop {used(loops)}; "
+          f"daydream {used(days)}; bare with waits {used(waits)}")
 
 
 def main() -> None:

@@ -86,12 +86,13 @@ def loopback_copy(seeded: Path, root: Path, essays: list[str], templates: list[s
 class MachineCPU:
     """The whole machine's busy CPU, sampled from /proc/stat every `every` seconds in a thread
     while the `with` block runs: `cores_busy(start, end)` is the average number of cores busy
-    (not idle, not waiting for I/O) between two `time.perf_counter()` readings (CLOCK_MONOTONIC,
-    the same clock in every process of the machine), None without a sample on both sides."""
+    (not idle, not waiting for I/O; with `system`, in the kernel only: system, irq and softirq
+    time) between two `time.perf_counter()` readings (CLOCK_MONOTONIC, the same clock in every
+    process of the machine), None without a sample on both sides."""
 
     def __init__(self, every: float = 0.05):
         self.every, self.cores = every, os.cpu_count() or 1
-        self.samples: list[tuple[float, int, int]] = []  # (perf_counter, busy jiffies, all jiffies)
+        self.samples: list[tuple[float, int, int, int]] = []  # (perf_counter, busy, kernel, all jiffies)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, name="machine-cpu", daemon=True)
 
@@ -107,17 +108,17 @@ class MachineCPU:
         while True:
             with open("/proc/stat", encoding="ascii") as handle:
                 fields = [int(n) for n in handle.readline().split()[1:]]
-            idle = fields[3] + fields[4]  # idle, iowait
-            self.samples.append((time.perf_counter(), sum(fields) - idle, sum(fields)))
+            idle, kernel = fields[3] + fields[4], fields[2] + fields[5] + fields[6]  # idle iowait, system irq softirq
+            self.samples.append((time.perf_counter(), sum(fields) - idle, kernel, sum(fields)))
             if self._stop.wait(self.every):
                 return
 
-    def cores_busy(self, start: float | None, end: float | None) -> float | None:
+    def cores_busy(self, start: float | None, end: float | None, system: bool = False) -> float | None:
         if start is None or end is None:
             return None
         before = [s for s in self.samples if s[0] <= start]
         after = [s for s in self.samples if s[0] >= end]
-        if not before or not after or after[0][2] == before[-1][2]:
+        if not before or not after or after[0][3] == before[-1][3]:
             return None
-        (_, busy0, all0), (_, busy1, all1) = before[-1], after[0]
-        return (busy1 - busy0) / (all1 - all0) * self.cores
+        (_, busy0, kernel0, all0), (_, busy1, kernel1, all1) = before[-1], after[0]
+        return ((kernel1 - kernel0) if system else (busy1 - busy0)) / (all1 - all0) * self.cores
