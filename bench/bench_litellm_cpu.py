@@ -5,13 +5,14 @@ process imports litellm (with the local price map, telemetry and debug info off,
 `daydream.providers.litellm_import` does), sets the switch on the module, makes `--warm` calls,
 then `--calls` calls of `litellm.acompletion` under one asyncio.Semaphore(`--cap`) against the
 loopback OpenAI server (tests/openai_server.py, its command line) answering at once, and prints
-the process's CPU milliseconds per call (time.process_time) and the wall seconds of those calls.
+the process's CPU milliseconds per call (time.process_time) and the wall seconds of those calls:
+the median and range over `--reps` rounds, each round running every setting in turn.
 The server runs in a process of its own: its CPU is not counted. Numbers only: nothing is
 asserted. This is the per-call work that daydream's call process and the plain asyncio loop
 (bench/asyncio_loop.py) both pay; a switch that lowers it would be worth setting in
 `litellm_import`.
 
-Usage: python bench/bench_litellm_cpu.py [--calls 600] [--cap 50] [--settings "logging=False;disable_token_counter=True"]
+Usage: python bench/bench_litellm_cpu.py [--calls 600] [--cap 50] [--reps 3] [--settings "logging=False;disable_token_counter=True"]
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -71,6 +73,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=600)
     parser.add_argument("--cap", type=int, default=50)
     parser.add_argument("--warm", type=int, default=50, help="calls made first, not timed")
+    parser.add_argument("--reps", type=int, default=3, help="rounds over all the settings (medians are printed)")
     parser.add_argument("--settings", default=";".join(("", *SWITCHES)),
                         help="';'-separated litellm module settings name=value, one process each ('' = none)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -79,20 +82,27 @@ def main() -> None:
     if args.child is not None:
         print(json.dumps(one_setting(args.child, args.base_url, args.calls, args.cap, args.warm)))
         return
+    settings = args.settings.split(";")
+    results: dict[str, list[dict]] = {setting: [] for setting in settings}
     server, base_url = start_server(0.0, Path(tempfile.mkdtemp(prefix="daydream-litellm-cpu-")) / "stats.json")
     try:
-        print(f"litellm {version('litellm')}; {args.calls} calls, {args.cap} at once, replies at once")
-        for setting in args.settings.split(";"):
-            done = subprocess.run(
-                [sys.executable, __file__, "--child", setting, "--base-url", base_url, "--calls", str(args.calls),
-                 "--cap", str(args.cap), "--warm", str(args.warm)], capture_output=True, text=True, env=repo_env())
-            if done.returncode != 0:
-                print(f"{setting or '(none)':34s} failed: {done.stderr.strip()[-300:]}")
-                continue
-            result = json.loads(done.stdout.strip().splitlines()[-1])
-            print(f"{result['setting']:34s} CPU {result['cpu_ms_per_call']:5.2f} ms per call   wall {result['wall_s']:.2f} s")
+        print(f"litellm {version('litellm')}; {args.calls} calls, {args.cap} at once, replies at once; "
+              f"{args.reps} round(s), medians [range]")
+        for _ in range(args.reps):
+            for setting in settings:
+                done = subprocess.run(
+                    [sys.executable, __file__, "--child", setting, "--base-url", base_url, "--calls", str(args.calls),
+                     "--cap", str(args.cap), "--warm", str(args.warm)], capture_output=True, text=True, env=repo_env())
+                if done.returncode != 0:
+                    raise SystemExit(f"{setting or '(none)'} failed: {done.stderr.strip()[-300:]}")
+                results[setting].append(json.loads(done.stdout.strip().splitlines()[-1]))
     finally:
         stop_server(server)
+    for setting, runs in results.items():
+        cpu = sorted(r["cpu_ms_per_call"] for r in runs)
+        wall = sorted(r["wall_s"] for r in runs)
+        print(f"{setting or '(none)':34s} CPU {statistics.median(cpu):5.2f} ms per call [{cpu[0]:.2f}-{cpu[-1]:.2f}]   "
+              f"wall {statistics.median(wall):.2f} s [{wall[0]:.2f}-{wall[-1]:.2f}]")
 
 
 if __name__ == "__main__":
