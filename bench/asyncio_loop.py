@@ -33,9 +33,10 @@ import resource
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+
+from common import Polling
 
 REPO = Path(__file__).resolve().parent.parent
 CLIENTS = ("default", "per-host-env", "httpx-default", "httpx-limits")
@@ -66,7 +67,7 @@ def read_stats(stats_file: Path) -> dict:
     return json.loads(stats_file.read_text(encoding="utf-8"))
 
 
-class StatsWatcher:
+class StatsWatcher(Polling):
     """Polls the server's stats file (rewritten after every completed request) every 5 ms.
 
     The calls phase, first request to last reply, is (time the last of `calls` replies was
@@ -75,33 +76,23 @@ class StatsWatcher:
     """
 
     def __init__(self, stats_file: Path, calls: int, latency: float):
+        super().__init__(0.005, "stats-watcher")
         self.stats_file, self.calls, self.latency = stats_file, calls, latency
         self.first_reply: float | None = None
         self.last_reply: float | None = None
         self.base = read_stats(stats_file)["completed_count"]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
 
-    def __enter__(self) -> StatsWatcher:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _poll(self) -> None:
-        while not self._stop.is_set() and self.last_reply is None:
-            try:
-                done = read_stats(self.stats_file)["completed_count"] - self.base
-            except (OSError, ValueError):
-                done = 0  # the file is replaced atomically; a read can still race a rename
-            now = time.perf_counter()
-            if done >= 1 and self.first_reply is None:
-                self.first_reply = now
-            if done >= self.calls:
-                self.last_reply = now
-            self._stop.wait(0.005)
+    def poll(self) -> bool:
+        try:
+            done = read_stats(self.stats_file)["completed_count"] - self.base
+        except (OSError, ValueError):
+            done = 0  # the file is replaced atomically; a read can still race a rename
+        now = time.perf_counter()
+        if done >= 1 and self.first_reply is None:
+            self.first_reply = now
+        if done >= self.calls:
+            self.last_reply = now
+        return self.last_reply is not None
 
     @property
     def calls_phase_s(self) -> float | None:

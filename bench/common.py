@@ -83,20 +83,16 @@ def loopback_copy(seeded: Path, root: Path, essays: list[str], templates: list[s
     return write_yaml(root / "llm_settings.yaml", {"llm": {"max_concurrency": cap, "max_attempts": 1}})
 
 
-class MachineCPU:
-    """The whole machine's busy CPU, sampled from /proc/stat every `every` seconds in a thread
-    while the `with` block runs: `cores_busy(start, end)` is the average number of cores busy
-    (not idle, not waiting for I/O; with `system`, in the kernel only: system, irq and softirq
-    time) between two `time.perf_counter()` readings (CLOCK_MONOTONIC, the same clock in every
-    process of the machine), None without a sample on both sides."""
+class Polling:
+    """A daemon thread that calls `poll()` every `every` seconds while the `with` block runs,
+    until the block ends or `poll()` returns True."""
 
-    def __init__(self, every: float = 0.05):
-        self.every, self.cores = every, os.cpu_count() or 1
-        self.samples: list[tuple[float, int, int, int]] = []  # (perf_counter, busy, kernel, all jiffies)
+    def __init__(self, every: float, name: str):
+        self.every = every
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, name="machine-cpu", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
-    def __enter__(self) -> MachineCPU:
+    def __enter__(self):
         self._thread.start()
         return self
 
@@ -104,14 +100,32 @@ class MachineCPU:
         self._stop.set()
         self._thread.join()
 
-    def _sample(self) -> None:
-        while True:
-            with open("/proc/stat", encoding="ascii") as handle:
-                fields = [int(n) for n in handle.readline().split()[1:]]
-            idle, kernel = fields[3] + fields[4], fields[2] + fields[5] + fields[6]  # idle iowait, system irq softirq
-            self.samples.append((time.perf_counter(), sum(fields) - idle, kernel, sum(fields)))
-            if self._stop.wait(self.every):
-                return
+    def poll(self) -> bool:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and not self.poll():
+            self._stop.wait(self.every)
+
+
+class MachineCPU(Polling):
+    """The whole machine's busy CPU, sampled from /proc/stat every `every` seconds in a thread
+    while the `with` block runs: `cores_busy(start, end)` is the average number of cores busy
+    (not idle, not waiting for I/O; with `system`, in the kernel only: system, irq and softirq
+    time) between two `time.perf_counter()` readings (CLOCK_MONOTONIC, the same clock in every
+    process of the machine), None without a sample on both sides."""
+
+    def __init__(self, every: float = 0.05):
+        super().__init__(every, "machine-cpu")
+        self.cores = os.cpu_count() or 1
+        self.samples: list[tuple[float, int, int, int]] = []  # (perf_counter, busy, kernel, all jiffies)
+
+    def poll(self) -> bool:
+        with open("/proc/stat", encoding="ascii") as handle:
+            fields = [int(n) for n in handle.readline().split()[1:]]
+        idle, kernel = fields[3] + fields[4], fields[2] + fields[5] + fields[6]  # idle iowait, system irq softirq
+        self.samples.append((time.perf_counter(), sum(fields) - idle, kernel, sum(fields)))
+        return False
 
     def cores_busy(self, start: float | None, end: float | None, system: bool = False) -> float | None:
         if start is None or end is None:
