@@ -29,8 +29,8 @@ daydream / bare, daydream / bare with waits (what daydream adds to Snakemake's f
 waits / loop (what Snakemake adds to the loop), the peak in flight against the cap, the elapsed
 runs, daydream's peak RSS (its process tree; the Snakemake process and its call process
 each) and CPU seconds of each, and how many of the machine's cores were busy (/proc/stat, every
-process on it) during the phase measured of the loop, daydream and bare with waits: whether a
-run had the machine's CPU to spare. `--checkout DIR` runs daydream from another checkout (the
+process on it), how many of them in the kernel, and the CPU seconds, during the phase measured of
+the loop, daydream and bare with waits: whether a run had the machine's CPU to spare. `--checkout DIR` runs daydream from another checkout (the
 "before" figures). Numbers only: nothing is asserted.
 
 Usage: python bench/bench_calls.py [--caps 100,200,500] [--shape 20,2,15] [--latency 2] [--reps 1]
@@ -246,12 +246,14 @@ def report(cap: int, shape, latency: float, loops: list[dict], days: list[dict],
                               if w["documents_phase_s"] and lp["calls_phase_s"]])
     print(f"  daydream / bare with waits {fmt(over_floor)}x (daydream's own)   bare with waits / loop "
           f"{fmt(floor_over_loop)}x (Snakemake's own)")
-    def used(runs: list[dict]) -> str:
-        return (f"{fmt(median([r['cores_busy'] for r in runs]))} ({fmt(median([r['cores_kernel'] for r in runs]))} "
-                f"in the kernel), {fmt(median([r['cpu_s'] for r in runs]), '.1f')} CPU s")
+    print(f"  the machine in the phase measured (of {cores} cores; every process on it): loop {machine_use(loops)}; "
+          f"daydream {machine_use(days)}; bare with waits {machine_use(waits)}")
 
-    print(f"  the machine in the phase measured (of {cores} cores; every process on it): loop {used(loops)}; "
-          f"daydream {used(days)}; bare with waits {used(waits)}")
+
+def machine_use(runs: list[dict]) -> str:
+    """Medians of the runs' busy cores, those in the kernel, and CPU seconds in their phase."""
+    return (f"{fmt(median([r['cores_busy'] for r in runs]))} ({fmt(median([r['cores_kernel'] for r in runs]))} "
+            f"in the kernel), {fmt(median([r['cpu_s'] for r in runs]), '.1f')} CPU s")
 
 
 def main() -> None:
