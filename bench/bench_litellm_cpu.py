@@ -18,8 +18,10 @@ Usage: python bench/bench_litellm_cpu.py [--calls 600] [--cap 50] [--reps 3] [--
 from __future__ import annotations
 
 import argparse
+import ast
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -39,8 +41,6 @@ SWITCHES = ("logging=False", "disable_token_counter=True", "turn_off_message_log
 
 def one_setting(setting: str, base_url: str, calls: int, cap: int, warm: int) -> dict:
     """In this process (a child of `main`): litellm with `setting`, then the timed calls."""
-    import os
-
     os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
     import litellm
 
@@ -49,7 +49,7 @@ def one_setting(setting: str, base_url: str, calls: int, cap: int, warm: int) ->
         name, _, value = setting.partition("=")
         if not hasattr(litellm, name):
             raise SystemExit(f"litellm has no module setting {name!r}")
-        setattr(litellm, name, json.loads(value.lower()) if value in ("True", "False") else json.loads(value))
+        setattr(litellm, name, ast.literal_eval(value))
 
     async def run(count: int) -> None:
         gate = asyncio.Semaphore(cap)
