@@ -164,10 +164,21 @@ def daydream_run(root: Path, checkout: Path, shape, cap: int, latency: float, fl
 
 
 def busy(cpu: MachineCPU, start: float | None, end: float | None) -> dict:
-    """The machine's busy cores in a phase, and those in the kernel; and their CPU seconds."""
+    """The machine's busy cores in a phase, and those in the kernel; and their CPU seconds; and
+    the CPU seconds (all, kernel) of each process of the run in it (`role`)."""
     cores, kernel = cpu.cores_busy(start, end), cpu.cores_busy(start, end, system=True)
     seconds = None if cores is None else cores * (end - start)
-    return {"cores_busy": cores, "cores_kernel": kernel, "cpu_s": seconds}
+    return {"cores_busy": cores, "cores_kernel": kernel, "cpu_s": seconds, "processes": cpu.process_cpu(start, end)}
+
+
+def role(cmdline: list[str]) -> str | None:
+    """Which process of a run a command line is (`MachineCPU`'s per-process CPU)."""
+    line = " ".join(cmdline)
+    for needle, name in (("daydream.call_process", "call process"), ("-m snakemake", "Snakemake process"),
+                         ("openai_server.py", "server"), ("asyncio_loop.py", "loop")):
+        if needle in line:
+            return name
+    return None
 
 
 def bare_run(root: Path, shape, cap: int, flags: list[str], cpu: MachineCPU, wait_s: float = 0.0) -> dict:
@@ -248,12 +259,24 @@ def report(cap: int, shape, latency: float, loops: list[dict], days: list[dict],
           f"{fmt(floor_over_loop)}x (Snakemake's own)")
     print(f"  the machine in the phase measured (of {cores} cores; every process on it): loop {machine_use(loops)}; "
           f"daydream {machine_use(days)}; bare with waits {machine_use(waits)}")
+    print(f"  CPU s (in the kernel) of each process in the phase: loop: {process_use(loops)}; daydream: "
+          f"{process_use(days)}; bare with waits: {process_use(waits)}")
 
 
 def machine_use(runs: list[dict]) -> str:
     """Medians of the runs' busy cores, those in the kernel, and CPU seconds in their phase."""
     return (f"{fmt(median([r['cores_busy'] for r in runs]))} ({fmt(median([r['cores_kernel'] for r in runs]))} "
             f"in the kernel), {fmt(median([r['cpu_s'] for r in runs]), '.1f')} CPU s")
+
+
+def process_use(runs: list[dict]) -> str:
+    """Medians of the runs' CPU seconds in their phase, per process (its role), and the kernel's."""
+    names = sorted({name for r in runs for name in (r["processes"] or {})})
+    parts = []
+    for name in names:
+        use = [r["processes"].get(name, (0.0, 0.0)) for r in runs if r["processes"]]
+        parts.append(f"{name} {fmt(median([u[0] for u in use]))} ({fmt(median([u[1] for u in use]))})")
+    return ", ".join(parts) or "-"
 
 
 def main() -> None:
@@ -273,7 +296,7 @@ def main() -> None:
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     print(f"daydream from {args.checkout.resolve()}; Snakemake flags: {' '.join(flags)} --cores cap+8")
-    with MachineCPU() as cpu:
+    with MachineCPU(role=role) as cpu:
         for cap in caps:
             run_cap(cap, args, shape, flags, workdir, cpu)
     if args.keep is None:

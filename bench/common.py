@@ -12,6 +12,7 @@ import shutil
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -113,19 +114,80 @@ class MachineCPU(Polling):
     while the `with` block runs: `cores_busy(start, end)` is the average number of cores busy
     (not idle, not waiting for I/O; with `system`, in the kernel only: system, irq and softirq
     time) between two `time.perf_counter()` readings (CLOCK_MONOTONIC, the same clock in every
-    process of the machine), None without a sample on both sides."""
+    process of the machine), None without a sample on both sides. With `role`, also each
+    process of the bench's own tree that `role` names: `process_cpu(start, end)`."""
 
-    def __init__(self, every: float = 0.05):
+    def __init__(self, every: float = 0.05, role: Callable[[list[str]], str | None] | None = None):
         super().__init__(every, "machine-cpu")
         self.cores = os.cpu_count() or 1
         self.samples: list[tuple[float, int, int, int]] = []  # (perf_counter, busy, kernel, all jiffies)
+        # With `role` (a command line -> a name, or None for a process not to follow): the CPU of
+        # this process and of each of its descendants that has a role, sampled with the machine's.
+        self._role = role
+        self._followed: dict[int, str] = {}  # pid -> role, the descendants found so far
+        self._polls = 0
+        self.process_samples: dict[int, list[tuple[float, int, int]]] = {}  # pid -> (perf_counter, user, system ticks)
+        self.roles: dict[int, str] = {}
 
     def poll(self) -> bool:
         with open("/proc/stat", encoding="ascii") as handle:
             fields = [int(n) for n in handle.readline().split()[1:]]
+        now = time.perf_counter()
         idle, kernel = fields[3] + fields[4], fields[2] + fields[5] + fields[6]  # idle iowait, system irq softirq
-        self.samples.append((time.perf_counter(), sum(fields) - idle, kernel, sum(fields)))
+        self.samples.append((now, sum(fields) - idle, kernel, sum(fields)))
+        if self._role is not None:
+            self._poll_processes(now)
         return False
+
+    def _poll_processes(self, now: float) -> None:
+        """Each followed process's user and system ticks now; the descendants looked for again
+        every 10 polls (half a second: a process is followed from then on)."""
+        if self._polls % 10 == 0:
+            self._find_processes()
+        self._polls += 1
+        for pid in list(self._followed):
+            try:
+                with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+                    # after the command name in parentheses: field 14 (utime) and 15 (stime) of proc(5)
+                    rest = handle.read().rpartition(")")[2].split()
+            except (FileNotFoundError, ProcessLookupError):
+                del self._followed[pid]  # ended: its last sample stands
+                continue
+            self.process_samples.setdefault(pid, []).append((now, int(rest[11]), int(rest[12])))
+
+    def _find_processes(self) -> None:
+        me = psutil.Process()
+        for process in [me, *me.children(recursive=True)]:
+            if process.pid in self.roles:
+                continue
+            try:
+                role = "bench" if process.pid == me.pid else self._role(process.cmdline())
+            except psutil.Error:
+                continue
+            if role is not None:
+                self.roles[process.pid] = role
+                self._followed[process.pid] = role
+
+    def process_cpu(self, start: float | None, end: float | None) -> dict[str, tuple[float, float]] | None:
+        """CPU seconds (all, and in the kernel) of each role's processes between two
+        `time.perf_counter()` readings, summed over the processes of a role. A process with no
+        sample before `start` counts from zero (it began in the window); one that ended in it
+        counts to its last sample."""
+        if start is None or end is None or self._role is None:
+            return None
+        tick = os.sysconf("SC_CLK_TCK")
+        use: dict[str, tuple[float, float]] = {}
+        for pid, samples in self.process_samples.items():
+            before = [s for s in samples if s[0] <= start]
+            after = [s for s in samples if s[0] >= end] or [samples[-1]]
+            if after[0][0] < start or samples[0][0] > end:
+                continue  # ended before the window, or began after it
+            _, user0, system0 = before[-1] if before else (start, 0, 0)
+            _, user1, system1 = after[0]
+            total, kernel = use.get(self.roles[pid], (0.0, 0.0))
+            use[self.roles[pid]] = (total + (user1 - user0 + system1 - system0) / tick,
+                                    kernel + (system1 - system0) / tick)
+        return use
 
     def cores_busy(self, start: float | None, end: float | None, system: bool = False) -> float | None:
         if start is None or end is None:
