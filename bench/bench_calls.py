@@ -132,7 +132,7 @@ def timed(command: list[str], cwd: Path, env: dict, log: Path, peaks: dict | Non
 
 
 def daydream_run(root: Path, checkout: Path, shape, cap: int, latency: float, flags: list[str],
-                 cpu: MachineCPU) -> dict:
+                 cpu: MachineCPU, cores: int) -> dict:
     stats_file = root.parent / f"{root.name}-stats.json"
     server, base_url = start_server(latency, stats_file)
     calls, peaks = wave_calls(shape, 0), {}
@@ -143,7 +143,7 @@ def daydream_run(root: Path, checkout: Path, shape, cap: int, latency: float, fl
         write_yaml(root / "cohorts" / "bench.yaml", cohort(shape))
         settings = write_yaml(root / "llm_settings.yaml", {"llm": {"max_concurrency": cap, "max_attempts": 1}})
         command = [sys.executable, "-m", "snakemake", "-s", str(checkout / "Snakefile"), "--workflow-profile", "none",
-                   *flags, "--cores", str(cap + 8), "--configfile", str(settings), "--config",
+                   *flags, "--cores", str(cores), "--configfile", str(settings), "--config",
                    f"data_root={root / 'data'}", f"cohorts_dir={root / 'cohorts'}", "cohorts=bench", "offline=false"]
         with StatsWatcher(stats_file, calls, latency) as watcher:
             offset = time.time() - time.perf_counter()
@@ -288,19 +288,31 @@ def main() -> None:
     parser.add_argument("--extra", default="", help="more Snakemake flags for daydream's and the bare runs")
     parser.add_argument("--checkout", type=Path, default=REPO, help="run daydream from this checkout")
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it")
+    parser.add_argument("--cores", default="cap+8", help="daydream's --cores: a number, or cap+N (the bare runs "
+                        "always get cap+8: their jobs wait in their threads)")
     args = parser.parse_args()
+    daydream_cores(args.cores, 1)  # a bad value fails before any run
     caps = [int(c) for c in args.caps.split(",")]
     shape = tuple(int(n) for n in args.shape.split(","))
     flags = [*profile_flags(REPO / "profiles" / "default"), *shlex.split(args.extra)]
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="daydream-bench-calls-"))
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
-    print(f"daydream from {args.checkout.resolve()}; Snakemake flags: {' '.join(flags)} --cores cap+8")
+    print(f"daydream from {args.checkout.resolve()}; Snakemake flags: {' '.join(flags)}; --cores {args.cores} "
+          "(the bare runs: cap+8)")
     with MachineCPU(role=role) as cpu:
         for cap in caps:
             run_cap(cap, args, shape, flags, workdir, cpu)
     if args.keep is None:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def daydream_cores(spec: str, cap: int) -> int:
+    """daydream's --cores for a cap: `spec` is a number, or cap+N."""
+    try:
+        return cap + int(spec.removeprefix("cap+")) if spec.startswith("cap+") else int(spec)
+    except ValueError:
+        raise SystemExit(f"--cores {spec!r}: give a number of cores, or cap+N") from None
 
 
 def run_cap(cap: int, args, shape, flags: list[str], workdir: Path, cpu: MachineCPU) -> None:
@@ -313,7 +325,8 @@ def run_cap(cap: int, args, shape, flags: list[str], workdir: Path, cpu: Machine
             if who == "loop":
                 loops.append(loop_run(workdir, root.name, shape, cap, args.latency, cpu))
             elif who == "daydream":
-                days.append(daydream_run(root, args.checkout.resolve(), shape, cap, args.latency, flags, cpu))
+                days.append(daydream_run(root, args.checkout.resolve(), shape, cap, args.latency, flags, cpu,
+                                         daydream_cores(args.cores, cap)))
             elif who == "bare":
                 bares.append(bare_run(root, shape, cap, flags, cpu))
             else:
