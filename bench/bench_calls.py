@@ -17,7 +17,7 @@ line, in another process) answering every request after `--latency` seconds (def
   `wait_cap`): Snakemake's own floor for three waves of jobs that each wait for a reply under
   the cap, with no client and no server.
 Snakemake gets the same flags for all three (the settings of profiles/default as flags, with
-`--workflow-profile none`, and `--cores cap+8`).
+`--workflow-profile none`, and `--cores cap+8` unless `--cores` says otherwise for daydream).
 
 Read the same way for the loop and daydream, from the server's stats file: the calls phase
 (first request to last reply). For daydream and both bare runs: the documents phase, from the
@@ -30,11 +30,14 @@ waits / loop (what Snakemake adds to the loop), the peak in flight against the c
 runs, daydream's peak RSS (its process tree; the Snakemake process and its call process
 each) and CPU seconds of each, and how many of the machine's cores were busy (/proc/stat, every
 process on it), how many of them in the kernel, and the CPU seconds, during the phase measured of
-the loop, daydream and bare with waits: whether a run had the machine's CPU to spare. `--checkout DIR` runs daydream from another checkout (the
-"before" figures). Numbers only: nothing is asserted.
+the loop, daydream and bare with waits: whether a run had the machine's CPU to spare; and in the
+same phases each process's CPU seconds and those in the kernel (the Snakemake process, the call
+process, the server, the loop, the bench's own watchers; /proc/<pid>/stat). `--checkout DIR`
+runs daydream from another checkout (the "before" figures); `--cores` gives daydream's
+Snakemake another `--cores` than cap+8 (a number, or cap+N). Numbers only: nothing is asserted.
 
 Usage: python bench/bench_calls.py [--caps 100,200,500] [--shape 20,2,15] [--latency 2] [--reps 1]
-           [--extra "..."] [--checkout DIR] [--keep DIR]
+           [--extra "..."] [--checkout DIR] [--cores cap+8] [--keep DIR]
 """
 
 from __future__ import annotations
