@@ -84,6 +84,16 @@ def loopback_copy(seeded: Path, root: Path, essays: list[str], templates: list[s
     return write_yaml(root / "llm_settings.yaml", {"llm": {"max_concurrency": cap, "max_attempts": 1}})
 
 
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (proc(5) field 3 is index 0: utime
+    is 11, stime 12, starttime 19), None once the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            return handle.read().rpartition(")")[2].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
 class Polling:
     """A daemon thread that calls `poll()` every `every` seconds while the `with` block runs,
     until the block ends or `poll()` returns True."""
@@ -123,11 +133,12 @@ class MachineCPU(Polling):
         self.samples: list[tuple[float, int, int, int]] = []  # (perf_counter, busy, kernel, all jiffies)
         # With `role` (a command line -> a name, or None for a process not to follow): the CPU of
         # this process and of each of its descendants that has a role, sampled with the machine's.
+        # A process is known by its pid and its start time (a pid is reused once its process ends).
         self._role = role
-        self._followed: dict[int, str] = {}  # pid -> role, the descendants found so far
+        self._followed: set[tuple[int, int]] = set()  # (pid, start ticks) of those sampled still
         self._polls = 0
-        self.process_samples: dict[int, list[tuple[float, int, int]]] = {}  # pid -> (perf_counter, user, system ticks)
-        self.roles: dict[int, str] = {}
+        self.process_samples: dict[tuple[int, int], list[tuple[float, int, int]]] = {}  # (perf_counter, user, system ticks)
+        self.roles: dict[tuple[int, int], str] = {}
 
     def poll(self) -> bool:
         with open("/proc/stat", encoding="ascii") as handle:
@@ -145,28 +156,26 @@ class MachineCPU(Polling):
         if self._polls % 10 == 0:
             self._find_processes()
         self._polls += 1
-        for pid in list(self._followed):
-            try:
-                with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
-                    # after the command name in parentheses: field 14 (utime) and 15 (stime) of proc(5)
-                    rest = handle.read().rpartition(")")[2].split()
-            except (FileNotFoundError, ProcessLookupError):
-                del self._followed[pid]  # ended: its last sample stands
+        for key in list(self._followed):
+            fields = _proc_stat(key[0])
+            if fields is None or int(fields[19]) != key[1]:
+                self._followed.discard(key)  # ended (its pid gone or another's): its last sample stands
                 continue
-            self.process_samples.setdefault(pid, []).append((now, int(rest[11]), int(rest[12])))
+            self.process_samples.setdefault(key, []).append((now, int(fields[11]), int(fields[12])))
 
     def _find_processes(self) -> None:
         me = psutil.Process()
         for process in [me, *me.children(recursive=True)]:
-            if process.pid in self.roles:
+            fields = _proc_stat(process.pid)
+            if fields is None or (key := (process.pid, int(fields[19]))) in self.roles:
                 continue
             try:
                 role = "bench" if process.pid == me.pid else self._role(process.cmdline())
             except psutil.Error:
                 continue
             if role is not None:
-                self.roles[process.pid] = role
-                self._followed[process.pid] = role
+                self.roles[key] = role
+                self._followed.add(key)
 
     def process_cpu(self, start: float | None, end: float | None) -> dict[str, tuple[float, float]] | None:
         """CPU seconds (all, and in the kernel) of each role's processes between two
@@ -177,15 +186,15 @@ class MachineCPU(Polling):
             return None
         tick = os.sysconf("SC_CLK_TCK")
         use: dict[str, tuple[float, float]] = {}
-        for pid, samples in self.process_samples.items():
+        for key, samples in self.process_samples.items():
             before = [s for s in samples if s[0] <= start]
             after = [s for s in samples if s[0] >= end] or [samples[-1]]
             if after[0][0] < start or samples[0][0] > end:
                 continue  # ended before the window, or began after it
             _, user0, system0 = before[-1] if before else (start, 0, 0)
             _, user1, system1 = after[0]
-            total, kernel = use.get(self.roles[pid], (0.0, 0.0))
-            use[self.roles[pid]] = (total + (user1 - user0 + system1 - system0) / tick,
+            total, kernel = use.get(self.roles[key], (0.0, 0.0))
+            use[self.roles[key]] = (total + (user1 - user0 + system1 - system0) / tick,
                                     kernel + (system1 - system0) / tick)
         return use
 
