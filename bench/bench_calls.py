@@ -62,7 +62,7 @@ REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 from asyncio_loop import StatsWatcher, start_server, stop_server, wave_calls  # noqa: E402
 from bench_throughput import document_times, profile_flags  # noqa: E402
-from common import MachineCPU, fmt, median, tree_rss, write_yaml  # noqa: E402
+from common import MachineCPU, fmt, median, write_yaml  # noqa: E402
 
 BARE = BENCH / "bare" / "Snakefile"
 
@@ -85,23 +85,32 @@ def cohort(shape: tuple[int, int, int]) -> dict:
             "evaluation": {"templates": ["novelty-judge"], "models": ["loop"], "replicates": evaluations}}
 
 
-def own_use(process: psutil.Process) -> tuple[int, int, float, float] | None:
-    """Now, of the process itself and of its call process (`daydream.call_process`, zeros where
-    there is none): resident bytes, resident bytes, CPU seconds, CPU seconds (user + system)."""
+def process_tree(root: psutil.Process) -> tuple[list[psutil.Process], psutil.Process | None]:
+    """The process and its descendants now, and its call process (`daydream.call_process`)
+    among them, or None."""
     try:
-        own, children = process.memory_info().rss, process.children()
-        times = process.cpu_times()
+        members = [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return None
-    calls, calls_cpu = 0, 0.0
-    for child in children:
+        return [root], None
+    for member in members[1:]:
         try:
-            if "daydream.call_process" in child.cmdline():
-                calls, child_times = child.memory_info().rss, child.cpu_times()
-                calls_cpu = child_times.user + child_times.system
+            if "daydream.call_process" in member.cmdline():
+                return members, member
         except psutil.NoSuchProcess:
             continue
-    return own, calls, times.user + times.system, calls_cpu
+    return members, None
+
+
+def usage(process: psutil.Process | None) -> tuple[int, float]:
+    """Resident bytes and CPU seconds (user + system) of a process now; zeros for none or one
+    that has ended."""
+    if process is None:
+        return 0, 0.0
+    try:
+        times = process.cpu_times()
+        return process.memory_info().rss, times.user + times.system
+    except psutil.NoSuchProcess:
+        return 0, 0.0
 
 
 def timed(command: list[str], cwd: Path, env: dict, log: Path, peaks: dict | None = None
@@ -115,12 +124,17 @@ def timed(command: list[str], cwd: Path, env: dict, log: Path, peaks: dict | Non
         watched, peak, each, cpu = psutil.Process(child.pid), [0], [0, 0], [0.0, 0.0]
 
         def watch() -> None:
+            # The tree looked for once a second, read every 0.1 s: a walk of /proc at each
+            # sample cost the bench a few ms of CPU beside the run it measures.
+            members, calls, polls = [watched], None, 0
             while child.poll() is None:
-                peak[0] = max(peak[0], tree_rss(watched))
-                use = own_use(watched)
-                if use is not None:
-                    each[:] = map(max, each, use[:2])
-                    cpu[:] = map(max, cpu, use[2:])
+                if polls % 10 == 0:
+                    members, calls = process_tree(watched)
+                polls += 1
+                peak[0] = max(peak[0], sum(usage(member)[0] for member in members))
+                (own, own_cpu), (call_rss, call_cpu) = usage(watched), usage(calls)
+                each[:] = map(max, each, (own, call_rss))
+                cpu[:] = map(max, cpu, (own_cpu, call_cpu))
                 time.sleep(0.1)
 
         sampler = threading.Thread(target=watch, daemon=True)

@@ -152,8 +152,9 @@ class MachineCPU(Polling):
 
     def _poll_processes(self, now: float) -> None:
         """Each followed process's user and system ticks now; the descendants looked for again
-        every 10 polls (half a second: a process is followed from then on)."""
-        if self._polls % 10 == 0:
+        every 20 polls (a second: a process is followed from then on; a walk of /proc costs the
+        bench a few ms)."""
+        if self._polls % 20 == 0:
             self._find_processes()
         self._polls += 1
         for key in list(self._followed):
