@@ -62,7 +62,7 @@ REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 from asyncio_loop import StatsWatcher, start_server, stop_server, wave_calls  # noqa: E402
 from bench_throughput import document_times, profile_flags  # noqa: E402
-from common import MachineCPU, fmt, median, write_yaml  # noqa: E402
+from common import MachineCPU, ProcessTree, fmt, median, usage, write_yaml  # noqa: E402
 
 BARE = BENCH / "bare" / "Snakefile"
 
@@ -85,34 +85,6 @@ def cohort(shape: tuple[int, int, int]) -> dict:
             "evaluation": {"templates": ["novelty-judge"], "models": ["loop"], "replicates": evaluations}}
 
 
-def process_tree(root: psutil.Process) -> tuple[list[psutil.Process], psutil.Process | None]:
-    """The process and its descendants now, and its call process (`daydream.call_process`)
-    among them, or None."""
-    try:
-        members = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return [root], None
-    for member in members[1:]:
-        try:
-            if "daydream.call_process" in member.cmdline():
-                return members, member
-        except psutil.NoSuchProcess:
-            continue
-    return members, None
-
-
-def usage(process: psutil.Process | None) -> tuple[int, float]:
-    """Resident bytes and CPU seconds (user + system) of a process now; zeros for none or one
-    that has ended."""
-    if process is None:
-        return 0, 0.0
-    try:
-        times = process.cpu_times()
-        return process.memory_info().rss, times.user + times.system
-    except psutil.NoSuchProcess:
-        return 0, 0.0
-
-
 def timed(command: list[str], cwd: Path, env: dict, log: Path, peaks: dict | None = None
           ) -> tuple[int, float, float, float]:
     """Run a command: (exit code, elapsed s, peak RSS MB of its process tree, start time.time());
@@ -124,14 +96,10 @@ def timed(command: list[str], cwd: Path, env: dict, log: Path, peaks: dict | Non
         watched, peak, each, cpu = psutil.Process(child.pid), [0], [0, 0], [0.0, 0.0]
 
         def watch() -> None:
-            # The tree looked for once a second, read every 0.1 s: a walk of /proc at each
-            # sample cost the bench a few ms of CPU beside the run it measures.
-            members, calls, polls = [watched], None, 0
+            tree, calls = ProcessTree(watched), None
             while child.poll() is None:
-                if polls % 10 == 0:
-                    members, calls = process_tree(watched)
-                polls += 1
-                peak[0] = max(peak[0], sum(usage(member)[0] for member in members))
+                peak[0] = max(peak[0], tree.rss())
+                calls = calls if calls is not None and calls.is_running() else tree.member("daydream.call_process")
                 (own, own_cpu), (call_rss, call_cpu) = usage(watched), usage(calls)
                 each[:] = map(max, each, (own, call_rss))
                 cpu[:] = map(max, cpu, (own_cpu, call_cpu))

@@ -29,7 +29,7 @@ import psutil
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from common import loopback_copy, tree_rss, write_yaml  # noqa: E402
+from common import ProcessTree, loopback_copy, write_yaml  # noqa: E402
 
 from tests.openai_server import FakeOpenAIServer  # noqa: E402
 
@@ -70,8 +70,9 @@ def timed_run(root: Path, settings: Path, server: FakeOpenAIServer, cores: int, 
     watched, result = psutil.Process(child.pid), {"first_call_s": None, "last_reply_s": None, "peak_rss": 0}
 
     def watch() -> None:
+        tree = ProcessTree(watched)
         while child.poll() is None:
-            result["peak_rss"] = max(result["peak_rss"], tree_rss(watched))
+            result["peak_rss"] = max(result["peak_rss"], tree.rss())
             if result["first_call_s"] is None and server.request_count:
                 result["first_call_s"] = time.perf_counter() - started
             if result["last_reply_s"] is None and server.completed_count >= calls:

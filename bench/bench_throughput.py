@@ -41,7 +41,7 @@ from pathlib import Path
 
 import psutil
 import yaml
-from common import PROFILE_LINE, REPO, fmt, median, repo_env, tree_rss
+from common import PROFILE_LINE, REPO, ProcessTree, fmt, median, repo_env
 
 BARE = REPO / "bench" / "bare" / "Snakefile"
 ESSAY_TEMPLATES = ["essay-from-draft", "copy-draft"]
@@ -189,8 +189,9 @@ def run_snakemake(command: list[str], cwd: Path, output: Path, sample_s: float =
         watched, peak = psutil.Process(child.pid), [0]
 
         def watch() -> None:
+            tree = ProcessTree(watched)
             while child.poll() is None:
-                peak[0] = max(peak[0], tree_rss(watched))
+                peak[0] = max(peak[0], tree.rss())
                 time.sleep(sample_s)
 
         watcher = threading.Thread(target=watch, daemon=True)

@@ -41,19 +41,51 @@ def repo_env() -> dict[str, str]:
     return env
 
 
-def tree_rss(process: psutil.Process) -> int:
-    """Resident bytes of a process and all its children now (0 once it has ended)."""
+class ProcessTree:
+    """A process and its descendants, as a bench's watcher samples them every few ms: the
+    descendants are looked for again at most every `every_s` seconds (a walk of all of /proc
+    each time), and read at every sample (each member's own /proc files)."""
+
+    def __init__(self, root: psutil.Process, every_s: float = 1.0):
+        self.root, self.every_s = root, every_s
+        self._members: list[psutil.Process] = [root]
+        self._found_at: float | None = None
+
+    def members(self) -> list[psutil.Process]:
+        now = time.perf_counter()
+        if self._found_at is None or now - self._found_at >= self.every_s:
+            self._found_at = now
+            try:
+                self._members = [self.root, *self.root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                self._members = [self.root]
+        return self._members
+
+    def rss(self) -> int:
+        """Resident bytes of the process and its descendants now (0 once all have ended)."""
+        return sum(usage(member)[0] for member in self.members())
+
+    def member(self, marker: str) -> psutil.Process | None:
+        """The first descendant whose command line holds `marker`, or None."""
+        for member in self.members()[1:]:
+            try:
+                if marker in " ".join(member.cmdline()):
+                    return member
+            except psutil.Error:
+                continue  # ended between listing and reading
+        return None
+
+
+def usage(process: psutil.Process | None) -> tuple[int, float]:
+    """Resident bytes and CPU seconds (user + system) of a process now; zeros for none or one
+    that has ended."""
+    if process is None:
+        return 0, 0.0
     try:
-        members = [process, *process.children(recursive=True)]
+        times = process.cpu_times()
+        return process.memory_info().rss, times.user + times.system
     except psutil.NoSuchProcess:
-        return 0
-    total = 0
-    for member in members:
-        try:
-            total += member.memory_info().rss
-        except psutil.NoSuchProcess:
-            continue  # a child that ended between listing and reading
-    return total
+        return 0, 0.0
 
 
 def write_yaml(path: Path, doc: dict) -> Path:
